@@ -1,0 +1,504 @@
+/* Datapath lifecycle and configuration: VNIs, ports, flood lists, FDB API,
+ * counters.  Nothing here runs per packet except fdb_snoop and tap_xmit. */
+#include <errno.h>
+#include <linux/filter.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dp.h"
+
+#ifndef UVX_BUILD_VERSION
+#define UVX_BUILD_VERSION "unknown"
+#endif
+#ifndef UVX_SOURCE_DIGEST
+#define UVX_SOURCE_DIGEST "unknown"
+#endif
+
+const char *uvx_version(void)
+{
+	return UVX_BUILD_VERSION;
+}
+
+const char *uvx_source_digest(void)
+{
+	return UVX_SOURCE_DIGEST;
+}
+
+static const char *const drop_names[UVX_DROP__MAX] = {
+	[UVX_PASS] = "pass",
+	[UVX_DROP_TRUNCATED] = "truncated",
+	[UVX_DROP_BAD_FLAGS] = "bad_flags",
+	[UVX_DROP_RESERVED] = "reserved_bits",
+	[UVX_DROP_UNKNOWN_VNI] = "unknown_vni",
+	[UVX_DROP_BAD_INNER] = "bad_inner_frame",
+	[UVX_DROP_NO_DEST] = "no_destination",
+	[UVX_DROP_LEARN_LIMIT] = "learn_limit",
+	[UVX_DROP_HAIRPIN] = "hairpin",
+	[UVX_DROP_SPLIT_HORIZON] = "split_horizon",
+	[UVX_DROP_TOO_BIG] = "too_big",
+	[UVX_DROP_TAP_FULL] = "tap_full",
+	[UVX_DROP_TAP_ERROR] = "tap_error",
+	[UVX_DROP_UDP_ERROR] = "udp_error",
+	[UVX_DROP_NO_PORT] = "no_port",
+};
+
+const char *uvx_drop_reason_name(int reason)
+{
+	if (reason < 0 || reason >= UVX_DROP__MAX)
+		return NULL;
+	return drop_names[reason];
+}
+
+uint64_t uvx_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void uvx_config_default(struct uvx_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->dst_port = 4789;          /* IANA-assigned (RFC 7348 section 5) */
+	/* RFC 7348 section 5 recommends the dynamic/private range. */
+	cfg->src_port_min = 49152;
+	cfg->src_port_max = 65535;
+	cfg->ageing_ms = 300 * 1000;   /* Linux's and 802.1D's default */
+	cfg->learn_limit = 1024;
+	cfg->fdb_capacity = 65536;
+	cfg->batch = 32;
+}
+
+struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
+{
+	*err = 0;
+	if (cfg->batch < 1 || cfg->batch > UVX_BATCH_MAX ||
+	    cfg->src_port_min > cfg->src_port_max || cfg->fdb_capacity == 0) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	struct uvx_dp *dp = calloc(1, sizeof(*dp));
+	if (!dp) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	dp->cfg = *cfg;
+	dp->udp_fd = -1;
+	dp->tx_fd = -1;
+	for (unsigned i = 0; i < UVX_VNI_HASH; i++)
+		dp->vni_index[i] = -1;
+	for (unsigned i = 0; i < UVX_MAX_PORTS; i++)
+		dp->ports[i].fd = -1;
+	dp->w.bufs = malloc((size_t)cfg->batch * UVX_SLOT);
+	if (!dp->w.bufs || fdb_init(&dp->fdb, cfg->fdb_capacity) < 0) {
+		uvx_dp_free(dp);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	/* recvmmsg state points into the slots once, here, not per call. */
+	for (unsigned i = 0; i < cfg->batch; i++) {
+		dp->w.riov[i].iov_base = slot_frame(&dp->w, i);
+		dp->w.riov[i].iov_len = UVX_FRAME_MAX + 1;  /* +1: see MSG_TRUNC */
+		struct msghdr *h = &dp->w.rmsg[i].msg_hdr;
+		h->msg_iov = &dp->w.riov[i];
+		h->msg_iovlen = 1;
+		h->msg_name = &dp->w.rsrc[i];
+		h->msg_namelen = sizeof(dp->w.rsrc[i]);
+	}
+	return dp;
+}
+
+void uvx_dp_free(struct uvx_dp *dp)
+{
+	if (!dp)
+		return;
+	for (unsigned i = 0; i < UVX_MAX_VNIS; i++)
+		free(dp->vnis[i]);
+	fdb_free(&dp->fdb);
+	free(dp->w.bufs);
+	free(dp);
+}
+
+int uvx_tx_socket_open(uint32_t local_ip)
+{
+	/* A raw IPPROTO_UDP socket: we write the UDP header ourselves so each
+	 * inner flow gets its own source port (RFC 7348 section 5 asks for a
+	 * hash of the inner headers there, for ECMP and RSS).  The kernel
+	 * still builds the IPv4 header and routes. */
+	int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			IPPROTO_UDP);
+	if (fd < 0)
+		return -errno;
+	/* A raw socket also receives a copy of every UDP datagram; a filter
+	 * that accepts nothing keeps its queue empty. */
+	struct sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
+	struct sock_fprog prog = { .len = 1, .filter = &drop_all };
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	sa.sin_addr.s_addr = local_ip;
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+int uvx_dp_set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd)
+{
+	dp->udp_fd = udp_fd;
+	dp->tx_fd = tx_fd;
+	return 0;
+}
+
+/* --- VNIs ---------------------------------------------------------------- */
+
+static unsigned vni_slot(uint32_t vni)
+{
+	return (vni * 2654435761u) % UVX_VNI_HASH;
+}
+
+struct uvx_vni *vni_find(struct uvx_dp *dp, uint32_t vni)
+{
+	for (unsigned s = vni_slot(vni);; s = (s + 1) % UVX_VNI_HASH) {
+		int16_t i = dp->vni_index[s];
+		if (i < 0)
+			return NULL;
+		if (dp->vnis[i] && dp->vnis[i]->vni == vni)
+			return dp->vnis[i];
+	}
+}
+
+/* VNIs change rarely: rebuilding the index keeps lookups free of
+ * tombstones.  The table is twice the maximum, so probes always end. */
+static void vni_reindex(struct uvx_dp *dp)
+{
+	for (unsigned s = 0; s < UVX_VNI_HASH; s++)
+		dp->vni_index[s] = -1;
+	for (int16_t i = 0; i < UVX_MAX_VNIS; i++) {
+		if (!dp->vnis[i])
+			continue;
+		unsigned s = vni_slot(dp->vnis[i]->vni);
+		while (dp->vni_index[s] >= 0)
+			s = (s + 1) % UVX_VNI_HASH;
+		dp->vni_index[s] = i;
+	}
+}
+
+int uvx_vni_add(struct uvx_dp *dp, uint32_t vni)
+{
+	if (vni == 0 || vni > VXLAN_VNI_MAX)
+		return -EINVAL;
+	if (vni_find(dp, vni))
+		return -EEXIST;
+	for (unsigned i = 0; i < UVX_MAX_VNIS; i++) {
+		if (dp->vnis[i])
+			continue;
+		struct uvx_vni *v = calloc(1, sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		v->vni = vni;
+		dp->vnis[i] = v;
+		vni_reindex(dp);
+		return 0;
+	}
+	return -ENOSPC;
+}
+
+struct flush_ctx {
+	struct uvx_dp *dp;
+	uint32_t vni;
+	int32_t port;
+	int only_learned;
+};
+
+static int flush_match(struct fdb_entry *e, void *arg)
+{
+	struct flush_ctx *c = arg;
+	if (c->vni && e->vni != c->vni)
+		return 0;
+	if (c->port >= 0 && e->dest.port != c->port)
+		return 0;
+	if (c->only_learned && (e->flags & FDB_F_STATIC))
+		return 0;
+	if (!(e->flags & FDB_F_STATIC)) {
+		struct uvx_vni *v = vni_find(c->dp, e->vni);
+		if (v && v->learned)
+			v->learned--;
+	}
+	return 1;
+}
+
+int uvx_vni_del(struct uvx_dp *dp, uint32_t vni)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	if (v->nports)
+		return -EBUSY;
+	struct flush_ctx c = { dp, vni, -1, 0 };
+	fdb_sweep(&dp->fdb, flush_match, &c);
+	for (unsigned i = 0; i < UVX_MAX_VNIS; i++) {
+		if (dp->vnis[i] == v) {
+			dp->vnis[i] = NULL;
+			break;
+		}
+	}
+	free(v);
+	vni_reindex(dp);
+	return 0;
+}
+
+int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	/* Each VTEP once: head-end replication must never send two copies. */
+	for (unsigned i = 0; i < v->nremotes; i++)
+		if (v->remotes[i].ip == ip && v->remotes[i].udp_port == port)
+			return -EEXIST;
+	if (v->nremotes == UVX_VNI_REMOTES)
+		return -ENOSPC;
+	v->remotes[v->nremotes++] = (struct fdb_dest){ -1, ip, port };
+	return 0;
+}
+
+int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	for (unsigned i = 0; i < v->nremotes; i++) {
+		if (v->remotes[i].ip == ip && v->remotes[i].udp_port == port) {
+			v->remotes[i] = v->remotes[--v->nremotes];
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* --- Ports --------------------------------------------------------------- */
+
+int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	if (fd < 0)
+		return -EBADF;
+	if (v->nports == UVX_VNI_PORTS)
+		return -ENOSPC;
+	for (int i = 0; i < UVX_MAX_PORTS; i++) {
+		struct uvx_port *p = &dp->ports[i];
+		if (p->used)
+			continue;
+		memset(p, 0, sizeof(*p));
+		p->used = 1;
+		p->fd = fd;
+		p->vni = vni;
+		v->ports[v->nports++] = i;
+		return i;
+	}
+	return -ENOSPC;
+}
+
+int uvx_port_del(struct uvx_dp *dp, int port)
+{
+	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
+		return -ENOENT;
+	struct uvx_port *p = &dp->ports[port];
+	struct uvx_vni *v = vni_find(dp, p->vni);
+	if (v) {
+		for (unsigned i = 0; i < v->nports; i++) {
+			if (v->ports[i] == port) {
+				v->ports[i] = v->ports[--v->nports];
+				break;
+			}
+		}
+	}
+	/* Static entries pointing here go too: they would blackhole. */
+	struct flush_ctx c = { dp, 0, port, 0 };
+	fdb_sweep(&dp->fdb, flush_match, &c);
+	p->used = 0;
+	p->fd = -1;
+	return 0;
+}
+
+/* --- FDB ----------------------------------------------------------------- */
+
+static int dest_from_args(struct uvx_dp *dp, struct uvx_vni *v, int32_t port,
+			  uint32_t ip, uint16_t udp_port, struct fdb_dest *d)
+{
+	if (port >= 0) {
+		if (port >= UVX_MAX_PORTS || !dp->ports[port].used ||
+		    dp->ports[port].vni != v->vni)
+			return -EINVAL;
+		*d = (struct fdb_dest){ port, 0, 0 };
+	} else {
+		if (ip == 0)
+			return -EINVAL;
+		*d = (struct fdb_dest){ -1, ip, udp_port ? udp_port : dp->cfg.dst_port };
+	}
+	return 0;
+}
+
+int uvx_fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		int32_t port, uint32_t ip, uint16_t udp_port)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	struct fdb_dest d;
+	if (!v)
+		return -ENOENT;
+	if (mac_is_multicast(mac))
+		return -EINVAL;
+	int rc = dest_from_args(dp, v, port, ip, udp_port, &d);
+	if (rc < 0)
+		return rc;
+	int was_learned = 0;
+	if (fdb_add_static(&dp->fdb, vni, mac, &d, uvx_now_ms(), &was_learned) < 0)
+		return -ENOSPC;
+	if (was_learned && v->learned)
+		v->learned--;
+	return 0;
+}
+
+int uvx_fdb_del(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac)
+{
+	int flags = fdb_delete(&dp->fdb, vni, mac);
+	if (flags < 0)
+		return -ENOENT;
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (v && !(flags & FDB_F_STATIC) && v->learned)
+		v->learned--;
+	return 0;
+}
+
+int uvx_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		  int32_t port, uint32_t ip, uint16_t udp_port, uint64_t now_ms)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	struct fdb_dest d;
+	if (!v)
+		return -ENOENT;
+	int rc = dest_from_args(dp, v, port, ip, udp_port, &d);
+	if (rc < 0)
+		return rc;
+	return (int)fdb_learn(&dp->fdb, vni, mac, &d, now_ms,
+			      dp->cfg.learn_limit, &v->learned);
+}
+
+static void fdb_info(const struct fdb_entry *e, uint64_t now,
+		     struct uvx_fdb_info *out)
+{
+	out->vni = e->vni;
+	memcpy(out->mac, e->mac, 6);
+	out->is_static = !!(e->flags & FDB_F_STATIC);
+	out->is_remote = !!(e->flags & FDB_F_REMOTE);
+	out->port = e->dest.port;
+	out->remote_ip = e->dest.ip;
+	out->remote_port = e->dest.udp_port;
+	out->age_ms = now > e->updated_ms ? now - e->updated_ms : 0;
+	out->idle_ms = now > e->used_ms ? now - e->used_ms : 0;
+}
+
+int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		   struct uvx_fdb_info *out)
+{
+	struct fdb_entry *e = fdb_lookup(&dp->fdb, vni, mac);
+	if (!e)
+		return -ENOENT;
+	fdb_info(e, uvx_now_ms(), out);
+	return 0;
+}
+
+int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max)
+{
+	uint64_t now = uvx_now_ms();
+	int n = 0;
+	for (uint32_t b = 0; b <= dp->fdb.mask && n < max; b++)
+		for (int32_t i = dp->fdb.buckets[b]; i >= 0 && n < max;
+		     i = dp->fdb.entries[i].next)
+			fdb_info(&dp->fdb.entries[i], now, &out[n++]);
+	return n;
+}
+
+struct age_ctx {
+	struct uvx_dp *dp;
+	uint64_t now;
+};
+
+static int age_expired(struct fdb_entry *e, void *arg)
+{
+	struct age_ctx *c = arg;
+	if (e->flags & FDB_F_STATIC)
+		return 0;
+	if (c->now < e->updated_ms + c->dp->cfg.ageing_ms)
+		return 0;
+	struct uvx_vni *v = vni_find(c->dp, e->vni);
+	if (v && v->learned)
+		v->learned--;
+	return 1;
+}
+
+int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms)
+{
+	struct age_ctx c = { dp, now_ms };
+	return (int)fdb_sweep(&dp->fdb, age_expired, &c);
+}
+
+void fdb_snoop(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+	       const struct fdb_dest *at)
+{
+	enum fdb_learn_result r = fdb_learn(&dp->fdb, v->vni, src, at,
+					    dp->w.now_ms, dp->cfg.learn_limit,
+					    &v->learned);
+	/* The frame is still forwarded, as Linux's bridge does when
+	 * fdb_max_learned is reached; only the address goes unlearned. */
+	if (r == FDB_LEARN_LIMIT || r == FDB_LEARN_FULL)
+		drop(dp, UVX_DROP_LEARN_LIMIT);
+}
+
+/* --- Counters and local delivery ---------------------------------------- */
+
+uint64_t uvx_drops(struct uvx_dp *dp, int reason)
+{
+	if (reason < 0 || reason >= UVX_DROP__MAX)
+		return 0;
+	return dp->drops[reason];
+}
+
+int uvx_port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out)
+{
+	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
+		return -ENOENT;
+	*out = dp->ports[port].ctr;
+	return 0;
+}
+
+int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	*out = v->ctr;
+	return 0;
+}
+
+int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len)
+{
+	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used) {
+		drop(dp, UVX_DROP_NO_PORT);
+		return -1;
+	}
+	struct uvx_port *p = &dp->ports[port];
+	ssize_t n = write(p->fd, frame, len);
+	if (n < 0) {
+		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
+		return -1;
+	}
+	count(&p->ctr, 1, len);
+	return 0;
+}

@@ -1,0 +1,107 @@
+/* Datapath internals shared by dp.c (configuration), xmit.c (TAP -> wire)
+ * and rcv.c (wire -> TAP).  Not part of the public API. */
+#ifndef UVX_DP_H
+#define UVX_DP_H
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "fdb.h"
+#include "uvx.h"
+
+struct uvx_port {
+	int fd;
+	int used;
+	uint32_t vni;
+	struct uvx_counters ctr;   /* rx: read from the TAP; tx: written to it */
+};
+
+struct uvx_vni {
+	uint32_t vni;
+	uint32_t learned;          /* learned FDB entries, for the cap */
+	uint32_t nports;
+	uint32_t nremotes;
+	int32_t ports[UVX_VNI_PORTS];
+	struct fdb_dest remotes[UVX_VNI_REMOTES];   /* the flood list */
+	struct uvx_counters ctr;   /* rx: decapsulated; tx: encapsulated */
+};
+
+/* Datagrams waiting for one sendmmsg.  Each is two pieces: its own 16-byte
+ * UDP + VXLAN header and the inner frame, left where it was read, so a
+ * flood to N VTEPs queues N headers and no copies. */
+#define UVX_TXQ_LEN 256
+struct uvx_txq {
+	unsigned n;
+	struct mmsghdr msg[UVX_TXQ_LEN];
+	struct iovec iov[UVX_TXQ_LEN][2];
+	uint8_t hdr[UVX_TXQ_LEN][VXLAN_ENCAP_LEN];
+	struct sockaddr_in dst[UVX_TXQ_LEN];
+	struct uvx_vni *vni[UVX_TXQ_LEN];
+};
+
+/* Everything one thread needs to move a batch: buffers with headroom,
+ * recvmmsg state and the transmit queue.  One today; one per thread when
+ * the datapath grows workers. */
+struct uvx_worker {
+	uint8_t *bufs;             /* batch slots of UVX_SLOT bytes */
+	size_t len[UVX_BATCH_MAX];
+	struct mmsghdr rmsg[UVX_BATCH_MAX];
+	struct iovec riov[UVX_BATCH_MAX];
+	struct sockaddr_in rsrc[UVX_BATCH_MAX];
+	uint64_t now_ms;
+	struct uvx_txq txq;
+};
+
+#define UVX_SLOT (UVX_HEADROOM + UVX_FRAME_MAX + 1)
+
+static inline uint8_t *slot_frame(struct uvx_worker *w, unsigned i)
+{
+	return w->bufs + (size_t)i * UVX_SLOT + UVX_HEADROOM;
+}
+
+#define UVX_VNI_HASH (UVX_MAX_VNIS * 2)
+
+struct uvx_dp {
+	struct uvx_config cfg;
+	int udp_fd;
+	int tx_fd;
+	struct fdb fdb;
+	struct uvx_port ports[UVX_MAX_PORTS];
+	struct uvx_vni *vnis[UVX_MAX_VNIS];
+	int16_t vni_index[UVX_VNI_HASH];   /* open addressing into vnis[] */
+	uint64_t drops[UVX_DROP__MAX];
+	struct uvx_worker w;
+};
+
+struct uvx_vni *vni_find(struct uvx_dp *dp, uint32_t vni);
+
+static inline void drop(struct uvx_dp *dp, int reason)
+{
+	dp->drops[reason]++;
+}
+
+static inline void count(struct uvx_counters *c, int tx, size_t bytes)
+{
+	if (tx) {
+		c->tx_packets++;
+		c->tx_bytes += bytes;
+	} else {
+		c->rx_packets++;
+		c->rx_bytes += bytes;
+	}
+}
+
+static inline int mac_is_multicast(const uint8_t *mac)
+{
+	return mac[0] & 1;   /* broadcast included */
+}
+
+/* Learn the source of a frame that passed vxlan_check_inner. */
+void fdb_snoop(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+	       const struct fdb_dest *at);
+
+/* Write one frame to a local port; counts the drop on failure. */
+int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len);
+
+#endif

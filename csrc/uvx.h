@@ -1,0 +1,105 @@
+/* uvxlan fast path: the public C API (what Python sees through cffi).
+ *
+ * One datapath (struct uvx_dp) per agent: the VNIs, local ports (TAP fds),
+ * remote VTEPs, the FDB, counters and the preallocated batch buffers.  The
+ * agent's event loop calls uvx_tap_rx() when a TAP is readable and
+ * uvx_udp_rx() when the VXLAN socket is; each drains up to a batch, switches,
+ * encapsulates or decapsulates, and sends, all without returning to Python
+ * per packet.
+ *
+ * Functions return 0 or a count on success and -errno on failure.
+ */
+#ifndef UVX_H
+#define UVX_H
+
+#include <stdint.h>
+
+#include "vxlan.h"
+
+#define UVX_BATCH_MAX     64     /* frames per rx call */
+#define UVX_MAX_PORTS     1024   /* local ports per datapath */
+#define UVX_MAX_VNIS      4096
+#define UVX_VNI_PORTS     256    /* local ports in one VNI */
+#define UVX_VNI_REMOTES   256    /* remote VTEPs in one VNI's flood list */
+#define UVX_HEADROOM      64     /* room before each frame for outer headers */
+#define UVX_FRAME_MAX     65535  /* largest frame or datagram a buffer holds */
+
+struct uvx_config {
+	uint32_t local_ip;        /* underlay IPv4, network byte order */
+	uint16_t dst_port;        /* default remote UDP port (4789) */
+	uint16_t src_port_min;    /* outer source port range (49152..65535) */
+	uint16_t src_port_max;
+	uint32_t ageing_ms;       /* learned entries expire after this (300 s) */
+	uint32_t learn_limit;     /* learned entries per VNI; 0 = no cap */
+	uint32_t fdb_capacity;    /* entries in the pool, static + learned */
+	uint32_t batch;           /* frames per rx call, 1..UVX_BATCH_MAX */
+	uint8_t accept_reserved;  /* accept reserved bits, as RFC 7348 says */
+	uint8_t udp_csum;         /* compute the outer UDP checksum */
+};
+
+struct uvx_counters {
+	uint64_t rx_packets;
+	uint64_t rx_bytes;
+	uint64_t tx_packets;
+	uint64_t tx_bytes;
+};
+
+struct uvx_fdb_info {
+	uint32_t vni;
+	uint8_t mac[6];
+	uint8_t is_static;
+	uint8_t is_remote;
+	int32_t port;             /* local port id, or -1 */
+	uint32_t remote_ip;       /* network byte order */
+	uint16_t remote_port;
+	uint64_t age_ms;          /* since last learned or configured */
+	uint64_t idle_ms;         /* since last used to forward */
+};
+
+struct uvx_dp;
+
+/* The build stamps these in; the Python wrapper refuses a stale library. */
+const char *uvx_version(void);
+const char *uvx_source_digest(void);
+
+void uvx_config_default(struct uvx_config *cfg);
+struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err);
+void uvx_dp_free(struct uvx_dp *dp);
+
+/* The VXLAN UDP socket (bound to local_ip:dst_port, for receiving) and the
+ * raw IPPROTO_UDP socket we send on (so each flow gets its own outer source
+ * port).  The datapath does not own them. */
+int uvx_tx_socket_open(uint32_t local_ip);
+int uvx_dp_set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd);
+
+int uvx_vni_add(struct uvx_dp *dp, uint32_t vni);
+int uvx_vni_del(struct uvx_dp *dp, uint32_t vni);
+int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
+int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
+/* A local port: a TAP fd (or any fd that reads and writes whole frames). */
+int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni);
+int uvx_port_del(struct uvx_dp *dp, int port);
+
+/* FDB.  port >= 0: a local port; port < 0: the remote VTEP ip:udp_port. */
+int uvx_fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		int32_t port, uint32_t ip, uint16_t udp_port);
+int uvx_fdb_del(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac);
+int uvx_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		  int32_t port, uint32_t ip, uint16_t udp_port, uint64_t now_ms);
+int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		   struct uvx_fdb_info *out);
+int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max);
+/* Remove learned entries not refreshed for ageing_ms; returns how many. */
+int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms);
+uint64_t uvx_now_ms(void);
+
+/* The packet path: drain up to a batch, return frames handled or -errno. */
+int uvx_tap_rx(struct uvx_dp *dp, int port);
+int uvx_udp_rx(struct uvx_dp *dp);
+
+uint64_t uvx_drops(struct uvx_dp *dp, int reason);
+const char *uvx_drop_reason_name(int reason);
+int uvx_port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out);
+int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out);
+
+#endif

@@ -1,0 +1,108 @@
+/* VXLAN wire format (RFC 7348) and the codec that reads and writes it.
+ *
+ * Everything here is pure: no sockets, no state.  The datapath (dp.c, xmit.c,
+ * rcv.c) and the fuzz harness use it; Python's reference codec
+ * (uvxlan/wire.py) must produce the same bytes.
+ */
+#ifndef UVX_VXLAN_H
+#define UVX_VXLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* RFC 7348 section 5, the VXLAN header:
+ *
+ *    0                   1                   2                   3
+ *    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |R|R|R|R|I|R|R|R|            Reserved                           |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |                VXLAN Network Identifier (VNI) |   Reserved    |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ */
+struct vxlanhdr {
+	uint8_t flags;
+	uint8_t reserved1[3];
+	uint8_t vni[3];      /* network byte order */
+	uint8_t reserved2;
+};
+
+#define VXLAN_HLEN      8u          /* the header above */
+#define VXLAN_HF_I      0x08u       /* "I" flag: the VNI is valid */
+#define VXLAN_VNI_MAX   0xFFFFFFu   /* 24 bits */
+#define UDP_HLEN        8u
+#define ETH_HLEN        14u
+#define ETH_ALEN        6u
+/* Outer headers a userspace VTEP writes itself: UDP + VXLAN.  The kernel
+ * adds the IPv4 header on the raw send socket. */
+#define VXLAN_ENCAP_LEN (UDP_HLEN + VXLAN_HLEN)
+/* Outer IPv4 + UDP + VXLAN + inner Ethernet: what the underlay MTU must hold
+ * on top of the inner MTU (1500 - 50 = 1450). */
+#define VXLAN_OVERHEAD  (20u + UDP_HLEN + VXLAN_HLEN + ETH_HLEN)
+
+/* Drop reasons.  Every receive or transmit path that discards a frame ends
+ * in exactly one of these, and each has a counter (dp.c) and a name
+ * (uvx_drop_reason_name). */
+enum uvx_drop_reason {
+	UVX_PASS = 0,               /* not a drop */
+	UVX_DROP_TRUNCATED,         /* datagram shorter than the VXLAN header */
+	UVX_DROP_BAD_FLAGS,         /* I flag clear */
+	UVX_DROP_RESERVED,          /* a reserved flag or field bit set */
+	UVX_DROP_UNKNOWN_VNI,       /* VNI not configured on this host */
+	UVX_DROP_BAD_INNER,         /* inner frame too short, or bad source MAC */
+	UVX_DROP_NO_DEST,           /* nowhere to send it (empty flood list) */
+	UVX_DROP_LEARN_LIMIT,       /* source not learned: VNI at its cap */
+	UVX_DROP_HAIRPIN,           /* destination is the ingress port */
+	UVX_DROP_SPLIT_HORIZON,     /* from the wire, for a MAC behind a VTEP */
+	UVX_DROP_TOO_BIG,           /* larger than a buffer */
+	UVX_DROP_TAP_FULL,          /* TAP queue full (EAGAIN) */
+	UVX_DROP_TAP_ERROR,         /* TAP write failed otherwise */
+	UVX_DROP_UDP_ERROR,         /* sendmmsg refused the datagram */
+	UVX_DROP_NO_PORT,           /* frame for a port that has been removed */
+	UVX_DROP__MAX
+};
+
+/* Parse the VXLAN payload of a UDP datagram (what a UDP socket returns).
+ * On UVX_PASS, *vni and *inner_off are set; the inner frame starts at
+ * pkt + *inner_off and runs to pkt + len.  Bounds are checked before every
+ * read. */
+int vxlan_parse(const uint8_t *pkt, size_t len, int accept_reserved,
+		uint32_t *vni, size_t *inner_off);
+
+/* Check an inner Ethernet frame before it enters the switch: at least an
+ * Ethernet header, and a source MAC that is neither multicast nor zero. */
+int vxlan_check_inner(const uint8_t *frame, size_t len);
+
+/* Write the VXLAN header for vni into out (VXLAN_HLEN bytes). */
+void vxlan_build_hdr(uint8_t *out, uint32_t vni);
+
+/* Hash of the inner flow, for the outer UDP source port: MACs and
+ * ethertype, plus IPv4/IPv6 addresses and protocol, plus TCP/UDP/SCTP ports
+ * of unfragmented packets.  FNV-1a over those bytes in that order. */
+uint32_t vxlan_flow_hash(const uint8_t *frame, size_t len);
+
+/* Map a hash onto [min, max] (inclusive) without the bias of a modulo. */
+uint16_t vxlan_src_port(uint32_t hash, uint16_t min, uint16_t max);
+
+/* Ones'-complement sum helpers for the outer UDP checksum. */
+uint32_t csum_partial(const uint8_t *buf, size_t len, uint32_t sum);
+uint16_t csum_fold(uint32_t sum);
+
+/* Build UDP header + VXLAN header + frame into out (capacity cap): exactly
+ * the bytes the raw send socket carries.  Checksum is zero unless csum is
+ * set, in which case it is computed over the IPv4 pseudo-header of
+ * saddr -> daddr (network byte order).  Returns the length, or 0 if cap is
+ * too small. */
+size_t vxlan_build_datagram(uint8_t *out, size_t cap, uint32_t vni,
+			    const uint8_t *frame, size_t len,
+			    uint16_t sport, uint16_t dport,
+			    uint32_t saddr, uint32_t daddr, int csum);
+
+/* Fill the 16-byte UDP + VXLAN header for a datagram whose inner frame is
+ * kept elsewhere (scatter-gather send).  The checksum covers hdr and frame. */
+void vxlan_fill_encap(uint8_t hdr[VXLAN_ENCAP_LEN], uint32_t vni,
+		      const uint8_t *frame, size_t len,
+		      uint16_t sport, uint16_t dport,
+		      uint32_t saddr, uint32_t daddr, int csum);
+
+#endif

@@ -1,0 +1,32 @@
+"""One error hierarchy for uvxlan.
+
+Every error uvxlan raises on purpose is a ``UvxlanError``; the subclasses
+are also the builtin type a caller would expect, so ``except ValueError``
+works as well as ``except UvxlanError``.  The CLI prints these as one line.
+"""
+
+from __future__ import annotations
+
+
+class UvxlanError(Exception):
+    """Base of every error uvxlan raises on purpose."""
+
+
+class ConfigError(UvxlanError, ValueError):
+    """Bad configuration or argument: names the field and the problem."""
+
+
+class NetlinkError(UvxlanError, OSError):
+    """A netlink (pyroute2) operation failed: names the object."""
+
+
+class LabError(UvxlanError):
+    """The lab of simulated hosts could not be built, found or removed."""
+
+
+class NativeError(UvxlanError, OSError):
+    """The C fast path refused an operation (carries errno)."""
+
+
+class StaleBuildError(UvxlanError, ImportError):
+    """The compiled fast path does not match the sources or the package."""

@@ -1,0 +1,346 @@
+"""Thin typed wrapper over the compiled fast path (``uvxlan._native``).
+
+It keeps the C names, converts arguments (MACs, dotted quads) and turns
+negative return codes into ``NativeError``.  Importing it checks that the
+library was built from these sources for this version: a stale build fails
+loudly here rather than misbehaving on the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from uvxlan._version import __version__
+from uvxlan.errors import NativeError, StaleBuildError
+from uvxlan.wire import mac_to_bytes, mac_to_str
+
+try:
+    from uvxlan._native import ffi, lib  # type: ignore[import-not-found]
+except ImportError as exc:  # pragma: no cover - depends on the build
+    raise StaleBuildError(
+        f"uvxlan's C fast path is not built ({exc}): run `make build`"
+    ) from exc
+
+_CSRC = Path(__file__).resolve().parent.parent / "csrc"
+
+
+def _source_digest(csrc: Path) -> str:
+    # Must match csrc/build_ffi.py:source_digest.
+    h = hashlib.sha256()
+    for path in sorted(csrc.glob("*.[ch]")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _check_stamp() -> None:
+    built = ffi.string(lib.uvx_version()).decode()
+    if built != __version__:
+        raise StaleBuildError(
+            f"uvxlan's C fast path is version {built}, the package {__version__}:"
+            " run `make build`"
+        )
+    # In a source checkout the sources are here to compare; an installed
+    # package carries only its library and the version check above.
+    if (_CSRC / "build_ffi.py").exists():
+        digest = ffi.string(lib.uvx_source_digest()).decode()
+        if digest != _source_digest(_CSRC):
+            raise StaleBuildError(
+                "uvxlan's C fast path was built from other sources than csrc/:"
+                " run `make build`"
+            )
+
+
+_check_stamp()
+
+BATCH_MAX: int = lib.UVX_BATCH_MAX
+FRAME_MAX: int = lib.UVX_FRAME_MAX
+VXLAN_OVERHEAD: int = lib.VXLAN_OVERHEAD
+VNI_MAX: int = lib.VXLAN_VNI_MAX
+
+#: Drop reasons by name, as the C library numbers them (``pass`` is 0).
+DROP_REASONS: dict[str, int] = {
+    ffi.string(lib.uvx_drop_reason_name(i)).decode(): i
+    for i in range(lib.UVX_DROP__MAX)
+}
+
+
+class LearnResult(enum.IntEnum):
+    NEW = lib.FDB_LEARN_NEW
+    REFRESHED = lib.FDB_LEARN_REFRESHED
+    MOVED = lib.FDB_LEARN_MOVED
+    STATIC = lib.FDB_LEARN_STATIC
+    LIMIT = lib.FDB_LEARN_LIMIT
+    FULL = lib.FDB_LEARN_FULL
+
+
+@dataclass(frozen=True)
+class Counters:
+    rx_packets: int
+    rx_bytes: int
+    tx_packets: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True)
+class FdbEntry:
+    vni: int
+    mac: str
+    static: bool
+    port: int | None          # a local port, or None for a remote VTEP
+    remote: str | None        # the VTEP's underlay address
+    remote_port: int | None
+    age_s: float              # since learned or configured
+    idle_s: float             # since last used to forward
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        raise NativeError(-rc, f"{what}: {os.strerror(-rc)}")
+    return rc
+
+
+def _ip(addr: str) -> int:
+    """Dotted quad to the uint32 in network byte order that C expects."""
+    return int.from_bytes(socket.inet_aton(addr), "little")
+
+
+def _ip_str(value: int) -> str:
+    return socket.inet_ntoa(value.to_bytes(4, "little"))
+
+
+def _entry(info: Any) -> FdbEntry:
+    remote = bool(info.is_remote)
+    return FdbEntry(
+        vni=info.vni,
+        mac=mac_to_str(bytes(info.mac)),
+        static=bool(info.is_static),
+        port=None if remote else info.port,
+        remote=_ip_str(info.remote_ip) if remote else None,
+        remote_port=info.remote_port if remote else None,
+        age_s=info.age_ms / 1000.0,
+        idle_s=info.idle_ms / 1000.0,
+    )
+
+
+def now_ms() -> int:
+    """The fast path's clock (CLOCK_MONOTONIC, milliseconds)."""
+    return int(lib.uvx_now_ms())
+
+
+def open_tx_socket(local_ip: str) -> int:
+    """The raw socket encapsulated datagrams leave on (needs CAP_NET_RAW)."""
+    return _check(lib.uvx_tx_socket_open(_ip(local_ip)), f"raw socket on {local_ip}")
+
+
+class Datapath:
+    """One switch: VNIs, local ports, flood lists, FDB, counters."""
+
+    def __init__(
+        self,
+        *,
+        local_ip: str,
+        dst_port: int = 4789,
+        src_port_range: tuple[int, int] = (49152, 65535),
+        ageing_s: float = 300.0,
+        learn_limit: int = 1024,
+        fdb_capacity: int = 65536,
+        batch: int = 32,
+        accept_reserved: bool = False,
+        udp_csum: bool = False,
+    ) -> None:
+        cfg = ffi.new("struct uvx_config *")
+        lib.uvx_config_default(cfg)
+        cfg.local_ip = _ip(local_ip)
+        cfg.dst_port = dst_port
+        cfg.src_port_min, cfg.src_port_max = src_port_range
+        cfg.ageing_ms = int(ageing_s * 1000)
+        cfg.learn_limit = learn_limit
+        cfg.fdb_capacity = fdb_capacity
+        cfg.batch = batch
+        cfg.accept_reserved = accept_reserved
+        cfg.udp_csum = udp_csum
+        err = ffi.new("int *")
+        dp = lib.uvx_dp_new(cfg, err)
+        if dp == ffi.NULL:
+            _check(err[0], "creating the datapath")
+        self._dp = ffi.gc(dp, lib.uvx_dp_free)
+        self.local_ip = local_ip
+        self.dst_port = dst_port
+
+    def close(self) -> None:
+        if self._dp is not None:
+            ffi.release(self._dp)
+            self._dp = None
+
+    # Sockets, VNIs, flood lists, ports -----------------------------------
+
+    def set_sockets(self, udp_fd: int, tx_fd: int) -> None:
+        lib.uvx_dp_set_sockets(self._dp, udp_fd, tx_fd)
+
+    def add_vni(self, vni: int) -> None:
+        _check(lib.uvx_vni_add(self._dp, vni), f"adding VNI {vni}")
+
+    def del_vni(self, vni: int) -> None:
+        _check(lib.uvx_vni_del(self._dp, vni), f"removing VNI {vni}")
+
+    def add_remote(self, vni: int, ip: str, port: int | None = None) -> None:
+        port = port or self.dst_port
+        _check(
+            lib.uvx_remote_add(self._dp, vni, _ip(ip), port),
+            f"adding VTEP {ip}:{port} to VNI {vni}",
+        )
+
+    def del_remote(self, vni: int, ip: str, port: int | None = None) -> None:
+        port = port or self.dst_port
+        _check(
+            lib.uvx_remote_del(self._dp, vni, _ip(ip), port),
+            f"removing VTEP {ip}:{port} from VNI {vni}",
+        )
+
+    def add_port(self, fd: int, vni: int) -> int:
+        return _check(lib.uvx_port_add(self._dp, fd, vni), f"adding a port to VNI {vni}")
+
+    def del_port(self, port: int) -> None:
+        _check(lib.uvx_port_del(self._dp, port), f"removing port {port}")
+
+    # FDB -----------------------------------------------------------------
+
+    def fdb_add(
+        self,
+        vni: int,
+        mac: str,
+        *,
+        port: int | None = None,
+        remote: str | None = None,
+        remote_port: int | None = None,
+    ) -> None:
+        """A static entry: to a local port, or to a remote VTEP."""
+        if (port is None) == (remote is None):
+            raise NativeError(errno.EINVAL, "an FDB entry needs a port or a remote")
+        rc = lib.uvx_fdb_add(
+            self._dp, vni, mac_to_bytes(mac), -1 if port is None else port,
+            _ip(remote) if remote else 0, remote_port or 0,
+        )
+        _check(rc, f"adding FDB entry {mac} in VNI {vni}")
+
+    def fdb_del(self, vni: int, mac: str) -> None:
+        _check(lib.uvx_fdb_del(self._dp, vni, mac_to_bytes(mac)),
+               f"removing FDB entry {mac} in VNI {vni}")
+
+    def fdb_learn(
+        self,
+        vni: int,
+        mac: str,
+        *,
+        port: int | None = None,
+        remote: str | None = None,
+        remote_port: int | None = None,
+        now_ms: int,
+    ) -> LearnResult:
+        rc = lib.uvx_fdb_learn(
+            self._dp, vni, mac_to_bytes(mac), -1 if port is None else port,
+            _ip(remote) if remote else 0, remote_port or 0, now_ms,
+        )
+        return LearnResult(_check(rc, f"learning {mac} in VNI {vni}"))
+
+    def fdb_lookup(self, vni: int, mac: str) -> FdbEntry | None:
+        info = ffi.new("struct uvx_fdb_info *")
+        if lib.uvx_fdb_lookup(self._dp, vni, mac_to_bytes(mac), info) < 0:
+            return None
+        return _entry(info)
+
+    def fdb_dump(self) -> list[FdbEntry]:
+        size = 1024
+        while True:
+            out = ffi.new("struct uvx_fdb_info[]", size)
+            n = lib.uvx_fdb_dump(self._dp, out, size)
+            if n < size:
+                return [_entry(out[i]) for i in range(n)]
+            size *= 4
+
+    def fdb_age(self, now_ms: int | None = None) -> int:
+        """Remove learned entries older than the ageing time; how many."""
+        return int(lib.uvx_fdb_age(self._dp, lib.uvx_now_ms() if now_ms is None else now_ms))
+
+    # The packet path -----------------------------------------------------
+
+    def tap_rx(self, port: int) -> int:
+        return _check(lib.uvx_tap_rx(self._dp, port), f"reading port {port}")
+
+    def udp_rx(self) -> int:
+        return _check(lib.uvx_udp_rx(self._dp), "reading the VXLAN socket")
+
+    # Counters ------------------------------------------------------------
+
+    def drops(self) -> dict[str, int]:
+        return {
+            name: int(lib.uvx_drops(self._dp, i))
+            for name, i in DROP_REASONS.items()
+            if i != lib.UVX_PASS
+        }
+
+    def port_counters(self, port: int) -> Counters:
+        out = ffi.new("struct uvx_counters *")
+        _check(lib.uvx_port_counters(self._dp, port, out), f"port {port}")
+        return Counters(out.rx_packets, out.rx_bytes, out.tx_packets, out.tx_bytes)
+
+    def vni_counters(self, vni: int) -> Counters:
+        out = ffi.new("struct uvx_counters *")
+        _check(lib.uvx_vni_counters(self._dp, vni, out), f"VNI {vni}")
+        return Counters(out.rx_packets, out.rx_bytes, out.tx_packets, out.tx_bytes)
+
+
+# The codec, one call each, for tests and experiments ---------------------
+
+
+@dataclass(frozen=True)
+class Parsed:
+    reason: str               # "pass" or a drop reason
+    vni: int | None
+    inner_offset: int | None
+
+
+_REASON_NAMES = {v: k for k, v in DROP_REASONS.items()}
+
+
+def parse(pkt: bytes, accept_reserved: bool = False) -> Parsed:
+    vni = ffi.new("uint32_t *")
+    off = ffi.new("size_t *")
+    rc = lib.vxlan_parse(pkt, len(pkt), accept_reserved, vni, off)
+    if rc == lib.UVX_PASS:
+        return Parsed("pass", int(vni[0]), int(off[0]))
+    return Parsed(_REASON_NAMES[rc], None, None)
+
+
+def check_inner(frame: bytes) -> str:
+    return _REASON_NAMES[lib.vxlan_check_inner(frame, len(frame))]
+
+
+def flow_hash(frame: bytes) -> int:
+    return int(lib.vxlan_flow_hash(frame, len(frame)))
+
+
+def src_port(hash_: int, lo: int, hi: int) -> int:
+    return int(lib.vxlan_src_port(hash_, lo, hi))
+
+
+def build_datagram(
+    vni: int, frame: bytes, sport: int, dport: int,
+    saddr: str, daddr: str, csum: bool = False,
+) -> bytes:
+    cap = len(frame) + lib.VXLAN_ENCAP_LEN
+    out = ffi.new("uint8_t[]", cap)
+    n = lib.vxlan_build_datagram(
+        out, cap, vni, frame, len(frame), sport, dport, _ip(saddr), _ip(daddr), csum
+    )
+    if n == 0:
+        raise NativeError(errno.EMSGSIZE, f"frame of {len(frame)} bytes is too big")
+    return bytes(ffi.buffer(out, n))
