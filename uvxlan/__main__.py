@@ -1,0 +1,5 @@
+import sys
+
+from uvxlan.cli import main
+
+sys.exit(main())

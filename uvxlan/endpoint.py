@@ -1,0 +1,71 @@
+"""Endpoints: a TAP per container, moved into its network namespace.
+
+The agent opens the TAP (python-pytun), so the fd stays with the agent
+while the interface lives in the container as ``eth0``.  The TAP is not
+persistent: when the agent closes the fd, or dies, the kernel removes the
+interface, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytun
+
+from uvxlan import netlink
+from uvxlan.config import EndpointConfig
+from uvxlan.errors import NetlinkError
+
+
+def preflight(ep: EndpointConfig) -> None:
+    """Fail before anything is made: the netns exists, the name is free."""
+    if not netlink.netns_exists(ep.netns):
+        raise NetlinkError(f"endpoint {ep.address}: netns {ep.netns!r} does not exist")
+    if netlink.link_index(ep.ifname, netns=ep.netns) is not None:
+        raise NetlinkError(
+            f"endpoint {ep.address}: netns {ep.netns!r} already has an interface"
+            f" {ep.ifname!r}"
+        )
+
+
+class Endpoint:
+    """One container's interface: the TAP fd here, the device over there."""
+
+    def __init__(self, cfg: EndpointConfig, mtu: int) -> None:
+        self.cfg = cfg
+        self.mtu = mtu
+        self.port: int | None = None   # the fast path's port id
+        # A temporary name, unique in the agent's netns until the move.
+        tmp = "uvx" + secrets.token_hex(5)
+        try:
+            self._tap = pytun.TunTapDevice(
+                name=tmp, flags=pytun.IFF_TAP | pytun.IFF_NO_PI
+            )
+        except pytun.Error as exc:
+            raise NetlinkError(f"cannot create a TAP device: {exc}") from None
+        try:
+            os.set_blocking(self._tap.fileno(), False)
+            netlink.link_move(tmp, to_netns=cfg.netns, new_name=cfg.ifname)
+            netlink.link_configure(
+                cfg.ifname,
+                netns=cfg.netns,
+                mac=cfg.mac,
+                mtu=mtu,
+                addresses=[str(cfg.address)],
+                up=True,
+            )
+            if cfg.gateway:
+                netlink.route_add_default(cfg.gateway, netns=cfg.netns)
+        except BaseException:
+            self.close()
+            raise
+
+    def fileno(self) -> int:
+        return int(self._tap.fileno())
+
+    def close(self) -> None:
+        """Close the fd; the kernel then removes the interface."""
+        if self._tap is not None:
+            self._tap.close()
+            self._tap = None
