@@ -72,8 +72,8 @@ class Agent:
         """Build everything, or nothing: on failure, undo and re-raise."""
         h = self.cfg.host
         try:
-            for ep in self.cfg.endpoints:
-                preflight(ep)
+            for epc in self.cfg.endpoints:
+                preflight(epc)
             self._udp = bind_vxlan_socket(h.underlay, h.port)
             self._tx_fd = native.open_tx_socket(h.underlay)
             self.dp = native.Datapath(

@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from uvxlan._version import __version__
 from uvxlan.errors import UvxlanError
@@ -159,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "show net2 is unreachable, then clean up.  Exits non-zero if "
                        "anything did not happen as expected.")
     d.add_argument("--keep", action="store_true",
-                   help="leave the lab and agents running (remove with `uvxlan lab down --name demo`)")
+                   help="leave the lab and agents running"
+                   " (remove with `uvxlan lab down --name demo`)")
     d.set_defaults(func=_cmd_demo)
     return p
 

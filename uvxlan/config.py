@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from uvxlan.errors import ConfigError
 from uvxlan.wire import PORT_IANA, VNI_MAX, mac_to_bytes, mac_to_str
@@ -273,17 +274,17 @@ def parse(data: dict[str, Any], source: str = "config") -> AgentConfig:
         )
         if not _IFNAME.match(ep.ifname):
             raise e.fail("ifname", f"{ep.ifname!r} is not a valid interface name")
-        for other in endpoints:
-            if other.netns == ep.netns and other.ifname == ep.ifname:
+        for prev in endpoints:
+            if prev.netns == ep.netns and prev.ifname == ep.ifname:
                 raise e.fail("ifname", f"{ep.ifname} in netns {ep.netns!r} is declared twice")
-            if other.network != network:
+            if prev.network != network:
                 continue
-            if other.mac == ep.mac:
+            if prev.mac == ep.mac:
                 raise e.fail("mac", f"{ep.mac} is used twice in network {network!r}")
-            if other.address.ip == ep.address.ip:
+            if prev.address.ip == ep.address.ip:
                 raise e.fail("address", f"{ep.address.ip} is used twice in network {network!r}")
-        net = next(n for n in networks if n.name == network)
-        if any(s.mac == ep.mac for s in net.static):
+        owner = next(n for n in networks if n.name == network)
+        if any(s.mac == ep.mac for s in owner.static):
             raise e.fail("mac", f"{ep.mac} is also a static remote entry in {network!r}")
         endpoints.append(ep)
     return AgentConfig(host=host, networks=networks, endpoints=endpoints)

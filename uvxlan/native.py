@@ -22,7 +22,7 @@ from uvxlan.errors import NativeError, StaleBuildError
 from uvxlan.wire import mac_to_bytes, mac_to_str
 
 try:
-    from uvxlan._native import ffi, lib  # type: ignore[import-not-found]
+    from uvxlan._native import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the build
     raise StaleBuildError(
         f"uvxlan's C fast path is not built ({exc}): run `make build`"
@@ -59,6 +59,10 @@ def _check_stamp() -> None:
 
 
 _check_stamp()
+
+__all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "LearnResult", "FdbEntry",
+           "Counters", "Parsed", "now_ms", "open_tx_socket", "parse", "check_inner",
+           "flow_hash", "src_port", "build_datagram"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX

@@ -1,0 +1,526 @@
+"""Thin typed wrapper over pyroute2 for the netlink work uvxlan needs.
+
+Every function takes ``netns``: the name of a namespace under /run/netns, or
+None for the namespace of the calling process. Failures are raised as
+:class:`uvxlan.errors.NetlinkError` with a one-line message naming the object;
+malformed arguments (a bad name, MAC or CIDR) as
+:class:`uvxlan.errors.ConfigError`. Nothing here shells out to ``ip``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from typing import Any, NoReturn, ParamSpec, TypedDict, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
+
+from .errors import ConfigError, NetlinkError
+
+__all__ = [
+    "LinkInfo",
+    "RouteInfo",
+    "addresses",
+    "bridge_create",
+    "link_configure",
+    "link_delete",
+    "link_index",
+    "link_info",
+    "link_move",
+    "link_set_master",
+    "netns_create",
+    "netns_exists",
+    "netns_list",
+    "netns_remove",
+    "route_add_default",
+    "routes",
+    "veth_create",
+]
+
+NETNS_DIR = "/run/netns"
+_IFF_UP = 0x1
+_MAIN_TABLE = 254
+_IFNAME_MAX = 15  # IFNAMSIZ - 1
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class LinkInfo(TypedDict):
+    mac: str
+    mtu: int
+    up: bool
+
+
+class RouteInfo(TypedDict):
+    family: int  # 4 or 6
+    dst: str  # CIDR; the default route is "0.0.0.0/0" or "::/0"
+    gateway: str | None
+    dev: str | None
+    prefsrc: str | None
+    table: int
+
+
+# --- plumbing ---------------------------------------------------------------
+
+
+def _outside_event_loop(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` in a worker thread when called from a running event loop.
+
+    pyroute2's synchronous IPRoute drives an asyncio loop of its own, which
+    fails with "This event loop is already running" inside the daemon's loop.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return func(*args, **kwargs)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(func, *args, **kwargs).result()
+
+    return wrapper
+
+
+def _where(netns: str | None) -> str:
+    return "the current netns" if netns is None else f"netns '{netns}'"
+
+
+def _check_netns_name(name: str) -> None:
+    # pyroute2 treats a name with a '/' as a path: keep everything in /run/netns
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 255
+        or "/" in name
+        or "\0" in name
+        or name in (".", "..")
+    ):
+        raise ConfigError(f"invalid netns name {name!r}")
+
+
+def _check_ifname(name: str) -> None:
+    # the kernel's dev_valid_name() rules, checked early for a clearer message
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name.encode()) > _IFNAME_MAX
+        or name in (".", "..")
+        or any(c in "/:\0" or c.isspace() for c in name)
+    ):
+        raise ConfigError(f"invalid interface name {name!r}")
+
+
+def _errno_of(exc: BaseException) -> int:
+    if isinstance(exc, Pyroute2NetlinkError):
+        return int(exc.code)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    return 0
+
+
+def _fail(context: str, exc: BaseException) -> NoReturn:
+    code = _errno_of(exc)
+    if code:
+        reason = os.strerror(code)
+        reason = reason[:1].lower() + reason[1:]
+    else:
+        reason = str(exc) or type(exc).__name__
+    raise NetlinkError(f"{context}: {reason}") from exc
+
+
+@contextmanager
+def _iproute(netns: str | None) -> Iterator[Any]:
+    """An IPRoute socket bound to ``netns``, closed on exit."""
+    if netns is not None:
+        _check_netns_name(netns)
+    try:
+        # flags=0: the default (O_CREAT) silently creates a missing netns
+        ipr = IPRoute(netns=netns, flags=0)
+    except FileNotFoundError:
+        raise NetlinkError(f"netns '{netns}' does not exist") from None
+    except (OSError, RuntimeError) as exc:
+        _fail(f"cannot open a netlink socket in {_where(netns)}", exc)
+    with ipr:
+        yield ipr
+
+
+def _lookup(ipr: Any, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+def _require(ipr: Any, ifname: str, netns: str | None) -> int:
+    index = _lookup(ipr, ifname)
+    if index is None:
+        raise NetlinkError(f"interface '{ifname}' does not exist in {_where(netns)}")
+    return index
+
+
+def _ifnames(ipr: Any) -> dict[int, str]:
+    return {int(link["index"]): str(link.get("ifname")) for link in ipr.link("dump")}
+
+
+def _netns_path(name: str) -> str:
+    return os.path.join(NETNS_DIR, name)
+
+
+# --- namespaces ---------------------------------------------------------------
+
+
+def netns_exists(name: str) -> bool:
+    _check_netns_name(name)
+    return name in pyroute2_netns.listnetns(NETNS_DIR)
+
+
+def netns_list() -> list[str]:
+    return sorted(pyroute2_netns.listnetns(NETNS_DIR))
+
+
+def netns_create(name: str) -> None:
+    """Create the named netns; NetlinkError if it already exists."""
+    _check_netns_name(name)
+    if netns_exists(name):
+        raise NetlinkError(f"netns '{name}' already exists")
+    try:
+        pyroute2_netns.create(name)
+    except FileExistsError:
+        raise NetlinkError(f"netns '{name}' already exists") from None
+    except (OSError, RuntimeError) as exc:
+        # pyroute2 makes the mount point before it unshares: don't leave it behind
+        with suppress(OSError):
+            pyroute2_netns.remove(name)
+        _fail(f"cannot create netns '{name}'", exc)
+
+
+def netns_remove(name: str) -> None:
+    """Remove the named netns; a missing one is not an error."""
+    _check_netns_name(name)
+    try:
+        pyroute2_netns.remove(name)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        _fail(f"cannot remove netns '{name}'", exc)
+
+
+# --- links -------------------------------------------------------------------
+
+
+@_outside_event_loop
+def link_index(ifname: str, netns: str | None = None) -> int | None:
+    _check_ifname(ifname)
+    with _iproute(netns) as ipr:
+        return _lookup(ipr, ifname)
+
+
+@_outside_event_loop
+def link_info(ifname: str, netns: str | None = None) -> LinkInfo:
+    _check_ifname(ifname)
+    with _iproute(netns) as ipr:
+        index = _require(ipr, ifname, netns)
+        try:
+            (link,) = ipr.link("get", index=index)
+        except Pyroute2NetlinkError as exc:
+            _fail(f"cannot read interface '{ifname}' in {_where(netns)}", exc)
+        return LinkInfo(
+            mac=str(link.get("address")),
+            mtu=int(link.get("mtu")),
+            up=bool(int(link["flags"]) & _IFF_UP),
+        )
+
+
+@_outside_event_loop
+def link_delete(ifname: str, netns: str | None = None) -> None:
+    """Delete a link; a missing one is not an error (the netns must exist)."""
+    _check_ifname(ifname)
+    with _iproute(netns) as ipr:
+        index = _lookup(ipr, ifname)
+        if index is None:
+            return
+        try:
+            ipr.link("del", index=index)
+        except Pyroute2NetlinkError as exc:
+            if exc.code == errno.ENODEV:  # went away meanwhile
+                return
+            _fail(f"cannot delete interface '{ifname}' in {_where(netns)}", exc)
+
+
+@_outside_event_loop
+def veth_create(name: str, peer: str, netns: str | None = None) -> None:
+    """Create a veth pair with both ends in ``netns``."""
+    _check_ifname(name)
+    _check_ifname(peer)
+    with _iproute(netns) as ipr:
+        for ifname in (name, peer):
+            if _lookup(ipr, ifname) is not None:
+                raise NetlinkError(
+                    f"interface '{ifname}' already exists in {_where(netns)}"
+                )
+        try:
+            ipr.link("add", ifname=name, kind="veth", peer=peer)
+        except Pyroute2NetlinkError as exc:
+            _fail(f"cannot create veth '{name}'/'{peer}' in {_where(netns)}", exc)
+
+
+@_outside_event_loop
+def bridge_create(
+    name: str, netns: str | None = None, *, multicast_snooping: bool = True
+) -> None:
+    """Create a bridge (STP off, the kernel default)."""
+    _check_ifname(name)
+    with _iproute(netns) as ipr:
+        if _lookup(ipr, name) is not None:
+            raise NetlinkError(f"interface '{name}' already exists in {_where(netns)}")
+        try:
+            ipr.link(
+                "add",
+                ifname=name,
+                kind="bridge",
+                br_mcast_snooping=int(multicast_snooping),
+            )
+        except Pyroute2NetlinkError as exc:
+            _fail(f"cannot create bridge '{name}' in {_where(netns)}", exc)
+
+
+@_outside_event_loop
+def link_set_master(ifname: str, master: str, netns: str | None = None) -> None:
+    """Enslave ``ifname`` to ``master`` (a bridge), both in ``netns``."""
+    _check_ifname(ifname)
+    _check_ifname(master)
+    with _iproute(netns) as ipr:
+        index = _require(ipr, ifname, netns)
+        master_index = _require(ipr, master, netns)
+        try:
+            ipr.link("set", index=index, master=master_index)
+        except Pyroute2NetlinkError as exc:
+            _fail(
+                f"cannot attach interface '{ifname}' to '{master}' in {_where(netns)}",
+                exc,
+            )
+
+
+def _open_netns_fd(netns: str | None) -> int:
+    # the calling thread's netns stands for "current"
+    path = "/proc/thread-self/ns/net" if netns is None else _netns_path(netns)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetlinkError(f"netns '{netns}' does not exist") from None
+    except OSError as exc:
+        _fail(f"cannot open {_where(netns)}", exc)
+
+
+@_outside_event_loop
+def link_move(
+    ifname: str, to_netns: str, new_name: str, netns: str | None = None
+) -> None:
+    """Move link ``ifname`` from ``netns`` into ``to_netns``, renamed ``new_name``.
+
+    Move and rename go in one RTM_NEWLINK request (IFLA_NET_NS_FD plus
+    IFLA_IFNAME), but the kernel moves first and renames after: a name clash
+    in the target would leave the link there under its old name. So the
+    target name is checked before moving, and a clash that slips in between
+    is rolled back.
+    """
+    _check_ifname(ifname)
+    _check_ifname(new_name)
+    _check_netns_name(to_netns)
+    with _iproute(to_netns) as target:
+        if _lookup(target, new_name) is not None:
+            raise NetlinkError(
+                f"interface '{new_name}' already exists in netns '{to_netns}'"
+            )
+    target_fd = _open_netns_fd(to_netns)
+    try:
+        with _iproute(netns) as ipr:
+            index = _require(ipr, ifname, netns)
+            try:
+                ipr.link("set", index=index, net_ns_fd=target_fd, ifname=new_name)
+            except Pyroute2NetlinkError as exc:
+                if exc.code == errno.EEXIST:
+                    _move_back(ifname, to_netns, netns)
+                    raise NetlinkError(
+                        f"interface '{new_name}' already exists in netns '{to_netns}'"
+                    ) from None
+                _fail(
+                    f"cannot move interface '{ifname}' from {_where(netns)}"
+                    f" to netns '{to_netns}'",
+                    exc,
+                )
+    finally:
+        os.close(target_fd)
+
+
+def _move_back(ifname: str, moved_to: str, netns: str | None) -> None:
+    """Best effort: return a link that was moved but not renamed."""
+    try:
+        source_fd = _open_netns_fd(netns)
+    except NetlinkError:
+        return
+    try:
+        with _iproute(moved_to) as ipr:
+            index = _lookup(ipr, ifname)
+            if index is not None:
+                ipr.link("set", index=index, net_ns_fd=source_fd)
+    except (NetlinkError, Pyroute2NetlinkError, OSError):
+        pass
+    finally:
+        os.close(source_fd)
+
+
+def _parse_interfaces(
+    addresses: Sequence[str],
+) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    if isinstance(addresses, str):  # a lone string would be split into characters
+        raise ConfigError(
+            f"addresses must be a list of CIDR strings, not {addresses!r}"
+        )
+    parsed = []
+    for text in addresses:
+        if "/" not in text:
+            raise ConfigError(
+                f"address {text!r} needs a prefix length, like 10.0.0.1/24"
+            )
+        try:
+            parsed.append(ipaddress.ip_interface(text))
+        except ValueError:
+            raise ConfigError(f"invalid address {text!r}") from None
+    return parsed
+
+
+@_outside_event_loop
+def link_configure(
+    ifname: str,
+    netns: str | None = None,
+    *,
+    mac: str | None = None,
+    mtu: int | None = None,
+    addresses: Sequence[str] = (),
+    up: bool = True,
+) -> None:
+    """Set MAC, MTU, add missing CIDR addresses and set the link up or down.
+
+    Addresses already on the link are left alone, so a repeat is harmless.
+    ``lo`` in the same netns is brought up too.
+    """
+    _check_ifname(ifname)
+    if mac is not None and not _MAC_RE.match(mac):
+        raise ConfigError(f"invalid MAC address {mac!r}")
+    if mtu is not None and (
+        isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0
+    ):
+        raise ConfigError(f"invalid MTU {mtu!r}")
+    wanted = _parse_interfaces(addresses)
+    where = _where(netns)
+    with _iproute(netns) as ipr:
+        index = _require(ipr, ifname, netns)
+        if mac is not None:
+            try:
+                ipr.link("set", index=index, address=mac.lower())
+            except Pyroute2NetlinkError as exc:
+                _fail(f"cannot set MAC {mac} on '{ifname}' in {where}", exc)
+        if mtu is not None:
+            try:
+                ipr.link("set", index=index, mtu=mtu)
+            except Pyroute2NetlinkError as exc:
+                _fail(f"cannot set MTU {mtu} on '{ifname}' in {where}", exc)
+        present = {
+            (str(a.get("local") or a.get("address")), int(a["prefixlen"]))
+            for a in ipr.addr("dump", index=index)
+        }
+        for iface in wanted:
+            key = (str(iface.ip), iface.network.prefixlen)
+            if key in present:
+                continue
+            try:
+                ipr.addr("add", index=index, address=key[0], prefixlen=key[1])
+            except Pyroute2NetlinkError as exc:
+                _fail(f"cannot add address {iface} to '{ifname}' in {where}", exc)
+        try:
+            ipr.link("set", index=index, state="up" if up else "down")
+            loopback = _lookup(ipr, "lo")
+            if loopback is not None:
+                ipr.link("set", index=loopback, state="up")
+        except Pyroute2NetlinkError as exc:
+            _fail(f"cannot set '{ifname}' {'up' if up else 'down'} in {where}", exc)
+
+
+# --- addresses and routes -----------------------------------------------------
+
+
+@_outside_event_loop
+def addresses(netns: str | None = None) -> list[tuple[str, str, int]]:
+    """Every address in ``netns`` as (ifname, address, prefixlen)."""
+    with _iproute(netns) as ipr:
+        names = _ifnames(ipr)
+        result = []
+        for a in ipr.addr("dump"):
+            address = a.get("local") or a.get("address")
+            ifname = names.get(int(a["index"]), str(a["index"]))
+            result.append((ifname, str(address), int(a["prefixlen"])))
+        return result
+
+
+@_outside_event_loop
+def routes(netns: str | None = None) -> list[RouteInfo]:
+    """IPv4 and IPv6 routes of the main table, as ``ip route`` shows them."""
+    with _iproute(netns) as ipr:
+        names = _ifnames(ipr)
+        result = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for r in ipr.route("dump", family=family):
+                # the header field tops out at 255; RTA_TABLE has the real id
+                table = int(r.get_attr("RTA_TABLE") or r["table"])
+                if table != _MAIN_TABLE:
+                    continue
+                version = 4 if family == socket.AF_INET else 6
+                dst = r.get("dst") or ("0.0.0.0" if version == 4 else "::")
+                oif = r.get("oif")
+                result.append(
+                    RouteInfo(
+                        family=version,
+                        dst=f"{dst}/{int(r['dst_len'])}",
+                        gateway=r.get("gateway"),
+                        dev=names.get(int(oif)) if oif is not None else None,
+                        prefsrc=r.get("prefsrc"),
+                        table=table,
+                    )
+                )
+        return result
+
+
+@_outside_event_loop
+def route_add_default(gateway: str, netns: str | None = None) -> None:
+    """Add a default route via ``gateway`` (IPv4 or IPv6)."""
+    try:
+        gw = ipaddress.ip_address(gateway)
+    except ValueError:
+        raise ConfigError(f"invalid gateway address {gateway!r}") from None
+    family = socket.AF_INET if gw.version == 4 else socket.AF_INET6
+    where = _where(netns)
+    with _iproute(netns) as ipr:
+        try:
+            ipr.route("add", family=family, dst_len=0, gateway=str(gw))
+        except Pyroute2NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise NetlinkError(
+                    f"a default IPv{gw.version} route already exists in {where}"
+                ) from None
+            if exc.code == errno.ENETUNREACH:
+                raise NetlinkError(
+                    f"gateway {gw} is not on any connected network in {where}"
+                ) from None
+            _fail(f"cannot add default route via {gw} in {where}", exc)
