@@ -279,10 +279,12 @@ def parse(data: dict[str, Any], source: str = "config") -> AgentConfig:
                 raise e.fail("ifname", f"{ep.ifname} in netns {ep.netns!r} is declared twice")
             if prev.network != network:
                 continue
-            if prev.mac == ep.mac:
-                raise e.fail("mac", f"{ep.mac} is used twice in network {network!r}")
+            # The address first: a duplicate address also duplicates the MAC
+            # derived from it, and the address is what the user wrote.
             if prev.address.ip == ep.address.ip:
                 raise e.fail("address", f"{ep.address.ip} is used twice in network {network!r}")
+            if prev.mac == ep.mac:
+                raise e.fail("mac", f"{ep.mac} is used twice in network {network!r}")
         owner = next(n for n in networks if n.name == network)
         if any(s.mac == ep.mac for s in owner.static):
             raise e.fail("mac", f"{ep.mac} is also a static remote entry in {network!r}")
