@@ -67,3 +67,43 @@ def overlay(lab: Lab, tmp_path: Path) -> Iterator[OverlayFactory]:
             codes.update(ov.stop_all())
         bad = {h: c for h, c in codes.items() if c != 0}
         assert not bad, f"agents did not exit cleanly: {bad}"
+
+
+TOOLS = Path(__file__).resolve().parent / "tools"
+
+
+def ping(lab: Lab, netns: str, ip: str, count: int = 3, interval: float = 0.2) -> int:
+    """Replies received for `count` pings from netns to ip."""
+    import re
+
+    done = lab.run(netns, ["ping", "-c", str(count), "-i", str(interval), "-W", "1", ip],
+                   timeout=count * interval + 10)
+    m = re.search(r"(\d+) received", done.stdout)
+    return int(m.group(1)) if m else 0
+
+
+def checked_transfer(lab: Lab, client_ns: str, server_ns: str, server_ip: str,
+                     nbytes: int, port: int = 5201, timeout: float = 120.0) -> None:
+    """Send nbytes over TCP and assert the server got exactly them (sha256)."""
+    import json
+    import subprocess
+    import sys
+
+    server = lab.spawn(server_ns, [sys.executable, str(TOOLS / "tcpcheck.py"), "server",
+                                   server_ip, str(port), str(timeout)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        assert server.stderr.readline().strip() == "listening"
+        client = lab.run(client_ns, [sys.executable, str(TOOLS / "tcpcheck.py"), "client",
+                                     server_ip, str(port), str(nbytes), "7", str(timeout)],
+                         timeout=timeout + 10)
+        assert client.returncode == 0, client.stderr
+        out, err = server.communicate(timeout=timeout)
+        assert server.returncode == 0, err
+        sent, got = json.loads(client.stdout), json.loads(out)
+        assert got == sent and sent["bytes"] == nbytes
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(5)

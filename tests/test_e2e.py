@@ -1,0 +1,82 @@
+"""End to end through two lab hosts running uvxlan: ping, a checked TCP
+transfer, isolation between networks, and what the wire carries (tshark)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from uvxlan import netlink
+from uvxlan.lab import Lab
+from uvxlan.overlay import Placement
+
+from .conftest import OverlayFactory, checked_transfer, needs, ping, root
+
+pytestmark = root
+
+NETS = {"net1": 4097, "net2": 4098}
+PLACE = [
+    Placement("a1", "h1", "net1", "10.0.0.2/24"),
+    Placement("a2", "h2", "net1", "10.0.0.3/24"),
+    Placement("b1", "h1", "net2", "10.0.0.4/24"),
+    Placement("b2", "h2", "net2", "10.0.0.5/24"),
+]
+
+
+def test_ping_transfer_and_isolation(lab: Lab, overlay: OverlayFactory) -> None:
+    ov = overlay(NETS, PLACE)
+    a1, a2 = lab.container_netns("a1"), lab.container_netns("a2")
+    assert netlink.link_info("eth0", netns=a1)["mtu"] == 1450
+    assert ping(lab, a1, "10.0.0.3", 3) == 3
+    assert ping(lab, a2, "10.0.0.2", 3) == 3
+    checked_transfer(lab, a1, a2, "10.0.0.3", 16 * 1024 * 1024)
+    checked_transfer(lab, a2, a1, "10.0.0.2", 16 * 1024 * 1024)
+    # net2 shares the subnet but not the segment.
+    assert ping(lab, a1, "10.0.0.5", 2) == 0
+    assert ping(lab, a1, "10.0.0.4", 2) == 0
+    assert ping(lab, lab.container_netns("b1"), "10.0.0.5", 2) == 2
+    stats = ov.query("h1", "stats")
+    net1 = next(n for n in stats["networks"] if n["name"] == "net1")
+    assert net1["tx_packets"] > 10_000 and net1["rx_packets"] > 10_000
+    # The peers' MACs were learned from the data, as remote entries.
+    fdb = ov.query("h1", "fdb")["fdb"]
+    a2_mac = netlink.link_info("eth0", netns=a2)["mac"]
+    learned = [e for e in fdb if e["mac"] == a2_mac and e["vni"] == 4097]
+    assert learned and learned[0]["remote"] == lab.host("h2").underlay_ip
+    assert not learned[0]["static"]
+
+
+@needs("tshark")
+def test_tshark_decodes_the_wire_as_vxlan(lab: Lab, overlay: OverlayFactory) -> None:
+    overlay(NETS, PLACE[:2])
+    h2 = lab.host("h2")
+    a1_mac = netlink.link_info("eth0", netns=lab.container_netns("a1"))["mac"]
+    cap = lab.spawn(h2.netns, ["tshark", "-l", "-n", "-i", "ul0", "-f", "udp port 4789",
+                               "-c", "6", "-a", "duration:20", "-T", "fields",
+                               "-e", "vxlan.vni", "-e", "eth.src", "-e", "ip.src",
+                               "-e", "udp.srcport", "-e", "udp.checksum"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert cap.stderr is not None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = cap.stderr.readline()
+            if "Capturing on" in line or not line:
+                break
+        assert ping(lab, lab.container_netns("a1"), "10.0.0.3", 4) == 4
+        out, _ = cap.communicate(timeout=30)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait(5)
+    rows = [r.split("\t") for r in out.strip().splitlines()]
+    assert len(rows) == 6
+    from_a1 = [r for r in rows if r[1].split(",")[-1] == a1_mac]
+    assert from_a1, rows
+    for vni, eth_src, ip_src, sport, csum in from_a1:
+        assert vni == "4097"
+        # Outer then inner Ethernet source: the inner one is the container's.
+        assert eth_src.split(",")[-1] == a1_mac
+        assert ip_src.split(",")[0] == lab.host("h1").underlay_ip
+        assert 49152 <= int(sport) <= 65535
+        assert int(csum, 16) == 0         # RFC 7348: SHOULD be zero over IPv4
