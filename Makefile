@@ -2,7 +2,7 @@
 # Every target that needs it runs scripts/setup.sh first (as root).
 PY := .venv/bin/python
 
-.PHONY: setup build demo test test-quick lint bench sanitize clean
+.PHONY: setup build demo test test-quick lint bench sanitize fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -27,3 +27,17 @@ bench: setup
 
 clean:
 	rm -rf build uvxlan/_native*.so .pytest_cache .mypy_cache .ruff_cache
+
+# libFuzzer on the parsers and FDB (installs clang's fuzzer runtime if missing).
+fuzz:
+	@command -v clang >/dev/null || (apt-get update -qq && apt-get install -y -qq clang libclang-rt-14-dev >/dev/null)
+	mkdir -p build/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icsrc csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c -o build/fuzz/fuzz_vxlan
+	build/fuzz/fuzz_vxlan -max_total_time=$${FUZZ_SECONDS:-60} -max_len=2048
+
+# The C switch under ASan/UBSan, driven by the switch tests.
+sanitize: setup
+	UVX_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so) \
+	  ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q tests/test_switch.py tests/test_fdb.py
+	$(PY) setup.py -q build_ext --inplace --force

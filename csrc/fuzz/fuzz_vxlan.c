@@ -1,0 +1,153 @@
+/* Fuzz target for the parsers and the FDB.
+ *
+ * With clang:  clang -g -fsanitize=fuzzer,address,undefined -Icsrc \
+ *                  csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c
+ * Without it (gcc), -DUVX_FUZZ_STANDALONE adds a main() that feeds random
+ * and mutated inputs for a number of iterations: what the test suite runs
+ * under AddressSanitizer and UBSan (tests/test_sanitize.py).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../fdb.h"
+#include "../vxlan.h"
+
+static void check(int ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "fuzz: invariant broken: %s\n", what);
+		abort();
+	}
+}
+
+/* The parser: any bytes, both reserved-bit policies. */
+static void fuzz_parse(const uint8_t *data, size_t size)
+{
+	for (int accept = 0; accept < 2; accept++) {
+		uint32_t vni = 0;
+		size_t off = 0;
+		int r = vxlan_parse(data, size, accept, &vni, &off);
+		check(r >= 0 && r < UVX_DROP__MAX, "parse verdict in range");
+		if (r == UVX_PASS) {
+			check(off == VXLAN_HLEN && size >= VXLAN_HLEN + ETH_HLEN,
+			      "pass implies a header and an inner frame");
+			check(vni <= VXLAN_VNI_MAX, "vni fits 24 bits");
+		}
+	}
+	(void)vxlan_check_inner(data, size);
+	uint32_t h = vxlan_flow_hash(data, size);
+	uint16_t p = vxlan_src_port(h, 49152, 65535);
+	check(p >= 49152, "source port in range");
+}
+
+/* Build, then parse what was built: the round trip must hold. */
+static void fuzz_build(const uint8_t *data, size_t size)
+{
+	static uint8_t out[65536 + 64];
+	if (size > 65535 - VXLAN_ENCAP_LEN)
+		size = 65535 - VXLAN_ENCAP_LEN;
+	uint32_t vni = size >= 3 ? ((uint32_t)data[0] << 16 | data[1] << 8 | data[2]) : 1;
+	size_t n = vxlan_build_datagram(out, sizeof(out), vni, data, size,
+					50000, 4789, 0x0100007f, 0x0200007f, size & 1);
+	check(n == size + VXLAN_ENCAP_LEN, "build length");
+	uint32_t got = 0;
+	size_t off = 0;
+	int r = vxlan_parse(out + UDP_HLEN, n - UDP_HLEN, 0, &got, &off);
+	if (r == UVX_PASS)
+		check(got == vni, "round trip keeps the vni");
+	else
+		check(r == UVX_DROP_BAD_INNER, "our own header always parses");
+}
+
+/* The FDB driven by the input as a little program of operations. */
+static void fuzz_fdb(const uint8_t *data, size_t size)
+{
+	struct fdb f;
+	if (fdb_init(&f, 16) < 0)
+		return;
+	uint32_t learned[4] = { 0 };
+	for (size_t i = 0; i + 8 <= size; i += 8) {
+		const uint8_t *op = data + i;
+		uint32_t vni = op[1] & 3;
+		uint8_t mac[6] = { 2, 0, 0, 0, op[2] & 7, op[3] & 3 };
+		struct fdb_dest d = { (op[4] & 1) ? -1 : op[4] & 7, op[5], 4789 };
+		switch (op[0] & 3) {
+		case 0: {
+			enum fdb_learn_result r =
+				fdb_learn(&f, vni, mac, &d, op[6], 6, &learned[vni]);
+			if (r == FDB_LEARN_NEW || r == FDB_LEARN_MOVED ||
+			    r == FDB_LEARN_REFRESHED)
+				check(fdb_lookup(&f, vni, mac) != NULL, "learned is found");
+			break;
+		}
+		case 1: {
+			int was = 0;
+			if (fdb_add_static(&f, vni, mac, &d, op[6], &was) == 0) {
+				struct fdb_entry *e = fdb_lookup(&f, vni, mac);
+				check(e && (e->flags & FDB_F_STATIC), "static is found");
+				if (was)
+					learned[vni]--;
+			}
+			break;
+		}
+		case 2: {
+			int flags = fdb_delete(&f, vni, mac);
+			if (flags >= 0 && !(flags & FDB_F_STATIC))
+				learned[vni]--;
+			check(fdb_lookup(&f, vni, mac) == NULL, "deleted is gone");
+			break;
+		}
+		default:
+			break;
+		}
+		check(f.count <= f.capacity, "count within capacity");
+		for (int v = 0; v < 4; v++)
+			check(learned[v] <= 6, "learn cap held");
+	}
+	fdb_free(&f);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	fuzz_parse(data, size);
+	fuzz_build(data, size);
+	fuzz_fdb(data, size);
+	return 0;
+}
+
+#ifdef UVX_FUZZ_STANDALONE
+/* xorshift: deterministic for a seed, so a failure can be replayed. */
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+int main(int argc, char **argv)
+{
+	long iters = argc > 1 ? atol(argv[1]) : 200000;
+	rng_state = argc > 2 ? strtoull(argv[2], NULL, 0) : 0x9e3779b97f4a7c15ull;
+	static uint8_t buf[2048];
+	for (long i = 0; i < iters; i++) {
+		size_t len = rnd() % (i & 1 ? 64 : sizeof(buf));
+		for (size_t j = 0; j < len; j++)
+			buf[j] = (uint8_t)rnd();
+		/* Half the inputs start as valid VXLAN, so the checks past the
+		 * header are reached too. */
+		if ((i & 2) && len >= 8) {
+			memset(buf, 0, 8);
+			buf[0] = 0x08;
+			buf[4 + rnd() % 3] = (uint8_t)rnd();
+			if (rnd() % 4 == 0)
+				buf[rnd() % 8] |= (uint8_t)(1u << (rnd() % 8));
+		}
+		LLVMFuzzerTestOneInput(buf, len);
+	}
+	printf("fuzz: %ld inputs, no findings\n", iters);
+	return 0;
+}
+#endif
