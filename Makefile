@@ -39,5 +39,6 @@ fuzz:
 sanitize: setup
 	UVX_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so) \
-	  ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q tests/test_switch.py tests/test_fdb.py
-	$(PY) setup.py -q build_ext --inplace --force
+	  ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider \
+	  tests/test_switch.py tests/test_fdb.py tests/test_wire.py; \
+	status=$$?; $(PY) setup.py -q build_ext --inplace --force; exit $$status

@@ -21,9 +21,7 @@ from uvxlan import lab as labmod
 from uvxlan import netlink
 from uvxlan.errors import ConfigError, LabError, NetlinkError
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root to create network namespaces"
-)
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
 
 
 def _unique_name() -> str:
@@ -51,8 +49,9 @@ def _ping(the_lab: labmod.Lab, netns: str, address: str, *extra: str) -> bool:
     return done.returncode == 0
 
 
-def _ul0_addresses(netns: str) -> list[tuple[str, int]]:
-    return [(a, p) for ifname, a, p in netlink.addresses(netns) if ifname == "ul0"]
+def _ul0_ipv4(netns: str) -> list[tuple[str, int]]:
+    # ul0 also has an IPv6 link-local address; the lab assigns only IPv4
+    return [(a, p) for ifname, a, p in netlink.addresses(netns) if ifname == "ul0" and ":" not in a]
 
 
 # --- up / down ----------------------------------------------------------------
@@ -68,7 +67,7 @@ def test_up_builds_hosts_on_one_bridge(lab: labmod.Lab) -> None:
     )
     for h in hosts:
         assert h.netns == f"{lab.prefix}{h.name}"
-        assert _ul0_addresses(h.netns) == [(h.underlay_ip, 24)]
+        assert _ul0_ipv4(h.netns) == [(h.underlay_ip, 24)]
         info = netlink.link_info("ul0", h.netns)
         assert info["mtu"] == 1500
         assert info["up"] is True
@@ -90,14 +89,14 @@ def test_up_builds_hosts_on_one_bridge(lab: labmod.Lab) -> None:
 
 
 def test_up_with_jumbo_mtu_carries_full_size_frames(lab: labmod.Lab) -> None:
-    lab = labmod.Lab(lab.name, subnet="10.88.5.0/29", mtu=9000)
-    h1, h2 = lab.up(2)
+    jumbo = labmod.Lab(lab.name, subnet="10.88.5.0/29", mtu=9000)
+    h1, h2 = jumbo.up(2)
 
     assert h1.underlay_ip == "10.88.5.1"
     assert netlink.link_info("ul0", h1.netns)["mtu"] == 9000
-    assert _ul0_addresses(h2.netns) == [("10.88.5.2", 29)]
+    assert _ul0_ipv4(h2.netns) == [("10.88.5.2", 29)]
     # 8972 + 28 bytes of headers = 9000, with fragmentation forbidden
-    assert _ping(lab, h1.netns, h2.underlay_ip, "-s", "8972", "-M", "do")
+    assert _ping(jumbo, h1.netns, h2.underlay_ip, "-s", "8972", "-M", "do")
 
 
 def test_state_file_and_load(lab: labmod.Lab) -> None:
@@ -229,7 +228,9 @@ def test_add_container_makes_netns_with_lo_up(lab: labmod.Lab) -> None:
     assert lab.container_netns("c1") == ns
     assert labmod.Lab.load(lab.name).containers() == {"c1": ns}
     assert netlink.link_info("lo", ns)["up"] is True
-    assert [ifname for ifname, _, _ in netlink.addresses(ns)][0] == "lo"
+    assert {ifname for ifname, _, _ in netlink.addresses(ns)} == {"lo"}
+    links = lab.run(ns, ["ip", "-o", "link"], check=True).stdout.splitlines()
+    assert len(links) == 1  # empty apart from lo
     with pytest.raises(LabError, match="already exists"):
         lab.add_container("c1")
 
@@ -296,7 +297,8 @@ def test_cli_round_trip(lab: labmod.Lab, capsys: pytest.CaptureFixture[str]) -> 
 
     assert labmod.cli_up(lab.name, 2, "10.77.0.0/24", 1500) == 1
     err = capsys.readouterr().err
-    assert err.startswith("uvxlan: error: ") and "already exists" in err
+    assert err.startswith("uvxlan: error: ")
+    assert "already exists" in err
     assert err.count("\n") == 1
 
     assert labmod.cli_down(lab.name) == 0

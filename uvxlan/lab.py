@@ -100,9 +100,7 @@ class Lab:
         try:
             network = ipaddress.IPv4Network(subnet)
         except ValueError as exc:  # also for host bits set, like 10.77.0.1/24
-            raise LabError(
-                f"invalid subnet {subnet!r}: {_one_line(str(exc))}"
-            ) from None
+            raise LabError(f"invalid subnet {subnet!r}: {_one_line(str(exc))}") from None
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
             raise LabError(f"invalid MTU {mtu!r}: must be 68..65535")
         self.name = name
@@ -325,18 +323,14 @@ class Lab:
     def add_container(self, name: str) -> str:
         """Make an empty container netns (lo up) and return its name."""
         if not isinstance(name, str) or not _CONTAINER_RE.match(name):
-            raise LabError(
-                f"invalid container name {name!r}: use 1-32 of a-z, 0-9 and '-'"
-            )
+            raise LabError(f"invalid container name {name!r}: use 1-32 of a-z, 0-9 and '-'")
         if _RESERVED_RE.match(name):
             raise LabError(f"container name {name!r} is reserved for the lab itself")
         ns = f"{self.prefix}{name}"
         with self._locked():
             state = self._state()
             if name in state["containers"] or netlink.netns_exists(ns):
-                raise LabError(
-                    f"container {name!r} already exists in lab '{self.name}'"
-                )
+                raise LabError(f"container {name!r} already exists in lab '{self.name}'")
             netlink.netns_create(ns)
             try:
                 netlink.link_configure("lo", ns, up=True)
@@ -373,9 +367,7 @@ class Lab:
             state["pids"].append({"pid": pid, "starttime": start, "netns": netns})
             self._write_state(state)
 
-    def spawn(
-        self, netns: str, argv: list[str], **popen_kwargs: Any
-    ) -> subprocess.Popen[Any]:
+    def spawn(self, netns: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` inside ``netns`` (a namespace of this lab), recorded."""
         self._check_netns(netns)
         if not argv:
@@ -413,9 +405,7 @@ class Lab:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise LabError(
-                f"{argv[0]} in netns '{netns}' timed out after {timeout}s"
-            ) from None
+            raise LabError(f"{argv[0]} in netns '{netns}' timed out after {timeout}s") from None
         if check and done.returncode != 0:
             detail = _one_line(done.stderr)[:200]
             raise LabError(
@@ -442,9 +432,7 @@ class Lab:
 
 
 def _error(exc: BaseException) -> int:
-    message = (
-        str(exc) if isinstance(exc, UvxlanError) else f"{type(exc).__name__}: {exc}"
-    )
+    message = str(exc) if isinstance(exc, UvxlanError) else f"{type(exc).__name__}: {exc}"
     print(f"uvxlan: error: {_one_line(message)}", file=sys.stderr)
     return 1
 
@@ -495,9 +483,7 @@ def cli_status(name: str = DEFAULT_NAME) -> int:
     expected = [lab.underlay_netns, *(h.netns for h in hosts), *containers.values()]
     missing = [ns for ns in expected if ns not in present]
     if missing:
-        print(
-            f"uvxlan: error: namespaces missing: {', '.join(missing)}", file=sys.stderr
-        )
+        print(f"uvxlan: error: namespaces missing: {', '.join(missing)}", file=sys.stderr)
         return 1
     return 0
 

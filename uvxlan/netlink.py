@@ -138,7 +138,9 @@ def _fail(context: str, exc: BaseException) -> NoReturn:
         reason = reason[:1].lower() + reason[1:]
     else:
         reason = str(exc) or type(exc).__name__
-    raise NetlinkError(f"{context}: {reason}") from exc
+    error = NetlinkError(f"{context}: {reason}")
+    error.errno = code or None  # for callers that branch on it; str() stays one line
+    raise error from exc
 
 
 @contextmanager
@@ -266,9 +268,7 @@ def veth_create(name: str, peer: str, netns: str | None = None) -> None:
     with _iproute(netns) as ipr:
         for ifname in (name, peer):
             if _lookup(ipr, ifname) is not None:
-                raise NetlinkError(
-                    f"interface '{ifname}' already exists in {_where(netns)}"
-                )
+                raise NetlinkError(f"interface '{ifname}' already exists in {_where(netns)}")
         try:
             ipr.link("add", ifname=name, kind="veth", peer=peer)
         except Pyroute2NetlinkError as exc:
@@ -276,9 +276,7 @@ def veth_create(name: str, peer: str, netns: str | None = None) -> None:
 
 
 @_outside_event_loop
-def bridge_create(
-    name: str, netns: str | None = None, *, multicast_snooping: bool = True
-) -> None:
+def bridge_create(name: str, netns: str | None = None, *, multicast_snooping: bool = True) -> None:
     """Create a bridge (STP off, the kernel default)."""
     _check_ifname(name)
     with _iproute(netns) as ipr:
@@ -324,9 +322,7 @@ def _open_netns_fd(netns: str | None) -> int:
 
 
 @_outside_event_loop
-def link_move(
-    ifname: str, to_netns: str, new_name: str, netns: str | None = None
-) -> None:
+def link_move(ifname: str, to_netns: str, new_name: str, netns: str | None = None) -> None:
     """Move link ``ifname`` from ``netns`` into ``to_netns``, renamed ``new_name``.
 
     Move and rename go in one RTM_NEWLINK request (IFLA_NET_NS_FD plus
@@ -340,9 +336,7 @@ def link_move(
     _check_netns_name(to_netns)
     with _iproute(to_netns) as target:
         if _lookup(target, new_name) is not None:
-            raise NetlinkError(
-                f"interface '{new_name}' already exists in netns '{to_netns}'"
-            )
+            raise NetlinkError(f"interface '{new_name}' already exists in netns '{to_netns}'")
     target_fd = _open_netns_fd(to_netns)
     try:
         with _iproute(netns) as ipr:
@@ -356,8 +350,7 @@ def link_move(
                         f"interface '{new_name}' already exists in netns '{to_netns}'"
                     ) from None
                 _fail(
-                    f"cannot move interface '{ifname}' from {_where(netns)}"
-                    f" to netns '{to_netns}'",
+                    f"cannot move interface '{ifname}' from {_where(netns)} to netns '{to_netns}'",
                     exc,
                 )
     finally:
@@ -385,15 +378,11 @@ def _parse_interfaces(
     addresses: Sequence[str],
 ) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     if isinstance(addresses, str):  # a lone string would be split into characters
-        raise ConfigError(
-            f"addresses must be a list of CIDR strings, not {addresses!r}"
-        )
+        raise ConfigError(f"addresses must be a list of CIDR strings, not {addresses!r}")
     parsed = []
     for text in addresses:
         if "/" not in text:
-            raise ConfigError(
-                f"address {text!r} needs a prefix length, like 10.0.0.1/24"
-            )
+            raise ConfigError(f"address {text!r} needs a prefix length, like 10.0.0.1/24")
         try:
             parsed.append(ipaddress.ip_interface(text))
         except ValueError:
@@ -419,9 +408,7 @@ def link_configure(
     _check_ifname(ifname)
     if mac is not None and not _MAC_RE.match(mac):
         raise ConfigError(f"invalid MAC address {mac!r}")
-    if mtu is not None and (
-        isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0
-    ):
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0):
         raise ConfigError(f"invalid MTU {mtu!r}")
     wanted = _parse_interfaces(addresses)
     where = _where(netns)
