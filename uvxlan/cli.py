@@ -100,9 +100,9 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from uvxlan import demo
+    from uvxlan.demo import run as run_demo
 
-    return demo.run(keep=args.keep)
+    return run_demo(keep=args.keep)
 
 
 def build_parser() -> argparse.ArgumentParser:
