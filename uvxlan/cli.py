@@ -105,6 +105,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from uvxlan import bench
+
+    if args.quick:
+        args.seconds, args.repeat, args.pings = 3, 1, 50
+    return bench.run(args.variants, args.seconds, args.repeat, args.pings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="uvxlan", description=DESCRIPTION, epilog=EPILOG,
@@ -161,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the lab and agents running"
                    " (remove with `uvxlan lab down --name demo`)")
     d.set_defaults(func=_cmd_demo)
+
+    b = sub.add_parser("bench", help="measure uvxlan beside Linux's kernel vxlan",
+                       description="Build a fresh two-host lab per variant and measure "
+                       "iperf3 TCP (1 and 4 streams), ping RTT and agent CPU per Gbit. "
+                       "Writes benchmarks/results/latest.{json,md}.")
+    b.add_argument("--variants", nargs="+", default=["uvxlan", "kernel-vxlan", "underlay"],
+                   choices=["uvxlan", "kernel-vxlan", "underlay"], metavar="V",
+                   help="any of uvxlan, kernel-vxlan, underlay (all by default)")
+    b.add_argument("--seconds", type=int, default=10, help="per iperf3 run (%(default)s)")
+    b.add_argument("--repeat", type=int, default=3, help="rounds; medians reported (%(default)s)")
+    b.add_argument("--pings", type=int, default=200, help="pings per round (%(default)s)")
+    b.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 50 pings")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 
