@@ -46,16 +46,17 @@ def test_ping_transfer_and_isolation(lab: Lab, overlay: OverlayFactory) -> None:
     assert not learned[0]["static"]
 
 
-@needs("tshark")
-def test_tshark_decodes_the_wire_as_vxlan(lab: Lab, overlay: OverlayFactory) -> None:
-    overlay(NETS, PLACE[:2])
-    h2 = lab.host("h2")
-    a1_mac = netlink.link_info("eth0", netns=lab.container_netns("a1"))["mac"]
-    cap = lab.spawn(h2.netns, ["tshark", "-l", "-n", "-i", "ul0", "-f", "udp port 4789",
-                               "-c", "6", "-a", "duration:20", "-T", "fields",
-                               "-e", "vxlan.vni", "-e", "eth.src", "-e", "ip.src",
-                               "-e", "udp.srcport", "-e", "udp.checksum"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def capture(lab: Lab, fields: list[str], *options: str) -> subprocess.Popen[str]:
+    """tshark on h2's underlay, 6 VXLAN datagrams, returned once capturing."""
+    argv = ["tshark", "-l", "-n", "-i", "ul0", "-f", "udp port 4789", "-c", "6",
+            "-a", "duration:20", *options, "-T", "fields"]
+    for f in fields:
+        argv += ["-e", f]
+    return lab.spawn(lab.host("h2").netns, argv,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def rows_while_pinging(lab: Lab, cap: subprocess.Popen[str]) -> list[list[str]]:
     try:
         assert cap.stderr is not None
         deadline = time.monotonic() + 15
@@ -69,7 +70,15 @@ def test_tshark_decodes_the_wire_as_vxlan(lab: Lab, overlay: OverlayFactory) -> 
         if cap.poll() is None:
             cap.kill()
             cap.wait(5)
-    rows = [r.split("\t") for r in out.strip().splitlines()]
+    return [r.split("\t") for r in out.strip().splitlines()]
+
+
+@needs("tshark")
+def test_tshark_decodes_the_wire_as_vxlan(lab: Lab, overlay: OverlayFactory) -> None:
+    overlay(NETS, PLACE[:2])
+    a1_mac = netlink.link_info("eth0", netns=lab.container_netns("a1"))["mac"]
+    cap = capture(lab, ["vxlan.vni", "eth.src", "ip.src", "udp.srcport", "udp.checksum"])
+    rows = rows_while_pinging(lab, cap)
     assert len(rows) == 6
     from_a1 = [r for r in rows if r[1].split(",")[-1] == a1_mac]
     assert from_a1, rows
@@ -80,3 +89,17 @@ def test_tshark_decodes_the_wire_as_vxlan(lab: Lab, overlay: OverlayFactory) -> 
         assert ip_src.split(",")[0] == lab.host("h1").underlay_ip
         assert 49152 <= int(sport) <= 65535
         assert int(csum, 16) == 0         # RFC 7348: SHOULD be zero over IPv4
+
+
+@needs("tshark")
+def test_outer_udp_checksum_when_enabled_is_valid(lab: Lab, overlay: OverlayFactory) -> None:
+    overlay(NETS, PLACE[:2], host_options={"udp_checksum": True})
+    # Offloads on a veth would leave checksums partial in a capture; ours
+    # are computed in userspace, so tshark must find every one good.
+    cap = capture(lab, ["udp.checksum", "udp.checksum.status"],
+                  "-o", "udp.check_checksum:TRUE")
+    rows = rows_while_pinging(lab, cap)
+    assert len(rows) == 6
+    for csum, status in rows:
+        assert int(csum, 16) != 0
+        assert status == "1", rows        # 1 = Good
