@@ -2,7 +2,7 @@
 # Every target that needs it runs scripts/setup.sh first (as root).
 PY := .venv/bin/python
 
-.PHONY: setup build demo test test-quick lint bench sanitize fuzz clean
+.PHONY: setup build demo test test-quick lint bench bench-micro sanitize fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -24,6 +24,9 @@ lint: setup
 
 bench: setup
 	$(PY) -m uvxlan bench
+
+bench-micro: setup
+	$(PY) -m pytest -q benchmarks/test_micro.py --benchmark-enable --benchmark-columns=median,ops
 
 clean:
 	rm -rf build uvxlan/_native*.so .pytest_cache .mypy_cache .ruff_cache

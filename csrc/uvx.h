@@ -102,4 +102,12 @@ const char *uvx_drop_reason_name(int reason);
 int uvx_port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out);
 int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out);
 
+/* Timing loops for benchmarks/test_micro.py: ns per operation, in C. */
+double uvx_bench_encap(const uint8_t *frame, size_t len, uint32_t n);
+double uvx_bench_decap(const uint8_t *pkt, size_t len, uint32_t n);
+double uvx_bench_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs,
+			    uint32_t nmacs, uint32_t n);
+double uvx_bench_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs,
+			   uint32_t nmacs, uint32_t n);
+
 #endif

@@ -117,3 +117,10 @@ size_t vxlan_build_datagram(uint8_t *out, size_t cap, uint32_t vni,
 			    const uint8_t *frame, size_t len,
 			    uint16_t sport, uint16_t dport,
 			    uint32_t saddr, uint32_t daddr, int csum);
+
+double uvx_bench_encap(const uint8_t *frame, size_t len, uint32_t n);
+double uvx_bench_decap(const uint8_t *pkt, size_t len, uint32_t n);
+double uvx_bench_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs,
+			    uint32_t nmacs, uint32_t n);
+double uvx_bench_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs,
+			   uint32_t nmacs, uint32_t n);

@@ -1,0 +1,117 @@
+"""Micro benchmarks (pytest-benchmark): the C codec and FDB beside the
+pure-Python reference, in nanoseconds per operation.
+
+C figures come from timing loops inside C (csrc/bench.c), so they are the
+fast path's cost, not cffi's per-call crossing (which the datapath pays
+once per batch).  Python figures are per call.  Run: `make bench-micro`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from uvxlan import native, wire
+from uvxlan.fdb import Dest, ReferenceFdb
+
+lib, ffi = native.lib, native.ffi
+N = 200_000
+FRAMES = {
+    "64B": bytes.fromhex("020000000002020000000001") + b"\x08\x00" + bytes(50),
+    "1500B": bytes.fromhex("020000000002020000000001") + b"\x08\x00" + bytes(1486),
+}
+MACS = [f"02:00:00:00:{i >> 8:02x}:{i & 0xFF:02x}" for i in range(1000)]
+FIGURES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report() -> Iterator[None]:
+    yield
+    print("\n\nns per operation (median of rounds)")
+    for name, ns in FIGURES.items():
+        print(f"  {name:<28} {ns:10.1f}")
+
+
+def c_loop(benchmark: Any, name: str, loop: Callable[[], float]) -> None:
+    results: list[float] = []
+    benchmark.pedantic(lambda: results.append(loop()), rounds=5, iterations=1)
+    results.sort()
+    FIGURES[name] = results[len(results) // 2]
+    benchmark.extra_info["ns_per_op"] = FIGURES[name]
+    assert 0 < FIGURES[name] < 100_000
+
+
+def py_call(benchmark: Any, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    out = benchmark(fn, *args)
+    FIGURES[name] = benchmark.stats.stats.median * 1e9
+    return out
+
+
+@pytest.mark.parametrize("size", FRAMES)
+def test_encap(benchmark: Any, size: str) -> None:
+    frame = FRAMES[size]
+    c_loop(benchmark, f"encap {size} C", lambda: lib.uvx_bench_encap(frame, len(frame), N))
+
+
+@pytest.mark.parametrize("size", FRAMES)
+def test_encap_python(benchmark: Any, size: str) -> None:
+    frame = FRAMES[size]
+
+    def encap() -> bytes:
+        sport = wire.src_port(wire.flow_hash(frame), 49152, 65535)
+        return wire.build_datagram(4097, frame, sport, 4789, "10.0.0.1", "10.0.0.2")
+
+    assert len(py_call(benchmark, f"encap {size} Python", encap)) == len(frame) + 16
+
+
+@pytest.mark.parametrize("size", FRAMES)
+def test_decap(benchmark: Any, size: str) -> None:
+    pkt = wire.build_header(4097) + FRAMES[size]
+    c_loop(benchmark, f"decap {size} C", lambda: lib.uvx_bench_decap(pkt, len(pkt), N))
+
+
+@pytest.mark.parametrize("size", FRAMES)
+def test_decap_python(benchmark: Any, size: str) -> None:
+    pkt = wire.build_header(4097) + FRAMES[size]
+    assert py_call(benchmark, f"decap {size} Python", wire.parse, pkt).vni == 4097
+
+
+def _dp_with_entries() -> tuple[native.Datapath, Any]:
+    dp = native.Datapath(local_ip="127.0.0.1", learn_limit=0)
+    dp.add_vni(1)
+    for m in MACS:
+        dp.fdb_add(1, m, remote="10.0.0.2")
+    raw = ffi.new("uint8_t[]", b"".join(wire.mac_to_bytes(m) for m in MACS))
+    return dp, raw
+
+
+def test_fdb_lookup(benchmark: Any) -> None:
+    dp, raw = _dp_with_entries()
+    c_loop(benchmark, "fdb lookup (1000) C",
+           lambda: lib.uvx_bench_fdb_lookup(dp._dp, 1, raw, len(MACS), N))
+
+
+def test_fdb_lookup_python(benchmark: Any) -> None:
+    fdb = ReferenceFdb(learn_limit=0)
+    for m in MACS:
+        fdb.add_static(1, m, Dest(remote="10.0.0.2"), 0)
+    assert py_call(benchmark, "fdb lookup (1000) Python", fdb.lookup, 1, MACS[500])
+
+
+def test_fdb_learn(benchmark: Any) -> None:
+    dp = native.Datapath(local_ip="127.0.0.1", learn_limit=0)
+    dp.add_vni(1)
+    raw = ffi.new("uint8_t[]", b"".join(wire.mac_to_bytes(m) for m in MACS))
+    c_loop(benchmark, "fdb learn/refresh C",
+           lambda: lib.uvx_bench_fdb_learn(dp._dp, 1, raw, len(MACS), N))
+
+
+def test_fdb_learn_python(benchmark: Any) -> None:
+    fdb = ReferenceFdb(learn_limit=0)
+    dest = Dest(remote="10.0.0.2")
+    i = iter(range(10**9))
+    py_call(benchmark, "fdb learn/refresh Python",
+            lambda: fdb.learn(1, MACS[next(i) % 1000], dest, int(time.monotonic())))
