@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from uvxlan._version import __version__
-from uvxlan.errors import NativeError, StaleBuildError
+from uvxlan.errors import ConfigError, NativeError, StaleBuildError
 from uvxlan.wire import mac_to_bytes, mac_to_str
 
 try:
@@ -340,6 +340,9 @@ def build_datagram(
     vni: int, frame: bytes, sport: int, dport: int,
     saddr: str, daddr: str, csum: bool = False,
 ) -> bytes:
+    # C takes the VNI's low 24 bits; refuse what would silently wrap.
+    if not 0 <= vni <= VNI_MAX:
+        raise ConfigError(f"VNI {vni} is outside 0..{VNI_MAX}")
     cap = len(frame) + lib.VXLAN_ENCAP_LEN
     out = ffi.new("uint8_t[]", cap)
     n = lib.vxlan_build_datagram(
