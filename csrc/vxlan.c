@@ -1,6 +1,7 @@
 /* VXLAN codec: parse, build, flow hash, checksum.  See vxlan.h. */
 #include <string.h>
 
+#include "csum.h"
 #include "vxlan.h"
 
 static inline uint16_t rd16(const uint8_t *p)
@@ -140,26 +141,6 @@ uint16_t vxlan_src_port(uint32_t hash, uint16_t min, uint16_t max)
 	return (uint16_t)(min + (uint32_t)(((uint64_t)hash * range) >> 32));
 }
 
-uint32_t csum_partial(const uint8_t *buf, size_t len, uint32_t sum)
-{
-	uint64_t acc = sum;
-	size_t i = 0;
-	for (; i + 1 < len; i += 2)
-		acc += (uint32_t)((buf[i] << 8) | buf[i + 1]);
-	if (i < len)
-		acc += (uint32_t)(buf[i] << 8);
-	while (acc >> 32)
-		acc = (acc & 0xffffffffu) + (acc >> 32);
-	return (uint32_t)acc;
-}
-
-uint16_t csum_fold(uint32_t sum)
-{
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
 void vxlan_fill_encap(uint8_t hdr[VXLAN_ENCAP_LEN], uint32_t vni,
 		      const uint8_t *frame, size_t len,
 		      uint16_t sport, uint16_t dport,
@@ -178,20 +159,15 @@ void vxlan_fill_encap(uint8_t hdr[VXLAN_ENCAP_LEN], uint32_t vni,
 	 * calculated across the entire packet". */
 	if (!csum)
 		return;
-	uint8_t pseudo[12];
-	memcpy(pseudo, &saddr, 4);
-	memcpy(pseudo + 4, &daddr, 4);
-	pseudo[8] = 0;
-	pseudo[9] = IPPROTO_UDP_;
-	wr16(pseudo + 10, ulen);
-	uint32_t sum = csum_partial(pseudo, sizeof(pseudo), 0);
-	sum = csum_partial(hdr, VXLAN_ENCAP_LEN, sum);
+	uint64_t sum = csum_pseudo4((const uint8_t *)&saddr, (const uint8_t *)&daddr,
+				    IPPROTO_UDP_, ulen);
+	sum = csum_add(hdr, VXLAN_ENCAP_LEN, sum);
 	/* hdr is 16 bytes, an even length, so the frame's bytes keep their
 	 * 16-bit alignment in the sum. */
-	sum = csum_partial(frame, len, sum);
-	uint16_t c = csum_fold(sum);
+	sum = csum_add(frame, len, sum);
+	uint16_t c = csum_final(sum);
 	/* Zero means "no checksum" in UDP over IPv4 (RFC 768). */
-	wr16(hdr + 6, c ? c : 0xffff);
+	csum_store(hdr + 6, c ? c : 0xffff);
 }
 
 size_t vxlan_build_datagram(uint8_t *out, size_t cap, uint32_t vni,

@@ -84,10 +84,6 @@ uint32_t vxlan_flow_hash(const uint8_t *frame, size_t len);
 /* Map a hash onto [min, max] (inclusive) without the bias of a modulo. */
 uint16_t vxlan_src_port(uint32_t hash, uint16_t min, uint16_t max);
 
-/* Ones'-complement sum helpers for the outer UDP checksum. */
-uint32_t csum_partial(const uint8_t *buf, size_t len, uint32_t sum);
-uint16_t csum_fold(uint32_t sum);
-
 /* Build UDP header + VXLAN header + frame into out (capacity cap): exactly
  * the bytes the raw send socket carries.  Checksum is zero unless csum is
  * set, in which case it is computed over the IPv4 pseudo-header of

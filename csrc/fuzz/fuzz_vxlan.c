@@ -1,7 +1,7 @@
 /* Fuzz target for the parsers and the FDB.
  *
  * With clang:  clang -g -fsanitize=fuzzer,address,undefined -Icsrc \
- *                  csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c
+ *                  csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c
  * Without it (gcc), -DUVX_FUZZ_STANDALONE adds a main() that feeds random
  * and mutated inputs for a number of iterations: what the test suite runs
  * under AddressSanitizer and UBSan (tests/test_sanitize.py).
