@@ -21,8 +21,7 @@ double uvx_bench_encap(const uint8_t *frame, size_t len, uint32_t n)
 	uint64_t t0 = now_ns();
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t sport = vxlan_src_port(vxlan_flow_hash(frame, len), 49152, 65535);
-		vxlan_fill_encap(hdr, i & VXLAN_VNI_MAX, frame, len, sport, 4789,
-				 0x0100000a, 0x0200000a, 0);
+		vxlan_fill_encap(hdr, i & VXLAN_VNI_MAX, len, sport, 4789);
 		sink += hdr[0];
 	}
 	return (double)(now_ns() - t0) / (n ? n : 1);

@@ -42,6 +42,7 @@ static const char *const drop_names[UVX_DROP__MAX] = {
 	[UVX_DROP_TAP_ERROR] = "tap_error",
 	[UVX_DROP_UDP_ERROR] = "udp_error",
 	[UVX_DROP_NO_PORT] = "no_port",
+	[UVX_DROP_BAD_GSO] = "bad_gso",
 };
 
 const char *uvx_drop_reason_name(int reason)
@@ -151,6 +152,34 @@ int uvx_dp_set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd)
 	dp->udp_fd = udp_fd;
 	dp->tx_fd = tx_fd;
 	return 0;
+}
+
+int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
+		    unsigned n, int gso, int gro)
+{
+	if (n > UVX_POOL_MAX || (gso && n == 0))
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++) {
+		dp->pool_fd[i] = fds[i];
+		dp->pool_port[i] = ports[i];
+	}
+	dp->npool = n;
+	dp->gso = gso;
+	dp->gro = gro;
+	/* With GRO a read holds up to 64 KB of datagrams. */
+	for (unsigned i = 0; i < dp->cfg.batch; i++) {
+		struct msghdr *h = &dp->w.rmsg[i].msg_hdr;
+		h->msg_control = gro ? dp->w.rctl[i] : NULL;
+		h->msg_controllen = gro ? sizeof(dp->w.rctl[i]) : 0;
+	}
+	return 0;
+}
+
+uint32_t uvx_dp_take_events(struct uvx_dp *dp)
+{
+	uint32_t ev = dp->events;
+	dp->events = 0;
+	return ev;
 }
 
 /* --- VNIs ---------------------------------------------------------------- */
@@ -282,7 +311,7 @@ int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 
 /* --- Ports --------------------------------------------------------------- */
 
-int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni)
+int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
 	if (!v)
@@ -299,6 +328,7 @@ int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni)
 		p->used = 1;
 		p->fd = fd;
 		p->vni = vni;
+		p->vnet = !!(flags & UVX_PORT_VNET_HDR);
 		v->ports[v->nports++] = i;
 		return i;
 	}
@@ -487,14 +517,25 @@ int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out)
 	return 0;
 }
 
-int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len)
+int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
+	     const struct vnet_hdr *vh)
 {
 	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used) {
 		drop(dp, UVX_DROP_NO_PORT);
 		return -1;
 	}
 	struct uvx_port *p = &dp->ports[port];
-	ssize_t n = write(p->fd, frame, len);
+	ssize_t n;
+	if (p->vnet) {
+		static const struct vnet_hdr plain;
+		struct iovec iov[2] = {
+			{ (void *)(vh ? vh : &plain), VNET_HLEN },
+			{ (void *)frame, len },
+		};
+		n = writev(p->fd, iov, 2);
+	} else {
+		n = write(p->fd, frame, len);
+	}
 	if (n < 0) {
 		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
 		return -1;

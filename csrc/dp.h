@@ -8,11 +8,13 @@
 #include <sys/uio.h>
 
 #include "fdb.h"
+#include "offload.h"
 #include "uvx.h"
 
 struct uvx_port {
 	int fd;
 	int used;
+	int vnet;                  /* frames carry a struct vnet_hdr */
 	uint32_t vni;
 	struct uvx_counters ctr;   /* rx: read from the TAP; tx: written to it */
 };
@@ -27,30 +29,39 @@ struct uvx_vni {
 	struct uvx_counters ctr;   /* rx: decapsulated; tx: encapsulated */
 };
 
-/* Datagrams waiting for one sendmmsg.  Each is two pieces: its own 16-byte
- * UDP + VXLAN header and the inner frame, left where it was read, so a
- * flood to N VTEPs queues N headers and no copies. */
-#define UVX_TXQ_LEN 256
+/* Datagrams waiting to be sent.  Each is up to three pieces: its own
+ * UDP + VXLAN header, a segment's own headers when a super-frame was cut,
+ * and the frame or payload left where it was read, so a flood to N VTEPs
+ * queues N headers and no copies.  fd is the socket it leaves on: the raw
+ * socket (the UDP header is ours) or a pool socket (the kernel's). */
+#define UVX_TXQ_LEN 512
 struct uvx_txq {
 	unsigned n;
 	struct mmsghdr msg[UVX_TXQ_LEN];
-	struct iovec iov[UVX_TXQ_LEN][2];
+	struct iovec iov[UVX_TXQ_LEN][3];
 	uint8_t hdr[UVX_TXQ_LEN][VXLAN_ENCAP_LEN];
 	struct sockaddr_in dst[UVX_TXQ_LEN];
 	struct uvx_vni *vni[UVX_TXQ_LEN];
+	int fd[UVX_TXQ_LEN];
 };
 
 /* Everything one thread needs to move a batch: buffers with headroom,
- * recvmmsg state and the transmit queue.  One today; one per thread when
- * the datapath grows workers. */
+ * recvmmsg state, the transmit queue, the segments of the super-frame being
+ * sent and the flows being joined on receive.  One today; one per thread
+ * when the datapath grows workers. */
 struct uvx_worker {
 	uint8_t *bufs;             /* batch slots of UVX_SLOT bytes */
 	size_t len[UVX_BATCH_MAX];
+	struct vnet_hdr vh[UVX_BATCH_MAX];
 	struct mmsghdr rmsg[UVX_BATCH_MAX];
 	struct iovec riov[UVX_BATCH_MAX];
 	struct sockaddr_in rsrc[UVX_BATCH_MAX];
+	uint8_t rctl[UVX_BATCH_MAX][64];   /* UDP_GRO segment size */
 	uint64_t now_ms;
+	uint32_t hash;             /* flow hash of the frame being sent */
 	struct uvx_txq txq;
+	struct seg segs[UVX_SEGS_MAX];
+	struct gro_table gro;
 };
 
 #define UVX_SLOT (UVX_HEADROOM + UVX_FRAME_MAX + 1)
@@ -71,6 +82,12 @@ struct uvx_dp {
 	struct uvx_vni *vnis[UVX_MAX_VNIS];
 	int16_t vni_index[UVX_VNI_HASH];   /* open addressing into vnis[] */
 	uint64_t drops[UVX_DROP__MAX];
+	int pool_fd[UVX_POOL_MAX];
+	uint16_t pool_port[UVX_POOL_MAX];
+	unsigned npool;
+	int gso;                   /* send super-frames with UDP_SEGMENT */
+	int gro;                   /* the VXLAN socket has UDP_GRO on */
+	uint32_t events;
 	struct uvx_worker w;
 };
 
@@ -101,7 +118,9 @@ static inline int mac_is_multicast(const uint8_t *mac)
 void fdb_snoop(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 	       const struct fdb_dest *at);
 
-/* Write one frame to a local port; counts the drop on failure. */
-int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len);
+/* Write one frame to a local port, with vh (NULL: a plain frame) when the
+ * port takes virtio-net headers; counts the drop on failure. */
+int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
+	     const struct vnet_hdr *vh);
 
 #endif

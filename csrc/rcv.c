@@ -1,19 +1,115 @@
 /* Receive: UDP -> VXLAN -> switch -> TAP -> container.
  *
- *   uvx_udp_rx       one recvmmsg for up to a batch of datagrams
+ *   uvx_udp_rx       one recvmmsg for up to a batch of reads; with UDP_GRO
+ *                    a read holds many datagrams of one size, cut apart here
  *     vxlan_rcv      per datagram: parse and check the header, find the
  *                    VNI, check the inner frame, learn its source as
  *                    behind the sending VTEP
- *       tap_xmit       a local port: write the inner frame to its TAP
+ *       deliver        a local port: joined into a TCP super-frame when the
+ *                      port takes virtio-net headers (gro_rcv), else
+ *                      written as it is (tap_xmit)
  *       flood_local    broadcast, multicast, unknown unicast: every local
  *                      port in the VNI, never back onto the wire
+ *     gro_flush_all  write out every super-frame still being joined
  */
 #include <errno.h>
+#include <netinet/udp.h>
+#include <string.h>
+#include <sys/uio.h>
 
 #include "dp.h"
 
-static void flood_local(struct uvx_dp *dp, struct uvx_vni *v,
-			const uint8_t *frame, size_t len)
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+static void gro_flush(struct uvx_dp *dp, struct gro_flow *f)
+{
+	struct uvx_port *p = &dp->ports[f->port];
+	int n = gro_finish(f);
+	f->active = 0;
+	if (!p->used) {
+		drop(dp, UVX_DROP_NO_PORT);
+		return;
+	}
+	ssize_t r = writev(p->fd, f->iov, n);
+	if (r < 0) {
+		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
+		return;
+	}
+	count(&p->ctr, 1, (size_t)r - VNET_HLEN);
+}
+
+static void gro_flush_port(struct uvx_dp *dp, struct uvx_worker *w, int32_t port)
+{
+	for (unsigned i = 0; i < GRO_FLOWS; i++)
+		if (w->gro.flow[i].active && w->gro.flow[i].port == port)
+			gro_flush(dp, &w->gro.flow[i]);
+}
+
+static void gro_flush_all(struct uvx_dp *dp, struct uvx_worker *w)
+{
+	for (unsigned i = 0; i < GRO_FLOWS; i++)
+		if (w->gro.flow[i].active)
+			gro_flush(dp, &w->gro.flow[i]);
+}
+
+/* Join TCP segments of one flow into a super-frame for a port that takes
+ * virtio-net headers.  The payloads stay in the receive slots until the
+ * flush at the end of the batch, so nothing is copied. */
+static void gro_rcv(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
+		    const uint8_t *frame, size_t len)
+{
+	struct tcp_view tv;
+	if (!gro_candidate(frame, len, &tv)) {
+		/* Anything else for this port keeps its place behind what
+		 * is being joined for it. */
+		gro_flush_port(dp, w, port);
+		tap_xmit(dp, port, frame, len, NULL);
+		return;
+	}
+	struct gro_flow *f = NULL, *free_slot = NULL;
+	for (unsigned i = 0; i < GRO_FLOWS; i++) {
+		struct gro_flow *g = &w->gro.flow[i];
+		if (!g->active) {
+			if (!free_slot)
+				free_slot = g;
+		} else if (g->port == port && gro_match(g, frame, &tv)) {
+			f = g;
+			break;
+		}
+	}
+	if (f && !gro_fits(f, frame, &tv)) {
+		gro_flush(dp, f);
+		free_slot = f;
+		f = NULL;
+	}
+	if (f) {
+		gro_append(f, frame, &tv);
+	} else {
+		if (!free_slot) {
+			/* All slots busy with other flows: make room. */
+			free_slot = &w->gro.flow[0];
+			gro_flush(dp, free_slot);
+		}
+		f = free_slot;
+		gro_start(f, port, frame, &tv);
+	}
+	if (f->closed)
+		gro_flush(dp, f);
+}
+
+static void deliver(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
+		    const uint8_t *frame, size_t len)
+{
+	if (port >= 0 && port < UVX_MAX_PORTS && dp->ports[port].vnet)
+		gro_rcv(dp, w, port, frame, len);
+	else
+		tap_xmit(dp, port, frame, len, NULL);
+}
+
+static void flood_local(struct uvx_dp *dp, struct uvx_worker *w,
+			struct uvx_vni *v, const uint8_t *frame, size_t len)
 {
 	/* Split horizon: what came from a VTEP goes to local ports only;
 	 * the sender already copied it to every other VTEP. */
@@ -22,7 +118,7 @@ static void flood_local(struct uvx_dp *dp, struct uvx_vni *v,
 		return;
 	}
 	for (unsigned i = 0; i < v->nports; i++)
-		tap_xmit(dp, v->ports[i], frame, len);
+		deliver(dp, w, v->ports[i], frame, len);
 }
 
 /* The UDP port to reach a VTEP we learned from: the one its flood-list
@@ -69,12 +165,12 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	fdb_snoop(dp, v, frame + ETH_ALEN, &there);
 
 	if (mac_is_multicast(frame)) {
-		flood_local(dp, v, frame, flen);
+		flood_local(dp, w, v, frame, flen);
 		return;
 	}
 	struct fdb_entry *e = fdb_lookup(&dp->fdb, vni, frame);
 	if (!e) {
-		flood_local(dp, v, frame, flen);
+		flood_local(dp, w, v, frame, flen);
 		return;
 	}
 	e->used_ms = w->now_ms;
@@ -82,7 +178,21 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 		drop(dp, UVX_DROP_SPLIT_HORIZON);
 		return;
 	}
-	tap_xmit(dp, e->dest.port, frame, flen);
+	deliver(dp, w, e->dest.port, frame, flen);
+}
+
+/* The datagram size of a read that UDP GRO joined, or 0. */
+static size_t gro_size(struct msghdr *h)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+			int size;
+			memcpy(&size, CMSG_DATA(c), sizeof(size));
+			return size > 0 ? (size_t)size : 0;
+		}
+	}
+	return 0;
 }
 
 int uvx_udp_rx(struct uvx_dp *dp)
@@ -91,23 +201,38 @@ int uvx_udp_rx(struct uvx_dp *dp)
 	if (dp->udp_fd < 0)
 		return -EBADF;
 
-	for (unsigned i = 0; i < dp->cfg.batch; i++)
-		w->rmsg[i].msg_hdr.msg_namelen = sizeof(w->rsrc[i]);
+	for (unsigned i = 0; i < dp->cfg.batch; i++) {
+		struct msghdr *h = &w->rmsg[i].msg_hdr;
+		h->msg_namelen = sizeof(w->rsrc[i]);
+		h->msg_controllen = dp->gro ? sizeof(w->rctl[i]) : 0;
+	}
 	int n = recvmmsg(dp->udp_fd, w->rmsg, dp->cfg.batch, MSG_DONTWAIT, NULL);
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
 
 	w->now_ms = uvx_now_ms();
 	for (int i = 0; i < n; i++) {
+		struct msghdr *h = &w->rmsg[i].msg_hdr;
 		size_t len = w->rmsg[i].msg_len;
 		/* The slot holds one byte more than the largest datagram, so
 		 * a read that fills it was cut short. */
-		if ((w->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) ||
-		    len > UVX_FRAME_MAX) {
+		if ((h->msg_flags & MSG_TRUNC) || len > UVX_FRAME_MAX) {
 			drop(dp, UVX_DROP_TOO_BIG);
 			continue;
 		}
-		vxlan_rcv(dp, w, slot_frame(w, (unsigned)i), len, &w->rsrc[i]);
+		const uint8_t *buf = slot_frame(w, (unsigned)i);
+		size_t step = dp->gro ? gro_size(h) : 0;
+		if (!step || step > len)
+			step = len;
+		/* UDP GRO: equal-sized datagrams back to back, the last
+		 * perhaps shorter; each is one VXLAN packet. */
+		for (size_t at = 0; at < len || (len == 0 && at == 0); at += step) {
+			size_t dlen = len - at < step ? len - at : step;
+			vxlan_rcv(dp, w, buf + at, dlen, &w->rsrc[i]);
+			if (step == 0)
+				break;
+		}
 	}
+	gro_flush_all(dp, w);
 	return n;
 }

@@ -76,8 +76,24 @@ int uvx_vni_add(struct uvx_dp *dp, uint32_t vni);
 int uvx_vni_del(struct uvx_dp *dp, uint32_t vni);
 int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
 int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
-/* A local port: a TAP fd (or any fd that reads and writes whole frames). */
-int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni);
+/* A local port: a TAP fd (or any fd that reads and writes whole frames).
+ * UVX_PORT_VNET_HDR: the TAP was opened with IFF_VNET_HDR and offloads, so
+ * every frame carries a virtio-net header and may be a 64 KB super-frame. */
+#define UVX_PORT_VNET_HDR 1u
+int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags);
+
+/* UDP sockets to send from, bound to local_ip on ports of the source range:
+ * a flow's hash picks one, so its datagrams keep one source port.  With gso,
+ * a super-frame leaves in one sendmsg (UDP_SEGMENT); with gro, the VXLAN
+ * socket has UDP_GRO on and a read may hold many datagrams.  Without a
+ * pool, datagrams leave on the raw socket (sendmmsg). */
+#define UVX_POOL_MAX 64
+int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
+		    unsigned n, int gso, int gro);
+
+/* One-time events for the agent to log, cleared when read. */
+#define UVX_EV_GSO_FAILED 1u   /* UDP_SEGMENT failed at run time: off now */
+uint32_t uvx_dp_take_events(struct uvx_dp *dp);
 int uvx_port_del(struct uvx_dp *dp, int port);
 
 /* FDB.  port >= 0: a local port; port < 0: the remote VTEP ip:udp_port. */

@@ -27,6 +27,7 @@ enum uvx_drop_reason {
 	UVX_DROP_TAP_ERROR,
 	UVX_DROP_UDP_ERROR,
 	UVX_DROP_NO_PORT,
+	UVX_DROP_BAD_GSO,
 	UVX_DROP__MAX,
 	...
 };
@@ -88,7 +89,13 @@ int uvx_vni_add(struct uvx_dp *dp, uint32_t vni);
 int uvx_vni_del(struct uvx_dp *dp, uint32_t vni);
 int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
 int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
-int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni);
+#define UVX_PORT_VNET_HDR ...
+#define UVX_POOL_MAX ...
+#define UVX_EV_GSO_FAILED ...
+int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags);
+int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
+		    unsigned n, int gso, int gro);
+uint32_t uvx_dp_take_events(struct uvx_dp *dp);
 int uvx_port_del(struct uvx_dp *dp, int port);
 int uvx_fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		int32_t port, uint32_t ip, uint16_t udp_port);

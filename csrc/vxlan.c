@@ -141,30 +141,31 @@ uint16_t vxlan_src_port(uint32_t hash, uint16_t min, uint16_t max)
 	return (uint16_t)(min + (uint32_t)(((uint64_t)hash * range) >> 32));
 }
 
-void vxlan_fill_encap(uint8_t hdr[VXLAN_ENCAP_LEN], uint32_t vni,
-		      const uint8_t *frame, size_t len,
-		      uint16_t sport, uint16_t dport,
-		      uint32_t saddr, uint32_t daddr, int csum)
+void vxlan_fill_encap(uint8_t hdr[VXLAN_ENCAP_LEN], uint32_t vni, size_t inner_len,
+		      uint16_t sport, uint16_t dport)
 {
-	uint16_t ulen = (uint16_t)(VXLAN_ENCAP_LEN + len);
-
 	wr16(hdr + 0, sport);
 	wr16(hdr + 2, dport);
-	wr16(hdr + 4, ulen);
+	wr16(hdr + 4, (uint16_t)(VXLAN_ENCAP_LEN + inner_len));
 	wr16(hdr + 6, 0);
 	vxlan_build_hdr(hdr + UDP_HLEN, vni);
+}
 
+void vxlan_fill_csum(uint8_t hdr[VXLAN_ENCAP_LEN], const uint8_t *a, size_t la,
+		     const uint8_t *b, size_t lb, uint32_t saddr, uint32_t daddr)
+{
 	/* RFC 7348 section 5: the UDP checksum "SHOULD be transmitted as
 	 * zero" over IPv4; if it is not zero it "MUST be correctly
 	 * calculated across the entire packet". */
-	if (!csum)
-		return;
+	uint16_t ulen = (uint16_t)(VXLAN_ENCAP_LEN + la + lb);
+	hdr[6] = hdr[7] = 0;
 	uint64_t sum = csum_pseudo4((const uint8_t *)&saddr, (const uint8_t *)&daddr,
 				    IPPROTO_UDP_, ulen);
-	sum = csum_add(hdr, VXLAN_ENCAP_LEN, sum);
-	/* hdr is 16 bytes, an even length, so the frame's bytes keep their
+	/* hdr is 16 bytes, an even length, so what follows keeps its
 	 * 16-bit alignment in the sum. */
-	sum = csum_add(frame, len, sum);
+	sum = csum_add(hdr, VXLAN_ENCAP_LEN, sum);
+	sum = csum_add(a, la, sum);
+	sum = csum_add(b, lb, sum);
 	uint16_t c = csum_final(sum);
 	/* Zero means "no checksum" in UDP over IPv4 (RFC 768). */
 	csum_store(hdr + 6, c ? c : 0xffff);
@@ -177,7 +178,9 @@ size_t vxlan_build_datagram(uint8_t *out, size_t cap, uint32_t vni,
 {
 	if (len > 0xffff - VXLAN_ENCAP_LEN || cap < VXLAN_ENCAP_LEN + len)
 		return 0;
-	vxlan_fill_encap(out, vni, frame, len, sport, dport, saddr, daddr, csum);
+	vxlan_fill_encap(out, vni, len, sport, dport);
+	if (csum)
+		vxlan_fill_csum(out, frame, len, NULL, 0, saddr, daddr);
 	memcpy(out + VXLAN_ENCAP_LEN, frame, len);
 	return VXLAN_ENCAP_LEN + len;
 }

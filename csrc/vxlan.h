@@ -59,6 +59,7 @@ enum uvx_drop_reason {
 	UVX_DROP_TAP_ERROR,         /* TAP write failed otherwise */
 	UVX_DROP_UDP_ERROR,         /* sendmmsg refused the datagram */
 	UVX_DROP_NO_PORT,           /* frame for a port that has been removed */
+	UVX_DROP_BAD_GSO,           /* a super-frame we cannot segment */
 	UVX_DROP__MAX
 };
 
@@ -94,11 +95,16 @@ size_t vxlan_build_datagram(uint8_t *out, size_t cap, uint32_t vni,
 			    uint16_t sport, uint16_t dport,
 			    uint32_t saddr, uint32_t daddr, int csum);
 
-/* Fill the 16-byte UDP + VXLAN header for a datagram whose inner frame is
- * kept elsewhere (scatter-gather send).  The checksum covers hdr and frame. */
-void vxlan_fill_encap(uint8_t hdr[VXLAN_ENCAP_LEN], uint32_t vni,
-		      const uint8_t *frame, size_t len,
-		      uint16_t sport, uint16_t dport,
-		      uint32_t saddr, uint32_t daddr, int csum);
+/* Fill the 16-byte UDP + VXLAN header for a datagram whose inner frame
+ * (inner_len bytes) is kept elsewhere (scatter-gather send).  The UDP
+ * checksum is left zero. */
+void vxlan_fill_encap(uint8_t hdr[VXLAN_ENCAP_LEN], uint32_t vni, size_t inner_len,
+		      uint16_t sport, uint16_t dport);
+
+/* Compute and store the UDP checksum of hdr followed by the inner frame in
+ * two pieces a and b (la even unless lb is 0), over the IPv4 pseudo-header
+ * of saddr -> daddr (network byte order). */
+void vxlan_fill_csum(uint8_t hdr[VXLAN_ENCAP_LEN], const uint8_t *a, size_t la,
+		     const uint8_t *b, size_t lb, uint32_t saddr, uint32_t daddr);
 
 #endif

@@ -1,26 +1,42 @@
 /* Transmit: container -> TAP -> switch -> VXLAN -> UDP.
  *
- *   uvx_tap_rx       drain up to a batch of frames from one TAP
+ *   uvx_tap_rx       drain up to a batch of frames from one TAP; with
+ *                    IFF_VNET_HDR each may be a 64 KB TCP super-frame
  *     vxlan_xmit     per frame: check, learn the source, look up the
  *                    destination in (VNI, MAC)
- *       tap_xmit       a local port in the same VNI: write to its TAP
- *       xmit_one       a remote VTEP: queue UDP+VXLAN header + frame
+ *       deliver_local  a local port in the same VNI: write to its TAP
+ *                      (a super-frame as it is, or cut for a plain port)
+ *       xmit_remote    remote VTEPs: cut a super-frame into MSS segments
+ *                      (tso_segment), encapsulate each, then
+ *         xmit_gso       one sendmsg with UDP_SEGMENT per super-frame, or
+ *         txq_add        queue UDP+VXLAN header + frame for sendmmsg
  *       flood          broadcast, multicast, unknown unicast: every other
  *                      local port and every VTEP in the VNI's flood list
- *   txq_flush        one sendmmsg for everything queued
+ *   txq_flush        sendmmsg for everything queued, per socket
  */
 #include <errno.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "dp.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+/* Largest UDP payload in one IPv4 datagram, GSO or not. */
+#define UDP_PAYLOAD_MAX (65535 - 20 - 8)
 
 static void txq_flush(struct uvx_dp *dp, struct uvx_worker *w)
 {
 	struct uvx_txq *q = &w->txq;
 	unsigned done = 0;
 	while (done < q->n) {
-		int r = sendmmsg(dp->tx_fd, &q->msg[done], q->n - done, 0);
+		/* One sendmmsg per run of datagrams for the same socket. */
+		unsigned end = done + 1;
+		while (end < q->n && q->fd[end] == q->fd[done])
+			end++;
+		int r = sendmmsg(q->fd[done], &q->msg[done], end - done, 0);
 		if (r < 0) {
 			/* The head datagram failed (no route, buffer full):
 			 * drop it and go on with the rest. */
@@ -35,50 +51,183 @@ static void txq_flush(struct uvx_dp *dp, struct uvx_worker *w)
 	q->n = 0;
 }
 
-static void xmit_one(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
-		     const struct fdb_dest *to, const uint8_t *frame, size_t len,
-		     uint16_t sport)
+/* The pool socket a flow leaves on, or -1 for the raw socket. */
+static int flow_socket(struct uvx_dp *dp, struct uvx_worker *w)
+{
+	return dp->npool ? (int)(w->hash % dp->npool) : -1;
+}
+
+/* Queue one datagram: our header, then up to two pieces of inner frame. */
+static void txq_add(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+		    const struct fdb_dest *to, const uint8_t *h1, size_t l1,
+		    const uint8_t *h2, size_t l2)
 {
 	struct uvx_txq *q = &w->txq;
 	if (q->n == UVX_TXQ_LEN)
 		txq_flush(dp, w);
 
 	unsigned i = q->n++;
-	vxlan_fill_encap(q->hdr[i], v->vni, frame, len, sport, to->udp_port,
-			 dp->cfg.local_ip, to->ip, dp->cfg.udp_csum);
-	q->iov[i][0] = (struct iovec){ q->hdr[i], VXLAN_ENCAP_LEN };
-	q->iov[i][1] = (struct iovec){ (void *)frame, len };
+	int pool = flow_socket(dp, w);
+	uint16_t sport = pool >= 0 ? dp->pool_port[pool]
+		: vxlan_src_port(w->hash, dp->cfg.src_port_min, dp->cfg.src_port_max);
+	vxlan_fill_encap(q->hdr[i], v->vni, l1 + l2, sport, to->udp_port);
+	if (pool < 0 && dp->cfg.udp_csum)
+		vxlan_fill_csum(q->hdr[i], h1, l1, h2, l2, dp->cfg.local_ip, to->ip);
+	/* Raw socket: our UDP header goes too.  Pool socket: the kernel
+	 * writes it (and its checksum), we start at the VXLAN header. */
+	size_t skip = pool >= 0 ? UDP_HLEN : 0;
+	q->iov[i][0] = (struct iovec){ q->hdr[i] + skip, VXLAN_ENCAP_LEN - skip };
+	q->iov[i][1] = (struct iovec){ (void *)h1, l1 };
+	q->iov[i][2] = (struct iovec){ (void *)h2, l2 };
 	q->dst[i] = (struct sockaddr_in){ .sin_family = AF_INET };
 	q->dst[i].sin_addr.s_addr = to->ip;
-	/* Raw sockets take the protocol, not a port, from the address. */
+	q->dst[i].sin_port = pool >= 0 ? htons(to->udp_port) : 0;
 	struct msghdr *h = &q->msg[i].msg_hdr;
 	memset(h, 0, sizeof(*h));
 	h->msg_name = &q->dst[i];
 	h->msg_namelen = sizeof(q->dst[i]);
 	h->msg_iov = q->iov[i];
-	h->msg_iovlen = 2;
+	h->msg_iovlen = l2 ? 3 : 2;
 	q->vni[i] = v;
+	q->fd[i] = pool >= 0 ? dp->pool_fd[pool] : dp->tx_fd;
+}
+
+/* Segments [0, n) of w->segs to one VTEP in one sendmsg with UDP_SEGMENT:
+ * the kernel cuts the datagram every gso_size bytes, each piece one VXLAN
+ * datagram.  Returns 0, or -1 if the kernel refused (the caller falls back
+ * to sendmmsg). */
+static int xmit_gso(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+		    const struct fdb_dest *to, unsigned n, uint16_t gso_size)
+{
+	uint8_t vxh[VXLAN_HLEN];
+	struct iovec iov[3 * UVX_SEGS_MAX];
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} ctl;
+	size_t total = 0;
+
+	vxlan_build_hdr(vxh, v->vni);
+	for (unsigned i = 0; i < n; i++) {
+		iov[3 * i] = (struct iovec){ vxh, VXLAN_HLEN };
+		iov[3 * i + 1] = (struct iovec){ w->segs[i].hdr, w->segs[i].hdrlen };
+		iov[3 * i + 2] = (struct iovec){ (void *)w->segs[i].payload, w->segs[i].plen };
+		total += VXLAN_HLEN + w->segs[i].hdrlen + w->segs[i].plen;
+	}
+	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(to->udp_port) };
+	dst.sin_addr.s_addr = to->ip;
+	struct msghdr mh = {
+		.msg_name = &dst, .msg_namelen = sizeof(dst),
+		.msg_iov = iov, .msg_iovlen = 3 * n,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+	memcpy(CMSG_DATA(cm), &gso_size, sizeof(gso_size));
+
+	int pool = flow_socket(dp, w);
+	if (sendmsg(dp->pool_fd[pool], &mh, 0) < 0) {
+		if (errno == EAGAIN || errno == ENOBUFS) {
+			drop(dp, UVX_DROP_UDP_ERROR);
+			return 0;
+		}
+		/* EIO from a device without checksum offload, EINVAL from
+		 * an old kernel: stop trying, fall back, say so once. */
+		dp->gso = 0;
+		dp->events |= UVX_EV_GSO_FAILED;
+		return -1;
+	}
+	v->ctr.tx_packets += n;
+	v->ctr.tx_bytes += total + (size_t)n * UDP_HLEN;
+	return 0;
+}
+
+/* A frame to one or more VTEPs: plain frames are queued; super-frames are
+ * cut into segments once per pass and each segment sent to every VTEP. */
+static void xmit_remote(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+			const struct fdb_dest *to, unsigned nto,
+			const uint8_t *frame, size_t len, const struct vnet_hdr *vh)
+{
+	if (vh->gso_type == VNET_GSO_NONE) {
+		for (unsigned d = 0; d < nto; d++)
+			txq_add(dp, w, v, &to[d], frame, len, NULL, 0);
+		return;
+	}
+	struct tso_info ti;
+	int reason = tso_parse(frame, len, vh, &ti);
+	if (reason != UVX_PASS) {
+		drop(dp, reason);
+		return;
+	}
+	size_t seg_dgram = VXLAN_HLEN + ti.hdrlen + ti.mss;
+	unsigned per_gso = (unsigned)(UDP_PAYLOAD_MAX / seg_dgram);
+	unsigned pass = UVX_SEGS_MAX < per_gso ? UVX_SEGS_MAX : per_gso;
+	if (pass == 0)
+		pass = 1;
+	for (unsigned first = 0; first < ti.nseg; first += pass) {
+		unsigned n = ti.nseg - first < pass ? ti.nseg - first : pass;
+		/* The queue may point into w->segs: send it before reuse. */
+		txq_flush(dp, w);
+		tso_segment(frame, &ti, first, n, w->segs);
+		for (unsigned d = 0; d < nto; d++) {
+			if (dp->gso && n > 1 &&
+			    xmit_gso(dp, w, v, &to[d], n, (uint16_t)seg_dgram) == 0)
+				continue;
+			for (unsigned i = 0; i < n; i++)
+				txq_add(dp, w, v, &to[d], w->segs[i].hdr, w->segs[i].hdrlen,
+					w->segs[i].payload, w->segs[i].plen);
+		}
+	}
+	txq_flush(dp, w);
+}
+
+/* A frame to a local port.  A port with virtio-net headers takes the
+ * super-frame as it is; a plain one gets segments. */
+static void deliver_local(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
+			  const uint8_t *frame, size_t len, const struct vnet_hdr *vh)
+{
+	if (vh->gso_type == VNET_GSO_NONE || dp->ports[port].vnet) {
+		tap_xmit(dp, port, frame, len, vh);
+		return;
+	}
+	struct tso_info ti;
+	int reason = tso_parse(frame, len, vh, &ti);
+	if (reason != UVX_PASS) {
+		drop(dp, reason);
+		return;
+	}
+	static uint8_t joined[UVX_FRAME_MAX];
+	for (unsigned first = 0; first < ti.nseg; first += UVX_SEGS_MAX) {
+		unsigned n = ti.nseg - first < UVX_SEGS_MAX ? ti.nseg - first : UVX_SEGS_MAX;
+		txq_flush(dp, w);
+		tso_segment(frame, &ti, first, n, w->segs);
+		for (unsigned i = 0; i < n; i++) {
+			struct seg *s = &w->segs[i];
+			memcpy(joined, s->hdr, s->hdrlen);
+			memcpy(joined + s->hdrlen, s->payload, s->plen);
+			tap_xmit(dp, port, joined, s->hdrlen + s->plen, NULL);
+		}
+	}
 }
 
 /* Head-end replication (RFC 7348 section 4.2 leaves BUM delivery to the
  * VTEP; without multicast underlay we copy to each VTEP): every local port
  * of the VNI but the ingress one, and every VTEP on the flood list, once. */
 static void flood(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
-		  int32_t ingress, const uint8_t *frame, size_t len)
+		  int32_t ingress, const uint8_t *frame, size_t len,
+		  const struct vnet_hdr *vh)
 {
 	unsigned sent = 0;
 	for (unsigned i = 0; i < v->nports; i++) {
 		if (v->ports[i] == ingress)
 			continue;
-		tap_xmit(dp, v->ports[i], frame, len);
+		deliver_local(dp, w, v->ports[i], frame, len, vh);
 		sent++;
 	}
 	if (v->nremotes) {
-		uint16_t sport = vxlan_src_port(vxlan_flow_hash(frame, len),
-						dp->cfg.src_port_min,
-						dp->cfg.src_port_max);
-		for (unsigned i = 0; i < v->nremotes; i++)
-			xmit_one(dp, w, v, &v->remotes[i], frame, len, sport);
+		xmit_remote(dp, w, v, v->remotes, v->nremotes, frame, len, vh);
 		sent += v->nremotes;
 	}
 	if (!sent)
@@ -86,37 +235,46 @@ static void flood(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 }
 
 static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
-		       struct uvx_vni *v, const uint8_t *frame, size_t len)
+		       struct uvx_vni *v, uint8_t *frame, size_t len,
+		       struct vnet_hdr *vh)
 {
 	int reason = vxlan_check_inner(frame, len);
 	if (reason != UVX_PASS) {
 		drop(dp, reason);
 		return;
 	}
+	/* A plain frame with its checksum left partial is completed once,
+	 * here, before any copy goes anywhere: the wire needs it whole, and
+	 * a TAP told "needs checksum" must not get one already filled. */
+	if (vh->gso_type == VNET_GSO_NONE && (vh->flags & VNET_F_NEEDS_CSUM)) {
+		reason = csum_complete(frame, len, vh->csum_start, vh->csum_offset);
+		if (reason != UVX_PASS) {
+			drop(dp, reason);
+			return;
+		}
+		vh->flags = VNET_F_DATA_VALID;
+	}
+	w->hash = vxlan_flow_hash(frame, len);
 	const uint8_t *dst = frame;
 	const struct fdb_dest here = { port, 0, 0 };
 	fdb_snoop(dp, v, frame + ETH_ALEN, &here);
 
 	if (mac_is_multicast(dst)) {
-		flood(dp, w, v, port, frame, len);
+		flood(dp, w, v, port, frame, len, vh);
 		return;
 	}
 	struct fdb_entry *e = fdb_lookup(&dp->fdb, v->vni, dst);
 	if (!e) {
-		flood(dp, w, v, port, frame, len);
+		flood(dp, w, v, port, frame, len, vh);
 		return;
 	}
 	e->used_ms = w->now_ms;
-	if (e->dest.port == port) {
+	if (e->dest.port == port)
 		drop(dp, UVX_DROP_HAIRPIN);
-	} else if (e->dest.port >= 0) {
-		tap_xmit(dp, e->dest.port, frame, len);
-	} else {
-		uint16_t sport = vxlan_src_port(vxlan_flow_hash(frame, len),
-						dp->cfg.src_port_min,
-						dp->cfg.src_port_max);
-		xmit_one(dp, w, v, &e->dest, frame, len, sport);
-	}
+	else if (e->dest.port >= 0)
+		deliver_local(dp, w, e->dest.port, frame, len, vh);
+	else
+		xmit_remote(dp, w, v, &e->dest, 1, frame, len, vh);
 }
 
 int uvx_tap_rx(struct uvx_dp *dp, int port)
@@ -126,14 +284,17 @@ int uvx_tap_rx(struct uvx_dp *dp, int port)
 	struct uvx_port *p = &dp->ports[port];
 	struct uvx_vni *v = vni_find(dp, p->vni);
 	struct uvx_worker *w = &dp->w;
+	size_t vlen = p->vnet ? VNET_HLEN : 0;
 	unsigned n = 0;
 	int err = 0;
 
 	w->now_ms = uvx_now_ms();
-	/* Read the whole batch first: frames stay in their slots until the
-	 * sendmmsg below has sent every copy queued from them. */
+	/* Read the whole batch first: frames stay in their slots until every
+	 * copy queued from them has been sent.  The virtio-net header lands
+	 * in the headroom, just before the frame. */
 	for (unsigned reads = 0; reads < dp->cfg.batch; reads++) {
-		ssize_t r = read(p->fd, slot_frame(w, n), UVX_FRAME_MAX + 1);
+		uint8_t *f = slot_frame(w, n);
+		ssize_t r = read(p->fd, f - vlen, UVX_FRAME_MAX + 1 + vlen);
 		if (r < 0) {
 			if (errno != EAGAIN && errno != EINTR)
 				err = -errno;
@@ -141,15 +302,19 @@ int uvx_tap_rx(struct uvx_dp *dp, int port)
 		}
 		if (r == 0)
 			break;
-		if (r > UVX_FRAME_MAX) {
+		if ((size_t)r < vlen || (size_t)r - vlen > UVX_FRAME_MAX) {
 			drop(dp, UVX_DROP_TOO_BIG);
 			continue;
 		}
-		w->len[n++] = (size_t)r;
+		if (vlen)
+			memcpy(&w->vh[n], f - vlen, VNET_HLEN);
+		else
+			memset(&w->vh[n], 0, sizeof(w->vh[n]));
+		w->len[n++] = (size_t)r - vlen;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		count(&p->ctr, 0, w->len[i]);
-		vxlan_xmit(dp, w, port, v, slot_frame(w, i), w->len[i]);
+		vxlan_xmit(dp, w, port, v, slot_frame(w, i), w->len[i], &w->vh[i]);
 	}
 	txq_flush(dp, w);
 	return n ? (int)n : err;

@@ -28,7 +28,7 @@ from typing import Any
 
 import uvloop
 
-from uvxlan import native
+from uvxlan import native, offload
 from uvxlan.config import AgentConfig
 from uvxlan.endpoint import Endpoint, preflight
 from uvxlan.errors import ConfigError, UvxlanError
@@ -63,6 +63,8 @@ class Agent:
         self.endpoints: list[Endpoint] = []
         self._udp: socket.socket | None = None
         self._tx_fd = -1
+        self._pool: list[socket.socket] = []
+        self.features = offload.Features(False, False, False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control: asyncio.AbstractServer | None = None
 
@@ -76,6 +78,11 @@ class Agent:
                 preflight(epc)
             self._udp = bind_vxlan_socket(h.underlay, h.port)
             self._tx_fd = native.open_tx_socket(h.underlay)
+            self.features = offload.probe(h.offload)
+            if self.features.udp_gso:
+                self._pool = offload.open_send_pool(h.underlay, *h.src_ports, h.send_sockets)
+            if self.features.udp_gro:
+                offload.enable_udp_gro(self._udp)
             self.dp = native.Datapath(
                 local_ip=h.underlay,
                 dst_port=h.port,
@@ -87,6 +94,8 @@ class Agent:
                 udp_csum=h.udp_checksum,
             )
             self.dp.set_sockets(self._udp.fileno(), self._tx_fd)
+            self.dp.set_pool([(s.fileno(), s.getsockname()[1]) for s in self._pool],
+                             gso=bool(self._pool), gro=self.features.udp_gro)
             for net in self.cfg.networks:
                 self.dp.add_vni(net.vni)
                 for r in net.remotes:
@@ -95,10 +104,10 @@ class Agent:
                     self.dp.fdb_add(net.vni, s.mac, remote=s.remote.ip,
                                     remote_port=s.remote.port)
             for epc in self.cfg.endpoints:
-                ep = Endpoint(epc, h.endpoint_mtu)
+                ep = Endpoint(epc, h.endpoint_mtu, vnet_hdr=self.features.tap_vnet_hdr)
                 self.endpoints.append(ep)
                 vni = self.cfg.network(epc.network).vni
-                ep.port = self.dp.add_port(ep.fileno(), vni)
+                ep.port = self.dp.add_port(ep.fileno(), vni, vnet_hdr=ep.vnet_hdr)
                 # Our own containers' MACs are known: pin them, so a frame
                 # from the wire claiming one cannot move it.
                 self.dp.fdb_add(vni, epc.mac, port=ep.port)
@@ -116,6 +125,9 @@ class Agent:
         if self._tx_fd >= 0:
             os.close(self._tx_fd)
             self._tx_fd = -1
+        for s in self._pool:
+            s.close()
+        self._pool.clear()
         if self.dp is not None:
             self.dp.close()
             self.dp = None
@@ -152,9 +164,10 @@ class Agent:
         ager = asyncio.create_task(self._age(sweep))
         await self._serve_control()
         log.info(
-            "ready: %s:%d, %d network(s), %d endpoint(s)",
+            "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s)",
             self.cfg.host.underlay, self.cfg.host.port,
             len(self.cfg.networks), len(self.endpoints),
+            self.cfg.host.offload, self.features.describe(),
         )
         try:
             await stop.wait()
@@ -175,6 +188,8 @@ class Agent:
             n = self.dp.fdb_age()
             if n:
                 log.debug("aged out %d FDB entries", n)
+            if self.dp.gso_failed():
+                log.warning("UDP_SEGMENT failed at run time: sending with sendmmsg from now on")
 
     # Control socket ------------------------------------------------------
 
@@ -209,7 +224,8 @@ class Agent:
     def query(self, cmd: str) -> dict[str, Any]:
         assert self.dp is not None
         if cmd == "status":
-            return {"ready": True, "name": self.cfg.host.name, "pid": os.getpid()}
+            return {"ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
+                    "offload": self.cfg.host.offload, "features": vars(self.features)}
         if cmd == "stats":
             return self.stats()
         if cmd == "fdb":

@@ -36,6 +36,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from uvxlan.agent import run_agent
 
     cfg = config.load(args.config)
+    if args.offload:
+        cfg.host.offload = args.offload
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"uvxlan-agent[{cfg.host.name}]: %(message)s",
@@ -126,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(TOML; see README.md, 'The config file').  Stop it with "
                        "SIGTERM or Ctrl-C: it removes the TAPs it made.")
     a.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML file")
+    a.add_argument("--offload", choices=["auto", "off", "none"],
+                   help="auto: TAP TSO + UDP GSO/GRO where the kernel has them; "
+                   "off: TAP TSO with sendmmsg/recvmmsg only (what Linux 3.10 offers); "
+                   "none: plain frames (default: the config's [host] offload, else auto)")
     a.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     a.set_defaults(func=_cmd_agent)
 

@@ -42,7 +42,7 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 _HOST_KEYS = {"name", "underlay", "port", "mtu", "ageing", "learn_limit",
               "src_ports", "accept_reserved", "udp_checksum", "batch",
-              "control_dir"}
+              "control_dir", "offload", "send_sockets"}
 _NETWORK_KEYS = {"name", "vni", "remotes", "static"}
 _STATIC_KEYS = {"mac", "remote", "port"}
 _ENDPOINT_KEYS = {"network", "netns", "ifname", "mac", "address", "gateway"}
@@ -91,6 +91,8 @@ class HostConfig:
     udp_checksum: bool = False
     batch: int = 32
     control_dir: str = "/run/uvxlan"
+    offload: str = "auto"
+    send_sockets: int = 8
 
     @property
     def endpoint_mtu(self) -> int:
@@ -213,7 +215,11 @@ def parse(data: dict[str, Any], source: str = "config") -> AgentConfig:
         udp_checksum=h.bool_("udp_checksum", False),
         batch=h.int_("batch", 32, 1, 64),
         control_dir=h.str_("control_dir", "/run/uvxlan"),
+        offload=h.str_("offload", "auto"),
+        send_sockets=h.int_("send_sockets", 8, 1, 64),
     )
+    if host.offload not in ("auto", "off", "none"):
+        raise h.fail("offload", f"{host.offload!r} is not auto, off or none")
     if not _NAME.match(host.name):
         raise h.fail("name", f"{host.name!r} is not a valid name")
     ports = h.list_("src_ports") or [49152, 65535]

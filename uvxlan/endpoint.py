@@ -16,6 +16,7 @@ import pytun
 from uvxlan import netlink
 from uvxlan.config import EndpointConfig
 from uvxlan.errors import NetlinkError
+from uvxlan.offload import enable_tap_offloads
 
 
 def preflight(ep: EndpointConfig) -> None:
@@ -32,20 +33,26 @@ def preflight(ep: EndpointConfig) -> None:
 class Endpoint:
     """One container's interface: the TAP fd here, the device over there."""
 
-    def __init__(self, cfg: EndpointConfig, mtu: int) -> None:
+    def __init__(self, cfg: EndpointConfig, mtu: int, *, vnet_hdr: bool = False) -> None:
+        """vnet_hdr: open the TAP with IFF_VNET_HDR and ask for CSUM and
+        TSO offloads, so the container sends 64 KB TCP super-frames."""
         self.cfg = cfg
         self.mtu = mtu
+        self.vnet_hdr = vnet_hdr
         self.port: int | None = None   # the fast path's port id
         # A temporary name, unique in the agent's netns until the move.
         tmp = "uvx" + secrets.token_hex(5)
+        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if vnet_hdr else 0)
         try:
-            self._tap = pytun.TunTapDevice(
-                name=tmp, flags=pytun.IFF_TAP | pytun.IFF_NO_PI
-            )
+            self._tap = pytun.TunTapDevice(name=tmp, flags=flags)
         except pytun.Error as exc:
             raise NetlinkError(f"cannot create a TAP device: {exc}") from None
         try:
             os.set_blocking(self._tap.fileno(), False)
+            # Offloads are asked for before the move: the container's
+            # stack then sees a NIC with TSO and checksum offload.
+            if vnet_hdr:
+                enable_tap_offloads(self._tap.fileno())
             netlink.link_move(tmp, to_netns=cfg.netns, new_name=cfg.ifname)
             netlink.link_configure(
                 cfg.ifname,

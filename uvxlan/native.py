@@ -209,8 +209,21 @@ class Datapath:
             f"removing VTEP {ip}:{port} from VNI {vni}",
         )
 
-    def add_port(self, fd: int, vni: int) -> int:
-        return _check(lib.uvx_port_add(self._dp, fd, vni), f"adding a port to VNI {vni}")
+    def add_port(self, fd: int, vni: int, *, vnet_hdr: bool = False) -> int:
+        """A local port; vnet_hdr: a TAP opened with IFF_VNET_HDR."""
+        flags = lib.UVX_PORT_VNET_HDR if vnet_hdr else 0
+        return _check(lib.uvx_port_add(self._dp, fd, vni, flags), f"adding a port to VNI {vni}")
+
+    def set_pool(self, sockets: list[tuple[int, int]], *, gso: bool, gro: bool) -> None:
+        """Send from these (fd, port) UDP sockets; gso/gro as probed."""
+        fds = ffi.new("int[]", [fd for fd, _ in sockets] or [0])
+        ports = ffi.new("uint16_t[]", [p for _, p in sockets] or [0])
+        _check(lib.uvx_dp_set_pool(self._dp, fds, ports, len(sockets), gso, gro),
+               "setting the send sockets")
+
+    def gso_failed(self) -> bool:
+        """True once, after UDP_SEGMENT failed at run time (now off)."""
+        return bool(lib.uvx_dp_take_events(self._dp) & lib.UVX_EV_GSO_FAILED)
 
     def del_port(self, port: int) -> None:
         _check(lib.uvx_port_del(self._dp, port), f"removing port {port}")
