@@ -123,3 +123,40 @@ def test_outer_udp_checksum_when_sent_is_valid(lab: Lab, overlay: OverlayFactory
     for csum, status in rows:
         assert int(csum, 16) != 0
         assert status == "1", rows        # 1 = Good
+
+
+@needs("tshark", "ethtool")
+@pytest.mark.parametrize("mode", ["auto", "off", "none"])
+def test_the_wire_carries_no_datagram_above_the_mtu(lab: Lab, overlay: OverlayFactory,
+                                                    mode: str) -> None:
+    """With the underlay veths' offloads off, a capture shows what a physical
+    wire would carry: every datagram fits the 1500-byte MTU, none is a
+    fragment, even while super-frames cross the fast path."""
+    overlay(NETS, PLACE[:2], host_options={"offload": mode})
+    for h in ("h1", "h2"):
+        lab.run(lab.host(h).netns, ["ethtool", "-K", "ul0", "tx", "off", "tso", "off",
+                                    "gso", "off", "gro", "off"], check=True)
+    cap = lab.spawn(lab.host("h2").netns,
+                    ["tshark", "-l", "-n", "-i", "ul0", "-f", "ip", "-c", "3000",
+                     "-a", "duration:30", "-T", "fields", "-e", "ip.len",
+                     "-e", "ip.flags.mf", "-e", "ip.frag_offset"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert cap.stderr is not None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = cap.stderr.readline()
+            if "Capturing on" in line or not line:
+                break
+        checked_transfer(lab, lab.container_netns("a1"), lab.container_netns("a2"),
+                         "10.0.0.3", 8 * 1024 * 1024)
+        out, _ = cap.communicate(timeout=40)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait(5)
+    rows = [r.split("\t") for r in out.strip().splitlines()]
+    lengths = [int(r[0].split(",")[0]) for r in rows]
+    assert len(rows) >= 3000 and max(lengths) == 1500     # full-sized, no more
+    assert all(r[1].split(",")[0] in ("0", "False") for r in rows), "fragment seen"
+    assert all(r[2].split(",")[0] == "0" for r in rows), "fragment seen"

@@ -31,7 +31,7 @@ from .conftest import OverlayFactory, checked_transfer, needs, root
 VNI = 4242
 C1_ADDR, C2_ADDR = "10.0.0.1", "10.0.0.2"
 ENDPOINT_MTU = 1450
-TRANSFER_BYTES = 16 * 1024 * 1024          # >= 10 MB each way
+TRANSFER_BYTES = 64 * 1024 * 1024          # byte-identical, each way
 TCP_PORT = 5201
 TCPCHECK = str(Path(__file__).parent / "tools" / "tcpcheck.py")
 
@@ -109,15 +109,17 @@ def _capture(lab: Lab, netns: str, port: int, workdir: Path, src_ns: str,
     return rows, errpath.read_text()
 
 
+@pytest.mark.parametrize("mode", ["auto", "off", "none"])
 @pytest.mark.parametrize("port", [4789, 8472])
 def test_uvxlan_interoperates_with_linux_vxlan(
-    lab: Lab, overlay: OverlayFactory, tmp_path: Path, port: int
+    lab: Lab, overlay: OverlayFactory, tmp_path: Path, port: int, mode: str
 ) -> None:
     # the lab puts host i at the subnet's i-th address
     h2_ip = str(ipaddress.IPv4Network(lab.subnet).network_address + 2)
     t_start = time.monotonic()
     ov = overlay({"net1": VNI}, [Placement("c1", "h1", "net1", f"{C1_ADDR}/24")],
-                 hosts=2, run=["h1"], port=port, extra_remotes={"net1": [h2_ip]})
+                 hosts=2, run=["h1"], port=port, extra_remotes={"net1": [h2_ip]},
+                 host_options={"offload": mode})
     h1 = lab.host("h1")
     assert lab.host("h2").underlay_ip == h2_ip
     c1 = lab.container_netns("c1")
