@@ -4,10 +4,23 @@
 #include <linux/filter.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dp.h"
+
+__thread unsigned uvx_wid;
+
+/* Every change from Python runs under the write lock; see dp.h. */
+#define LOCKED(dp, call)                                        \
+	do {                                                    \
+		pthread_rwlock_wrlock(&(dp)->cfg_lock);         \
+		int r_ = (call);                                \
+		pthread_rwlock_unlock(&(dp)->cfg_lock);         \
+		return r_;                                      \
+	} while (0)
 
 #ifndef UVX_BUILD_VERSION
 #define UVX_BUILD_VERSION "unknown"
@@ -88,25 +101,45 @@ struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
 	dp->cfg = *cfg;
 	dp->udp_fd = -1;
 	dp->tx_fd = -1;
+	dp->wake_fd = -1;
+	dp->epfd[W_TX] = dp->epfd[W_RX] = -1;
+	/* Writers first: Python's changes must not wait behind an endless
+	 * stream of batches. */
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&dp->cfg_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	pthread_mutex_init(&dp->fdb_lock, NULL);
 	for (unsigned i = 0; i < UVX_VNI_HASH; i++)
 		dp->vni_index[i] = -1;
 	for (unsigned i = 0; i < UVX_MAX_PORTS; i++)
 		dp->ports[i].fd = -1;
-	dp->w.bufs = malloc((size_t)cfg->batch * UVX_SLOT);
-	if (!dp->w.bufs || fdb_init(&dp->fdb, cfg->fdb_capacity) < 0) {
+	for (unsigned k = 0; k < UVX_WORKERS; k++) {
+		dp->w[k].dp = dp;
+		dp->w[k].id = k;
+		dp->w[k].bufs = malloc((size_t)cfg->batch * UVX_SLOT);
+		if (!dp->w[k].bufs) {
+			uvx_dp_free(dp);
+			*err = -ENOMEM;
+			return NULL;
+		}
+	}
+	if (fdb_init(&dp->fdb, cfg->fdb_capacity) < 0) {
 		uvx_dp_free(dp);
 		*err = -ENOMEM;
 		return NULL;
 	}
 	/* recvmmsg state points into the slots once, here, not per call. */
+	struct uvx_worker *w = &dp->w[W_RX];
 	for (unsigned i = 0; i < cfg->batch; i++) {
-		dp->w.riov[i].iov_base = slot_frame(&dp->w, i);
-		dp->w.riov[i].iov_len = UVX_FRAME_MAX + 1;  /* +1: see MSG_TRUNC */
-		struct msghdr *h = &dp->w.rmsg[i].msg_hdr;
-		h->msg_iov = &dp->w.riov[i];
+		w->riov[i].iov_base = slot_frame(w, i);
+		w->riov[i].iov_len = UVX_FRAME_MAX + 1;  /* +1: see MSG_TRUNC */
+		struct msghdr *h = &w->rmsg[i].msg_hdr;
+		h->msg_iov = &w->riov[i];
 		h->msg_iovlen = 1;
-		h->msg_name = &dp->w.rsrc[i];
-		h->msg_namelen = sizeof(dp->w.rsrc[i]);
+		h->msg_name = &w->rsrc[i];
+		h->msg_namelen = sizeof(w->rsrc[i]);
 	}
 	return dp;
 }
@@ -115,10 +148,14 @@ void uvx_dp_free(struct uvx_dp *dp)
 {
 	if (!dp)
 		return;
+	uvx_dp_stop_threads(dp);
 	for (unsigned i = 0; i < UVX_MAX_VNIS; i++)
 		free(dp->vnis[i]);
 	fdb_free(&dp->fdb);
-	free(dp->w.bufs);
+	for (unsigned k = 0; k < UVX_WORKERS; k++)
+		free(dp->w[k].bufs);
+	pthread_rwlock_destroy(&dp->cfg_lock);
+	pthread_mutex_destroy(&dp->fdb_lock);
 	free(dp);
 }
 
@@ -147,14 +184,21 @@ int uvx_tx_socket_open(uint32_t local_ip)
 	return fd;
 }
 
-int uvx_dp_set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd)
+static int set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd)
 {
+	if (dp->running)
+		return -EBUSY;
 	dp->udp_fd = udp_fd;
 	dp->tx_fd = tx_fd;
 	return 0;
 }
 
-int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
+int uvx_dp_set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd)
+{
+	LOCKED(dp, set_sockets(dp, udp_fd, tx_fd));
+}
+
+static int set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
 		    unsigned n, int gso, int gro)
 {
 	if (n > UVX_POOL_MAX || (gso && n == 0))
@@ -167,12 +211,19 @@ int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
 	dp->gso = gso;
 	dp->gro = gro;
 	/* With GRO a read holds up to 64 KB of datagrams. */
+	struct uvx_worker *w = &dp->w[W_RX];
 	for (unsigned i = 0; i < dp->cfg.batch; i++) {
-		struct msghdr *h = &dp->w.rmsg[i].msg_hdr;
-		h->msg_control = gro ? dp->w.rctl[i] : NULL;
-		h->msg_controllen = gro ? sizeof(dp->w.rctl[i]) : 0;
+		struct msghdr *h = &w->rmsg[i].msg_hdr;
+		h->msg_control = gro ? w->rctl[i] : NULL;
+		h->msg_controllen = gro ? sizeof(w->rctl[i]) : 0;
 	}
 	return 0;
+}
+
+int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
+		    unsigned n, int gso, int gro)
+{
+	LOCKED(dp, set_pool(dp, fds, ports, n, gso, gro));
 }
 
 uint32_t uvx_dp_take_events(struct uvx_dp *dp)
@@ -216,7 +267,7 @@ static void vni_reindex(struct uvx_dp *dp)
 	}
 }
 
-int uvx_vni_add(struct uvx_dp *dp, uint32_t vni)
+static int vni_add(struct uvx_dp *dp, uint32_t vni)
 {
 	if (vni == 0 || vni > VXLAN_VNI_MAX)
 		return -EINVAL;
@@ -234,6 +285,11 @@ int uvx_vni_add(struct uvx_dp *dp, uint32_t vni)
 		return 0;
 	}
 	return -ENOSPC;
+}
+
+int uvx_vni_add(struct uvx_dp *dp, uint32_t vni)
+{
+	LOCKED(dp, vni_add(dp, vni));
 }
 
 struct flush_ctx {
@@ -260,7 +316,7 @@ static int flush_match(struct fdb_entry *e, void *arg)
 	return 1;
 }
 
-int uvx_vni_del(struct uvx_dp *dp, uint32_t vni)
+static int vni_del(struct uvx_dp *dp, uint32_t vni)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
 	if (!v)
@@ -280,7 +336,12 @@ int uvx_vni_del(struct uvx_dp *dp, uint32_t vni)
 	return 0;
 }
 
-int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
+int uvx_vni_del(struct uvx_dp *dp, uint32_t vni)
+{
+	LOCKED(dp, vni_del(dp, vni));
+}
+
+static int remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
 	if (!v)
@@ -295,7 +356,12 @@ int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 	return 0;
 }
 
-int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
+int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
+{
+	LOCKED(dp, remote_add(dp, vni, ip, port));
+}
+
+static int remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
 	if (!v)
@@ -309,9 +375,14 @@ int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 	return -ENOENT;
 }
 
+int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
+{
+	LOCKED(dp, remote_del(dp, vni, ip, port));
+}
+
 /* --- Ports --------------------------------------------------------------- */
 
-int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags)
+static int port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
 	if (!v)
@@ -330,17 +401,28 @@ int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags)
 		p->vni = vni;
 		p->vnet = !!(flags & UVX_PORT_VNET_HDR);
 		v->ports[v->nports++] = i;
+		if (dp->running) {
+			struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)i };
+			epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_ADD, fd, &ev);
+		}
 		return i;
 	}
 	return -ENOSPC;
 }
 
-int uvx_port_del(struct uvx_dp *dp, int port)
+int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags)
+{
+	LOCKED(dp, port_add(dp, fd, vni, flags));
+}
+
+static int port_del(struct uvx_dp *dp, int port)
 {
 	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
 		return -ENOENT;
 	struct uvx_port *p = &dp->ports[port];
 	struct uvx_vni *v = vni_find(dp, p->vni);
+	if (dp->running)
+		epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_DEL, p->fd, NULL);
 	if (v) {
 		for (unsigned i = 0; i < v->nports; i++) {
 			if (v->ports[i] == port) {
@@ -355,6 +437,11 @@ int uvx_port_del(struct uvx_dp *dp, int port)
 	p->used = 0;
 	p->fd = -1;
 	return 0;
+}
+
+int uvx_port_del(struct uvx_dp *dp, int port)
+{
+	LOCKED(dp, port_del(dp, port));
 }
 
 /* --- FDB ----------------------------------------------------------------- */
@@ -375,7 +462,7 @@ static int dest_from_args(struct uvx_dp *dp, struct uvx_vni *v, int32_t port,
 	return 0;
 }
 
-int uvx_fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+static int fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		int32_t port, uint32_t ip, uint16_t udp_port)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
@@ -395,7 +482,13 @@ int uvx_fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 	return 0;
 }
 
-int uvx_fdb_del(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac)
+int uvx_fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		int32_t port, uint32_t ip, uint16_t udp_port)
+{
+	LOCKED(dp, fdb_add(dp, vni, mac, port, ip, udp_port));
+}
+
+static int fdb_del(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac)
 {
 	int flags = fdb_delete(&dp->fdb, vni, mac);
 	if (flags < 0)
@@ -406,7 +499,12 @@ int uvx_fdb_del(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac)
 	return 0;
 }
 
-int uvx_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+int uvx_fdb_del(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac)
+{
+	LOCKED(dp, fdb_del(dp, vni, mac));
+}
+
+static int fdb_learn_api(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		  int32_t port, uint32_t ip, uint16_t udp_port, uint64_t now_ms)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
@@ -418,6 +516,12 @@ int uvx_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		return rc;
 	return (int)fdb_learn(&dp->fdb, vni, mac, &d, now_ms,
 			      dp->cfg.learn_limit, &v->learned);
+}
+
+int uvx_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		  int32_t port, uint32_t ip, uint16_t udp_port, uint64_t now_ms)
+{
+	LOCKED(dp, fdb_learn_api(dp, vni, mac, port, ip, udp_port, now_ms));
 }
 
 static void fdb_info(const struct fdb_entry *e, uint64_t now,
@@ -434,7 +538,7 @@ static void fdb_info(const struct fdb_entry *e, uint64_t now,
 	out->idle_ms = now > e->used_ms ? now - e->used_ms : 0;
 }
 
-int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+static int fdb_lookup_api(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		   struct uvx_fdb_info *out)
 {
 	struct fdb_entry *e = fdb_lookup(&dp->fdb, vni, mac);
@@ -444,7 +548,13 @@ int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 	return 0;
 }
 
-int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max)
+int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+		   struct uvx_fdb_info *out)
+{
+	LOCKED(dp, fdb_lookup_api(dp, vni, mac, out));
+}
+
+static int fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max)
 {
 	uint64_t now = uvx_now_ms();
 	int n = 0;
@@ -453,6 +563,11 @@ int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max)
 		     i = dp->fdb.entries[i].next)
 			fdb_info(&dp->fdb.entries[i], now, &out[n++]);
 	return n;
+}
+
+int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max)
+{
+	LOCKED(dp, fdb_dump(dp, out, max));
 }
 
 struct age_ctx {
@@ -473,22 +588,39 @@ static int age_expired(struct fdb_entry *e, void *arg)
 	return 1;
 }
 
-int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms)
+static int fdb_age(struct uvx_dp *dp, uint64_t now_ms)
 {
 	struct age_ctx c = { dp, now_ms };
 	return (int)fdb_sweep(&dp->fdb, age_expired, &c);
 }
 
-void fdb_snoop(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
-	       const struct fdb_dest *at)
+int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms)
 {
-	enum fdb_learn_result r = fdb_learn(&dp->fdb, v->vni, src, at,
-					    dp->w.now_ms, dp->cfg.learn_limit,
-					    &v->learned);
+	LOCKED(dp, fdb_age(dp, now_ms));
+}
+
+int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
+	       struct fdb_dest *out)
+{
+	int found = 0;
+	pthread_mutex_lock(&dp->fdb_lock);
+	enum fdb_learn_result r = fdb_learn(&dp->fdb, v->vni, src, at, now,
+					    dp->cfg.learn_limit, &v->learned);
+	if (!mac_is_multicast(dst)) {
+		struct fdb_entry *e = fdb_lookup(&dp->fdb, v->vni, dst);
+		if (e) {
+			e->used_ms = now;
+			*out = e->dest;    /* a copy: the entry may move once unlocked */
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&dp->fdb_lock);
 	/* The frame is still forwarded, as Linux's bridge does when
 	 * fdb_max_learned is reached; only the address goes unlearned. */
 	if (r == FDB_LEARN_LIMIT || r == FDB_LEARN_FULL)
 		drop(dp, UVX_DROP_LEARN_LIMIT);
+	return found;
 }
 
 /* --- Counters and local delivery ---------------------------------------- */
@@ -497,24 +629,48 @@ uint64_t uvx_drops(struct uvx_dp *dp, int reason)
 {
 	if (reason < 0 || reason >= UVX_DROP__MAX)
 		return 0;
-	return dp->drops[reason];
+	uint64_t n = 0;
+	for (unsigned k = 0; k < UVX_WORKERS; k++)
+		n += __atomic_load_n(&dp->drops[k][reason], __ATOMIC_RELAXED);
+	return n;
+}
+
+static void sum_counters(const struct uvx_counters *ctr, struct uvx_counters *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (unsigned k = 0; k < UVX_WORKERS; k++) {
+		out->rx_packets += __atomic_load_n(&ctr[k].rx_packets, __ATOMIC_RELAXED);
+		out->rx_bytes += __atomic_load_n(&ctr[k].rx_bytes, __ATOMIC_RELAXED);
+		out->tx_packets += __atomic_load_n(&ctr[k].tx_packets, __ATOMIC_RELAXED);
+		out->tx_bytes += __atomic_load_n(&ctr[k].tx_bytes, __ATOMIC_RELAXED);
+	}
+}
+
+static int port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out)
+{
+	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
+		return -ENOENT;
+	sum_counters(dp->ports[port].ctr, out);
+	return 0;
 }
 
 int uvx_port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out)
 {
-	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
+	LOCKED(dp, port_counters(dp, port, out));
+}
+
+static int vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
 		return -ENOENT;
-	*out = dp->ports[port].ctr;
+	sum_counters(v->ctr, out);
 	return 0;
 }
 
 int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out)
 {
-	struct uvx_vni *v = vni_find(dp, vni);
-	if (!v)
-		return -ENOENT;
-	*out = v->ctr;
-	return 0;
+	LOCKED(dp, vni_counters(dp, vni, out));
 }
 
 int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
@@ -540,6 +696,120 @@ int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
 		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
 		return -1;
 	}
-	count(&p->ctr, 1, len);
+	count(p->ctr, 1, len);
+	return 0;
+}
+
+/* --- Worker threads ------------------------------------------------------ */
+
+#define WAKE_TOKEN UINT64_MAX
+
+static void *worker_main(void *arg)
+{
+	struct uvx_worker *w = arg;
+	struct uvx_dp *dp = w->dp;
+	struct epoll_event ev[64];
+
+	while (!__atomic_load_n(&dp->stopping, __ATOMIC_ACQUIRE)) {
+		int n = epoll_wait(dp->epfd[w->id], ev, 64, -1);
+		for (int i = 0; i < n; i++) {
+			if (ev[i].data.u64 == WAKE_TOKEN)
+				continue;
+			if (w->id == W_RX) {
+				uvx_udp_rx(dp);
+				continue;
+			}
+			int port = (int)ev[i].data.u64;
+			if (uvx_tap_rx(dp, port) < 0) {
+				/* A TAP whose interface is gone stays readable
+				 * and fails every read: stop watching it. */
+				pthread_rwlock_rdlock(&dp->cfg_lock);
+				if (port < UVX_MAX_PORTS && dp->ports[port].used)
+					epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_DEL,
+						  dp->ports[port].fd, NULL);
+				pthread_rwlock_unlock(&dp->cfg_lock);
+			}
+		}
+	}
+	return NULL;
+}
+
+static int start_threads(struct uvx_dp *dp)
+{
+	if (dp->running)
+		return -EALREADY;
+	if (dp->udp_fd < 0)
+		return -EBADF;
+	dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (dp->wake_fd < 0)
+		return -errno;
+	struct epoll_event wake = { .events = EPOLLIN, .data.u64 = WAKE_TOKEN };
+	for (unsigned k = 0; k < UVX_WORKERS; k++) {
+		dp->epfd[k] = epoll_create1(EPOLL_CLOEXEC);
+		if (dp->epfd[k] < 0 ||
+		    epoll_ctl(dp->epfd[k], EPOLL_CTL_ADD, dp->wake_fd, &wake) < 0)
+			goto fail;
+	}
+	struct epoll_event uev = { .events = EPOLLIN, .data.u64 = 0 };
+	if (epoll_ctl(dp->epfd[W_RX], EPOLL_CTL_ADD, dp->udp_fd, &uev) < 0)
+		goto fail;
+	for (int i = 0; i < UVX_MAX_PORTS; i++) {
+		if (!dp->ports[i].used)
+			continue;
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)i };
+		if (epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_ADD, dp->ports[i].fd, &ev) < 0)
+			goto fail;
+	}
+	dp->stopping = 0;
+	for (unsigned k = 0; k < UVX_WORKERS; k++) {
+		if (pthread_create(&dp->thread[k], NULL, worker_main, &dp->w[k]) != 0) {
+			/* Stop the one that did start before giving up. */
+			dp->stopping = 1;
+			uint64_t one = 1;
+			(void)!write(dp->wake_fd, &one, sizeof(one));
+			for (unsigned j = 0; j < k; j++)
+				pthread_join(dp->thread[j], NULL);
+			errno = EAGAIN;
+			goto fail;
+		}
+	}
+	dp->running = 1;
+	return 0;
+fail:;
+	int e = -errno;
+	for (unsigned k = 0; k < UVX_WORKERS; k++) {
+		if (dp->epfd[k] >= 0)
+			close(dp->epfd[k]);
+		dp->epfd[k] = -1;
+	}
+	close(dp->wake_fd);
+	dp->wake_fd = -1;
+	return e;
+}
+
+int uvx_dp_start_threads(struct uvx_dp *dp)
+{
+	LOCKED(dp, start_threads(dp));
+}
+
+int uvx_dp_stop_threads(struct uvx_dp *dp)
+{
+	/* Not under the write lock: the threads take the read lock to
+	 * finish their batch, and joining them while holding it would
+	 * deadlock. */
+	if (!dp->running)
+		return 0;
+	__atomic_store_n(&dp->stopping, 1, __ATOMIC_RELEASE);
+	uint64_t one = 1;
+	(void)!write(dp->wake_fd, &one, sizeof(one));
+	for (unsigned k = 0; k < UVX_WORKERS; k++)
+		pthread_join(dp->thread[k], NULL);
+	for (unsigned k = 0; k < UVX_WORKERS; k++) {
+		close(dp->epfd[k]);
+		dp->epfd[k] = -1;
+	}
+	close(dp->wake_fd);
+	dp->wake_fd = -1;
+	dp->running = 0;
 	return 0;
 }

@@ -4,6 +4,7 @@
 #define UVX_DP_H
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -16,7 +17,9 @@ struct uvx_port {
 	int used;
 	int vnet;                  /* frames carry a struct vnet_hdr */
 	uint32_t vni;
-	struct uvx_counters ctr;   /* rx: read from the TAP; tx: written to it */
+	/* rx: read from the TAP; tx: written to it.  One set per worker, so
+	 * each is written by one thread only; readers add them up. */
+	struct uvx_counters ctr[UVX_WORKERS];
 };
 
 struct uvx_vni {
@@ -26,7 +29,7 @@ struct uvx_vni {
 	uint32_t nremotes;
 	int32_t ports[UVX_VNI_PORTS];
 	struct fdb_dest remotes[UVX_VNI_REMOTES];   /* the flood list */
-	struct uvx_counters ctr;   /* rx: decapsulated; tx: encapsulated */
+	struct uvx_counters ctr[UVX_WORKERS];   /* rx: decapsulated; tx: encapsulated */
 };
 
 /* Datagrams waiting to be sent.  Each is up to three pieces: its own
@@ -50,6 +53,8 @@ struct uvx_txq {
  * sent and the flows being joined on receive.  One today; one per thread
  * when the datapath grows workers. */
 struct uvx_worker {
+	struct uvx_dp *dp;
+	unsigned id;               /* W_TX or W_RX */
 	uint8_t *bufs;             /* batch slots of UVX_SLOT bytes */
 	size_t len[UVX_BATCH_MAX];
 	struct vnet_hdr vh[UVX_BATCH_MAX];
@@ -73,6 +78,19 @@ static inline uint8_t *slot_frame(struct uvx_worker *w, unsigned i)
 
 #define UVX_VNI_HASH (UVX_MAX_VNIS * 2)
 
+/* Who runs what.  The TAP side and the UDP side each have a worker; with
+ * threads on, each is a thread of its own blocking in epoll_wait, so the
+ * two directions use both cores and Python is never woken for a packet.
+ *
+ * Locking: a worker holds cfg_lock for reading while it moves a batch;
+ * every change from Python (VNIs, ports, flood lists, static FDB entries,
+ * ageing) takes it for writing, so a worker never sees half a change.
+ * The FDB is also written by the workers (learning), under fdb_lock, held
+ * for one learn-and-look-up per frame. */
+#define W_TX 0
+#define W_RX 1
+extern __thread unsigned uvx_wid;   /* the worker this thread counts for */
+
 struct uvx_dp {
 	struct uvx_config cfg;
 	int udp_fd;
@@ -81,32 +99,53 @@ struct uvx_dp {
 	struct uvx_port ports[UVX_MAX_PORTS];
 	struct uvx_vni *vnis[UVX_MAX_VNIS];
 	int16_t vni_index[UVX_VNI_HASH];   /* open addressing into vnis[] */
-	uint64_t drops[UVX_DROP__MAX];
+	uint64_t drops[UVX_WORKERS][UVX_DROP__MAX];
 	int pool_fd[UVX_POOL_MAX];
 	uint16_t pool_port[UVX_POOL_MAX];
 	unsigned npool;
 	int gso;                   /* send super-frames with UDP_SEGMENT */
 	int gro;                   /* the VXLAN socket has UDP_GRO on */
 	uint32_t events;
-	struct uvx_worker w;
+	pthread_rwlock_t cfg_lock;
+	pthread_mutex_t fdb_lock;
+	int running;               /* worker threads started */
+	int stopping;
+	int wake_fd;               /* eventfd that ends the threads' waits */
+	int epfd[UVX_WORKERS];
+	pthread_t thread[UVX_WORKERS];
+	struct uvx_worker w[UVX_WORKERS];
 };
 
 struct uvx_vni *vni_find(struct uvx_dp *dp, uint32_t vni);
 
-static inline void drop(struct uvx_dp *dp, int reason)
+/* Counters have one writer each (their worker) and are read by Python's
+ * thread: relaxed atomic stores and loads, which cost a plain move. */
+static inline void bump(uint64_t *c, uint64_t d)
 {
-	dp->drops[reason]++;
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
 }
 
-static inline void count(struct uvx_counters *c, int tx, size_t bytes)
+static inline void drop(struct uvx_dp *dp, int reason)
 {
+	bump(&dp->drops[uvx_wid][reason], 1);
+}
+
+static inline void count_n(struct uvx_counters *ctr, int tx, uint64_t packets,
+			   uint64_t bytes)
+{
+	struct uvx_counters *c = &ctr[uvx_wid];
 	if (tx) {
-		c->tx_packets++;
-		c->tx_bytes += bytes;
+		bump(&c->tx_packets, packets);
+		bump(&c->tx_bytes, bytes);
 	} else {
-		c->rx_packets++;
-		c->rx_bytes += bytes;
+		bump(&c->rx_packets, packets);
+		bump(&c->rx_bytes, bytes);
 	}
+}
+
+static inline void count(struct uvx_counters *ctr, int tx, size_t bytes)
+{
+	count_n(ctr, tx, 1, bytes);
 }
 
 static inline int mac_is_multicast(const uint8_t *mac)
@@ -114,9 +153,11 @@ static inline int mac_is_multicast(const uint8_t *mac)
 	return mac[0] & 1;   /* broadcast included */
 }
 
-/* Learn the source of a frame that passed vxlan_check_inner. */
-void fdb_snoop(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
-	       const struct fdb_dest *at);
+/* Learn src as reachable at `at` (the frame passed vxlan_check_inner),
+ * then look up dst: 1 and *out if it is a known unicast address. */
+int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
+	       struct fdb_dest *out);
 
 /* Write one frame to a local port, with vh (NULL: a plain frame) when the
  * port takes virtio-net headers; counts the drop on failure. */

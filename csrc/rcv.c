@@ -37,7 +37,7 @@ static void gro_flush(struct uvx_dp *dp, struct gro_flow *f)
 		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
 		return;
 	}
-	count(&p->ctr, 1, (size_t)r - VNET_HLEN);
+	count(p->ctr, 1, (size_t)r - VNET_HLEN);
 }
 
 static void gro_flush_port(struct uvx_dp *dp, struct uvx_worker *w, int32_t port)
@@ -157,28 +157,18 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	}
 	const uint8_t *frame = pkt + off;
 	size_t flen = len - off;
-	count(&v->ctr, 0, len);
+	count(v->ctr, 0, len);
 
 	const struct fdb_dest there = {
 		-1, from->sin_addr.s_addr, vtep_port(dp, v, from->sin_addr.s_addr)
 	};
-	fdb_snoop(dp, v, frame + ETH_ALEN, &there);
-
-	if (mac_is_multicast(frame)) {
-		flood_local(dp, w, v, frame, flen);
-		return;
-	}
-	struct fdb_entry *e = fdb_lookup(&dp->fdb, vni, frame);
-	if (!e) {
-		flood_local(dp, w, v, frame, flen);
-		return;
-	}
-	e->used_ms = w->now_ms;
-	if (e->dest.port < 0) {
+	struct fdb_dest to;
+	if (!fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to))
+		flood_local(dp, w, v, frame, flen);          /* BUM or unknown */
+	else if (to.port < 0)
 		drop(dp, UVX_DROP_SPLIT_HORIZON);
-		return;
-	}
-	deliver(dp, w, e->dest.port, frame, flen);
+	else
+		deliver(dp, w, to.port, frame, flen);
 }
 
 /* The datagram size of a read that UDP GRO joined, or 0. */
@@ -195,9 +185,20 @@ static size_t gro_size(struct msghdr *h)
 	return 0;
 }
 
+static int udp_rx_locked(struct uvx_dp *dp);
+
 int uvx_udp_rx(struct uvx_dp *dp)
 {
-	struct uvx_worker *w = &dp->w;
+	uvx_wid = W_RX;
+	pthread_rwlock_rdlock(&dp->cfg_lock);
+	int r = udp_rx_locked(dp);
+	pthread_rwlock_unlock(&dp->cfg_lock);
+	return r;
+}
+
+static int udp_rx_locked(struct uvx_dp *dp)
+{
+	struct uvx_worker *w = &dp->w[W_RX];
 	if (dp->udp_fd < 0)
 		return -EBADF;
 

@@ -23,6 +23,7 @@
 #define UVX_VNI_REMOTES   256    /* remote VTEPs in one VNI's flood list */
 #define UVX_HEADROOM      64     /* room before each frame for outer headers */
 #define UVX_FRAME_MAX     65535  /* largest frame or datagram a buffer holds */
+#define UVX_WORKERS       2      /* the TAP side and the UDP side */
 
 struct uvx_config {
 	uint32_t local_ip;        /* underlay IPv4, network byte order */
@@ -109,7 +110,14 @@ int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max);
 int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms);
 uint64_t uvx_now_ms(void);
 
-/* The packet path: drain up to a batch, return frames handled or -errno. */
+/* Run the packet path on threads of its own: one reads the TAPs, one the
+ * VXLAN socket, each blocking in epoll_wait inside C.  Ports added later
+ * join.  Stop before closing any fd the datapath uses. */
+int uvx_dp_start_threads(struct uvx_dp *dp);
+int uvx_dp_stop_threads(struct uvx_dp *dp);
+
+/* The packet path: drain up to a batch, return frames handled or -errno.
+ * Called by the threads above, or by an event loop when they are off. */
 int uvx_tap_rx(struct uvx_dp *dp, int port);
 int uvx_udp_rx(struct uvx_dp *dp);
 

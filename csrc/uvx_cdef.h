@@ -107,6 +107,8 @@ int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max);
 int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms);
 uint64_t uvx_now_ms(void);
+int uvx_dp_start_threads(struct uvx_dp *dp);
+int uvx_dp_stop_threads(struct uvx_dp *dp);
 int uvx_tap_rx(struct uvx_dp *dp, int port);
 int uvx_udp_rx(struct uvx_dp *dp);
 uint64_t uvx_drops(struct uvx_dp *dp, int reason);

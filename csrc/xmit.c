@@ -45,7 +45,7 @@ static void txq_flush(struct uvx_dp *dp, struct uvx_worker *w)
 			continue;
 		}
 		for (unsigned i = done; i < done + (unsigned)r; i++)
-			count(&q->vni[i]->ctr, 1, q->msg[i].msg_len);
+			count(q->vni[i]->ctr, 1, q->msg[i].msg_len);
 		done += (unsigned)r;
 	}
 	q->n = 0;
@@ -139,8 +139,7 @@ static int xmit_gso(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 		dp->events |= UVX_EV_GSO_FAILED;
 		return -1;
 	}
-	v->ctr.tx_packets += n;
-	v->ctr.tx_bytes += total + (size_t)n * UDP_HLEN;
+	count_n(v->ctr, 1, n, total + (size_t)n * UDP_HLEN);
 	return 0;
 }
 
@@ -255,35 +254,36 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		vh->flags = VNET_F_DATA_VALID;
 	}
 	w->hash = vxlan_flow_hash(frame, len);
-	const uint8_t *dst = frame;
 	const struct fdb_dest here = { port, 0, 0 };
-	fdb_snoop(dp, v, frame + ETH_ALEN, &here);
-
-	if (mac_is_multicast(dst)) {
-		flood(dp, w, v, port, frame, len, vh);
-		return;
-	}
-	struct fdb_entry *e = fdb_lookup(&dp->fdb, v->vni, dst);
-	if (!e) {
-		flood(dp, w, v, port, frame, len, vh);
-		return;
-	}
-	e->used_ms = w->now_ms;
-	if (e->dest.port == port)
+	struct fdb_dest to;
+	if (!fdb_switch(dp, v, frame + ETH_ALEN, &here, frame, w->now_ms, &to))
+		flood(dp, w, v, port, frame, len, vh);       /* BUM or unknown */
+	else if (to.port == port)
 		drop(dp, UVX_DROP_HAIRPIN);
-	else if (e->dest.port >= 0)
-		deliver_local(dp, w, e->dest.port, frame, len, vh);
+	else if (to.port >= 0)
+		deliver_local(dp, w, to.port, frame, len, vh);
 	else
-		xmit_remote(dp, w, v, &e->dest, 1, frame, len, vh);
+		xmit_remote(dp, w, v, &to, 1, frame, len, vh);
 }
 
+static int tap_rx_locked(struct uvx_dp *dp, int port);
+
 int uvx_tap_rx(struct uvx_dp *dp, int port)
+{
+	uvx_wid = W_TX;
+	pthread_rwlock_rdlock(&dp->cfg_lock);
+	int r = tap_rx_locked(dp, port);
+	pthread_rwlock_unlock(&dp->cfg_lock);
+	return r;
+}
+
+static int tap_rx_locked(struct uvx_dp *dp, int port)
 {
 	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
 		return -ENOENT;
 	struct uvx_port *p = &dp->ports[port];
 	struct uvx_vni *v = vni_find(dp, p->vni);
-	struct uvx_worker *w = &dp->w;
+	struct uvx_worker *w = &dp->w[W_TX];
 	size_t vlen = p->vnet ? VNET_HLEN : 0;
 	unsigned n = 0;
 	int err = 0;
@@ -313,7 +313,7 @@ int uvx_tap_rx(struct uvx_dp *dp, int port)
 		w->len[n++] = (size_t)r - vlen;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		count(&p->ctr, 0, w->len[i]);
+		count(p->ctr, 0, w->len[i]);
 		vxlan_xmit(dp, w, port, v, slot_frame(w, i), w->len[i], &w->vh[i]);
 	}
 	txq_flush(dp, w);

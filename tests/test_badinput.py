@@ -122,11 +122,18 @@ class Rig:
         return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=True)}
 
     def snap(self) -> Snapshot:
-        st = self.ov.query("h1", "stats")
+        # The kernel's count and the agent's are read one after the other
+        # while stray traffic (a container's IPv6 chatter) may arrive:
+        # take a pair that no datagram fell between.
+        for _ in range(50):
+            udp = self.udp_mib()
+            st = self.ov.query("h1", "stats")
+            if self.udp_mib() == udp:
+                break
         net = next(n for n in st["networks"] if n["vni"] == VNI)
         port = next(p for p in st["ports"] if p["network"] == "net1")
         return Snapshot(drops=dict(st["drops"]), rx=net["rx_packets"],
-                        port_tx=port["tx_packets"], udp=self.udp_mib())
+                        port_tx=port["tx_packets"], udp=udp)
 
     def expect_drops(self, before: Snapshot, expected: dict[str, int],
                      timeout: float = 10.0, quiet: float = 0.3) -> Snapshot:

@@ -116,6 +116,10 @@ class Agent:
             raise
 
     def close(self) -> None:
+        # The threads read the TAPs and sockets: stop them before any fd
+        # they use is closed (and its number reused).
+        if self.dp is not None:
+            self.dp.stop_threads()
         for ep in self.endpoints:
             ep.close()
         self.endpoints.clear()
@@ -153,21 +157,28 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-        # One call into C per readiness event; C drains a batch.  The UDP
-        # socket cannot go bad the way a TAP can, so its callback is the
-        # cffi function itself.
-        loop.add_reader(self._udp.fileno(), native.lib.uvx_udp_rx, self.dp._dp)
-        for ep in self.endpoints:
-            loop.add_reader(ep.fileno(), self._tap_ready, ep)
+        threads = self.cfg.host.threads
+        if threads:
+            # The packet path runs on two C threads; this loop only
+            # serves the control socket, the ageing timer and signals.
+            self.dp.start_threads()
+        else:
+            # One call into C per readiness event; C drains a batch.  The
+            # UDP socket cannot go bad the way a TAP can, so its callback
+            # is the cffi function itself.
+            loop.add_reader(self._udp.fileno(), native.lib.uvx_udp_rx, self.dp._dp)
+            for ep in self.endpoints:
+                loop.add_reader(ep.fileno(), self._tap_ready, ep)
 
         sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
         ager = asyncio.create_task(self._age(sweep))
         await self._serve_control()
         log.info(
-            "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s)",
+            "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s), %s",
             self.cfg.host.underlay, self.cfg.host.port,
             len(self.cfg.networks), len(self.endpoints),
             self.cfg.host.offload, self.features.describe(),
+            "2 datapath threads" if threads else "datapath on the event loop",
         )
         try:
             await stop.wait()
@@ -176,9 +187,12 @@ class Agent:
             ager.cancel()
             with suppress(asyncio.CancelledError):
                 await ager
-            loop.remove_reader(self._udp.fileno())
-            for ep in self.endpoints:
-                loop.remove_reader(ep.fileno())
+            if threads:
+                self.dp.stop_threads()
+            else:
+                loop.remove_reader(self._udp.fileno())
+                for ep in self.endpoints:
+                    loop.remove_reader(ep.fileno())
             await self._close_control()
 
     async def _age(self, interval: float) -> None:

@@ -42,7 +42,7 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 _HOST_KEYS = {"name", "underlay", "port", "mtu", "ageing", "learn_limit",
               "src_ports", "accept_reserved", "udp_checksum", "batch",
-              "control_dir", "offload", "send_sockets"}
+              "control_dir", "offload", "send_sockets", "threads"}
 _NETWORK_KEYS = {"name", "vni", "remotes", "static"}
 _STATIC_KEYS = {"mac", "remote", "port"}
 _ENDPOINT_KEYS = {"network", "netns", "ifname", "mac", "address", "gateway"}
@@ -93,6 +93,7 @@ class HostConfig:
     control_dir: str = "/run/uvxlan"
     offload: str = "auto"
     send_sockets: int = 8
+    threads: bool = True
 
     @property
     def endpoint_mtu(self) -> int:
@@ -217,6 +218,7 @@ def parse(data: dict[str, Any], source: str = "config") -> AgentConfig:
         control_dir=h.str_("control_dir", "/run/uvxlan"),
         offload=h.str_("offload", "auto"),
         send_sockets=h.int_("send_sockets", 8, 1, 64),
+        threads=h.bool_("threads", True),
     )
     if host.offload not in ("auto", "off", "none"):
         raise h.fail("offload", f"{host.offload!r} is not auto, off or none")

@@ -221,6 +221,13 @@ class Datapath:
         _check(lib.uvx_dp_set_pool(self._dp, fds, ports, len(sockets), gso, gro),
                "setting the send sockets")
 
+    def start_threads(self) -> None:
+        """Move the packet path onto two C threads (TAP side, UDP side)."""
+        _check(lib.uvx_dp_start_threads(self._dp), "starting the datapath threads")
+
+    def stop_threads(self) -> None:
+        lib.uvx_dp_stop_threads(self._dp)
+
     def gso_failed(self) -> bool:
         """True once, after UDP_SEGMENT failed at run time (now off)."""
         return bool(lib.uvx_dp_take_events(self._dp) & lib.UVX_EV_GSO_FAILED)
