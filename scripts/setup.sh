@@ -13,7 +13,8 @@ fi
 # ping (iputils-ping), ip (iproute2), iperf3, tshark, tcpdump, ethtool:
 # the demo, tests and benchmarks use them; gcc and Python headers build the
 # C fast path.
-DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps gcc libc6-dev"
+# etcd-server: tests/test_store.py runs a real etcd.
+DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server gcc libc6-dev"
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 	DEBS="$DEBS python3-venv python3-dev"

@@ -30,3 +30,22 @@ class NativeError(UvxlanError, OSError):
 
 class StaleBuildError(UvxlanError, ImportError):
     """The compiled fast path does not match the sources or the package."""
+
+
+class StoreError(UvxlanError):
+    """The cluster store refused or failed an operation."""
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The store cannot be reached now (server down, database locked too
+    long): retry with backoff."""
+
+
+class StoreCompacted(StoreError):
+    """A watch asked for history the store no longer keeps: list again, then
+    watch from the listed revision + 1."""
+
+
+class LeaseExpired(StoreError):
+    """The lease is gone (expired or revoked), and so are its keys: grant a
+    new one and put them again."""

@@ -1,0 +1,717 @@
+"""The store contract, written once and run against both backends: sqlite (a
+database file in tmp_path) and etcd (a real ``etcd`` on 127.0.0.1, started
+for this module, skipped when the binary is missing).
+
+Each test runs its coroutine on a uvloop loop, as the agent does, under an
+overall timeout; every wait inside has its own.  Keys live under a prefix
+unique to the test, so tests sharing the etcd server never see each other.
+A ``Backend`` supplies the few things that differ: how to open a store, to
+compact, to make the store unavailable for a while, and an address where
+none can be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import pytest
+import uvloop
+
+from uvxlan.errors import ConfigError, LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
+from uvxlan.store import DEFAULT_SQLITE_PATH, KV, Event, Store, open_store
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+ETCD = Path("/usr/bin/etcd")
+TEST_TIMEOUT = 40.0
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT) -> T:
+    """Run a test body on uvloop; a hang fails the test instead of the run."""
+    return uvloop.run(asyncio.wait_for(coro, timeout))
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# The etcd server -------------------------------------------------------------
+
+class EtcdServer:
+    """One etcd member on 127.0.0.1, free ports, its own data dir.  Short
+    heartbeat and election times make its minimum lease TTL 1 s."""
+
+    def __init__(self, base: Path) -> None:
+        self.name = "uvx" + secrets.token_hex(4)
+        self.data_dir = base / "etcd-data"
+        self.logfile = base / "etcd.log"
+        self.client_port, self.peer_port = free_ports(2)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self) -> None:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = [str(ETCD), "--name", self.name, "--data-dir", str(self.data_dir),
+                "--listen-client-urls", self.client_url,
+                "--advertise-client-urls", self.client_url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"{self.name}={peer}",
+                "--initial-cluster-token", self.name, "--initial-cluster-state", "new",
+                "--heartbeat-interval", "50", "--election-timeout", "500"]
+        with open(self.logfile, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self.wait_ready(20.0)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                tail = self.logfile.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(self.client_url + "/health", timeout=1) as r:
+                    if json.loads(r.read()).get("health") == "true":
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"etcd did not answer on {self.client_url} in {timeout} s")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers; by pid."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    server = EtcdServer(tmp_path_factory.mktemp("etcd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The backends ----------------------------------------------------------------
+
+class Backend:
+    name = ""
+    url = ""
+    reads_survive_outage = False      # sqlite in WAL mode: a held write lock blocks writers only
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.ns = f"/t{secrets.token_hex(4)}/"      # this test's keys
+
+    @contextlib.asynccontextmanager
+    async def store(self, url: str | None = None) -> AsyncIterator[Store]:
+        s = open_store(url or self.url)
+        try:
+            yield s
+        finally:
+            await s.close()
+
+    async def compact(self, store: Store, revision: int) -> None:
+        compact: Callable[[int], Awaitable[None]] = getattr(store, "compact")  # noqa: B009
+        await compact(revision)
+
+    def outage(self) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    def unreachable_url(self) -> str:
+        raise NotImplementedError
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+    reads_survive_outage = True
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.db = tmp_path / "state" / "state.db"
+        self.url = f"sqlite://{self.db}?busy_timeout=2"
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """Another writer holds the write lock past the busy timeout."""
+        holder = sqlite3.connect(self.db, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            holder.close()
+
+    def unreachable_url(self) -> str:
+        blocker = self.tmp_path / "not-a-dir"
+        blocker.write_text("a file where the store wants a directory\n")
+        return f"sqlite://{blocker}/state.db"
+
+
+class EtcdBackend(Backend):
+    name = "etcd"
+
+    def __init__(self, tmp_path: Path, server: EtcdServer) -> None:
+        super().__init__(tmp_path)
+        self.server = server
+        self.url = f"etcd://127.0.0.1:{server.client_port}?timeout=2"
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """The server stops; then starts again on the same data and ports."""
+        await asyncio.to_thread(self.server.stop)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.server.start)
+
+    def unreachable_url(self) -> str:
+        return f"etcd://127.0.0.1:{free_ports(1)[0]}?timeout=2"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.skipif(
+    not ETCD.exists(), reason=f"needs {ETCD} (Debian package etcd-server)"))])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return SqliteBackend(tmp_path)
+    return EtcdBackend(tmp_path, request.getfixturevalue("etcd_server"))
+
+
+async def take(events: AsyncIterator[Event], n: int, timeout: float) -> list[Event]:
+    """The next n events, or fail after timeout."""
+    got: list[Event] = []
+
+    async def collect() -> None:
+        async for ev in events:
+            got.append(ev)
+            if len(got) == n:
+                return
+
+    try:
+        await asyncio.wait_for(collect(), timeout)
+    except TimeoutError:
+        pytest.fail(f"saw {len(got)} of {n} events in {timeout} s: {got}")
+    return got
+
+
+async def stop(events: AsyncIterator[Event]) -> None:
+    """End a watch (each backend's watch is an async generator)."""
+    await cast(AsyncGenerator[Event, None], events).aclose()
+
+
+async def first_event(events: AsyncIterator[Event], timeout: float = 10.0) -> Event:
+    return (await take(events, 1, timeout))[0]
+
+
+# Keys, revisions, prefixes ---------------------------------------------------
+
+def test_put_get_list(backend: Backend) -> None:
+    async def body() -> None:
+        p = backend.ns
+        async with backend.store() as s:
+            assert await s.get(p + "a/b") is None
+            r1 = await s.put(p + "a/b", b"1")
+            r2 = await s.put(p + "a/bc", b"2")
+            r3 = await s.put(p + "a/b/c", b"3")
+            r4 = await s.put(p + "a/b/d", b"\x00\xff")
+            assert 0 < r1 < r2 < r3 < r4
+            assert await s.get(p + "a/b") == KV(p + "a/b", b"1", r1, r1, 0)
+            r5 = await s.put(p + "a/b", b"one")
+            assert r5 > r4
+            assert await s.get(p + "a/b") == KV(p + "a/b", b"one", r1, r5, 0)
+
+            kvs, rev = await s.list(p + "a/b/")            # a directory: not a/b, not a/bc
+            assert [kv.key for kv in kvs] == [p + "a/b/c", p + "a/b/d"]
+            assert kvs[1] == KV(p + "a/b/d", b"\x00\xff", r4, r4, 0)
+            assert rev >= r5
+            kvs, _ = await s.list(p + "a/b")               # a plain string prefix
+            assert [kv.key for kv in kvs] == [p + "a/b", p + "a/b/c", p + "a/b/d", p + "a/bc"]
+            kvs, _ = await s.list(p + "a/bc/")
+            assert kvs == []
+            kvs, rev2 = await s.list(p)
+            assert len(kvs) == 4 and rev2 >= rev
+            everything, _ = await s.list("")
+            assert {kv.key for kv in kvs} <= {kv.key for kv in everything}
+
+            r6 = await s.put(p + "ü/ключ", "värde".encode())
+            assert await s.get(p + "ü/ключ") == KV(p + "ü/ключ", "värde".encode(), r6, r6, 0)
+            kvs, rev3 = await s.list(p + "ü/")
+            assert [kv.key for kv in kvs] == [p + "ü/ключ"] and rev3 >= r6
+
+            with pytest.raises(ConfigError):
+                await s.put("", b"x")
+
+    run(body())
+
+
+def test_create_only_if_absent(backend: Backend) -> None:
+    async def body() -> None:
+        k = backend.ns + "net/net1"
+        async with backend.store() as s:
+            assert await s.create(k, b"first")
+            assert not await s.create(k, b"second")
+            kv = await s.get(k)
+            assert kv is not None and kv.value == b"first"
+            assert await s.delete(k)
+            assert await s.create(k, b"again")
+            kv2 = await s.get(k)
+            assert kv2 is not None and kv2.value == b"again"
+            assert kv2.create_revision > kv.create_revision
+
+    run(body())
+
+
+def test_cas(backend: Backend) -> None:
+    async def body() -> None:
+        k = backend.ns + "counter"
+        async with backend.store() as s:
+            assert not await s.cas(k, b"x", mod_revision=1)       # absent: only 0 matches
+            assert await s.cas(k, b"1", mod_revision=0)
+            kv = await s.get(k)
+            assert kv is not None
+            assert not await s.cas(k, b"x", mod_revision=0)       # present now
+            assert await s.cas(k, b"2", mod_revision=kv.mod_revision)
+            assert not await s.cas(k, b"3", mod_revision=kv.mod_revision)   # stale
+            kv2 = await s.get(k)
+            assert kv2 is not None and kv2.value == b"2"
+            assert kv2.mod_revision > kv.mod_revision
+            assert kv2.create_revision == kv.create_revision
+
+    run(body())
+
+
+def test_conditional_delete(backend: Backend) -> None:
+    async def body() -> None:
+        k = backend.ns + "ep/1"
+        async with backend.store() as s:
+            assert not await s.delete(k)                          # absent
+            await s.put(k, b"v1")
+            kv = await s.get(k)
+            assert kv is not None
+            await s.put(k, b"v2")
+            assert not await s.delete(k, mod_revision=kv.mod_revision)   # changed since
+            assert await s.get(k) is not None
+            kv2 = await s.get(k)
+            assert kv2 is not None
+            assert await s.delete(k, mod_revision=kv2.mod_revision)
+            assert await s.get(k) is None
+            assert not await s.delete(k, mod_revision=kv2.mod_revision)
+            await s.put(k, b"v3")
+            assert await s.delete(k)                              # unconditional
+            assert await s.get(k) is None
+
+    run(body())
+
+
+# Concurrent writers ------------------------------------------------------------
+
+async def increment(store: Store, key: str, n: int) -> int:
+    """Add 1 to the counter at key n times by CAS, retrying on conflict;
+    returns how many CAS succeeded."""
+    done = 0
+    for _ in range(n * 200):
+        kv = await store.get(key)
+        value = int(kv.value) if kv else 0
+        if await store.cas(key, str(value + 1).encode(),
+                           mod_revision=kv.mod_revision if kv else 0):
+            done += 1
+            if done == n:
+                break
+    return done
+
+
+def worker_main(argv: list[str]) -> None:
+    """A CAS worker in another process: connects, says ready, waits for a
+    line on stdin, increments, prints its count."""
+    url, key, n = argv[0], argv[1], int(argv[2])
+
+    async def main() -> int:
+        store = open_store(url)
+        try:
+            await store.get(key)
+            print("ready", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+            return await increment(store, key, n)
+        finally:
+            await store.close()
+
+    print(uvloop.run(main()), flush=True)
+
+
+def test_concurrent_cas_tasks(backend: Backend) -> None:
+    """Six tasks on three store handles race to increment one counter: no
+    update is lost, and a watch sees every value once, in order."""
+    async def body() -> None:
+        k = backend.ns + "counter"
+        per_task, tasks = 10, 6
+        async with backend.store() as a, backend.store() as b, backend.store() as c:
+            kvs, rev = await a.list(backend.ns)
+            assert kvs == []
+            watch = a.watch(k, start_revision=rev + 1)
+            seen = asyncio.ensure_future(take(watch, per_task * tasks, 30.0))
+            handles = [a, b, c] * (tasks // 3)
+            counts = await asyncio.gather(*(increment(h, k, per_task) for h in handles))
+            kv = await b.get(k)
+            assert kv is not None
+            assert int(kv.value) == sum(counts) == per_task * tasks
+            events = await seen
+            await stop(watch)
+            assert [e.value for e in events] == [str(i).encode() for i in range(1, 61)]
+            assert all(e.type == "put" for e in events)
+            revs = [e.revision for e in events]
+            assert revs == sorted(set(revs)) and revs[-1] == kv.mod_revision
+
+    run(body())
+
+
+def test_concurrent_cas_processes(backend: Backend) -> None:
+    """Two other processes and two local tasks increment one counter at once."""
+    async def body() -> None:
+        k = backend.ns + "counter"
+        n = 25
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, "-c",
+            "import sys; from tests.test_store import worker_main; worker_main(sys.argv[1:])",
+            backend.url, k, str(n), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE) for _ in range(2)]
+        try:
+            for p in procs:
+                assert p.stdout is not None
+                line = await asyncio.wait_for(p.stdout.readline(), 20)
+                assert line == b"ready\n", line
+            async with backend.store() as s:
+                for p in procs:
+                    assert p.stdin is not None
+                    p.stdin.write(b"go\n")
+                    await p.stdin.drain()
+                local = asyncio.gather(increment(s, k, n), increment(s, k, n))
+                outs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
+                counts = list(await local)
+                for p, (out, err) in zip(procs, outs, strict=True):
+                    assert p.returncode == 0, err.decode()
+                    counts.append(int(out))
+                kv = await s.get(k)
+                assert kv is not None
+                assert int(kv.value) == sum(counts) == 4 * n
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                    await p.wait()
+
+    run(body())
+
+
+# Watches -----------------------------------------------------------------------
+
+def test_watch_from_revision(backend: Backend) -> None:
+    """A watch replays what happened since its start revision, then goes on
+    live, in order, and only under its prefix."""
+    async def body() -> None:
+        p = backend.ns
+        async with backend.store() as s:
+            base = await s.put(p + "w/a", b"1")
+            await s.put(p + "w/b", b"2")
+            await s.put(p + "wx", b"a sibling, not under w/")
+            await s.delete(p + "w/a")
+            watch = s.watch(p + "w/", start_revision=base + 1)
+            first = await take(watch, 2, 10.0)           # made before the watch
+            await s.put(p + "w/c", b"3")
+            await s.put(p + "wy", b"another sibling")
+            await s.delete(p + "w/b")
+            await s.put(p + "w/c", b"4")
+            later = await take(watch, 3, 10.0)
+            await stop(watch)
+            got = [(e.type, e.key, e.value) for e in first + later]
+            assert got == [("put", p + "w/b", b"2"), ("delete", p + "w/a", b""),
+                           ("put", p + "w/c", b"3"), ("delete", p + "w/b", b""),
+                           ("put", p + "w/c", b"4")]
+            revs = [e.revision for e in first + later]
+            assert revs == sorted(set(revs)) and revs[0] > base
+            kv = await s.get(p + "w/c")
+            assert kv is not None and kv.mod_revision == revs[-1]
+
+            again = s.watch(p + "w/", start_revision=base)   # from the first put itself
+            ev = await first_event(again)
+            await stop(again)
+            assert (ev.type, ev.key, ev.value, ev.revision) == ("put", p + "w/a", b"1", base)
+
+    run(body())
+
+
+def test_watch_compacted(backend: Backend) -> None:
+    async def body() -> None:
+        k = backend.ns + "c"
+        async with backend.store() as s:
+            r1 = await s.put(k, b"1")
+            await s.put(k, b"2")
+            r3 = await s.put(k, b"3")
+            await backend.compact(s, r3)
+            with pytest.raises(StoreCompacted):
+                await first_event(s.watch(backend.ns, start_revision=r1))
+            kvs, rev = await s.list(backend.ns)              # the way back: list, then watch
+            assert [kv.value for kv in kvs] == [b"3"]
+            watch = s.watch(backend.ns, start_revision=rev + 1)
+            r4 = await s.put(k, b"4")
+            ev = await first_event(watch)
+            await stop(watch)
+            assert (ev.value, ev.revision) == (b"4", r4)
+
+    run(body())
+
+
+def test_sqlite_history_limit(tmp_path: Path) -> None:
+    """The sqlite store keeps the last `history` events, and a watch that
+    needs older ones, even one already running, raises StoreCompacted."""
+    async def body() -> None:
+        s = open_store(f"sqlite://{tmp_path}/state.db?history=5")
+        try:
+            revs = [await s.put(f"/k/{i}", b"v") for i in range(10)]
+            with pytest.raises(StoreCompacted):
+                await first_event(s.watch("/k/", start_revision=revs[0]))
+            with pytest.raises(StoreCompacted):
+                await first_event(s.watch("/k/", start_revision=revs[-5] - 1))
+            events = await take(s.watch("/k/", start_revision=revs[-5]), 5, 5.0)
+            assert [e.revision for e in events] == revs[-5:]
+
+            behind = s.watch("/k/", start_revision=revs[-1] + 1)
+            await s.put("/k/x", b"seen")
+            assert (await first_event(behind)).key == "/k/x"
+            for i in range(10):                              # more than history, in one go
+                await s.put(f"/k/{i}", b"w")
+            with pytest.raises(StoreCompacted):
+                await take(behind, 10, 5.0)
+        finally:
+            await s.close()
+
+    run(body())
+
+
+# Leases ----------------------------------------------------------------------
+
+def test_lease_expiry(backend: Backend) -> None:
+    """The lease's owner goes away without revoking: within ttl + a couple
+    of seconds its keys are deleted, with delete events another store sees."""
+    async def body() -> None:
+        p = backend.ns + "hosts/"
+        ttl = 1.0
+        async with backend.store() as watcher:
+            owner = open_store(backend.url)
+            try:
+                lease = await owner.lease_grant(ttl)
+                r = await owner.put(p + "h1", b"10.0.0.1", lease=lease)
+                await owner.put(p + "h1/port", b"4789", lease=lease)
+                await owner.put(p + "h2", b"10.0.0.2")
+                kv = await owner.get(p + "h1")
+                assert kv is not None and kv.lease == lease
+                t0 = time.monotonic()
+            finally:
+                await owner.close()
+            events = await take(watcher.watch(p, start_revision=r + 1), 4, ttl + 4.0)
+            assert [(e.type, e.key) for e in events[:2]] == [("put", p + "h1/port"),
+                                                             ("put", p + "h2")]
+            deletes = events[2:]
+            assert sorted(e.key for e in deletes) == [p + "h1", p + "h1/port"]
+            assert all(e.type == "delete" and e.value == b"" and e.revision > r
+                       for e in deletes)
+            assert time.monotonic() - t0 < ttl + 3.0
+            assert await watcher.get(p + "h1") is None
+            kvs, _ = await watcher.list(p)
+            assert [kv.key for kv in kvs] == [p + "h2"]
+            with pytest.raises(LeaseExpired):
+                await watcher.lease_keepalive(lease)
+            with pytest.raises(LeaseExpired):
+                await watcher.put(p + "h3", b"x", lease=lease)
+            with pytest.raises(LeaseExpired):
+                await watcher.create(p + "h3", b"x", lease=lease)
+            assert await watcher.get(p + "h3") is None
+
+    run(body())
+
+
+def test_lease_keepalive(backend: Backend) -> None:
+    async def body() -> None:
+        k = backend.ns + "hosts/h1"
+        async with backend.store() as s:
+            lease = await s.lease_grant(1.0)
+            await s.put(k, b"alive", lease=lease)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 3.0:                  # three ttls
+                await s.lease_keepalive(lease)
+                await asyncio.sleep(0.25)
+                assert await s.get(k) is not None, "expired although kept alive"
+            await s.lease_revoke(lease)
+
+    run(body())
+
+
+def test_lease_revoke(backend: Backend) -> None:
+    async def body() -> None:
+        p = backend.ns + "hosts/"
+        async with backend.store() as s:
+            lease = await s.lease_grant(30.0)
+            r = await s.put(p + "a", b"1", lease=lease)
+            await s.put(p + "b", b"2", lease=lease)
+            await s.put(p + "c", b"3", lease=lease)
+            await s.put(p + "c", b"3")                       # put again: no lease now
+            kv = await s.get(p + "c")
+            assert kv is not None and kv.lease == 0
+            await s.lease_revoke(lease)
+            assert await s.get(p + "a") is None and await s.get(p + "b") is None
+            assert await s.get(p + "c") is not None
+            events = await take(s.watch(p, start_revision=r + 1), 5, 5.0)
+            assert [(e.type, e.key) for e in events[:3]] == [("put", p + "b"), ("put", p + "c"),
+                                                             ("put", p + "c")]
+            assert sorted((e.type, e.key) for e in events[3:]) == [("delete", p + "a"),
+                                                                     ("delete", p + "b")]
+            await s.lease_revoke(lease)                       # gone already: nothing to do
+            with pytest.raises(LeaseExpired):
+                await s.lease_keepalive(lease)
+
+    run(body())
+
+
+# Failures ----------------------------------------------------------------------
+
+def test_unavailable_then_back(backend: Backend) -> None:
+    """The store goes away mid-test: calls raise StoreUnavailable (soon, not
+    after a hang); when it is back, so is the data."""
+    async def body() -> None:
+        k = backend.ns + "kept"
+        async with backend.store() as s:
+            r = await s.put(k, b"before")
+            watch = s.watch(backend.ns, start_revision=r)
+            assert (await first_event(watch)).value == b"before"
+            async with backend.outage():
+                t0 = time.monotonic()
+                if not backend.reads_survive_outage:
+                    with pytest.raises(StoreUnavailable):
+                        await first_event(watch)
+                    with pytest.raises(StoreUnavailable):
+                        await asyncio.wait_for(s.get(k), 10.0)
+                with pytest.raises(StoreUnavailable) as caught:
+                    await asyncio.wait_for(s.put(k, b"during"), 10.0)
+                assert "\n" not in str(caught.value)
+                assert isinstance(caught.value, ConnectionError)
+                assert time.monotonic() - t0 < 10.0
+            await stop(watch)
+            deadline = time.monotonic() + 15.0
+            while True:                                       # callers retry with backoff
+                try:
+                    kv = await s.get(k)
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline, "store did not come back"
+                    await asyncio.sleep(0.2)
+            assert kv is not None and kv.value == b"before"
+            assert await s.put(k, b"after") > r
+
+    run(body())
+
+
+def test_unreachable(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.store(backend.unreachable_url()) as s:
+            for call in (s.get("/x"), s.put("/x", b"v"), s.list("/"), s.lease_grant(5)):
+                with pytest.raises(StoreUnavailable):
+                    await asyncio.wait_for(call, 10.0)
+            with pytest.raises(StoreUnavailable):
+                await first_event(s.watch("/", start_revision=1))
+
+    run(body())
+
+
+@pytest.mark.skipif(not ETCD.exists(), reason=f"needs {ETCD} (Debian package etcd-server)")
+def test_etcd_endpoints_in_turn(etcd_server: EtcdServer) -> None:
+    """A dead endpoint first in the list: the store goes on to the next."""
+    async def body() -> None:
+        dead = free_ports(1)[0]
+        s = open_store(f"etcd://127.0.0.1:{dead},127.0.0.1:{etcd_server.client_port}?timeout=2")
+        try:
+            r = await s.put("/endpoints/k", b"v")
+            kv = await s.get("/endpoints/k")
+            assert kv is not None and kv.mod_revision == r
+        finally:
+            await s.close()
+
+    run(body())
+
+
+def test_closed(backend: Backend) -> None:
+    async def body() -> None:
+        s = open_store(backend.url)
+        await s.put(backend.ns + "k", b"v")
+        await s.close()
+        with pytest.raises(StoreError):
+            await s.get(backend.ns + "k")
+
+    run(body())
+
+
+# URLs --------------------------------------------------------------------------
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    from uvxlan.store.etcd import EtcdStore
+    from uvxlan.store.sqlite import SqliteStore
+
+    async def body() -> None:
+        s = open_store(f"sqlite://{tmp_path}/a.db?history=50&busy_timeout=0.5")
+        assert isinstance(s, SqliteStore) and isinstance(s, Store)
+        assert (s.path, s.history, s.busy_timeout) == (tmp_path / "a.db", 50, 0.5)
+        await s.close()
+        d = open_store("sqlite://")
+        assert isinstance(d, SqliteStore) and str(d.path) == DEFAULT_SQLITE_PATH
+        await d.close()
+        e = open_store("etcd://10.0.0.1:2379,etcd2,[::1]:23790?timeout=1.5")
+        assert isinstance(e, EtcdStore) and isinstance(e, Store)
+        assert e.endpoints == [("10.0.0.1", 2379), ("etcd2", 2379), ("[::1]", 23790)]
+        assert e.timeout == 1.5
+        await e.close()
+
+    run(body())
+    for bad in ["", "/var/lib/uvxlan/state.db", "mysql://h/db", "sqlite://relative/state.db",
+                "sqlite:///var/lib/uvxlan/", "sqlite:///x.db?history=0",
+                "sqlite:///x.db?history=many", "sqlite:///x.db?colour=blue",
+                "etcd://", "etcd://h:0", "etcd://h:99999", "etcd://h:port", "etcd://a,,b",
+                "etcd://::1:2379", "etcd://h:2379/path", "etcd://h?timeout=-1"]:
+        with pytest.raises(ConfigError) as caught:
+            open_store(bad)
+        assert "\n" not in str(caught.value), bad

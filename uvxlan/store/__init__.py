@@ -1,0 +1,241 @@
+"""The cluster store: networks, endpoints and hosts that every agent shares.
+
+An etcd-v3-shaped key-value store, as Docker's overlay driver kept its state
+in libkv: keys are non-empty ``str`` (UTF-8), values ``bytes``.  Every write
+moves one store-wide revision forward, each key remembers the revision that
+created it and the one that last changed it, and a watch replays every change
+under a prefix from a given revision on, so an agent can list, then watch
+from the listed revision + 1, and miss nothing.
+
+Two backends speak the same ``Store`` interface:
+
+- ``sqlite:///ABS/PATH/state.db`` (``uvxlan.store.sqlite``): embedded, the
+  default (``sqlite://`` alone means ``/var/lib/uvxlan/state.db``); the
+  processes of one machine (agents, CLI) share one database file.  Query
+  options: ``history`` (events kept for watches, default 10000),
+  ``busy_timeout`` (seconds to wait for another writer, default 5).
+- ``etcd://HOST:PORT[,HOST:PORT...]`` (``uvxlan.store.etcd``): an etcd v3
+  cluster for hosts on several machines; endpoints are tried in turn.
+  Query option: ``timeout`` (seconds per request and per connection
+  attempt, default 5).
+
+Rules both keep:
+
+- A prefix is a plain string prefix: ``"/a/b"`` matches ``"/a/bc"``; end it
+  with ``"/"`` to mean a directory (``"/a/b/"`` matches neither ``"/a/b"``
+  nor ``"/a/bc"``).  ``""`` matches every key.
+- ``cas``/``delete`` compare ``mod_revision``; 0 means "absent".
+- A key put with a lease is deleted, with a delete event, when the lease is
+  revoked or expires; putting it again without one detaches it.
+- ``watch(prefix, start_revision=r)`` yields every event with revision
+  >= r in order (0: from the next write on), and raises ``StoreCompacted`` if
+  the store no longer has the history from r, ``StoreUnavailable`` if it
+  loses the store.  Either way the caller lists again and watches anew.
+- Errors are ``StoreError`` subclasses from ``uvxlan.errors``:
+  ``StoreUnavailable`` (retry with backoff), ``StoreCompacted``,
+  ``LeaseExpired``; a bad key or URL is a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from uvxlan.errors import ConfigError
+
+DEFAULT_SQLITE_PATH = "/var/lib/uvxlan/state.db"
+DEFAULT_ETCD_PORT = 2379
+
+__all__ = ["DEFAULT_SQLITE_PATH", "KV", "Event", "Store", "open_store"]
+
+
+@dataclass(frozen=True)
+class KV:
+    """One key as stored.  ``lease`` is 0 when the key has none."""
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change seen by a watch; ``value`` is ``b""`` on delete."""
+
+    type: Literal["put", "delete"]
+    key: str
+    value: bytes
+    revision: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the control plane needs from a store; see the module docstring."""
+
+    async def get(self, key: str) -> KV | None:
+        """The key, or None if absent."""
+        ...
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        """Write unconditionally; returns the new store revision."""
+        ...
+
+    async def create(self, key: str, value: bytes, *, lease: int = 0) -> bool:
+        """Write only if the key is absent; False if it exists."""
+        ...
+
+    async def cas(self, key: str, value: bytes, *, mod_revision: int, lease: int = 0) -> bool:
+        """Write only if the key's mod_revision is still ``mod_revision``
+        (0: only if absent); False if it changed."""
+        ...
+
+    async def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
+        """Delete (only if unchanged since ``mod_revision``, when given);
+        True if a key was deleted."""
+        ...
+
+    async def list(self, prefix: str) -> tuple[list[KV], int]:
+        """The keys under ``prefix`` sorted by key, and the store revision
+        they were read at."""
+        ...
+
+    def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[Event]:
+        """Events under ``prefix`` with revision >= ``start_revision``, in
+        order; raises StoreCompacted if that history is gone."""
+        ...
+
+    async def lease_grant(self, ttl: float) -> int:
+        """A new lease living ``ttl`` seconds unless kept alive; its id."""
+        ...
+
+    async def lease_keepalive(self, lease: int) -> None:
+        """Restart the lease's ttl; LeaseExpired if it is gone."""
+        ...
+
+    async def lease_revoke(self, lease: int) -> None:
+        """End the lease now, deleting its keys (nothing if already gone)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the store is unusable after."""
+        ...
+
+
+def open_store(url: str) -> Store:
+    """The store a URL names (see the module docstring).  Opens nothing
+    yet: the first operation connects, and raises StoreUnavailable if it
+    cannot.  A malformed URL is a one-line ConfigError."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        return _open_sqlite(url, parts.netloc, parts.path, parts.query)
+    if scheme == "etcd":
+        if parts.path not in ("", "/"):
+            raise ConfigError(f"store URL {url!r}: etcd takes no path")
+        return _open_etcd(url, parts.netloc, parts.query)
+    raise ConfigError(
+        f"store URL {url!r}: expected sqlite:///ABS/PATH/state.db or etcd://HOST:PORT[,...]")
+
+
+def _open_sqlite(url: str, netloc: str, path: str, query: str) -> Store:
+    if netloc:
+        raise ConfigError(f"store URL {url!r}: the path must be absolute (sqlite:///ABS/PATH)")
+    path = unquote(path)
+    if path in ("", "/"):
+        path = DEFAULT_SQLITE_PATH
+    if path.endswith("/"):
+        raise ConfigError(f"store URL {url!r}: names a directory, not a database file")
+    opts = _query(url, query, {"history", "busy_timeout"})
+    history = _number(url, opts, "history", 10000.0, integer=True)
+    busy_timeout = _number(url, opts, "busy_timeout", 5.0)
+    from uvxlan.store.sqlite import SqliteStore
+
+    return SqliteStore(path, history=int(history), busy_timeout=busy_timeout)
+
+
+def _open_etcd(url: str, netloc: str, query: str) -> Store:
+    endpoints: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        endpoints.append(_host_port(url, item.strip()))
+    opts = _query(url, query, {"timeout"})
+    timeout = _number(url, opts, "timeout", 5.0)
+    try:
+        from uvxlan.store.etcd import EtcdStore
+    except ImportError as exc:
+        raise ConfigError(f"store URL {url!r}: the etcd store needs aetcd ({exc})") from None
+    return EtcdStore(endpoints, timeout=timeout)
+
+
+def _host_port(url: str, item: str) -> tuple[str, int]:
+    if not item:
+        raise ConfigError(f"store URL {url!r}: an empty endpoint (expected HOST:PORT)")
+    if item.startswith("["):                         # [v6]:port
+        host, sep, rest = item.partition("]")
+        host += "]"
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"store URL {url!r}: bad endpoint {item!r}")
+        port_s = rest[1:] if sep and rest else ""
+    else:
+        host, _, port_s = item.partition(":")
+        if ":" in port_s:
+            raise ConfigError(f"store URL {url!r}: put an IPv6 address in brackets: {item!r}")
+    if host in ("", "[]"):
+        raise ConfigError(f"store URL {url!r}: endpoint {item!r} has no host")
+    if not port_s:
+        return host, DEFAULT_ETCD_PORT
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ConfigError(f"store URL {url!r}: bad port in {item!r}")
+    return host, int(port_s)
+
+
+def _query(url: str, query: str, known: set[str]) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigError(f"store URL {url!r}: malformed query {query!r}") from None
+    for name, value in pairs:
+        if name not in known:
+            raise ConfigError(f"store URL {url!r}: unknown option {name!r} "
+                              f"(known: {', '.join(sorted(known))})")
+        opts[name] = value
+    return opts
+
+
+def _number(url: str, opts: dict[str, str], name: str, default: float, *,
+            integer: bool = False) -> float:
+    if name not in opts:
+        return default
+    text = opts[name]
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        value = -1
+    if not math.isfinite(value) or value <= 0:
+        kind = "a positive integer" if integer else "a positive number of seconds"
+        raise ConfigError(f"store URL {url!r}: {name} must be {kind}, not {text!r}")
+    return value
+
+
+def check_key(key: str) -> bytes:
+    """The key as stored (UTF-8 bytes); a ConfigError if it is not a key."""
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"store key must be a non-empty string, not {key!r}")
+    return key.encode()
+
+
+def prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
+    """The byte range [start, end) a prefix covers; end None: no bound."""
+    start = prefix.encode()
+    end = bytearray(start)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return start, None
+    end[-1] += 1
+    return start, bytes(end)

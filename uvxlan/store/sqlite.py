@@ -1,0 +1,389 @@
+"""The embedded store: one SQLite database file that the processes of one
+machine (agents, CLI) share.
+
+    meta    (name, value)       revision: of the last write
+                                compacted: events up to here are gone
+    kv      (key, value, create_revision, mod_revision, lease)
+    events  (revision, type, key, value)       one row per write
+    leases  (id, ttl, expiry)   expiry: wall clock (time.time()), since
+                                monotonic clocks are per process
+
+The database runs in WAL mode, so readers never wait for the writer.  Every
+write takes the write lock up front (``BEGIN IMMEDIATE``) and holds it until
+it commits, so CAS, create and conditional delete compare and write with no
+other process in between; a writer kept waiting longer than ``busy_timeout``
+gets StoreUnavailable.  Each written or deleted key takes the next revision
+and logs one event; the oldest events beyond ``history`` are dropped
+(compaction), and a watch that needs them raises StoreCompacted.
+
+There is no notification between processes: a watch polls the events table
+every ``poll_interval``.  Leases expire without their owner: every operation
+and every poll first deletes the keys of leases whose expiry has passed (with
+delete events), whichever process notices first.
+
+All database work runs on one thread per store, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from uvxlan.errors import LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
+from uvxlan.store import KV, Event, check_key, prefix_range
+
+log = logging.getLogger("uvxlan.store")
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB PRIMARY KEY, value BLOB NOT NULL,
+    create_revision INTEGER NOT NULL, mod_revision INTEGER NOT NULL,
+    lease INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS events (
+    revision INTEGER PRIMARY KEY, type TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL, expiry REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expiry);
+"""
+_WATCH_BATCH = 1000          # events read per poll at most
+
+
+class SqliteStore:
+    """A Store on one SQLite file; see the module docstring."""
+
+    def __init__(self, path: str | Path, *, history: int = 10000, busy_timeout: float = 5.0,
+                 poll_interval: float = 0.05) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self.path = Path(path)
+        self.history = history
+        self.busy_timeout = busy_timeout
+        self.poll_interval = poll_interval
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uvxlan-store")
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # The Store interface -----------------------------------------------------
+
+    async def get(self, key: str) -> KV | None:
+        k = check_key(key)
+        return await self._run(self._get, k)
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        k = check_key(key)
+        return await self._run(self._put, k, bytes(value), lease)
+
+    async def create(self, key: str, value: bytes, *, lease: int = 0) -> bool:
+        return await self.cas(key, value, mod_revision=0, lease=lease)
+
+    async def cas(self, key: str, value: bytes, *, mod_revision: int, lease: int = 0) -> bool:
+        k = check_key(key)
+        return await self._run(self._cas, k, bytes(value), mod_revision, lease)
+
+    async def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
+        k = check_key(key)
+        return await self._run(self._delete, k, mod_revision)
+
+    async def list(self, prefix: str) -> tuple[list[KV], int]:
+        return await self._run(self._list, prefix_range(prefix))
+
+    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[Event]:
+        bounds = prefix_range(prefix)
+        next_rev = start_revision
+        while not self._closed:
+            events, next_rev = await self._run(self._poll, bounds, next_rev)
+            for event in events:
+                yield event
+            if not events:
+                await asyncio.sleep(self.poll_interval)
+
+    async def lease_grant(self, ttl: float) -> int:
+        if not ttl > 0:
+            raise ValueError(f"lease ttl must be positive, not {ttl!r}")
+        return await self._run(self._lease_grant, float(ttl))
+
+    async def lease_keepalive(self, lease: int) -> None:
+        await self._run(self._lease_keepalive, lease)
+
+    async def lease_revoke(self, lease: int) -> None:
+        await self._run(self._lease_revoke, lease)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
+        finally:
+            self._thread.shutdown(wait=False)
+
+    # Beyond the interface ------------------------------------------------------
+
+    async def compact(self, revision: int) -> None:
+        """Drop the events before ``revision``: a watch from an earlier
+        revision raises StoreCompacted from now on."""
+        await self._run(self._compact, revision)
+
+    # Running on the store's thread -------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, fn, *args)
+        except RuntimeError as exc:          # the thread was shut down under us
+            if self._closed:
+                raise StoreError(f"{self!r} is closed") from None
+            raise exc
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"store {self.path}: cannot create directory "
+                                   f"{self.path.parent}: {exc.strerror}") from None
+        with self._errors():
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"store {self.path}: schema {version} is newer than "
+                                     f"this uvxlan's ({SCHEMA_VERSION})")
+                if version < SCHEMA_VERSION:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+            except BaseException:
+                conn.close()
+                raise
+        self._conn = conn
+        return conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """sqlite3's exceptions as StoreErrors, one line each."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:    # locked, busy, cannot open, I/O
+            raise StoreUnavailable(f"store {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, holding the write lock from its start; due
+        leases are expired first, in the same transaction."""
+        conn = self._db()
+        with self._errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._expire(conn, time.time())
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot.  Leases that are due
+        are expired first (a short write, only when some are)."""
+        conn = self._db()
+        with self._errors():
+            if conn.execute("SELECT 1 FROM leases WHERE expiry <= ? LIMIT 1",
+                            (time.time(),)).fetchone() is not None:
+                with self._write():
+                    pass
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    @staticmethod
+    def _revision(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _compacted(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'compacted'").fetchone()
+        return int(row[0])
+
+    def _log(self, conn: sqlite3.Connection, kind: Literal["put", "delete"], key: bytes,
+             value: bytes) -> int:
+        """Take the next revision for one change and log its event; the
+        oldest events beyond ``history`` go."""
+        rev = self._revision(conn) + 1
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
+        conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (rev, kind, key, value))
+        self._drop_events(conn, rev - self.history + 1)
+        return rev
+
+    def _drop_events(self, conn: sqlite3.Connection, first_kept: int) -> None:
+        if first_kept - 1 > self._compacted(conn):
+            conn.execute("DELETE FROM events WHERE revision < ?", (first_kept,))
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'compacted'",
+                         (first_kept - 1,))
+
+    def _expire(self, conn: sqlite3.Connection, now: float) -> None:
+        due = conn.execute("SELECT id FROM leases WHERE expiry <= ? ORDER BY expiry",
+                           (now,)).fetchall()
+        for (lease,) in due:
+            n = self._drop_lease(conn, lease)
+            log.info("store: lease %x expired, %d key(s) deleted", lease, n)
+
+    def _drop_lease(self, conn: sqlite3.Connection, lease: int) -> int:
+        keys = conn.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key",
+                            (lease,)).fetchall()
+        for (key,) in keys:
+            conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+            self._log(conn, "delete", key, b"")
+        conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
+        return len(keys)
+
+    def _write_key(self, conn: sqlite3.Connection, key: bytes, value: bytes, lease: int,
+                   create_revision: int | None) -> int:
+        """Put within a write transaction; create_revision None: a new key."""
+        if lease and conn.execute("SELECT 1 FROM leases WHERE id = ?",
+                                  (lease,)).fetchone() is None:
+            raise LeaseExpired(f"lease {lease:x} has expired or was revoked")
+        rev = self._log(conn, "put", key, value)
+        conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?)",
+                     (key, value, rev if create_revision is None else create_revision, rev,
+                      lease))
+        return rev
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, key: bytes) -> tuple[int, int] | None:
+        """(create_revision, mod_revision) of a key, or None if absent."""
+        row = conn.execute("SELECT create_revision, mod_revision FROM kv WHERE key = ?",
+                           (key,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def _get(self, key: bytes) -> KV | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT key, value, create_revision, mod_revision, lease "
+                               "FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _kv(row)
+
+    def _put(self, key: bytes, value: bytes, lease: int) -> int:
+        with self._write() as conn:
+            row = self._row(conn, key)
+            return self._write_key(conn, key, value, lease, None if row is None else row[0])
+
+    def _cas(self, key: bytes, value: bytes, mod_revision: int, lease: int) -> bool:
+        with self._write() as conn:
+            row = self._row(conn, key)
+            if (0 if row is None else row[1]) != mod_revision:
+                return False
+            self._write_key(conn, key, value, lease, None if row is None else row[0])
+            return True
+
+    def _delete(self, key: bytes, mod_revision: int | None) -> bool:
+        with self._write() as conn:
+            row = self._row(conn, key)
+            if row is None or (mod_revision is not None and row[1] != mod_revision):
+                return False
+            conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+            self._log(conn, "delete", key, b"")
+            return True
+
+    def _list(self, bounds: tuple[bytes, bytes | None]) -> tuple[builtins.list[KV], int]:
+        lo, hi = bounds
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT key, value, create_revision, mod_revision, lease FROM kv "
+                "WHERE key >= ? AND (? IS NULL OR key < ?) ORDER BY key", (lo, hi, hi)).fetchall()
+            rev = self._revision(conn)
+        return [_kv(r) for r in rows], rev
+
+    def _poll(self, bounds: tuple[bytes, bytes | None],
+              next_rev: int) -> tuple[builtins.list[Event], int]:
+        """Events from next_rev on under the prefix, and the revision to
+        poll from next time."""
+        lo, hi = bounds
+        with self._read() as conn:
+            rev = self._revision(conn)
+            if next_rev <= 0:
+                return [], rev + 1
+            compacted = self._compacted(conn)
+            if next_rev <= compacted:
+                raise StoreCompacted(f"store {self.path}: revision {next_rev} is compacted "
+                                     f"(history starts at {compacted + 1})")
+            if next_rev > rev:
+                return [], next_rev
+            rows = conn.execute(
+                "SELECT revision, type, key, value FROM events WHERE revision BETWEEN ? AND ? "
+                "AND key >= ? AND (? IS NULL OR key < ?) ORDER BY revision LIMIT ?",
+                (next_rev, rev, lo, hi, hi, _WATCH_BATCH)).fetchall()
+        events = [Event(type=r[1], key=bytes(r[2]).decode(), value=bytes(r[3]),
+                        revision=int(r[0])) for r in rows]
+        if len(rows) == _WATCH_BATCH:
+            return events, events[-1].revision + 1
+        return events, rev + 1
+
+    def _lease_grant(self, ttl: float) -> int:
+        with self._write() as conn:
+            cur = conn.execute("INSERT INTO leases (ttl, expiry) VALUES (?, ?)",
+                               (ttl, time.time() + ttl))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def _lease_keepalive(self, lease: int) -> None:
+        with self._write() as conn:
+            cur = conn.execute("UPDATE leases SET expiry = ? + ttl WHERE id = ?",
+                               (time.time(), lease))
+            if cur.rowcount == 0:
+                raise LeaseExpired(f"lease {lease:x} has expired or was revoked")
+
+    def _lease_revoke(self, lease: int) -> None:
+        with self._write() as conn:
+            self._drop_lease(conn, lease)
+
+    def _compact(self, revision: int) -> None:
+        with self._write() as conn:
+            if revision > self._revision(conn) + 1:
+                raise StoreError(f"store {self.path}: cannot compact at future revision "
+                                 f"{revision}")
+            self._drop_events(conn, revision)
+
+
+def _kv(row: tuple[bytes, bytes, int, int, int]) -> KV:
+    return KV(key=bytes(row[0]).decode(), value=bytes(row[1]), create_revision=int(row[2]),
+              mod_revision=int(row[3]), lease=int(row[4]))
