@@ -35,7 +35,7 @@ clean:
 fuzz:
 	@command -v clang >/dev/null || (apt-get update -qq && apt-get install -y -qq clang libclang-rt-14-dev >/dev/null)
 	mkdir -p build/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icsrc csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c -o build/fuzz/fuzz_vxlan
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icsrc csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c csrc/arp.c -o build/fuzz/fuzz_vxlan
 	build/fuzz/fuzz_vxlan -max_total_time=$${FUZZ_SECONDS:-60} -max_len=2048
 
 # The C switch under ASan/UBSan, driven by the switch tests.

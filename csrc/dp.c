@@ -56,6 +56,7 @@ static const char *const drop_names[UVX_DROP__MAX] = {
 	[UVX_DROP_UDP_ERROR] = "udp_error",
 	[UVX_DROP_NO_PORT] = "no_port",
 	[UVX_DROP_BAD_GSO] = "bad_gso",
+	[UVX_DROP_ARP_UNKNOWN] = "arp_unknown",
 };
 
 const char *uvx_drop_reason_name(int reason)
@@ -331,6 +332,7 @@ static int vni_del(struct uvx_dp *dp, uint32_t vni)
 			break;
 		}
 	}
+	free(v->arp);
 	free(v);
 	vni_reindex(dp);
 	return 0;
@@ -378,6 +380,94 @@ static int remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t por
 int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 {
 	LOCKED(dp, remote_del(dp, vni, ip, port));
+}
+
+/* --- ARP suppression ----------------------------------------------------- */
+
+static int vni_set_arp(struct uvx_dp *dp, uint32_t vni, int mode)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	if (mode < UVX_ARP_OFF || mode > UVX_ARP_ANSWER_ONLY)
+		return -EINVAL;
+	if (mode != UVX_ARP_OFF && !v->arp) {
+		v->arp = calloc(1, sizeof(*v->arp));
+		if (!v->arp)
+			return -ENOMEM;
+	}
+	v->arp_mode = mode;
+	return 0;
+}
+
+int uvx_vni_set_arp(struct uvx_dp *dp, uint32_t vni, int mode)
+{
+	LOCKED(dp, vni_set_arp(dp, vni, mode));
+}
+
+static int arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *mac)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	if (!v->arp) {
+		v->arp = calloc(1, sizeof(*v->arp));
+		if (!v->arp)
+			return -ENOMEM;
+	}
+	return arp_table_put(v->arp, ip, mac);
+}
+
+int uvx_arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *mac)
+{
+	LOCKED(dp, arp_add(dp, vni, ip, mac));
+}
+
+static int arp_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	return v->arp ? arp_table_del(v->arp, ip) : -ENOENT;
+}
+
+int uvx_arp_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
+{
+	LOCKED(dp, arp_del(dp, vni, ip));
+}
+
+static int arp_lookup(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint8_t *mac)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	const uint8_t *m = v->arp ? arp_table_find(v->arp, ip) : NULL;
+	if (!m)
+		return -ENOENT;
+	memcpy(mac, m, 6);
+	return 0;
+}
+
+int uvx_arp_lookup(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint8_t *mac)
+{
+	LOCKED(dp, arp_lookup(dp, vni, ip, mac));
+}
+
+static uint64_t vni_arp_replies(struct uvx_dp *dp, uint32_t vni)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	uint64_t n = 0;
+	for (unsigned k = 0; v && k < UVX_WORKERS; k++)
+		n += __atomic_load_n(&v->arp_replied[k], __ATOMIC_RELAXED);
+	return n;
+}
+
+uint64_t uvx_vni_arp_replies(struct uvx_dp *dp, uint32_t vni)
+{
+	pthread_rwlock_wrlock(&dp->cfg_lock);
+	uint64_t n = vni_arp_replies(dp, vni);
+	pthread_rwlock_unlock(&dp->cfg_lock);
+	return n;
 }
 
 /* --- Ports --------------------------------------------------------------- */

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "arp.h"
 #include "fdb.h"
 #include "offload.h"
 #include "uvx.h"
@@ -30,6 +31,9 @@ struct uvx_vni {
 	int32_t ports[UVX_VNI_PORTS];
 	struct fdb_dest remotes[UVX_VNI_REMOTES];   /* the flood list */
 	struct uvx_counters ctr[UVX_WORKERS];   /* rx: decapsulated; tx: encapsulated */
+	int arp_mode;              /* UVX_ARP_OFF, _ANSWER, _ANSWER_ONLY */
+	struct arp_table *arp;     /* IP -> MAC from the control plane, or NULL */
+	uint64_t arp_replied[UVX_WORKERS];
 };
 
 /* Datagrams waiting to be sent.  Each is up to three pieces: its own

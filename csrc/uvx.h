@@ -77,6 +77,19 @@ int uvx_vni_add(struct uvx_dp *dp, uint32_t vni);
 int uvx_vni_del(struct uvx_dp *dp, uint32_t vni);
 int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
 int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
+
+/* ARP suppression per VNI (see arp.h).  Modes: OFF, every ARP request is
+ * switched like any frame; ANSWER, requests for an address in the table
+ * are answered to the asking port and go nowhere else, the rest flood;
+ * ANSWER_ONLY, the rest are dropped (counted as arp_unknown). */
+#define UVX_ARP_OFF          0
+#define UVX_ARP_ANSWER       1
+#define UVX_ARP_ANSWER_ONLY  2
+int uvx_vni_set_arp(struct uvx_dp *dp, uint32_t vni, int mode);
+int uvx_arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *mac);
+int uvx_arp_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
+int uvx_arp_lookup(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint8_t *mac);
+uint64_t uvx_vni_arp_replies(struct uvx_dp *dp, uint32_t vni);
 /* A local port: a TAP fd (or any fd that reads and writes whole frames).
  * UVX_PORT_VNET_HDR: the TAP was opened with IFF_VNET_HDR and offloads, so
  * every frame carries a virtio-net header and may be a 64 KB super-frame. */

@@ -89,6 +89,14 @@ int uvx_vni_add(struct uvx_dp *dp, uint32_t vni);
 int uvx_vni_del(struct uvx_dp *dp, uint32_t vni);
 int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
 int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
+#define UVX_ARP_OFF 0
+#define UVX_ARP_ANSWER 1
+#define UVX_ARP_ANSWER_ONLY 2
+int uvx_vni_set_arp(struct uvx_dp *dp, uint32_t vni, int mode);
+int uvx_arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *mac);
+int uvx_arp_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
+int uvx_arp_lookup(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint8_t *mac);
+uint64_t uvx_vni_arp_replies(struct uvx_dp *dp, uint32_t vni);
 #define UVX_PORT_VNET_HDR ...
 #define UVX_POOL_MAX ...
 #define UVX_EV_GSO_FAILED ...

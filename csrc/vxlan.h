@@ -60,6 +60,8 @@ enum uvx_drop_reason {
 	UVX_DROP_UDP_ERROR,         /* sendmmsg refused the datagram */
 	UVX_DROP_NO_PORT,           /* frame for a port that has been removed */
 	UVX_DROP_BAD_GSO,           /* a super-frame we cannot segment */
+	UVX_DROP_ARP_UNKNOWN,       /* ARP request for an address the store
+	                             * does not know, with flooding them off */
 	UVX_DROP__MAX
 };
 

@@ -233,6 +233,28 @@ static void flood(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 		drop(dp, UVX_DROP_NO_DEST);
 }
 
+/* ARP suppression: 1 if the frame was an ARP request we answered (or, in
+ * ANSWER_ONLY mode, dropped); 0 to switch it as usual. */
+static int arp_reduce(struct uvx_dp *dp, struct uvx_vni *v, int32_t port,
+		      const uint8_t *frame, size_t len)
+{
+	uint32_t tip;
+	if (!arp_request_target(frame, len, &tip))
+		return 0;
+	const uint8_t *mac = arp_table_find(v->arp, tip);
+	if (!mac) {
+		if (v->arp_mode != UVX_ARP_ANSWER_ONLY)
+			return 0;                      /* unknown: flood it */
+		drop(dp, UVX_DROP_ARP_UNKNOWN);
+		return 1;
+	}
+	uint8_t reply[ARP_FRAME_LEN];
+	arp_build_reply(reply, frame, mac, tip);
+	if (tap_xmit(dp, port, reply, sizeof(reply), NULL) == 0)
+		bump(&v->arp_replied[uvx_wid], 1);
+	return 1;
+}
+
 static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		       struct uvx_vni *v, uint8_t *frame, size_t len,
 		       struct vnet_hdr *vh)
@@ -253,6 +275,8 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		}
 		vh->flags = VNET_F_DATA_VALID;
 	}
+	if (v->arp_mode != UVX_ARP_OFF && arp_reduce(dp, v, port, frame, len))
+		return;
 	w->hash = vxlan_flow_hash(frame, len);
 	const struct fdb_dest here = { port, 0, 0 };
 	struct fdb_dest to;

@@ -22,7 +22,7 @@ def test_parsers_and_fdb_clean_under_asan_ubsan(tmp_path: Path, seed: str) -> No
          "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-Wall", "-Wextra", "-Werror", f"-I{CSRC}",
          str(CSRC / "fuzz" / "fuzz_vxlan.c"), str(CSRC / "vxlan.c"), str(CSRC / "fdb.c"),
-         str(CSRC / "csum.c"),
+         str(CSRC / "csum.c"), str(CSRC / "arp.c"),
          "-o", str(exe)],
         check=True, timeout=120,
     )

@@ -294,6 +294,37 @@ class Datapath:
         """Remove learned entries older than the ageing time; how many."""
         return int(lib.uvx_fdb_age(self._dp, lib.uvx_now_ms() if now_ms is None else now_ms))
 
+    # ARP suppression -----------------------------------------------------
+
+    ARP_MODES = {"off": 0, "answer": 1, "answer-only": 2}
+
+    def set_arp(self, vni: int, mode: str) -> None:
+        """off: switch ARP like any frame; answer: requests for a known
+        address answered here, the rest flood; answer-only: the rest
+        are dropped (counted as arp_unknown)."""
+        if mode not in self.ARP_MODES:
+            raise NativeError(errno.EINVAL, f"ARP mode {mode!r} is not one of "
+                              f"{', '.join(self.ARP_MODES)}")
+        _check(lib.uvx_vni_set_arp(self._dp, vni, self.ARP_MODES[mode]),
+               f"setting ARP suppression of VNI {vni}")
+
+    def arp_add(self, vni: int, ip: str, mac: str) -> None:
+        _check(lib.uvx_arp_add(self._dp, vni, _ip(ip), mac_to_bytes(mac)),
+               f"adding ARP entry {ip} in VNI {vni}")
+
+    def arp_del(self, vni: int, ip: str) -> None:
+        _check(lib.uvx_arp_del(self._dp, vni, _ip(ip)), f"removing ARP entry {ip} in VNI {vni}")
+
+    def arp_lookup(self, vni: int, ip: str) -> str | None:
+        mac = ffi.new("uint8_t[6]")
+        if lib.uvx_arp_lookup(self._dp, vni, _ip(ip), mac) < 0:
+            return None
+        return mac_to_str(bytes(ffi.buffer(mac, 6)))
+
+    def arp_replies(self, vni: int) -> int:
+        """ARP requests answered on this host in the VNI."""
+        return int(lib.uvx_vni_arp_replies(self._dp, vni))
+
     # The packet path -----------------------------------------------------
 
     def tap_rx(self, port: int) -> int:

@@ -1,0 +1,116 @@
+/* ARP suppression: the table and the request/reply codec (RFC 826). */
+#include <errno.h>
+#include <string.h>
+
+#include "arp.h"
+
+#define ETH_P_ARP_BE  0x0806
+#define ETH_HLEN_     14
+#define ARP_OFF       ETH_HLEN_
+
+static unsigned arp_slot(uint32_t ip)
+{
+	return (ip * 2654435761u) & (ARP_SLOTS - 1);
+}
+
+int arp_table_put(struct arp_table *t, uint32_t ip, const uint8_t *mac)
+{
+	if (ip == 0)
+		return -EINVAL;
+	unsigned s = arp_slot(ip);
+	for (;; s = (s + 1) & (ARP_SLOTS - 1)) {
+		if (t->slot[s].ip == ip)
+			break;
+		if (t->slot[s].ip == 0) {
+			if (t->n >= ARP_SLOTS / 4 * 3)
+				return -ENOSPC;
+			t->n++;
+			t->slot[s].ip = ip;
+			break;
+		}
+	}
+	memcpy(t->slot[s].mac, mac, 6);
+	return 0;
+}
+
+const uint8_t *arp_table_find(const struct arp_table *t, uint32_t ip)
+{
+	if (ip == 0)
+		return NULL;
+	for (unsigned s = arp_slot(ip);; s = (s + 1) & (ARP_SLOTS - 1)) {
+		if (t->slot[s].ip == ip)
+			return t->slot[s].mac;
+		if (t->slot[s].ip == 0)
+			return NULL;
+	}
+}
+
+int arp_table_del(struct arp_table *t, uint32_t ip)
+{
+	if (ip == 0)
+		return -ENOENT;
+	unsigned s = arp_slot(ip);
+	while (t->slot[s].ip != ip) {
+		if (t->slot[s].ip == 0)
+			return -ENOENT;
+		s = (s + 1) & (ARP_SLOTS - 1);
+	}
+	/* Backward-shift deletion: pull later entries of the probe run
+	 * into the hole, so lookups need no tombstones. */
+	unsigned hole = s;
+	for (unsigned j = (s + 1) & (ARP_SLOTS - 1); t->slot[j].ip;
+	     j = (j + 1) & (ARP_SLOTS - 1)) {
+		unsigned home = arp_slot(t->slot[j].ip);
+		/* Movable if its home is not in (hole, j], cyclically. */
+		int between = hole <= j ? (home > hole && home <= j)
+					: (home > hole || home <= j);
+		if (!between) {
+			t->slot[hole] = t->slot[j];
+			hole = j;
+		}
+	}
+	t->slot[hole].ip = 0;
+	t->n--;
+	return 0;
+}
+
+static uint16_t be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+int arp_request_target(const uint8_t *frame, size_t len, uint32_t *tip)
+{
+	if (len < ARP_FRAME_LEN || be16(frame + 12) != ETH_P_ARP_BE)
+		return 0;
+	const uint8_t *a = frame + ARP_OFF;
+	/* htype Ethernet, ptype IPv4, hlen 6, plen 4, op request. */
+	if (be16(a) != 1 || be16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 ||
+	    be16(a + 6) != 1)
+		return 0;
+	uint32_t spa, tpa;
+	memcpy(&spa, a + 14, 4);
+	memcpy(&tpa, a + 24, 4);
+	/* A probe (sender 0.0.0.0, RFC 5227) or a gratuitous announcement
+	 * (sender = target) is about the sender's own address: answering
+	 * it for someone else would fake a conflict.  Let those flood. */
+	if (spa == 0 || spa == tpa)
+		return 0;
+	*tip = tpa;
+	return 1;
+}
+
+void arp_build_reply(uint8_t *out, const uint8_t *req, const uint8_t *mac, uint32_t tip)
+{
+	const uint8_t *ra = req + ARP_OFF;
+	uint8_t *a = out + ARP_OFF;
+	memcpy(out, ra + 8, 6);          /* to the requester's hardware address */
+	memcpy(out + 6, mac, 6);
+	out[12] = 0x08;
+	out[13] = 0x06;
+	static const uint8_t hdr[8] = { 0, 1, 8, 0, 6, 4, 0, 2 };   /* op reply */
+	memcpy(a, hdr, 8);
+	memcpy(a + 8, mac, 6);           /* sender: the answer */
+	memcpy(a + 14, &tip, 4);
+	memcpy(a + 18, ra + 8, 10);      /* target: the requester's sha + spa */
+}
