@@ -14,121 +14,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
 import uvloop
 
+from tests import etcdserver
+from tests.etcdserver import ETCD, EtcdServer, free_ports
 from uvxlan.errors import ConfigError, LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
 from uvxlan.store import DEFAULT_SQLITE_PATH, KV, Event, Store, open_store
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
-ETCD = Path("/usr/bin/etcd")
+etcd_server = etcdserver.etcd_server          # the shared fixture, one server per module
 TEST_TIMEOUT = 40.0
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT) -> T:
     """Run a test body on uvloop; a hang fails the test instead of the run."""
     return uvloop.run(asyncio.wait_for(coro, timeout))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-# The etcd server -------------------------------------------------------------
-
-class EtcdServer:
-    """One etcd member on 127.0.0.1, free ports, its own data dir.  Short
-    heartbeat and election times make its minimum lease TTL 1 s."""
-
-    def __init__(self, base: Path) -> None:
-        self.name = "uvx" + secrets.token_hex(4)
-        self.data_dir = base / "etcd-data"
-        self.logfile = base / "etcd.log"
-        self.client_port, self.peer_port = free_ports(2)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
-
-    def start(self) -> None:
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        args = [str(ETCD), "--name", self.name, "--data-dir", str(self.data_dir),
-                "--listen-client-urls", self.client_url,
-                "--advertise-client-urls", self.client_url,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"{self.name}={peer}",
-                "--initial-cluster-token", self.name, "--initial-cluster-state", "new",
-                "--heartbeat-interval", "50", "--election-timeout", "500"]
-        with open(self.logfile, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            self.wait_ready(20.0)
-        except BaseException:
-            self.stop()
-            raise
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                tail = self.logfile.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(self.client_url + "/health", timeout=1) as r:
-                    if json.loads(r.read()).get("health") == "true":
-                        return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"etcd did not answer on {self.client_url} in {timeout} s")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers; by pid."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-
-@pytest.fixture(scope="module")
-def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
-    server = EtcdServer(tmp_path_factory.mktemp("etcd"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # The backends ----------------------------------------------------------------
@@ -436,6 +348,174 @@ def test_concurrent_cas_processes(backend: Backend) -> None:
                 if p.returncode is None:
                     p.kill()
                     await p.wait()
+
+    run(body())
+
+
+# Transactions ------------------------------------------------------------------
+
+def test_txn_all_or_nothing(backend: Backend) -> None:
+    """Every compare must hold for any change to happen; then all of them
+    happen, and a watch sees each one."""
+    async def body() -> None:
+        p = backend.ns
+        async with backend.store() as s:
+            r0 = await s.put(p + "a", b"a0")
+            await s.put(p + "gone", b"to be deleted")
+            a = await s.get(p + "a")
+            assert a is not None
+            # a's revision is stale after this put: the txn below must fail
+            await s.put(p + "a", b"a1")
+            before, rev_before = await s.list(p)
+            assert not await s.txn(compare=[(p + "new", 0), (p + "a", a.mod_revision)],
+                                   put=[(p + "new", b"n", 0), (p + "b", b"b", 0)],
+                                   delete=[p + "gone"])
+            after, rev_after = await s.list(p)
+            assert after == before and rev_after == rev_before
+            assert not await s.txn(compare=[(p + "a", 0)], put=[(p + "b", b"b", 0)])
+            assert await s.get(p + "b") is None
+
+            a1 = await s.get(p + "a")
+            assert a1 is not None
+            assert await s.txn(compare=[(p + "a", a1.mod_revision), (p + "new", 0)],
+                               put=[(p + "new", b"n", 0), (p + "a", b"a2", 0)],
+                               delete=[p + "gone", p + "never-was"])
+            kvs, rev = await s.list(p)
+            assert {kv.key: kv.value for kv in kvs} == {p + "a": b"a2", p + "new": b"n"}
+            assert rev > rev_after
+            new, a2 = await s.get(p + "new"), await s.get(p + "a")
+            assert new is not None and a2 is not None
+            assert new.create_revision == new.mod_revision > rev_after
+            assert a2.create_revision == r0 and a2.mod_revision > rev_after
+
+            events = await take(s.watch(p, start_revision=rev_after + 1), 3, 10.0)
+            assert sorted((e.type, e.key, e.value) for e in events) == [
+                ("delete", p + "gone", b""), ("put", p + "a", b"a2"), ("put", p + "new", b"n")]
+            assert all(rev_after < e.revision <= rev for e in events)
+            by_key = {e.key: e.revision for e in events}
+            assert by_key[p + "new"] == new.mod_revision and by_key[p + "a"] == a2.mod_revision
+
+            assert await s.txn()                           # nothing asked: nothing to refuse
+            with pytest.raises(ConfigError):
+                await s.txn(put=[(p + "x", b"1", 0)], delete=[p + "x"])
+            with pytest.raises(ConfigError):
+                await s.txn(put=[(p + "x", b"1", 0), (p + "x", b"2", 0)])
+            with pytest.raises(ConfigError):
+                await s.txn(compare=[("", 0)])
+            assert await s.get(p + "x") is None
+
+    run(body())
+
+
+def test_txn_leases(backend: Backend) -> None:
+    """A txn's puts take their leases; a gone lease fails the whole txn."""
+    async def body() -> None:
+        p = backend.ns
+        async with backend.store() as s:
+            lease = await s.lease_grant(30.0)
+            assert await s.txn(put=[(p + "leased", b"1", lease), (p + "kept", b"2", 0)])
+            leased, kept = await s.get(p + "leased"), await s.get(p + "kept")
+            assert leased is not None and leased.lease == lease
+            assert kept is not None and kept.lease == 0
+            await s.lease_revoke(lease)
+            assert await s.get(p + "leased") is None and await s.get(p + "kept") is not None
+            with pytest.raises(LeaseExpired):
+                await s.txn(put=[(p + "other", b"3", 0), (p + "late", b"4", lease)],
+                            delete=[p + "kept"])
+            assert await s.get(p + "other") is None and await s.get(p + "late") is None
+            assert await s.get(p + "kept") is not None
+
+    run(body())
+
+
+async def txn_race(store: Store, prefix: str, rounds: int) -> int:
+    """Race for rounds: each attempt reads the round counter, then in one txn
+    claims the round's key, moves the counter on and deletes the round's
+    token; returns how many rounds this racer won."""
+    won = 0
+    for _ in range(rounds * 500):
+        kv = await store.get(prefix + "counter")
+        assert kv is not None
+        r = int(kv.value)
+        if r >= rounds:
+            return won
+        if await store.txn(compare=[(prefix + "counter", kv.mod_revision),
+                                    (prefix + f"round/{r:04}", 0)],
+                           put=[(prefix + "counter", str(r + 1).encode(), 0),
+                                (prefix + f"round/{r:04}", str(os.getpid()).encode(), 0)],
+                           delete=[prefix + f"token/{r:04}"]):
+            won += 1
+    raise AssertionError(f"{rounds} rounds not done after {rounds * 500} attempts")
+
+
+def txn_worker_main(argv: list[str]) -> None:
+    """A txn racer in another process: connects, says ready, waits for a
+    line on stdin, races, prints how many rounds it won."""
+    url, prefix, rounds = argv[0], argv[1], int(argv[2])
+
+    async def main() -> int:
+        store = open_store(url)
+        try:
+            await store.get(prefix)
+            print("ready", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+            return await txn_race(store, prefix, rounds)
+        finally:
+            await store.close()
+
+    print(uvloop.run(main()), flush=True)
+
+
+def test_txn_concurrent(backend: Backend) -> None:
+    """Four local tasks on two handles and two other processes race txns on
+    the same keys: exactly one wins each round, and every round's changes
+    are all there."""
+    async def body() -> None:
+        p = backend.ns
+        rounds = 30
+        async with backend.store() as s, backend.store() as s2:
+            assert await s.txn(put=[(p + "counter", b"0", 0)]
+                               + [(p + f"token/{r:04}", b"t", 0) for r in range(rounds)])
+            _, rev = await s.list(p)
+            procs = [await asyncio.create_subprocess_exec(
+                sys.executable, "-c",
+                "import sys; from tests.test_store import txn_worker_main; "
+                "txn_worker_main(sys.argv[1:])",
+                backend.url, p, str(rounds), cwd=REPO, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+            try:
+                for proc in procs:
+                    assert proc.stdout is not None
+                    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+                    assert line == b"ready\n", line
+                for proc in procs:
+                    assert proc.stdin is not None
+                    proc.stdin.write(b"go\n")
+                    await proc.stdin.drain()
+                local = asyncio.gather(*(txn_race(h, p, rounds) for h in (s, s2, s, s2)))
+                outs = [await asyncio.wait_for(proc.communicate(), 30) for proc in procs]
+                wins = list(await local)
+                for proc, (out, err) in zip(procs, outs, strict=True):
+                    assert proc.returncode == 0, err.decode()
+                    wins.append(int(out))
+            finally:
+                for proc in procs:
+                    if proc.returncode is None:
+                        proc.kill()
+                        await proc.wait()
+            assert sum(wins) == rounds, wins                # one winner per round, no more
+            kvs, _ = await s.list(p)
+            keys = {kv.key: kv for kv in kvs}
+            assert keys[p + "counter"].value == str(rounds).encode()
+            assert not [k for k in keys if k.startswith(p + "token/")]
+            claimed = [kv for k, kv in keys.items() if k.startswith(p + "round/")]
+            assert len(claimed) == rounds
+            assert all(kv.create_revision == kv.mod_revision for kv in claimed)  # written once
+            events = await take(s.watch(p, start_revision=rev + 1), 3 * rounds, 20.0)
+            assert sorted(e.key for e in events if e.type == "delete") == \
+                [p + f"token/{r:04}" for r in range(rounds)]
+            assert [e.value for e in events if e.key == p + "counter"] == \
+                [str(r + 1).encode() for r in range(rounds)]
 
     run(body())
 

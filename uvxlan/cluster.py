@@ -6,24 +6,41 @@ What Docker's overlay driver kept in consul, kept here in a ``Store``
     /uvxlan/hosts/HOST                  HostRecord      under the agent's lease
     /uvxlan/networks/NAME               NetworkRecord
     /uvxlan/endpoints/NETWORK/NAME      EndpointRecord  (the desired endpoint)
-    /uvxlan/ipam/NETWORK/IP             endpoint NAME   (the address is taken)
+    /uvxlan/ipam/NETWORK/IP             endpoint NAME   (the address is taken;
+                                                        {"endpoint": NAME}, IP bare)
     /uvxlan/status/HOST/NETWORK/NAME    EndpointStatus  under the agent's lease
+    /uvxlan/meta/networks               {"created": NAME}  moved by every network
+                                                        creation (a txn guard)
 
 Writers keep the invariants with transactions (``Store.txn``): a network's
 name, VNI and subnet are unique, an endpoint's IP and MAC unique in its
 network.  The CLI writes networks and endpoints; the agent of HOST reads
 everything, realises the endpoints whose ``host`` is HOST, and writes
-their status back.  Agents never write networks or endpoints.
+their status back.  Agents never write networks or endpoints.  An attach
+puts the network's key again, unchanged (see "Operations on the store"
+below): a reader sees a put of a network it already has, and ignores it.
+
+The operations (``create_network``, ``list_networks``, ``get_network``,
+``remove_network``, ``attach``, ``detach``, ``undo_attach``,
+``list_endpoints``, ``list_hosts``, ``wait_ready``) raise ConfigError for bad input (one line,
+naming the field) and ClusterError for a conflict or something not found,
+and leave nothing half-written: each write is one transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
-from uvxlan.errors import StoreError
+from uvxlan.errors import ClusterError, ConfigError, StoreCompacted, StoreError, StoreUnavailable
+from uvxlan.store import KV, Store
 
 ROOT = "/uvxlan/"
 HOSTS = ROOT + "hosts/"
@@ -129,3 +146,478 @@ def decode(kind: type[R], value: bytes, key: str = "") -> R:
         return kind(**{k: v for k, v in data.items() if k in names})
     except (ValueError, TypeError) as exc:
         raise StoreError(f"store key {key or '?'}: not a {kind.__name__}: {exc}") from None
+
+
+# Operations on the store ---------------------------------------------------------
+#
+# Every write is one Store.txn whose compares cover everything its checks
+# read, so a check and its write cannot be separated by another writer's:
+#
+# - Network creations all re-put NETWORKS_GUARD and compare its
+#   mod_revision as read *before* listing the networks.  A creation that
+#   committed before that read is in the listing; one that commits after it
+#   moves the guard, and ours fails and retries.  (Comparing only the
+#   existing networks' keys would not do: two creations of *different* new
+#   names compare disjoint keys and would both commit, with one VNI.)
+#   Removals need not move it: they only free names, VNIs and subnets.
+# - Attaches and removal serialise per network on the network's own key:
+#   an attach compares it and puts it again (same value, new
+#   mod_revision), after reading it *before* listing the endpoints and
+#   addresses; so two attaches to one network never both commit on the same
+#   listing (no duplicate IP, MAC or name), and a removal that found no
+#   endpoints fails if an attach got in since.  Detaches only free things.
+#
+# A lost race retries from the reads, after a short random pause.
+
+NETWORKS_GUARD = ROOT + "meta/networks"   # moved by every network creation (see above)
+SUBNET_POOL = ipaddress.IPv4Network("10.0.0.0/8")   # chosen subnets: its /24s, in order
+SUBNET_PREFIX = 24
+VXLAN_OVERHEAD = 50                 # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+MTU_MIN = 68                        # IPv4's minimum
+DEFAULT_UNDERLAY_MTU = 1500         # when no host is registered
+_ATTEMPTS = 1000    # lost races before giving up: each loss is another writer's success
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_MAC = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}")
+
+T = TypeVar("T")
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and bool(_NAME.fullmatch(value)) and value not in (".", "..")
+
+
+def check_name(field: str, value: object) -> str:
+    """A network or endpoint name: it is a store key component, so 1-64
+    characters of A-Z a-z 0-9 _ . - (and not . or ..)."""
+    if not isinstance(value, str) or not _is_name(value):
+        raise ConfigError(f"{field} {value!r}: expected 1-64 characters of A-Z a-z 0-9 _ . - "
+                          "(not . or ..)")
+    return value
+
+
+def _check_netns(netns: object) -> str:
+    if (not isinstance(netns, str) or not netns or len(netns) > 255 or "/" in netns
+            or "\0" in netns or netns in (".", "..")):
+        raise ConfigError(f"netns {netns!r}: expected a network namespace name "
+                          "(as in /run/netns/NAME)")
+    return netns
+
+
+def _check_ifname(ifname: object) -> str:
+    # The kernel's dev_valid_name(): < IFNAMSIZ, no '/', ':' or whitespace.
+    if (not isinstance(ifname, str) or not 0 < len(ifname) <= 15 or ifname in (".", "..")
+            or any(c in "/:" or c.isspace() for c in ifname)):
+        raise ConfigError(f"ifname {ifname!r}: expected a Linux interface name "
+                          "(1-15 characters, no '/', ':' or spaces)")
+    return ifname
+
+
+def _check_vni(vni: object) -> int:
+    if not isinstance(vni, int) or isinstance(vni, bool) or not 1 <= vni <= VNI_MAX:
+        raise ConfigError(f"vni {vni!r} is out of range (1-{VNI_MAX})")
+    return vni
+
+
+def _parse_subnet(subnet: object) -> ipaddress.IPv4Network:
+    bad = ConfigError(f"subnet {subnet!r}: expected an IPv4 CIDR such as 10.0.0.0/24")
+    if not isinstance(subnet, str) or "/" not in subnet:
+        raise bad
+    try:
+        net = ipaddress.ip_network(subnet.strip(), strict=False)
+    except ValueError:
+        raise bad from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise ConfigError(f"subnet {subnet}: only IPv4 subnets are supported")
+    if ipaddress.ip_interface(subnet.strip()).ip != net.network_address:
+        raise ConfigError(f"subnet {subnet} has host bits set: did you mean {net}?")
+    if net.prefixlen > 30:
+        raise ConfigError(f"subnet {subnet}: the prefix must be /30 or shorter "
+                          "(room for a gateway and an endpoint)")
+    return net
+
+
+def derive_mac(ip: str | ipaddress.IPv4Address) -> str:
+    """The MAC Docker derives from an IPv4 address: 02:42 and its 4 bytes."""
+    packed = ipaddress.IPv4Address(str(ip).split("/")[0]).packed
+    return ":".join(f"{b:02x}" for b in b"\x02\x42" + packed)
+
+
+def _check_mac(mac: object) -> str:
+    text = mac.strip().lower() if isinstance(mac, str) else ""
+    if not _MAC.fullmatch(text):
+        raise ConfigError(f"mac {mac!r}: expected six hex bytes such as 02:42:0a:00:00:02")
+    text = text.replace("-", ":")
+    if int(text[:2], 16) & 1:
+        raise ConfigError(f"mac {mac}: a multicast address; an endpoint needs a unicast one")
+    if text == "00:00:00:00:00:00":
+        raise ConfigError(f"mac {mac}: the all-zero address is not an interface address")
+    return text
+
+
+async def _retrying(what: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
+    """Run attempt until it returns a result (None: it lost a race)."""
+    for n in range(_ATTEMPTS):
+        result = await attempt()
+        if result is not None:
+            return result
+        await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** n)))
+    raise ClusterError(f"{what}: gave up after {_ATTEMPTS} attempts lost to concurrent writers")
+
+
+def _decode_all(kind: type[R], kvs: list[KV]) -> list[R]:
+    return [decode(kind, kv.value, kv.key) for kv in kvs]
+
+
+def _names(items: list[str]) -> str:
+    return ", ".join(items) if items else "none"
+
+
+async def list_hosts(store: Store) -> list[HostRecord]:
+    """The registered (live) hosts, by name."""
+    kvs, _ = await store.list(HOSTS)
+    return _decode_all(HostRecord, kvs)
+
+
+async def list_networks(store: Store) -> list[NetworkRecord]:
+    """Every network, by name."""
+    kvs, _ = await store.list(NETWORKS)
+    return _decode_all(NetworkRecord, kvs)
+
+
+async def get_network(store: Store, name: str) -> NetworkRecord:
+    """The network called name; ClusterError if there is none."""
+    kv = await store.get(network_key(name)) if _is_name(name) else None
+    if kv is None:
+        known = [n.name for n in await list_networks(store)]
+        raise ClusterError(f"no network named {name!r} (networks: {_names(known)})")
+    return decode(NetworkRecord, kv.value, kv.key)
+
+
+def _underlay_mtu(hosts: list[HostRecord]) -> int:
+    return min((h.mtu for h in hosts), default=DEFAULT_UNDERLAY_MTU)
+
+
+def _choose_subnet(taken: list[ipaddress.IPv4Network],
+                   hosts: list[HostRecord]) -> ipaddress.IPv4Network:
+    """The first /24 of SUBNET_POOL that overlaps no network and holds no
+    host's underlay address (its traffic would be routed into the overlay)."""
+    underlays = []
+    for h in hosts:
+        try:
+            underlays.append(ipaddress.IPv4Address(h.underlay))
+        except ValueError:
+            continue
+    for candidate in SUBNET_POOL.subnets(new_prefix=SUBNET_PREFIX):
+        if any(candidate.overlaps(t) for t in taken):
+            continue
+        if any(a in candidate for a in underlays):
+            continue
+        return candidate
+    raise ClusterError(f"no free /{SUBNET_PREFIX} left in {SUBNET_POOL}: give --subnet")
+
+
+async def create_network(store: Store, name: str, *, subnet: str | None = None,
+                         vni: int | None = None, mtu: int | None = None) -> NetworkRecord:
+    """A new network.  Unique name; vni given (1-16777215, unused) or the
+    first free from 256; subnet given (IPv4 CIDR, prefix <= 30, the network
+    address, overlapping no other) or the first free /24 of 10.0.0.0/8 that
+    holds no host's underlay address; gateway its first address; mtu at most
+    the smallest registered host's underlay MTU - 50, by default that.
+    ConfigError for bad input, ClusterError for a conflict."""
+    check_name("network name", name)
+    want_vni = None if vni is None else _check_vni(vni)
+    want_subnet = None if subnet is None else _parse_subnet(subnet)
+    if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
+        raise ConfigError(f"mtu {mtu!r}: expected an integer")
+
+    async def attempt() -> NetworkRecord | None:
+        guard = await store.get(NETWORKS_GUARD)          # before the listing: see above
+        kvs, _ = await store.list(NETWORKS)
+        networks = _decode_all(NetworkRecord, kvs)
+        hosts = await list_hosts(store)
+        if any(n.name == name for n in networks):
+            raise ClusterError(f"network {name} already exists")
+        used = {n.vni: n.name for n in networks}
+        if want_vni is not None:
+            if want_vni in used:
+                raise ClusterError(f"VNI {want_vni} is already used by network {used[want_vni]}")
+            the_vni = want_vni
+        else:
+            the_vni = next((v for v in range(VNI_FIRST, VNI_MAX + 1) if v not in used), 0)
+            if not the_vni:
+                raise ClusterError(f"no free VNI left from {VNI_FIRST} to {VNI_MAX}")
+        if want_subnet is not None:
+            for n in networks:
+                if want_subnet.overlaps(n.network):
+                    raise ClusterError(f"subnet {want_subnet} overlaps network {n.name} "
+                                       f"({n.subnet})")
+            net = want_subnet
+        else:
+            net = _choose_subnet([n.network for n in networks], hosts)
+        limit = _underlay_mtu(hosts) - VXLAN_OVERHEAD
+        if limit < MTU_MIN:
+            raise ConfigError(f"the underlay MTU ({limit + VXLAN_OVERHEAD}) leaves less than "
+                              f"{MTU_MIN} for a network")
+        the_mtu = limit if mtu is None else mtu
+        if the_mtu > limit:
+            raise ConfigError(f"MTU {the_mtu} is larger than the underlay allows ({limit})")
+        if the_mtu < MTU_MIN:
+            raise ConfigError(f"MTU {the_mtu} is below the minimum ({MTU_MIN})")
+        record = NetworkRecord(name=name, vni=the_vni, subnet=str(net),
+                               gateway=str(net.network_address + 1), mtu=the_mtu,
+                               created=time.time())
+        key = network_key(name)
+        ok = await store.txn(
+            compare=[(NETWORKS_GUARD, 0 if guard is None else guard.mod_revision), (key, 0)],
+            put=[(key, encode(record), 0),
+                 (NETWORKS_GUARD, json.dumps({"created": name}).encode(), 0)])
+        return record if ok else None
+
+    return await _retrying(f"create network {name}", attempt)
+
+
+async def remove_network(store: Store, name: str) -> NetworkRecord:
+    """Remove a network; refused (ClusterError) while it has endpoints."""
+    async def attempt() -> NetworkRecord | None:
+        kv = await store.get(network_key(name)) if _is_name(name) else None
+        if kv is None:
+            await get_network(store, name)               # the not-found error
+            return None
+        record = decode(NetworkRecord, kv.value, kv.key)
+        eps, _ = await store.list(f"{ENDPOINTS}{name}/")  # after the get: see above
+        if eps:
+            names = [decode(EndpointRecord, e.value, e.key).name for e in eps]
+            many = len(names) != 1
+            raise ClusterError(f"network {name} has {len(names)} endpoint{'s' if many else ''}"
+                               f": {', '.join(names)}; detach {'them' if many else 'it'} first")
+        # Reservations without an endpoint cannot be left by these
+        # functions, but would haunt a network of the same name: go too.
+        stale, _ = await store.list(f"{IPAM}{name}/")
+        ok = await store.txn(compare=[(kv.key, kv.mod_revision)],
+                             delete=[kv.key] + [s.key for s in stale])
+        return record if ok else None
+
+    return await _retrying(f"remove network {name}", attempt)
+
+
+def _parse_ip(net: NetworkRecord, ip: object) -> ipaddress.IPv4Address:
+    subnet = net.network
+    try:
+        iface = ipaddress.IPv4Interface(ip.strip()) if isinstance(ip, str) else None
+    except ValueError:
+        iface = None
+    if iface is None:
+        raise ConfigError(f"ip {ip!r}: expected an IPv4 address")
+    assert isinstance(ip, str)
+    if "/" in ip and iface.network.prefixlen != subnet.prefixlen:
+        raise ConfigError(f"ip {ip}: the prefix must be the network's "
+                          f"(/{subnet.prefixlen}), or left out")
+    address = iface.ip
+    if address not in subnet:
+        raise ConfigError(f"ip {address} is not in network {net.name}'s subnet {subnet}")
+    if address == subnet.network_address:
+        raise ConfigError(f"ip {address} is network {net.name}'s network address")
+    if str(address) == net.gateway:
+        raise ConfigError(f"ip {address} is network {net.name}'s gateway")
+    if address == subnet.broadcast_address:
+        raise ConfigError(f"ip {address} is network {net.name}'s broadcast address")
+    return address
+
+
+async def attach(store: Store, network: str, *, host: str, netns: str,
+                 name: str | None = None, ip: str | None = None, mac: str | None = None,
+                 ifname: str = "eth0") -> EndpointRecord:
+    """Add an endpoint for netns on host to a network (the agent of host
+    then makes it).  name defaults to netns, unique in the network; ip given
+    (in the subnet, not its network, gateway or broadcast address, free) or
+    the lowest free after the gateway; mac given (unicast) or 02:42 + the
+    IP's bytes, unique in the network; host must be registered."""
+    _check_netns(netns)
+    ep_name = check_name("endpoint name" if name is not None else "endpoint name (from netns)",
+                         netns if name is None else name)
+    _check_ifname(ifname)
+    want_mac = None if mac is None else _check_mac(mac)
+
+    async def attempt() -> EndpointRecord | None:
+        net_kv = await store.get(network_key(network)) if _is_name(network) else None
+        if net_kv is None:
+            await get_network(store, network)            # the not-found error
+            return None
+        net = decode(NetworkRecord, net_kv.value, net_kv.key)
+        want_ip = None if ip is None else _parse_ip(net, ip)
+        host_kv = await store.get(host_key(host)) if isinstance(host, str) and host else None
+        if host_kv is None:
+            known = [h.name for h in await list_hosts(store)]
+            raise ClusterError(f"host {host!r} is not registered (hosts: {_names(known)}; "
+                               "is its agent running?)")
+        # Read after the network key: its compare below covers these.
+        ep_kvs, _ = await store.list(f"{ENDPOINTS}{network}/")
+        ipam_kvs, _ = await store.list(f"{IPAM}{network}/")
+        endpoints = _decode_all(EndpointRecord, ep_kvs)
+        if any(e.name == ep_name for e in endpoints):
+            raise ClusterError(f"endpoint {ep_name} already exists in network {network}")
+        ip_owner = {e.address.ip: e.name for e in endpoints}
+        taken = set(ip_owner) | {ipaddress.IPv4Address(k.key.rsplit("/", 1)[1])
+                                 for k in ipam_kvs}
+        mac_owner = {e.mac: e.name for e in endpoints}
+        subnet = net.network
+        if want_ip is not None:
+            if want_ip in taken:
+                raise ClusterError(f"ip {want_ip} is already used by endpoint "
+                                   f"{ip_owner.get(want_ip, '?')} in network {network}")
+            address = want_ip
+        else:
+            found = None
+            first = int(ipaddress.IPv4Address(net.gateway)) + 1
+            for n in range(first, int(subnet.broadcast_address)):
+                candidate = ipaddress.IPv4Address(n)
+                # Skip an address whose derived MAC someone took by hand.
+                if candidate not in taken and (want_mac is not None
+                                               or derive_mac(candidate) not in mac_owner):
+                    found = candidate
+                    break
+            if found is None:
+                raise ClusterError(f"network {network} ({subnet}) has no free address left "
+                                   f"({len(taken)} in use)")
+            address = found
+        the_mac = derive_mac(address) if want_mac is None else want_mac
+        if the_mac in mac_owner:
+            raise ClusterError(f"mac {the_mac} is already used by endpoint "
+                               f"{mac_owner[the_mac]} in network {network}")
+        record = EndpointRecord(name=ep_name, network=network, host=host, netns=netns,
+                                ifname=ifname, mac=the_mac,
+                                ip=f"{address}/{subnet.prefixlen}", created=time.time())
+        ep_key, ip_key = endpoint_key(network, ep_name), ipam_key(network, str(address))
+        ok = await store.txn(
+            compare=[(net_kv.key, net_kv.mod_revision), (ep_key, 0), (ip_key, 0)],
+            put=[(ep_key, encode(record), 0),
+                 (ip_key, json.dumps({"endpoint": ep_name}).encode(), 0),
+                 (net_kv.key, net_kv.value, 0)])          # moves the network's revision
+        return record if ok else None
+
+    return await _retrying(f"attach {ep_name} to network {network}", attempt)
+
+
+async def detach(store: Store, network: str, name: str) -> EndpointRecord:
+    """Remove an endpoint and free its address; returns what it was."""
+    async def attempt() -> EndpointRecord | None:
+        key = endpoint_key(network, name)
+        kv = await store.get(key) if _is_name(network) and _is_name(name) else None
+        if kv is None:
+            await get_network(store, network)            # the unknown-network error first
+            eps, _ = await store.list(f"{ENDPOINTS}{network}/")
+            known = [decode(EndpointRecord, e.value, e.key).name for e in eps]
+            raise ClusterError(f"no endpoint {name!r} in network {network} "
+                               f"(endpoints: {_names(known)})")
+        record = decode(EndpointRecord, kv.value, kv.key)
+        return record if await _delete_endpoint(store, kv, record) else None
+
+    return await _retrying(f"detach {name} from network {network}", attempt)
+
+
+async def undo_attach(store: Store, record: EndpointRecord) -> bool:
+    """Detach what attach() returned, if it is still that very record: an
+    attach undoing itself must not remove a later attach's endpoint of the
+    same name.  False if it is gone or was replaced."""
+    async def attempt() -> bool | None:
+        kv = await store.get(endpoint_key(record.network, record.name))
+        if kv is None or decode(EndpointRecord, kv.value, kv.key) != record:
+            return False
+        return True if await _delete_endpoint(store, kv, record) else None
+
+    return await _retrying(f"detach {record.name} from network {record.network}", attempt)
+
+
+async def _delete_endpoint(store: Store, kv: KV, record: EndpointRecord) -> bool:
+    """The endpoint at kv and its address reservation, if kv is unchanged."""
+    return await store.txn(compare=[(kv.key, kv.mod_revision)],
+                           delete=[kv.key, ipam_key(record.network, str(record.address.ip))])
+
+
+def _status_of(record: EndpointRecord, since: int, kv: KV | None) -> EndpointStatus | None:
+    """The status at kv if it is about this record: written after the
+    record was (since: its create_revision) and echoing its MAC and IP;
+    an older one is about an endpoint of the same name before it."""
+    if kv is None or kv.mod_revision <= since:
+        return None
+    status = decode(EndpointStatus, kv.value, kv.key)
+    if (status.mac.lower() != record.mac
+            or status.ip.split("/")[0] != record.ip.split("/")[0]):
+        return None
+    return status
+
+
+async def list_endpoints(store: Store, network: str | None = None
+                         ) -> list[tuple[EndpointRecord, EndpointStatus | None]]:
+    """The endpoints (of one network, or all), by network and name, each
+    with its agent's status for it, None while there is none."""
+    if network is not None:
+        await get_network(store, network)
+    ep_kvs, _ = await store.list(ENDPOINTS if network is None else f"{ENDPOINTS}{network}/")
+    status_kvs, _ = await store.list(STATUS)
+    statuses = {kv.key: kv for kv in status_kvs}
+    out = []
+    for kv in ep_kvs:
+        record = decode(EndpointRecord, kv.value, kv.key)
+        skv = statuses.get(status_key(record.host, record.network, record.name))
+        out.append((record, _status_of(record, kv.create_revision, skv)))
+    return out
+
+
+async def wait_ready(store: Store, record: EndpointRecord, timeout: float) -> EndpointStatus:
+    """Wait until the agent of record.host reports the endpoint: its status
+    when ready; ClusterError with the agent's message when it failed, or
+    when timeout seconds pass first."""
+    lost: list[StoreUnavailable] = []                  # store outages ridden out
+    try:
+        async with asyncio.timeout(timeout):
+            return await _await_status(store, record, lost)
+    except TimeoutError:
+        why = f" (the store: {lost[-1]})" if lost else " (is its agent running?)"
+        raise ClusterError(f"host {record.host} did not realise endpoint {record.name} "
+                           f"within {timeout:g} s{why}") from None
+
+
+async def _await_status(store: Store, record: EndpointRecord,
+                        lost: list[StoreUnavailable]) -> EndpointStatus:
+    key = status_key(record.host, record.network, record.name)
+
+    def verdict(since: int, kv: KV | None) -> EndpointStatus | None:
+        status = _status_of(record, since, kv)
+        if status is None or status.state not in ("ready", "error"):
+            return None
+        if status.state == "error":
+            raise ClusterError(f"host {record.host} could not realise endpoint {record.name}: "
+                               f"{status.error or 'no reason given'}")
+        return status
+
+    while True:
+        try:
+            ep = await store.get(endpoint_key(record.network, record.name))
+            if ep is None or decode(EndpointRecord, ep.value, ep.key) != record:
+                raise ClusterError(f"endpoint {record.name} in network {record.network} was "
+                                   "detached or replaced while waiting for it")
+            # List, then watch from the next revision: nothing is missed.
+            kvs, rev = await store.list(key)
+            done = verdict(ep.create_revision, next((kv for kv in kvs if kv.key == key), None))
+            if done is not None:
+                return done
+            events = store.watch(key, start_revision=rev + 1)
+            try:
+                async for event in events:
+                    if event.key != key or event.type != "put":
+                        continue
+                    done = verdict(ep.create_revision,
+                                   KV(key, event.value, 0, event.revision, 0))
+                    if done is not None:
+                        return done
+            finally:
+                aclose: Callable[[], Awaitable[None]] | None = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()                       # end the watch's stream now
+        except StoreCompacted:
+            continue
+        except StoreUnavailable as exc:
+            lost[:] = [exc]
+            await asyncio.sleep(0.5)                     # ride it out until the timeout

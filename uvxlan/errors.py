@@ -49,3 +49,9 @@ class StoreCompacted(StoreError):
 class LeaseExpired(StoreError):
     """The lease is gone (expired or revoked), and so are its keys: grant a
     new one and put them again."""
+
+
+class ClusterError(StoreError):
+    """The cluster's state refuses the operation: a name, VNI, subnet,
+    address or MAC already taken, a network or endpoint or host not found,
+    a network with endpoints left, an endpoint its agent failed to make."""

@@ -25,6 +25,15 @@ Rules both keep:
   with ``"/"`` to mean a directory (``"/a/b/"`` matches neither ``"/a/b"``
   nor ``"/a/bc"``).  ``""`` matches every key.
 - ``cas``/``delete`` compare ``mod_revision``; 0 means "absent".
+- ``txn(compare=[(key, mod_revision)...], put=[(key, value, lease)...],
+  delete=[key...])`` is the multi-key form: if every compare holds (0:
+  the key is absent), all the puts and deletes happen at once, else
+  nothing does (and it returns False).  No reader or watcher ever sees
+  part of one.  etcd gives all its changes one revision; sqlite gives each
+  change the next revision, all committed in one transaction, so a watch
+  sees one event per put or deleted key either way.  Deleting an absent
+  key is no change (no event); a key may appear once among the puts and
+  deletes (else ConfigError, as etcd refuses duplicates in a txn).
 - A key put with a lease is deleted, with a delete event, when the lease is
   revoked or expires; putting it again without one detaches it.
 - ``watch(prefix, start_revision=r)`` yields every event with revision
@@ -39,7 +48,7 @@ Rules both keep:
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -97,6 +106,16 @@ class Store(Protocol):
     async def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
         """Delete (only if unchanged since ``mod_revision``, when given);
         True if a key was deleted."""
+        ...
+
+    async def txn(self, *, compare: Sequence[tuple[str, int]] = (),
+                  put: Sequence[tuple[str, bytes, int]] = (),
+                  delete: Sequence[str] = ()) -> bool:
+        """Atomically: if every ``(key, mod_revision)`` in ``compare`` holds
+        (0: the key is absent), apply every ``(key, value, lease)`` put and
+        every delete, and return True; else change nothing, return False.
+        A put with a lease that is gone raises LeaseExpired (nothing is
+        written)."""
         ...
 
     async def list(self, prefix: str) -> tuple[list[KV], int]:
@@ -227,6 +246,21 @@ def check_key(key: str) -> bytes:
     if not isinstance(key, str) or not key:
         raise ConfigError(f"store key must be a non-empty string, not {key!r}")
     return key.encode()
+
+
+def check_txn(compare: Sequence[tuple[str, int]], put: Sequence[tuple[str, bytes, int]],
+              delete: Sequence[str]) -> tuple[list[tuple[bytes, int]],
+                                              list[tuple[bytes, bytes, int]], list[bytes]]:
+    """A txn's arguments as stored (UTF-8 keys, bytes values); a ConfigError
+    for a bad key or a key changed twice (etcd refuses those too)."""
+    cmp = [(check_key(k), int(rev)) for k, rev in compare]
+    puts = [(check_key(k), bytes(v), int(lease)) for k, v, lease in put]
+    dels = [check_key(k) for k in delete]
+    changed = [k for k, _, _ in puts] + dels
+    if len(set(changed)) != len(changed):
+        dup = sorted({k.decode() for k in changed if changed.count(k) > 1})
+        raise ConfigError(f"store txn changes a key more than once: {', '.join(dup)}")
+    return cmp, puts, dels
 
 
 def prefix_range(prefix: str) -> tuple[bytes, bytes | None]:

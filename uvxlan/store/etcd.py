@@ -2,8 +2,9 @@
 machines.
 
 Keys and revisions are etcd's own: ``cas`` and conditional ``delete`` are
-transactions comparing the key's mod_revision, a lease is an etcd lease, and
-``list`` returns the revision of the range read (its header).
+transactions comparing the key's mod_revision, ``txn`` is one etcd Txn
+(all its changes at one revision), a lease is an etcd lease, and ``list``
+returns the revision of the range read (its header).
 
 Endpoints are tried in turn: the store keeps one client, connected to the
 first endpoint whose channel becomes ready.  When a call finds the server
@@ -33,7 +34,7 @@ import grpc
 from aetcd import rpc
 
 from uvxlan.errors import LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
-from uvxlan.store import KV, Event, check_key, prefix_range
+from uvxlan.store import KV, Event, check_key, check_txn, prefix_range
 
 log = logging.getLogger("uvxlan.store")
 
@@ -115,6 +116,22 @@ class EtcdStore:
             ok, responses = await client.transaction(compare=[tx.mod(k) == mod_revision],
                                                      success=[tx.delete(k)], failure=[])
             return bool(ok) and responses[0].response_delete_range.deleted > 0
+
+        return await self._call(op)
+
+    async def txn(self, *, compare: Sequence[tuple[str, int]] = (),
+                  put: Sequence[tuple[str, bytes, int]] = (),
+                  delete: Sequence[str] = ()) -> bool:
+        cmp, puts, dels = check_txn(compare, put, delete)
+
+        async def op(client: Any) -> bool:
+            tx = client.transactions
+            ok, _ = await client.transaction(
+                compare=[tx.mod(k) == rev for k, rev in cmp],
+                success=[tx.put(k, v, lease=lease) for k, v, lease in puts]
+                + [tx.delete(k) for k in dels],
+                failure=[])
+            return bool(ok)
 
         return await self._call(op)
 

@@ -14,7 +14,9 @@ it commits, so CAS, create and conditional delete compare and write with no
 other process in between; a writer kept waiting longer than ``busy_timeout``
 gets StoreUnavailable.  Each written or deleted key takes the next revision
 and logs one event; the oldest events beyond ``history`` are dropped
-(compaction), and a watch that needs them raises StoreCompacted.
+(compaction), and a watch that needs them raises StoreCompacted.  A ``txn``
+is one such write transaction: its compares, then each put and delete
+taking the next revision, committed (or rolled back) together.
 
 There is no notification between processes: a watch polls the events table
 every ``poll_interval``.  Leases expire without their owner: every operation
@@ -31,14 +33,14 @@ import builtins
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from uvxlan.errors import LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
-from uvxlan.store import KV, Event, check_key, prefix_range
+from uvxlan.store import KV, Event, check_key, check_txn, prefix_range
 
 log = logging.getLogger("uvxlan.store")
 
@@ -100,6 +102,12 @@ class SqliteStore:
     async def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
         k = check_key(key)
         return await self._run(self._delete, k, mod_revision)
+
+    async def txn(self, *, compare: Sequence[tuple[str, int]] = (),
+                  put: Sequence[tuple[str, bytes, int]] = (),
+                  delete: Sequence[str] = ()) -> bool:
+        cmp, puts, dels = check_txn(compare, put, delete)
+        return await self._run(self._txn, cmp, puts, dels)
 
     async def list(self, prefix: str) -> tuple[list[KV], int]:
         return await self._run(self._list, prefix_range(prefix))
@@ -322,6 +330,23 @@ class SqliteStore:
                 return False
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
             self._log(conn, "delete", key, b"")
+            return True
+
+    def _txn(self, compare: builtins.list[tuple[bytes, int]],
+             puts: builtins.list[tuple[bytes, bytes, int]], dels: builtins.list[bytes]) -> bool:
+        # One write transaction: the compares and every change happen under
+        # the write lock, and a failure (LeaseExpired) rolls all of it back.
+        with self._write() as conn:
+            for key, mod_revision in compare:
+                row = self._row(conn, key)
+                if (0 if row is None else row[1]) != mod_revision:
+                    return False
+            for key, value, lease in puts:
+                row = self._row(conn, key)
+                self._write_key(conn, key, value, lease, None if row is None else row[0])
+            for key in dels:
+                if conn.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
+                    self._log(conn, "delete", key, b"")
             return True
 
     def _list(self, bounds: tuple[bytes, bytes | None]) -> tuple[builtins.list[KV], int]:
