@@ -10,6 +10,7 @@ malformed arguments (a bad name, MAC or CIDR) as
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import functools
 import ipaddress
@@ -143,14 +144,54 @@ def _fail(context: str, exc: BaseException) -> NoReturn:
     raise error from exc
 
 
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _netlink_socket_in(netns: str) -> int:
+    """A NETLINK_ROUTE socket created inside ``netns``; its fd.
+
+    A socket belongs to the netns it was created in, whatever thread uses
+    it later.  So this thread enters the netns, creates the socket and
+    comes back.  pyroute2's own ``netns=`` forks a child to do this, and a
+    fork of the running agent (datapath threads, the store's thread, the
+    event loop) can deadlock in the child; setns on one thread cannot."""
+    target = _open_netns_fd(netns)
+    home = _open_netns_fd(None)
+    try:
+        _setns(target)
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                 socket.NETLINK_ROUTE)
+        finally:
+            _setns(home)
+        return sock.detach()
+    finally:
+        os.close(target)
+        os.close(home)
+
+
 @contextmanager
 def _iproute(netns: str | None) -> Iterator[Any]:
     """An IPRoute socket bound to ``netns``, closed on exit."""
     if netns is not None:
         _check_netns_name(netns)
     try:
-        # flags=0: the default (O_CREAT) silently creates a missing netns
-        ipr = IPRoute(netns=netns, flags=0)
+        if netns is None:
+            ipr = IPRoute()
+        else:
+            fd = _netlink_socket_in(netns)
+            try:
+                ipr = IPRoute(fileno=fd)
+            except BaseException:
+                os.close(fd)
+                raise
     except FileNotFoundError:
         raise NetlinkError(f"netns '{netns}' does not exist") from None
     except (OSError, RuntimeError) as exc:
