@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import faulthandler
 import json
 import logging
 import os
@@ -24,14 +25,18 @@ import signal
 import socket
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from uvxlan import native, offload
-from uvxlan.config import AgentConfig
+from uvxlan.config import AgentConfig, EndpointConfig
 from uvxlan.endpoint import Endpoint, preflight
 from uvxlan.errors import ConfigError, UvxlanError
+
+if TYPE_CHECKING:
+    from uvxlan.controller import Controller
+    from uvxlan.store import Store
 
 log = logging.getLogger("uvxlan.agent")
 
@@ -67,6 +72,9 @@ class Agent:
         self.features = offload.Features(False, False, False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control: asyncio.AbstractServer | None = None
+        self.networks: dict[int, str] = {}        # VNI -> network name
+        self.static_vnis: set[int] = set()        # from the config file
+        self.controller: Controller | None = None
 
     # Start-up and shut-down ----------------------------------------------
 
@@ -97,30 +105,70 @@ class Agent:
             self.dp.set_pool([(s.fileno(), s.getsockname()[1]) for s in self._pool],
                              gso=bool(self._pool), gro=self.features.udp_gro)
             for net in self.cfg.networks:
-                self.dp.add_vni(net.vni)
+                self.add_network(net.name, net.vni)
+                self.static_vnis.add(net.vni)
                 for r in net.remotes:
                     self.dp.add_remote(net.vni, r.ip, r.port)
                 for s in net.static:
                     self.dp.fdb_add(net.vni, s.mac, remote=s.remote.ip,
                                     remote_port=s.remote.port)
             for epc in self.cfg.endpoints:
-                ep = Endpoint(epc, h.endpoint_mtu, vnet_hdr=self.features.tap_vnet_hdr)
-                self.endpoints.append(ep)
-                vni = self.cfg.network(epc.network).vni
-                ep.port = self.dp.add_port(ep.fileno(), vni, vnet_hdr=ep.vnet_hdr)
-                # Our own containers' MACs are known: pin them, so a frame
-                # from the wire claiming one cannot move it.
-                self.dp.fdb_add(vni, epc.mac, port=ep.port)
+                self.add_endpoint(epc, self.cfg.network(epc.network).vni, h.endpoint_mtu)
         except BaseException:
             self.close()
             raise
+
+    # Networks and endpoints, at start-up or from the control plane -------
+
+    def add_network(self, name: str, vni: int) -> None:
+        assert self.dp is not None
+        self.dp.add_vni(vni)
+        self.networks[vni] = name
+
+    def remove_network(self, vni: int) -> None:
+        """The VNI and everything in it (its ports must be gone)."""
+        assert self.dp is not None
+        self.dp.del_vni(vni)
+        self.networks.pop(vni, None)
+
+    def add_endpoint(self, epc: EndpointConfig, vni: int, mtu: int) -> Endpoint:
+        """A TAP in the container's netns, switched in VNI vni."""
+        assert self.dp is not None
+        preflight(epc)
+        ep = Endpoint(epc, mtu, vnet_hdr=self.features.tap_vnet_hdr)
+        try:
+            ep.port = self.dp.add_port(ep.fileno(), vni, vnet_hdr=ep.vnet_hdr)
+            # Our own containers' MACs are known: pin them, so a frame
+            # from the wire claiming one cannot move it.
+            self.dp.fdb_add(vni, epc.mac, port=ep.port)
+        except BaseException:
+            if ep.port is not None:
+                self.dp.del_port(ep.port)
+            ep.close()
+            raise
+        self.endpoints.append(ep)
+        if self._loop is not None and not self.cfg.host.threads:
+            self._loop.add_reader(ep.fileno(), self._tap_ready, ep)
+        return ep
+
+    def remove_endpoint(self, ep: Endpoint) -> None:
+        """Out of the switch first (the threads let go of its fd), then
+        closed: the kernel removes the interface."""
+        assert self.dp is not None
+        if self._loop is not None and not self.cfg.host.threads:
+            self._loop.remove_reader(ep.fileno())
+        if ep.port is not None:
+            self.dp.del_port(ep.port)
+            ep.port = None
+        ep.close()
+        self.endpoints.remove(ep)
 
     def close(self) -> None:
         # The threads read the TAPs and sockets: stop them before any fd
         # they use is closed (and its number reused).
         if self.dp is not None:
             self.dp.stop_threads()
-        for ep in self.endpoints:
+        for ep in list(self.endpoints):
             ep.close()
         self.endpoints.clear()
         if self._udp is not None:
@@ -173,6 +221,9 @@ class Agent:
         sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
         ager = asyncio.create_task(self._age(sweep))
         await self._serve_control()
+        control_plane = None
+        if self.controller is not None:
+            control_plane = asyncio.create_task(self.controller.run())
         log.info(
             "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s), %s",
             self.cfg.host.underlay, self.cfg.host.port,
@@ -181,12 +232,27 @@ class Agent:
             "2 datapath threads" if threads else "datapath on the event loop",
         )
         try:
-            await stop.wait()
+            if control_plane is None:
+                await stop.wait()
+            else:
+                # A control plane that fails for good (not a store outage:
+                # those it rides out) ends the agent with its error.
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait({stopped, control_plane},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if control_plane.done():
+                    control_plane.result()
         finally:
             log.info("stopping")
             ager.cancel()
             with suppress(asyncio.CancelledError):
                 await ager
+            if control_plane is not None and self.controller is not None:
+                control_plane.cancel()
+                with suppress(asyncio.CancelledError):
+                    await control_plane
+                await self.controller.close()
             if threads:
                 self.dp.stop_threads()
             else:
@@ -238,23 +304,40 @@ class Agent:
     def query(self, cmd: str) -> dict[str, Any]:
         assert self.dp is not None
         if cmd == "status":
-            return {"ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
-                    "offload": self.cfg.host.offload, "features": vars(self.features)}
+            st: dict[str, Any] = {
+                "ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
+                "offload": self.cfg.host.offload, "features": vars(self.features)}
+            if self.controller is not None:
+                st["synced"] = self.controller.synced.is_set()
+                st["lease"] = self.controller.lease
+            return st
         if cmd == "stats":
             return self.stats()
         if cmd == "fdb":
-            names = {n.vni: n.name for n in self.cfg.networks}
-            return {"fdb": [dict(vars(e), network=names.get(e.vni))
-                            for e in self.dp.fdb_dump()]}
+            return {"fdb": [dict(vars(e), network=self.networks.get(e.vni),
+                                 source=self._fdb_source(e))
+                             for e in self.dp.fdb_dump()]}
         return {"error": f"unknown command {cmd!r}"}
+
+    def _fdb_source(self, e: native.FdbEntry) -> str:
+        """Where an entry came from: learned, a local endpoint, the store,
+        or the config file."""
+        if not e.static:
+            return "learned"
+        if e.port is not None:
+            return "local"
+        if self.controller is not None and self.controller.owns_fdb(e.vni, e.mac):
+            return "store"
+        return "config"
 
     def stats(self) -> dict[str, Any]:
         assert self.dp is not None
         return {
             "drops": self.dp.drops(),
             "networks": [
-                dict(name=n.name, vni=n.vni, **vars(self.dp.vni_counters(n.vni)))
-                for n in self.cfg.networks
+                dict(name=name, vni=vni, arp_replies=self.dp.arp_replies(vni),
+                     **vars(self.dp.vni_counters(vni)))
+                for vni, name in sorted(self.networks.items())
             ],
             "ports": [
                 dict(port=ep.port, network=ep.cfg.network, netns=ep.cfg.netns,
@@ -286,9 +369,15 @@ def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str
     return reply
 
 
-def run_agent(cfg: AgentConfig) -> None:
+def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
+    # kill -USR1 writes every thread's stack to the log: for a hung agent.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     agent = Agent(cfg)
     agent.start()
+    if store is not None:
+        from uvxlan.controller import Controller
+
+        agent.controller = Controller(agent, store)
     try:
         uvloop.run(agent.run())
     finally:

@@ -7,13 +7,24 @@ non-zero; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from uvxlan._version import __version__
-from uvxlan.errors import UvxlanError
+from uvxlan.errors import ClusterError, ConfigError, UvxlanError
+
+if TYPE_CHECKING:
+    from uvxlan.cluster import EndpointRecord, EndpointStatus, NetworkRecord
+    from uvxlan.store import Store
+
+T = TypeVar("T")
 
 DESCRIPTION = """\
 uvxlan: a userspace VXLAN overlay (RFC 7348).  Containers in network
@@ -28,6 +39,9 @@ examples:
   uvxlan agent --config h1.toml       run the agent of one host
   uvxlan stats --agent h1             counters and drops of a running agent
   uvxlan lab down                     remove everything the lab made
+  uvxlan network create net1          a network in the cluster store
+  uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
+  uvxlan endpoint ls                  endpoints and their status
 """
 
 
@@ -35,15 +49,40 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from uvxlan import config
     from uvxlan.agent import run_agent
 
-    cfg = config.load(args.config)
-    if args.offload:
-        cfg.host.offload = args.offload
+    # Flags win over the config file's [host] table.
+    over: dict[str, object] = {}
+    for flag, key in (("name", "name"), ("advertise", "underlay"), ("port", "port"),
+                      ("offload", "offload")):
+        if getattr(args, flag) is not None:
+            over[key] = getattr(args, flag)
+    store_url = args.store
+    if args.config:
+        cfg = config.load(args.config, over)
+    else:
+        # No config file: the store says everything but where we are.
+        for flag in ("name", "advertise"):
+            if getattr(args, flag) is None:
+                raise ConfigError(f"agent: --{flag} is required without --config")
+        cfg = config.parse({}, "agent", over)
+        store_url = store_url or default_store_url()
+    store = None
+    if store_url:
+        from uvxlan.store import open_store
+
+        store = open_store(store_url)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"uvxlan-agent[{cfg.host.name}]: %(message)s",
     )
-    run_agent(cfg)
+    run_agent(cfg, store)
     return 0
+
+
+def default_store_url() -> str:
+    """$UVXLAN_STORE, else the embedded store in /var/lib/uvxlan."""
+    from uvxlan.store import DEFAULT_SQLITE_PATH
+
+    return os.environ.get("UVXLAN_STORE") or f"sqlite://{DEFAULT_SQLITE_PATH}"
 
 
 def _socket_for(name: str) -> str:
@@ -80,12 +119,13 @@ def _cmd_fdb(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
-    print(f"{'network':<10} {'vni':>8} {'mac':<18} {'type':<8} {'to':<22} {'age s':>7}")
+    print(f"{'network':<10} {'vni':>8} {'mac':<18} {'type':<8} {'source':<7} {'to':<22}"
+          f" {'age s':>7}")
     for e in sorted(entries, key=lambda e: (e["vni"], e["mac"])):
         to = f"{e['remote']}:{e['remote_port']}" if e["remote"] else f"port {e['port']}"
         kind = "static" if e["static"] else "learned"
         print(f"{e['network'] or '?':<10} {e['vni']:>8} {e['mac']:<18} {kind:<8}"
-              f" {to:<22} {e['age_s']:>7.1f}")
+              f" {e.get('source', '?'):<7} {to:<22} {e['age_s']:>7.1f}")
     return 0
 
 
@@ -110,9 +150,323 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from uvxlan import bench
 
-    if args.quick:
-        args.seconds, args.repeat, args.pings = 3, 1, 50
-    return bench.run(args.variants, args.seconds, args.repeat, args.pings)
+    return bench.main(args)
+
+
+# The cluster: networks, endpoints, hosts (in the shape of `docker network`) --
+
+CLUSTER_EPILOG = """\
+The store is --store URL, else $UVXLAN_STORE, else the embedded
+sqlite:///var/lib/uvxlan/state.db; hosts on several machines share
+etcd://HOST:PORT[,HOST:PORT...].
+"""
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    url: str | None = args.store
+    return url or default_store_url()
+
+
+def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """Run fn on the store the command names, closing it after."""
+    from uvxlan.store import open_store
+
+    async def run() -> T:
+        store = open_store(_store_url(args))
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _int_arg(flag: str, text: str | None) -> int | None:
+    # Parsed here, not by argparse, so a bad number is one line like any error.
+    if text is None:
+        return None
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise ConfigError(f"{flag} must be an integer, not {text!r}") from None
+
+
+def _status_text(status: EndpointStatus | None) -> str:
+    if status is None:
+        return "pending"
+    if status.state == "error":
+        return f"error: {status.error or 'no reason given'}"
+    return status.state
+
+
+def _endpoint_json(ep: EndpointRecord, status: EndpointStatus | None) -> dict[str, object]:
+    return {**dataclasses.asdict(ep),
+            "status": None if status is None else dataclasses.asdict(status)}
+
+
+def _print_fields(pairs: list[tuple[str, object]]) -> None:
+    width = max(len(k) for k, _ in pairs)
+    for k, v in pairs:
+        print(f"{k:<{width}}  {v}")
+
+
+def _print_endpoints(rows: list[tuple[EndpointRecord, EndpointStatus | None]],
+                     with_network: bool) -> None:
+    head = ["NETWORK"] if with_network else []
+    table = [head + ["NAME", "HOST", "NETNS", "IFNAME", "IP", "MAC", "STATUS"]]
+    for ep, st in rows:
+        table.append(([ep.network] if with_network else [])
+                     + [ep.name, ep.host, ep.netns, ep.ifname, ep.ip, ep.mac,
+                        _status_text(st)])
+    _print_table(table)
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _cmd_network(args: argparse.Namespace) -> int:
+    from uvxlan import cluster
+
+    if args.network_cmd == "create":
+        vni, mtu = _int_arg("--vni", args.vni), _int_arg("--mtu", args.mtu)
+        net = _with_store(args, lambda s: cluster.create_network(
+            s, args.name, subnet=args.subnet, vni=vni, mtu=mtu))
+        _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
+                       ("gateway", net.gateway), ("mtu", net.mtu)])
+        return 0
+    if args.network_cmd == "rm":
+        async def rm(s: Store) -> None:
+            for name in args.names:
+                await cluster.remove_network(s, name)
+                print(name, flush=True)
+
+        _with_store(args, rm)
+        return 0
+    if args.network_cmd == "ls":
+        async def ls(s: Store) -> tuple[list[NetworkRecord], list[
+                tuple[EndpointRecord, EndpointStatus | None]]]:
+            return await cluster.list_networks(s), await cluster.list_endpoints(s)
+
+        nets, eps = _with_store(args, ls)
+        count = {n.name: sum(1 for ep, _ in eps if ep.network == n.name) for n in nets}
+        if args.json:
+            print(json.dumps([{**dataclasses.asdict(n), "endpoints": count[n.name]}
+                              for n in nets], indent=2))
+            return 0
+        _print_table([["NAME", "VNI", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"]]
+                     + [[n.name, str(n.vni), n.subnet, n.gateway, str(n.mtu),
+                         str(count[n.name])] for n in nets])
+        return 0
+    # inspect
+
+    async def inspect(s: Store) -> tuple[NetworkRecord, list[
+            tuple[EndpointRecord, EndpointStatus | None]]]:
+        return await cluster.get_network(s, args.name), await cluster.list_endpoints(
+            s, args.name)
+
+    net, eps = _with_store(args, inspect)
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(net),
+                          "endpoints": [_endpoint_json(ep, st) for ep, st in eps]}, indent=2))
+        return 0
+    _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
+                   ("gateway", net.gateway), ("mtu", net.mtu),
+                   ("created", _when(net.created)), ("endpoints", len(eps))])
+    if eps:
+        print()
+        _print_endpoints(eps, with_network=False)
+    return 0
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from uvxlan import cluster
+
+    try:
+        timeout = float(args.timeout)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
+
+    async def attach(s: Store) -> tuple[EndpointRecord, EndpointStatus | None]:
+        ep = await cluster.attach(s, args.network, host=args.host, netns=args.netns,
+                                  name=args.name, ip=args.ip, mac=args.mac,
+                                  ifname=args.ifname)
+        if args.no_wait:
+            return ep, None
+        try:
+            return ep, await cluster.wait_ready(s, ep, timeout)
+        except (ClusterError, asyncio.CancelledError) as exc:
+            # The agent failed or never answered, or the user pressed
+            # Ctrl-C while waiting: leave nothing behind.
+            try:
+                await cluster.undo_attach(s, ep)
+            except UvxlanError as undo:
+                raise ClusterError(f"{exc}; detaching it again failed too: {undo}") from None
+            raise
+
+    ep, status = _with_store(args, attach)
+    _print_fields([("name", ep.name), ("network", ep.network), ("ip", ep.ip),
+                   ("mac", ep.mac), ("host", ep.host),
+                   ("status", _status_text(status) + (" (not waited for)"
+                                                      if args.no_wait else ""))])
+    return 0
+
+
+def _cmd_detach(args: argparse.Namespace) -> int:
+    from uvxlan import cluster
+
+    async def detach(s: Store) -> None:
+        for name in args.names:
+            await cluster.detach(s, args.network, name)
+            print(name, flush=True)
+
+    _with_store(args, detach)
+    return 0
+
+
+def _cmd_endpoint(args: argparse.Namespace) -> int:
+    from uvxlan import cluster
+
+    rows = _with_store(args, lambda s: cluster.list_endpoints(s, args.network))
+    if args.json:
+        print(json.dumps([_endpoint_json(ep, st) for ep, st in rows], indent=2))
+        return 0
+    _print_endpoints(rows, with_network=True)
+    return 0
+
+
+def _cmd_host(args: argparse.Namespace) -> int:
+    from uvxlan import cluster
+
+    hosts = _with_store(args, cluster.list_hosts)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(h) for h in hosts], indent=2))
+        return 0
+    _print_table([["NAME", "UNDERLAY", "MTU", "VERSION", "UP SINCE"]]
+                 + [[h.name, f"{h.underlay}:{h.port}", str(h.mtu), h.version or "-",
+                     _when(h.started)] for h in hosts])
+    return 0
+
+
+def _add_cluster_commands(sub: Any) -> None:
+    """network, attach, detach, endpoint, host: the cluster's state in the store."""
+    def with_store(q: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        q.add_argument("--store", metavar="URL",
+                       help="sqlite:///ABS/PATH.db or etcd://HOST:PORT[,...] "
+                       "(default: $UVXLAN_STORE, else sqlite:///var/lib/uvxlan/state.db)")
+        return q
+
+    def parser(parent: Any, name: str, help: str, description: str,
+               examples: str) -> argparse.ArgumentParser:
+        q: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=description,
+            epilog="examples:\n" + examples + "\n" + CLUSTER_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        return q
+
+    n = parser(sub, "network", "create, list, inspect and remove overlay networks",
+               "Overlay networks in the cluster store: each has a VNI, an IPv4 subnet "
+               "whose first address is the gateway, and an MTU.",
+               "  uvxlan network create net1\n"
+               "  uvxlan network create net2 --subnet 192.168.50.0/24 --vni 4242\n"
+               "  uvxlan network ls\n"
+               "  uvxlan network inspect net1 --json\n"
+               "  uvxlan network rm net2\n")
+    nsub = n.add_subparsers(dest="network_cmd", required=True, metavar="ACTION")
+    c = with_store(parser(
+        nsub, "create", "create a network",
+        "Create a network.  Without --vni it takes the first free VNI from 256; "
+        "without --subnet the first /24 of 10.0.0.0/8 that overlaps no network and "
+        "holds no host's underlay address; without --mtu the smallest registered "
+        "host's underlay MTU less 50 (VXLAN's overhead), or 1450.",
+        "  uvxlan network create net1\n"
+        "  uvxlan network create db --subnet 10.20.0.0/16 --vni 1000 --mtu 1400\n"))
+    c.add_argument("name", metavar="NAME", help="1-64 characters of A-Z a-z 0-9 _ . -")
+    c.add_argument("--subnet", metavar="CIDR", help="IPv4 network address/prefix, "
+                   "prefix at most 30, e.g. 10.0.0.0/24")
+    c.add_argument("--vni", metavar="N", help="VXLAN network identifier, 1-16777215")
+    c.add_argument("--mtu", metavar="N", help="the endpoints' MTU (68 up to the "
+                   "underlay MTU less 50)")
+    ls = with_store(parser(nsub, "ls", "list networks", "List the networks.",
+                           "  uvxlan network ls\n  uvxlan network ls --json\n"))
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ins = with_store(parser(nsub, "inspect", "a network and its endpoints",
+                            "Show a network's record and its endpoints with their status.",
+                            "  uvxlan network inspect net1\n"
+                            "  uvxlan network inspect net1 --json\n"))
+    ins.add_argument("name", metavar="NAME")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    rm = with_store(parser(nsub, "rm", "remove networks",
+                           "Remove networks.  Refused while a network has endpoints: "
+                           "detach them first.",
+                           "  uvxlan network rm net1\n  uvxlan network rm net1 net2\n"))
+    rm.add_argument("names", nargs="+", metavar="NAME")
+    n.set_defaults(func=_cmd_network)
+
+    a = with_store(parser(
+        sub, "attach", "attach a container's netns to a network",
+        "Attach a network namespace on a host to a network: the endpoint is written "
+        "to the store, the host's agent makes its interface, and this waits until the "
+        "agent reports it ready.  If the agent reports an error, or --timeout passes, "
+        "the endpoint is detached again and the command fails.  Without --ip the "
+        "endpoint gets the lowest free address after the gateway; without --mac, "
+        "02:42 and the address's four bytes (as Docker).  Ctrl-C stops the wait "
+        "and leaves the endpoint attached.",
+        "  uvxlan attach net1 --host h1 --netns c1\n"
+        "  uvxlan attach net1 --host h2 --netns c2 --name web --ip 10.0.0.10\n"
+        "  uvxlan attach net1 --host h2 --netns c3 --no-wait\n"))
+    a.add_argument("network", metavar="NETWORK")
+    a.add_argument("--host", required=True, help="the host (a registered agent) to "
+                   "make the endpoint on; see `uvxlan host ls`")
+    a.add_argument("--netns", required=True, metavar="NS",
+                   help="the container's network namespace, by name (/run/netns/NS)")
+    a.add_argument("--name", help="the endpoint's name in the network (default: NS)")
+    a.add_argument("--ip", help="its IPv4 address in the subnet (default: the lowest free)")
+    a.add_argument("--mac", help="its MAC (default: 02:42 + the IP's bytes)")
+    a.add_argument("--ifname", default="eth0", help="its name inside NS (%(default)s)")
+    a.add_argument("--timeout", metavar="S", default="30",
+                   help="seconds to wait for the agent (%(default)s)")
+    a.add_argument("--no-wait", action="store_true",
+                   help="return once the endpoint is written; do not wait for the agent")
+    a.set_defaults(func=_cmd_attach)
+
+    d = with_store(parser(sub, "detach", "detach endpoints from a network",
+                          "Remove endpoints from a network; their addresses become free "
+                          "and their hosts' agents remove the interfaces.",
+                          "  uvxlan detach net1 c1\n  uvxlan detach net1 c1 c2\n"))
+    d.add_argument("network", metavar="NETWORK")
+    d.add_argument("names", nargs="+", metavar="NAME")
+    d.set_defaults(func=_cmd_detach)
+
+    e = parser(sub, "endpoint", "list endpoints", "Endpoints in the cluster store.",
+               "  uvxlan endpoint ls\n  uvxlan endpoint ls --network net1 --json\n")
+    esub = e.add_subparsers(dest="endpoint_cmd", required=True, metavar="ACTION")
+    els = with_store(parser(esub, "ls", "list endpoints with their status",
+                            "List endpoints with what their agent made of them: ready, "
+                            "error (with its message) or pending (no word yet).",
+                            "  uvxlan endpoint ls\n"
+                            "  uvxlan endpoint ls --network net1 --json\n"))
+    els.add_argument("--network", metavar="NAME", help="only this network's")
+    els.add_argument("--json", action="store_true", help="machine-readable output")
+    e.set_defaults(func=_cmd_endpoint)
+
+    h = parser(sub, "host", "list hosts", "Hosts whose agents are registered.",
+               "  uvxlan host ls\n  uvxlan host ls --json\n")
+    hsub = h.add_subparsers(dest="host_cmd", required=True, metavar="ACTION")
+    hls = with_store(parser(hsub, "ls", "list registered hosts",
+                            "List the hosts whose agents are running (registered under a "
+                            "lease: a host whose agent stops is gone within seconds).",
+                            "  uvxlan host ls\n  uvxlan host ls --json\n"))
+    hls.add_argument("--json", action="store_true", help="machine-readable output")
+    h.set_defaults(func=_cmd_host)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,10 +478,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     a = sub.add_parser("agent", help="run the agent of one host",
-                       description="Run the agent of one host from a config file "
-                       "(TOML; see README.md, 'The config file').  Stop it with "
-                       "SIGTERM or Ctrl-C: it removes the TAPs it made.")
-    a.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML file")
+                       description="Run the agent of one host.  With a cluster store "
+                       "(--store, or no --config: the embedded store), it registers "
+                       "the host, realises the endpoints attached to it and programs "
+                       "the paths to every other host's endpoints.  With --config "
+                       "alone, it runs the static setup of a TOML file (README.md, "
+                       "'The config file'); both together add the file's static "
+                       "networks and peers to the store's.  Stop it with SIGTERM or "
+                       "Ctrl-C: it removes the TAPs it made and leaves the cluster.",
+                       epilog="examples:\n"
+                       "  uvxlan agent --name h1 --advertise 192.0.2.1\n"
+                       "  uvxlan agent --store etcd://192.0.2.10:2379 --name h1 "
+                       "--advertise 192.0.2.1\n"
+                       "  uvxlan agent --config h1.toml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("--config", metavar="FILE", help="a TOML file: [host] options, "
+                   "static networks, endpoints and peers")
+    a.add_argument("--store", metavar="URL", help="sqlite:///PATH or "
+                   "etcd://HOST:PORT[,HOST:PORT...] (default without --config: "
+                   "$UVXLAN_STORE, else sqlite:///var/lib/uvxlan/state.db)")
+    a.add_argument("--name", help="this host's name in the cluster")
+    a.add_argument("--advertise", metavar="IP",
+                   help="this host's underlay IPv4: other hosts send VXLAN here")
+    a.add_argument("--port", type=int, metavar="N", help="VXLAN UDP port (4789)")
     a.add_argument("--offload", choices=["auto", "off", "none"],
                    help="auto: TAP TSO + UDP GSO/GRO where the kernel has them; "
                    "off: TAP TSO with sendmmsg/recvmmsg only (what Linux 3.10 offers); "
@@ -178,16 +551,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure uvxlan beside Linux's kernel vxlan",
                        description="Build a fresh two-host lab per variant and measure "
-                       "iperf3 TCP (1 and 4 streams), ping RTT and agent CPU per Gbit. "
-                       "Writes benchmarks/results/latest.{json,md}.")
-    b.add_argument("--variants", nargs="+", default=["uvxlan", "kernel-vxlan", "underlay"],
-                   choices=["uvxlan", "kernel-vxlan", "underlay"], metavar="V",
-                   help="any of uvxlan, kernel-vxlan, underlay (all by default)")
-    b.add_argument("--seconds", type=int, default=10, help="per iperf3 run (%(default)s)")
-    b.add_argument("--repeat", type=int, default=3, help="rounds; medians reported (%(default)s)")
-    b.add_argument("--pings", type=int, default=200, help="pings per round (%(default)s)")
+                       "iperf3 TCP (1 and 4 streams), 64-byte UDP packet rate and loss, "
+                       "ping RTT and agent CPU per Gbit.  Writes benchmarks/results/"
+                       "latest.{json,md,png}; ratios are to kernel-vxlan.")
+    # kept in step with uvxlan.bench.CHOICES (not imported: the CLI loads lazily)
+    variants = ["uvxlan-auto", "uvxlan-off", "uvxlan-none", "kernel-vxlan", "underlay"]
+    b.add_argument("--variants", nargs="+", default=variants,
+                   choices=[*variants, "uvxlan"], metavar="V",
+                   help=f"any of {', '.join(variants)} (all by default); "
+                   "uvxlan means uvxlan-auto")
+    b.add_argument("--seconds", type=float, help="per iperf3 and UDP run (10; --quick 3)")
+    b.add_argument("--repeat", type=int, help="rounds; medians reported (3; --quick 1)")
+    b.add_argument("--pings", type=int, help="pings per round (200; --quick 50)")
+    b.add_argument("--pps", type=int, metavar="N",
+                   help="offer 64-byte UDP at N packets/s (default: kernel-vxlan's "
+                   "unpaced rate in this run, else 200000)")
     b.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 50 pings")
+    b.add_argument("--out", metavar="DIR", help="results directory (benchmarks/results)")
+    b.add_argument("--publish", action="store_true",
+                   help="also copy the results to docs/perf/ (shown by the README)")
     b.set_defaults(func=_cmd_bench)
+    _add_cluster_commands(sub)
     return p
 
 

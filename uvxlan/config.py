@@ -42,7 +42,8 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 _HOST_KEYS = {"name", "underlay", "port", "mtu", "ageing", "learn_limit",
               "src_ports", "accept_reserved", "udp_checksum", "batch",
-              "control_dir", "offload", "send_sockets", "threads"}
+              "control_dir", "offload", "send_sockets", "threads",
+              "arp_suppression", "lease_ttl", "resync"}
 _NETWORK_KEYS = {"name", "vni", "remotes", "static"}
 _STATIC_KEYS = {"mac", "remote", "port"}
 _ENDPOINT_KEYS = {"network", "netns", "ifname", "mac", "address", "gateway"}
@@ -94,6 +95,12 @@ class HostConfig:
     offload: str = "auto"
     send_sockets: int = 8
     threads: bool = True
+    # With a cluster store (uvxlan agent --store): how ARP requests for
+    # addresses the store knows are treated (answer | answer-only | off),
+    # the TTL of the host's lease, and the period of full reconciles.
+    arp_suppression: str = "answer"
+    lease_ttl: float = 10.0
+    resync: float = 30.0
 
     @property
     def endpoint_mtu(self) -> int:
@@ -202,7 +209,12 @@ def _remote(where: str, text: Any, default_port: int) -> Remote:
     return Remote(ip, number)
 
 
-def parse(data: dict[str, Any], source: str = "config") -> AgentConfig:
+def parse(data: dict[str, Any], source: str = "config",
+          host_overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """host_overrides: [host] keys given on the command line, which win."""
+    if host_overrides:
+        data = dict(data)
+        data["host"] = {**(data.get("host") or {}), **host_overrides}
     top = _Reader(source, data, {"host", "network", "endpoint"})
     h = _Reader(f"{source}: [host]", data.get("host"), _HOST_KEYS)
     host = HostConfig(
@@ -219,7 +231,13 @@ def parse(data: dict[str, Any], source: str = "config") -> AgentConfig:
         offload=h.str_("offload", "auto"),
         send_sockets=h.int_("send_sockets", 8, 1, 64),
         threads=h.bool_("threads", True),
+        arp_suppression=h.str_("arp_suppression", "answer"),
+        lease_ttl=float(h.int_("lease_ttl", 10, 2, 3600)),
+        resync=float(h.int_("resync", 30, 1, 86400)),
     )
+    if host.arp_suppression not in ("answer", "answer-only", "off"):
+        raise h.fail("arp_suppression",
+                     f"{host.arp_suppression!r} is not answer, answer-only or off")
     if host.offload not in ("auto", "off", "none"):
         raise h.fail("offload", f"{host.offload!r} is not auto, off or none")
     if not _NAME.match(host.name):
@@ -300,7 +318,7 @@ def parse(data: dict[str, Any], source: str = "config") -> AgentConfig:
     return AgentConfig(host=host, networks=networks, endpoints=endpoints)
 
 
-def load(path: str | Path) -> AgentConfig:
+def load(path: str | Path, host_overrides: dict[str, Any] | None = None) -> AgentConfig:
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
@@ -310,4 +328,4 @@ def load(path: str | Path) -> AgentConfig:
         raise ConfigError(f"{p}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return parse(data, str(p))
+    return parse(data, str(p), host_overrides)

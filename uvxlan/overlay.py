@@ -138,3 +138,154 @@ def _toml(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+ETCD = "/usr/bin/etcd"
+
+
+class LabEtcd:
+    """One etcd member in lab host ``host``'s netns, on its underlay IP:
+    every lab host reaches it over the underlay, as hosts would reach an
+    etcd on another machine.  Restartable on the same data."""
+
+    def __init__(self, lab: Lab, host: str, data: Path) -> None:
+        self.lab = lab
+        self.netns = lab.host(host).netns
+        self.ip = lab.host(host).underlay_ip
+        self.data = data
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.ip}:2379?timeout=2"
+
+    def start(self) -> None:
+        client, peer = f"http://{self.ip}:2379", f"http://{self.ip}:2380"
+        log = open(self.data.parent / "etcd.log", "ab")  # noqa: SIM115
+        self.proc = self.lab.spawn(self.netns, [
+            ETCD, "--name", "lab", "--data-dir", str(self.data),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"lab={peer}", "--initial-cluster-state", "new",
+            "--heartbeat-interval", "50", "--election-timeout", "500"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        probe = ("import json,sys,urllib.request as u;"
+                 f"sys.exit(json.load(u.urlopen('{client}/health',timeout=1))['health']!='true')")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LabError(f"etcd exited with {self.proc.returncode}")
+            if self.lab.run(self.netns, [sys.executable, "-c", probe], timeout=5).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise LabError(f"etcd in {self.netns} did not become healthy: "
+                       f"{(self.data.parent / 'etcd.log').read_text()[-500:]}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class ClusterOverlay:
+    """Agents on a lab that take everything from a cluster store: each
+    host runs ``uvxlan agent --store URL --name H --advertise IP``; networks
+    and endpoints are made with the CLI (``cli()``), as a user would."""
+
+    lab: Lab
+    workdir: Path
+    store_url: str
+    port: int = 4789
+    host_options: dict[str, Any] = field(default_factory=dict)
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def control_socket(self, host: str) -> str:
+        return str(self.workdir / f"{host}.sock")
+
+    def start(self, host: str, timeout: float = 20.0, *, wait_synced: bool = True
+              ) -> subprocess.Popen[bytes]:
+        """Start the agent of lab host ``host`` (its cluster name too) and
+        wait until it answers and has applied the store's state."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / f"{host}.toml"
+        opts = {"control_dir": str(self.workdir), "mtu": self.lab.mtu, **self.host_options}
+        path.write_text("[host]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in opts.items()))
+        log = open(self.workdir / f"{host}.log", "ab")  # noqa: SIM115
+        proc = self.lab.spawn(
+            self.lab.host(host).netns,
+            [sys.executable, "-m", "uvxlan", "agent", "--config", str(path),
+             "--store", self.store_url, "--name", host,
+             "--advertise", self.lab.host(host).underlay_ip, "--port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self._procs[host] = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"agent of {host} exited with {proc.returncode}: "
+                               f"{self.log_tail(host)}")
+            try:
+                st = query_agent(self.control_socket(host), "status", timeout=1.0)
+                if st.get("synced") or not wait_synced:
+                    return proc
+            except (UvxlanError, OSError):
+                pass
+            time.sleep(0.05)
+        raise LabError(f"agent of {host} not ready within {timeout:.0f} s: "
+                       f"{self.log_tail(host)}")
+
+    def cli(self, *args: str, host: str = "h1", check: bool = True,
+            timeout: float = 60.0, store: bool = True) -> subprocess.CompletedProcess[str]:
+        """``uvxlan ARGS --store URL`` run in lab host ``host``'s netns
+        (store=False: without --store, for commands that ask an agent)."""
+        extra = ["--store", self.store_url] if store else []
+        done = self.lab.run(self.lab.host(host).netns,
+                            [sys.executable, "-m", "uvxlan", *args, *extra],
+                            timeout=timeout)
+        if check and done.returncode != 0:
+            raise LabError(f"uvxlan {' '.join(args)}: {done.stderr.strip()}")
+        return done
+
+    def log_tail(self, host: str, lines: int = 5) -> str:
+        path = self.workdir / f"{host}.log"
+        try:
+            return " | ".join(path.read_text().strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def query(self, host: str, cmd: str) -> dict[str, Any]:
+        return query_agent(self.control_socket(host), cmd)
+
+    def proc(self, host: str) -> subprocess.Popen[bytes] | None:
+        return self._procs.get(host)
+
+    def kill(self, host: str) -> None:
+        """SIGKILL: the agent dies without leaving the cluster."""
+        proc = self._procs.pop(host, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self, host: str, timeout: float = 10.0) -> int:
+        proc = self._procs.pop(host, None)
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self) -> dict[str, int]:
+        return {h: self.stop(h) for h in list(self._procs)}

@@ -1,0 +1,367 @@
+"""The agent's control plane: keep the datapath in step with the store.
+
+    store ──list──▶ model (key -> value) ──desired()──▶ Desired
+      │                 ▲                                 │ apply(): diff
+      └─watch(rev+1)────┘                                 ▼ against Applied
+                                                      datapath + TAPs
+
+The agent registers its host under a lease, lists everything under
+/uvxlan/ at one revision, and watches from the next one.  Every change
+updates the model; ``desired()`` turns the model into what this host's
+datapath should hold, and ``apply()`` makes the smallest change that gets
+there — removals first, so a MAC or IP that moved is never briefly at two
+places (the stale-entry bug of moby#35401).
+
+- networks → VNIs (with ARP suppression on);
+- endpoints of this host → TAPs in their netns, status written back;
+- endpoints of other live hosts → static FDB entries (MAC → VTEP), flood
+  list membership of their VTEP, and ARP table entries;
+- a host whose lease ended (its agent died) takes all of that with it.
+
+A broken watch (compaction, store restart) means a fresh list; a list
+every ``resync`` seconds repairs drift.  While the store is unreachable the
+datapath keeps its last state and the agent retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from uvxlan import cluster
+from uvxlan._version import __version__
+from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, NetworkRecord
+from uvxlan.config import EndpointConfig
+from uvxlan.endpoint import Endpoint
+from uvxlan.errors import (
+    LeaseExpired,
+    NativeError,
+    StoreCompacted,
+    StoreError,
+    StoreUnavailable,
+    UvxlanError,
+)
+from uvxlan.store import Store
+
+if TYPE_CHECKING:
+    from uvxlan.agent import Agent
+
+log = logging.getLogger("uvxlan.controller")
+
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+
+Fdb = tuple[int, str, str, int]        # vni, mac, VTEP ip, VTEP port
+Flood = tuple[int, str, int]           # vni, VTEP ip, VTEP port
+Arp = tuple[int, str, str]             # vni, ip, mac
+
+
+@dataclass
+class Desired:
+    vnis: dict[int, str] = field(default_factory=dict)           # vni -> network
+    local: dict[str, EndpointRecord] = field(default_factory=dict)   # key -> record
+    mtu: dict[str, int] = field(default_factory=dict)            # network -> MTU
+    fdb: set[Fdb] = field(default_factory=set)
+    flood: set[Flood] = field(default_factory=set)
+    arp: set[Arp] = field(default_factory=set)
+
+
+def desired_state(model: dict[str, bytes], me: str) -> Desired:
+    """What host ``me`` should hold, from the store's keys.  Records that
+    do not decode are skipped (and logged): one bad key must not stop a
+    host from serving the rest."""
+    hosts: dict[str, HostRecord] = {}
+    networks: dict[str, NetworkRecord] = {}
+    endpoints: list[tuple[str, EndpointRecord]] = []
+    for key, value in model.items():
+        try:
+            if key.startswith(cluster.HOSTS):
+                h = cluster.decode(HostRecord, value, key)
+                hosts[h.name] = h
+            elif key.startswith(cluster.NETWORKS):
+                n = cluster.decode(NetworkRecord, value, key)
+                networks[n.name] = n
+            elif key.startswith(cluster.ENDPOINTS):
+                endpoints.append((key, cluster.decode(EndpointRecord, value, key)))
+        except StoreError as exc:
+            log.warning("%s", exc)
+    d = Desired()
+    for n in networks.values():
+        d.vnis[n.vni] = n.name
+        d.mtu[n.name] = n.mtu
+    for key, ep in endpoints:
+        net = networks.get(ep.network)
+        if net is None:
+            continue
+        if ep.host == me:
+            d.local[key] = ep
+        elif ep.host in hosts:
+            # Only live hosts: a host whose lease ended is gone, and so
+            # are the paths to its endpoints.
+            h = hosts[ep.host]
+            d.fdb.add((net.vni, ep.mac, h.underlay, h.port))
+            d.flood.add((net.vni, h.underlay, h.port))
+        else:
+            continue
+        d.arp.add((net.vni, str(ep.address.ip), ep.mac))
+    return d
+
+
+@dataclass
+class Applied:
+    vnis: dict[int, str] = field(default_factory=dict)
+    local: dict[str, tuple[EndpointRecord, Endpoint]] = field(default_factory=dict)
+    failed: dict[str, EndpointRecord] = field(default_factory=dict)
+    fdb: set[Fdb] = field(default_factory=set)
+    flood: set[Flood] = field(default_factory=set)
+    arp: set[Arp] = field(default_factory=set)
+
+
+class Controller:
+    def __init__(self, agent: Agent, store: Store) -> None:
+        h = agent.cfg.host
+        self.agent = agent
+        self.store = store
+        self.me = h.name
+        self.record = HostRecord(name=h.name, underlay=h.underlay, port=h.port, mtu=h.mtu,
+                                 version=__version__, started=time.time())
+        self.ttl = h.lease_ttl
+        self.resync = h.resync
+        self.arp_mode = h.arp_suppression
+        self.model: dict[str, bytes] = {}
+        self.applied = Applied()
+        self.lease = 0
+        self.synced = asyncio.Event()       # set after the first full apply
+        # Our endpoints' statuses as they should be in the store, and the
+        # keys still to write there (absent from statuses: delete).
+        self.statuses: dict[str, EndpointStatus] = {}
+        self._status_todo: set[str] = set()
+        self._registered = asyncio.Event()
+
+    def owns_fdb(self, vni: int, mac: str) -> bool:
+        return any(f[0] == vni and f[1] == mac for f in self.applied.fdb)
+
+    # Tasks -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Registration and the sync loop, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._keep_registered())
+            tg.create_task(self._sync_forever())
+
+    async def close(self) -> None:
+        """On a clean stop: revoke the lease, so other hosts drop our
+        entries now rather than after the TTL."""
+        if self.lease:
+            with contextlib.suppress(StoreError, OSError):
+                await asyncio.wait_for(self.store.lease_revoke(self.lease), 3)
+        with contextlib.suppress(StoreError, OSError):
+            await self.store.close()
+        for _, ep in self.applied.local.values():
+            with contextlib.suppress(UvxlanError, OSError):
+                self.agent.remove_endpoint(ep)
+        self.applied.local.clear()
+
+    async def _keep_registered(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if not self.lease:
+                    await self._register()
+                    delay = BACKOFF_FIRST
+                await asyncio.sleep(self.ttl / 3)
+                await self.store.lease_keepalive(self.lease)
+                await self._flush_status()
+            except LeaseExpired:
+                # Kept away longer than the TTL: our keys are gone.  Take
+                # a new lease and write them again.
+                log.warning("lease expired; registering again")
+                self.lease = 0
+            except StoreUnavailable as exc:
+                log.warning("store unreachable (%s); forwarding goes on, retry in %.1f s",
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _register(self) -> None:
+        self.lease = await self.store.lease_grant(self.ttl)
+        await self.store.put(cluster.host_key(self.me), cluster.encode(self.record),
+                             lease=self.lease)
+        # Statuses live under the lease too: write them all again.
+        self._status_todo |= set(self.statuses)
+        await self._flush_status()
+        self._registered.set()
+        log.info("registered host %s (%s:%d) with a %.0f s lease", self.me,
+                 self.record.underlay, self.record.port, self.ttl)
+
+    async def _sync_forever(self) -> None:
+        await self._registered.wait()
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                kvs, rev = await self.store.list(cluster.ROOT)
+                self.model = {kv.key: kv.value for kv in kvs}
+                await self.apply()
+                self.synced.set()
+                delay = BACKOFF_FIRST
+                await self._watch(rev + 1)
+            except StoreCompacted:
+                log.info("watch history compacted; listing again")
+            except StoreUnavailable as exc:
+                log.warning("store unreachable (%s); forwarding goes on with the last "
+                            "known state, retry in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _watch(self, start: int) -> None:
+        """Apply events until the resync period ends (then the caller
+        lists again, which repairs any drift)."""
+        deadline = time.monotonic() + self.resync
+        events = self.store.watch(cluster.ROOT, start_revision=start)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                try:
+                    ev = await asyncio.wait_for(anext(events), left)
+                except TimeoutError:
+                    return
+                if ev.type == "put":
+                    self.model[ev.key] = ev.value
+                else:
+                    self.model.pop(ev.key, None)
+                await self.apply()
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    # Reconcile -------------------------------------------------------------
+
+    async def apply(self) -> None:
+        """Make the datapath hold desired_state(model): removals first."""
+        want = desired_state(self.model, self.me)
+        have = self.applied
+        dp = self.agent.dp
+        assert dp is not None
+
+        for vni, ip, _mac in have.arp - want.arp:
+            self._try(dp.arp_del, vni, ip)
+        have.arp &= want.arp
+        for vni, mac, _ip, _port in have.fdb - want.fdb:
+            self._try(dp.fdb_del, vni, mac)
+        have.fdb &= want.fdb
+        for vni, ip, port in have.flood - want.flood:
+            self._try(dp.del_remote, vni, ip, port)
+        have.flood &= want.flood
+        for key in list(have.local):
+            rec, ep = have.local[key]
+            if want.local.get(key) != rec or want.vnis.get(self._vni_of(rec, have)) is None:
+                log.info("endpoint %s/%s: removing", rec.network, rec.name)
+                self._try(self.agent.remove_endpoint, ep)
+                del have.local[key]
+                self._set_status(key, None)
+        for key in [k for k, r in have.failed.items() if want.local.get(k) != r]:
+            del have.failed[key]
+            self._set_status(key, None)
+        for vni in [v for v in have.vnis if v not in want.vnis]:
+            if vni not in self.agent.static_vnis:
+                self._try(self.agent.remove_network, vni)
+            del have.vnis[vni]
+
+        for vni, name in want.vnis.items():
+            if vni in have.vnis:
+                continue
+            if vni in self.agent.static_vnis:
+                log.info("network %s: VNI %d is also in the config file; sharing it", name, vni)
+            elif not self._try(self.agent.add_network, name, vni):
+                continue
+            self._try(dp.set_arp, vni, self.arp_mode)
+            have.vnis[vni] = name
+        for key, rec in want.local.items():
+            if key in have.local or have.failed.get(key) == rec:
+                continue
+            self._realise(key, rec, want, have)
+        for f in want.fdb - have.fdb:
+            vni, mac, ip, port = f
+            if vni in have.vnis and self._try(dp.fdb_add, vni, mac, remote=ip, remote_port=port):
+                have.fdb.add(f)
+        for fl in want.flood - have.flood:
+            vni, ip, port = fl
+            if vni in have.vnis and self._try(dp.add_remote, vni, ip, port):
+                have.flood.add(fl)
+        for a in want.arp - have.arp:
+            vni, ip, mac = a
+            if vni in have.vnis and self._try(dp.arp_add, vni, ip, mac):
+                have.arp.add(a)
+        await self._flush_status()
+
+    def _vni_of(self, rec: EndpointRecord, have: Applied) -> int:
+        return next((v for v, n in have.vnis.items() if n == rec.network), -1)
+
+    def _realise(self, key: str, rec: EndpointRecord, want: Desired, have: Applied) -> None:
+        vni = self._vni_of(rec, have)
+        epc = EndpointConfig(network=rec.network, netns=rec.netns, address=rec.address,
+                             mac=rec.mac, ifname=rec.ifname)
+        try:
+            # A learned or store entry for this MAC (it lived elsewhere
+            # before) gives way to the local port.
+            ep = self.agent.add_endpoint(epc, vni, want.mtu[rec.network])
+        except (UvxlanError, OSError) as exc:
+            log.error("endpoint %s/%s in netns %s: %s", rec.network, rec.name, rec.netns, exc)
+            have.failed[key] = rec
+            self._set_status(key, EndpointStatus(state="error", error=str(exc),
+                                                 mac=rec.mac, ip=rec.ip, at=time.time()))
+            return
+        log.info("endpoint %s/%s: %s %s in netns %s", rec.network, rec.name, rec.ip,
+                 rec.mac, rec.netns)
+        have.local[key] = (rec, ep)
+        self._set_status(key, EndpointStatus(state="ready", mac=rec.mac, ip=rec.ip,
+                                             at=time.time()))
+
+    def _set_status(self, key: str, status: EndpointStatus | None) -> None:
+        if status is None:
+            self.statuses.pop(key, None)
+        else:
+            self.statuses[key] = status
+        self._status_todo.add(key)
+
+    async def _flush_status(self) -> None:
+        """Write (or delete) the statuses of our endpoints; what the store
+        refuses now (StoreUnavailable) stays queued for the next try."""
+        if not self.lease:
+            return
+        while self._status_todo:
+            key = next(iter(self._status_todo))
+            skey = cluster.status_key(self.me, *_net_name(key))
+            status = self.statuses.get(key)
+            if status is None:
+                await self.store.delete(skey)
+            else:
+                await self.store.put(skey, cluster.encode(status), lease=self.lease)
+            self._status_todo.discard(key)
+
+    @staticmethod
+    def _try(fn: Callable[..., object], *args: object, **kw: object) -> bool:
+        """One datapath change; a refusal is logged, not fatal: the next
+        apply tries again what did not take."""
+        try:
+            fn(*args, **kw)
+        except (NativeError, UvxlanError, OSError) as exc:
+            log.warning("%s", exc)
+            return False
+        return True
+
+
+def _net_name(key: str) -> tuple[str, str]:
+    """(network, name) of an endpoint key."""
+    network, _, name = key[len(cluster.ENDPOINTS):].partition("/")
+    return network, name
+
