@@ -46,7 +46,7 @@ ffibuilder = FFI()
 ffibuilder.cdef((CSRC / "uvx_cdef.h").read_text())
 ffibuilder.set_source(
     "uvxlan._native",
-    '#include "uvx.h"\n#include "fdb.h"',
+    '#include "uvx.h"\n#include "fdb.h"\n#include "offload.h"',
     sources=[str(CSRC / s) for s in SOURCES],
     include_dirs=[str(CSRC)],
     define_macros=[

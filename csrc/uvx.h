@@ -146,5 +146,15 @@ double uvx_bench_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs
 			    uint32_t nmacs, uint32_t n);
 double uvx_bench_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs,
 			   uint32_t nmacs, uint32_t n);
+double uvx_bench_tso(const uint8_t *frame, size_t len, uint16_t mss, int v6, uint32_t n);
+double uvx_bench_gro(const uint8_t *segs, const size_t *lens, unsigned nsegs, uint32_t n);
+
+/* Segmentation and coalescing as the datapath does them, whole frames in
+ * and out: for tests beside the pure-Python reference (offload_ref.py). */
+struct vnet_hdr;
+int uvx_tso_frames(const uint8_t *frame, size_t len, uint16_t mss, int v6,
+		   uint8_t *out, size_t cap, size_t *lens, unsigned max);
+int uvx_gro_join(const uint8_t *segs, const size_t *lens, unsigned n,
+		 uint8_t *out, size_t cap, struct vnet_hdr *vh);
 
 #endif

@@ -402,3 +402,48 @@ def build_datagram(
     if n == 0:
         raise NativeError(errno.EMSGSIZE, f"frame of {len(frame)} bytes is too big")
     return bytes(ffi.buffer(out, n))
+
+
+# Segmentation and coalescing as the datapath does them (for tests beside
+# uvxlan.offload_ref; the datapath itself never returns to Python).
+
+def tso_frames(frame: bytes, mss: int, *, v6: bool = False) -> list[bytes]:
+    """The segments the fast path cuts a TCP super-frame into."""
+    nmax = len(frame) // max(1, mss) + 2
+    cap = nmax * 256 + len(frame)
+    out = ffi.new("uint8_t[]", cap)
+    lens = ffi.new("size_t[]", nmax)
+    n = lib.uvx_tso_frames(frame, len(frame), mss, int(v6), out, cap, lens, nmax)
+    if n < 0:
+        raise NativeError(errno.EINVAL, "not a TCP super-frame the fast path can cut")
+    data = bytes(ffi.buffer(out, sum(lens[i] for i in range(n))))
+    segs, at = [], 0
+    for i in range(n):
+        segs.append(data[at:at + lens[i]])
+        at += lens[i]
+    return segs
+
+
+@dataclass(frozen=True)
+class Joined:
+    frame: bytes
+    flags: int
+    gso_type: int
+    hdr_len: int
+    gso_size: int
+    csum_start: int
+    csum_offset: int
+
+
+def gro_join(segments: list[bytes]) -> Joined:
+    """The super-frame (and virtio-net header) the fast path joins
+    in-order segments of one flow into."""
+    blob = b"".join(segments)
+    lens = ffi.new("size_t[]", [len(s) for s in segments] or [0])
+    out = ffi.new("uint8_t[]", 70000)
+    vh = ffi.new("struct vnet_hdr *")
+    n = lib.uvx_gro_join(blob, lens, len(segments), out, 70000, vh)
+    if n < 0:
+        raise NativeError(errno.EINVAL, "segments the fast path would not join")
+    return Joined(bytes(ffi.buffer(out, n)), vh.flags, vh.gso_type, vh.hdr_len,
+                  vh.gso_size, vh.csum_start, vh.csum_offset)
