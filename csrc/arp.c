@@ -8,9 +8,12 @@
 #define ETH_HLEN_     14
 #define ARP_OFF       ETH_HLEN_
 
+/* Fibonacci hashing: the product's high bits mix every bit of the
+ * address (its low bits would depend on the first octets only, and a
+ * whole subnet would share one slot). */
 static unsigned arp_slot(uint32_t ip)
 {
-	return (ip * 2654435761u) & (ARP_SLOTS - 1);
+	return (ip * 2654435761u) >> (32 - ARP_SLOTS_LOG2);
 }
 
 int arp_table_put(struct arp_table *t, uint32_t ip, const uint8_t *mac)

@@ -9,7 +9,8 @@
 #include <stdint.h>
 
 #define ARP_FRAME_LEN 42           /* Ethernet + ARP for IPv4, unpadded */
-#define ARP_SLOTS     4096         /* per VNI; a power of two */
+#define ARP_SLOTS_LOG2 12
+#define ARP_SLOTS     (1u << ARP_SLOTS_LOG2)   /* per VNI */
 
 struct arp_entry {
 	uint32_t ip;               /* network byte order; 0: empty slot */

@@ -293,3 +293,40 @@ def test_known_addresses_never_arp_over_the_wire(cluster: Callable[[int], Cluste
     assert ip_of(b) not in asked                 # ...but never for a known address
     stats = c.ov.query("h1", "stats")
     assert next(n for n in stats["networks"] if n["name"] == "net1")["arp_replies"] >= 1
+
+
+def test_records_that_do_not_decode_are_skipped_not_fatal(
+        cluster: Callable[[int], Cluster]) -> None:
+    """Keys written by hand or by a newer uvxlan must not stop any agent."""
+    c = cluster(2)
+    c.cli("network", "create", "net1")
+    junk = {
+        "/uvxlan/endpoints/net1/v6": json.dumps({
+            "name": "v6", "network": "net1", "host": "h2", "netns": "x", "ifname": "eth0",
+            "mac": "02:00:00:00:00:99", "ip": "fd00::2/64"}),
+        "/uvxlan/networks/bad": json.dumps({"name": "bad", "vni": "300", "subnet": "x",
+                                            "gateway": "x", "mtu": 1450}),
+        "/uvxlan/hosts/h9": "not json",
+    }
+    script = ("import asyncio, json, sys\n"
+              f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+              "from uvxlan.store import open_store\n"
+              "async def main():\n"
+              f"    s = open_store({c.ov.store_url!r})\n"
+              f"    for k, v in json.loads({json.dumps(json.dumps(junk))}).items():\n"
+              "        await s.put(k, v.encode())\n"
+              "    await s.close()\n"
+              "asyncio.run(main())\n")
+    done = c.lab.run(c.lab.host("h1").netns, [sys.executable, "-c", script], timeout=30)
+    assert done.returncode == 0, done.stderr
+    a = c.attach("net1", "h1", "a")
+    b = c.attach("net1", "h2", "b")
+    assert ping(c.lab, c.lab.container_netns("a"), ip_of(b)) == 3
+    for h in c.names:
+        proc = c.ov.proc(h)
+        assert proc is not None and proc.poll() is None, c.ov.log_tail(h)
+        assert c.ov.query(h, "status")["synced"] is True
+    log = (c.ov.workdir / "h1.log").read_text()
+    assert "/uvxlan/endpoints/net1/v6: skipped" in log
+    assert "Traceback" not in log
+    assert a["ip"] != b["ip"]

@@ -249,8 +249,11 @@ class Agent:
             with suppress(asyncio.CancelledError):
                 await ager
             if control_plane is not None and self.controller is not None:
-                control_plane.cancel()
-                with suppress(asyncio.CancelledError):
+                # Whether it failed or is still running, the cleanup below
+                # must happen: a failure was already raised from the try.
+                if not control_plane.done():
+                    control_plane.cancel()
+                with suppress(BaseException):
                     await control_plane
                 await self.controller.close()
             if threads:

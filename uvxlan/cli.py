@@ -585,6 +585,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the trace on request
+        if os.environ.get("UVXLAN_DEBUG"):
+            raise
+        print(f"uvxlan: internal error: {type(exc).__name__}: {exc} (a bug: please report"
+              " it; UVXLAN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
 
 
 

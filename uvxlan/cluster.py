@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import random
 import re
 import time
@@ -41,6 +42,8 @@ from typing import Any, TypeVar
 
 from uvxlan.errors import ClusterError, ConfigError, StoreCompacted, StoreError, StoreUnavailable
 from uvxlan.store import KV, Store
+
+log = logging.getLogger("uvxlan.cluster")
 
 ROOT = "/uvxlan/"
 HOSTS = ROOT + "hosts/"
@@ -213,7 +216,7 @@ def _check_ifname(ifname: object) -> str:
     return ifname
 
 
-def _check_vni(vni: object) -> int:
+def check_vni(vni: object) -> int:
     if not isinstance(vni, int) or isinstance(vni, bool) or not 1 <= vni <= VNI_MAX:
         raise ConfigError(f"vni {vni!r} is out of range (1-{VNI_MAX})")
     return vni
@@ -243,7 +246,7 @@ def derive_mac(ip: str | ipaddress.IPv4Address) -> str:
     return ":".join(f"{b:02x}" for b in b"\x02\x42" + packed)
 
 
-def _check_mac(mac: object) -> str:
+def check_mac(mac: object) -> str:
     text = mac.strip().lower() if isinstance(mac, str) else ""
     if not _MAC.fullmatch(text):
         raise ConfigError(f"mac {mac!r}: expected six hex bytes such as 02:42:0a:00:00:02")
@@ -265,8 +268,54 @@ async def _retrying(what: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
     raise ClusterError(f"{what}: gave up after {_ATTEMPTS} attempts lost to concurrent writers")
 
 
+def validate(record: HostRecord | NetworkRecord | EndpointRecord) -> None:
+    """ValueError (or ConfigError) unless the record's fields are what
+    this uvxlan can use: decode() checks the field names only."""
+    def port_ok(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535
+
+    if isinstance(record, HostRecord):
+        ipaddress.IPv4Address(record.underlay)
+        if not port_ok(record.port) or not isinstance(record.mtu, int):
+            raise ValueError(f"port {record.port!r} or mtu {record.mtu!r}")
+    elif isinstance(record, NetworkRecord):
+        check_vni(record.vni)
+        record.network      # noqa: B018 - raises ValueError unless an IPv4 CIDR
+        if not isinstance(record.mtu, int) or not 68 <= record.mtu <= 65535:
+            raise ValueError(f"mtu {record.mtu!r}")
+    else:
+        record.address      # noqa: B018 - raises ValueError unless IPv4 address/prefix
+        check_mac(record.mac)
+        for name in ("name", "network", "host", "netns", "ifname"):
+            if not isinstance(getattr(record, name), str):
+                raise ValueError(f"{name} {getattr(record, name)!r}")
+
+
 def _decode_all(kind: type[R], kvs: list[KV]) -> list[R]:
-    return [decode(kind, kv.value, kv.key) for kv in kvs]
+    """The records that decode and validate; the others (written by hand,
+    or by a newer uvxlan) are skipped with a warning, so one bad key does
+    not stop every command."""
+    out = []
+    for kv in kvs:
+        try:
+            record = decode(kind, kv.value, kv.key)
+            if not isinstance(record, EndpointStatus):
+                validate(record)
+        except (StoreError, ValueError, TypeError) as exc:
+            log.warning("store key %s: skipped: %s", kv.key, exc)
+            continue
+        out.append(record)
+    return out
+
+
+def _reserved(ipam_kvs: list[KV]) -> set[ipaddress.IPv4Address]:
+    out = set()
+    for kv in ipam_kvs:
+        try:
+            out.add(ipaddress.IPv4Address(kv.key.rsplit("/", 1)[1]))
+        except ValueError:
+            log.warning("store key %s: skipped: not an address reservation", kv.key)
+    return out
 
 
 def _names(items: list[str]) -> str:
@@ -326,7 +375,7 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
     the smallest registered host's underlay MTU - 50, by default that.
     ConfigError for bad input, ClusterError for a conflict."""
     check_name("network name", name)
-    want_vni = None if vni is None else _check_vni(vni)
+    want_vni = None if vni is None else check_vni(vni)
     want_subnet = None if subnet is None else _parse_subnet(subnet)
     if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
         raise ConfigError(f"mtu {mtu!r}: expected an integer")
@@ -437,7 +486,7 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
     ep_name = check_name("endpoint name" if name is not None else "endpoint name (from netns)",
                          netns if name is None else name)
     _check_ifname(ifname)
-    want_mac = None if mac is None else _check_mac(mac)
+    want_mac = None if mac is None else check_mac(mac)
 
     async def attempt() -> EndpointRecord | None:
         net_kv = await store.get(network_key(network)) if _is_name(network) else None
@@ -458,8 +507,7 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
         if any(e.name == ep_name for e in endpoints):
             raise ClusterError(f"endpoint {ep_name} already exists in network {network}")
         ip_owner = {e.address.ip: e.name for e in endpoints}
-        taken = set(ip_owner) | {ipaddress.IPv4Address(k.key.rsplit("/", 1)[1])
-                                 for k in ipam_kvs}
+        taken = set(ip_owner) | _reserved(ipam_kvs)
         mac_owner = {e.mac: e.name for e in endpoints}
         subnet = net.network
         if want_ip is not None:

@@ -82,14 +82,20 @@ def desired_state(model: dict[str, bytes], me: str) -> Desired:
         try:
             if key.startswith(cluster.HOSTS):
                 h = cluster.decode(HostRecord, value, key)
+                cluster.validate(h)
                 hosts[h.name] = h
             elif key.startswith(cluster.NETWORKS):
                 n = cluster.decode(NetworkRecord, value, key)
+                cluster.validate(n)
                 networks[n.name] = n
             elif key.startswith(cluster.ENDPOINTS):
-                endpoints.append((key, cluster.decode(EndpointRecord, value, key)))
-        except StoreError as exc:
-            log.warning("%s", exc)
+                ep = cluster.decode(EndpointRecord, value, key)
+                cluster.validate(ep)
+                endpoints.append((key, ep))
+        except (StoreError, ValueError, TypeError) as exc:
+            # A key written by hand or by a newer uvxlan: skip it, once
+            # per change of it, and serve the rest.
+            _warn_once(key, value, f"store key {key}: skipped: {exc}")
     d = Desired()
     for n in networks.values():
         d.vnis[n.vni] = n.name
@@ -110,6 +116,15 @@ def desired_state(model: dict[str, bytes], me: str) -> Desired:
             continue
         d.arp.add((net.vni, str(ep.address.ip), ep.mac))
     return d
+
+
+_warned: dict[str, bytes] = {}
+
+
+def _warn_once(key: str, value: bytes, msg: str) -> None:
+    if _warned.get(key) != value:
+        _warned[key] = value
+        log.warning("%s", msg)
 
 
 @dataclass
@@ -141,6 +156,8 @@ class Controller:
         # keys still to write there (absent from statuses: delete).
         self.statuses: dict[str, EndpointStatus] = {}
         self._status_todo: set[str] = set()
+        self._flush_lock = asyncio.Lock()
+        self._vni_conflicts: set[int] = set()
         self._registered = asyncio.Event()
 
     def owns_fdb(self, vni: int, mac: str) -> bool:
@@ -189,9 +206,17 @@ class Controller:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     async def _register(self) -> None:
-        self.lease = await self.store.lease_grant(self.ttl)
-        await self.store.put(cluster.host_key(self.me), cluster.encode(self.record),
-                             lease=self.lease)
+        # The lease is ours only once the host key is written under it: a
+        # failed put leaves self.lease 0, so the next round registers again.
+        lease = await self.store.lease_grant(self.ttl)
+        try:
+            await self.store.put(cluster.host_key(self.me), cluster.encode(self.record),
+                                 lease=lease)
+        except BaseException:
+            with contextlib.suppress(StoreError, OSError):
+                await self.store.lease_revoke(lease)
+            raise
+        self.lease = lease
         # Statuses live under the lease too: write them all again.
         self._status_todo |= set(self.statuses)
         await self._flush_status()
@@ -206,6 +231,9 @@ class Controller:
             try:
                 kvs, rev = await self.store.list(cluster.ROOT)
                 self.model = {kv.key: kv.value for kv in kvs}
+                # A full list retries endpoints that failed (the netns may
+                # exist by now): that is part of repairing drift.
+                self.applied.failed.clear()
                 await self.apply()
                 self.synced.set()
                 delay = BACKOFF_FIRST
@@ -277,18 +305,35 @@ class Controller:
             del have.vnis[vni]
 
         for vni, name in want.vnis.items():
+            if have.vnis.get(vni) not in (None, name):
+                # The VNI now belongs to another network (removed and made
+                # anew between two lists): same datapath VNI, new name.
+                have.vnis[vni] = name
+                self.agent.networks[vni] = name
             if vni in have.vnis:
                 continue
             if vni in self.agent.static_vnis:
-                log.info("network %s: VNI %d is also in the config file; sharing it", name, vni)
-            elif not self._try(self.agent.add_network, name, vni):
+                # Two owners for one VNI would fight over its flood list and
+                # FDB: the config file's network wins, the store's is not
+                # served here.
+                if vni not in self._vni_conflicts:
+                    self._vni_conflicts.add(vni)
+                    log.error("network %s: VNI %d belongs to a network of the config file;"
+                              " not serving it", name, vni)
+                continue
+            if not self._try(self.agent.add_network, name, vni):
                 continue
             self._try(dp.set_arp, vni, self.arp_mode)
             have.vnis[vni] = name
         for key, rec in want.local.items():
             if key in have.local or have.failed.get(key) == rec:
                 continue
+            if self._vni_of(rec, have) < 0:
+                continue                       # its network is not served (yet)
             self._realise(key, rec, want, have)
+            # Creating TAPs takes netlink round trips: let the keepalive
+            # run between them, so a long list cannot outlast the lease.
+            await asyncio.sleep(0)
         for f in want.fdb - have.fdb:
             vni, mac, ip, port = f
             if vni in have.vnis and self._try(dp.fdb_add, vni, mac, remote=ip, remote_port=port):
@@ -314,7 +359,7 @@ class Controller:
             # A learned or store entry for this MAC (it lived elsewhere
             # before) gives way to the local port.
             ep = self.agent.add_endpoint(epc, vni, want.mtu[rec.network])
-        except (UvxlanError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - reported in its status, never fatal
             log.error("endpoint %s/%s in netns %s: %s", rec.network, rec.name, rec.netns, exc)
             have.failed[key] = rec
             self._set_status(key, EndpointStatus(state="error", error=str(exc),
@@ -335,18 +380,25 @@ class Controller:
 
     async def _flush_status(self) -> None:
         """Write (or delete) the statuses of our endpoints; what the store
-        refuses now (StoreUnavailable) stays queued for the next try."""
-        if not self.lease:
-            return
-        while self._status_todo:
-            key = next(iter(self._status_todo))
-            skey = cluster.status_key(self.me, *_net_name(key))
-            status = self.statuses.get(key)
-            if status is None:
-                await self.store.delete(skey)
-            else:
-                await self.store.put(skey, cluster.encode(status), lease=self.lease)
-            self._status_todo.discard(key)
+        refuses now (StoreUnavailable) stays queued for the next try.  The
+        keepalive and the sync task both flush: one at a time, and a key
+        leaves the queue only if what was written is still what is wanted."""
+        async with self._flush_lock:
+            while self.lease and self._status_todo:
+                key = next(iter(self._status_todo))
+                skey = cluster.status_key(self.me, *_net_name(key))
+                status = self.statuses.get(key)
+                try:
+                    if status is None:
+                        await self.store.delete(skey)
+                    else:
+                        await self.store.put(skey, cluster.encode(status), lease=self.lease)
+                except LeaseExpired:
+                    # The keepalive task registers again, and that queues
+                    # every status anew.
+                    return
+                if self.statuses.get(key) is status:
+                    self._status_todo.discard(key)
 
     @staticmethod
     def _try(fn: Callable[..., object], *args: object, **kw: object) -> bool:
@@ -356,6 +408,9 @@ class Controller:
             fn(*args, **kw)
         except (NativeError, UvxlanError, OSError) as exc:
             log.warning("%s", exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug, but not one to stop forwarding for
+            log.exception("unexpected error from %s: %s", getattr(fn, "__name__", fn), exc)
             return False
         return True
 

@@ -440,8 +440,10 @@ def link_configure(
     mtu: int | None = None,
     addresses: Sequence[str] = (),
     up: bool = True,
+    gso_max_size: int | None = None,
 ) -> None:
-    """Set MAC, MTU, add missing CIDR addresses and set the link up or down.
+    """Set MAC, MTU, the largest super-frame the stack may hand the link
+    (gso_max_size), add missing CIDR addresses and set the link up or down.
 
     Addresses already on the link are left alone, so a repeat is harmless.
     ``lo`` in the same netns is brought up too.
@@ -465,6 +467,11 @@ def link_configure(
                 ipr.link("set", index=index, mtu=mtu)
             except Pyroute2NetlinkError as exc:
                 _fail(f"cannot set MTU {mtu} on '{ifname}' in {where}", exc)
+        if gso_max_size is not None:
+            try:
+                ipr.link("set", index=index, gso_max_size=gso_max_size)
+            except Pyroute2NetlinkError as exc:
+                _fail(f"cannot set gso_max_size {gso_max_size} on '{ifname}' in {where}", exc)
         present = {
             (str(a.get("local") or a.get("address")), int(a["prefixlen"]))
             for a in ipr.addr("dump", index=index)
