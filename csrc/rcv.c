@@ -16,6 +16,7 @@
 #include <netinet/udp.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "dp.h"
 
@@ -196,6 +197,29 @@ int uvx_udp_rx(struct uvx_dp *dp)
 	return r;
 }
 
+/* Is this datagram a full-sized TCP segment in the middle of a burst
+ * (no PSH, FIN, SYN or RST)?  Then the rest of the burst is on its way,
+ * and joining it with this one saves the container a write per segment.
+ * A cheap look, not a check: vxlan_rcv checks everything later. */
+static int mid_burst(const uint8_t *pkt, size_t len)
+{
+	const size_t eth = VXLAN_HLEN + ETH_HLEN;
+	if (len < eth + 40 || pkt[eth - 2] != 0x08 || pkt[eth - 1] != 0x00 ||
+	    pkt[eth] != 0x45 || pkt[eth + 9] != 6)
+		return 0;
+	size_t doff = (size_t)(pkt[eth + 32] >> 4) * 4;
+	uint8_t flags = pkt[eth + 33];
+	return len > eth + 20 + doff &&
+	       !(flags & (TCP_F_PSH | TCP_F_FIN | TCP_F_SYN | TCP_F_RST));
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static int udp_rx_locked(struct uvx_dp *dp)
 {
 	struct uvx_worker *w = &dp->w[W_RX];
@@ -210,6 +234,28 @@ static int udp_rx_locked(struct uvx_dp *dp)
 	int n = recvmmsg(dp->udp_fd, w->rmsg, dp->cfg.batch, MSG_DONTWAIT, NULL);
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	/* Without UDP GRO a burst arrives a datagram at a time, and a batch
+	 * cut short would end every joined super-frame after a segment or
+	 * two.  Mid-burst, linger a few microseconds for the rest; a lone
+	 * packet (a ping, an ACK, a burst's last segment) never waits. */
+	if (dp->cfg.rx_linger_us && !dp->gro) {
+		uint64_t until = 0;
+		while ((unsigned)n < dp->cfg.batch &&
+		       mid_burst(slot_frame(w, (unsigned)n - 1), w->rmsg[n - 1].msg_len)) {
+			int m = recvmmsg(dp->udp_fd, &w->rmsg[n], dp->cfg.batch - (unsigned)n,
+					 MSG_DONTWAIT, NULL);
+			if (m > 0) {
+				n += m;
+				until = 0;
+				continue;
+			}
+			uint64_t t = now_us();
+			if (!until)
+				until = t + dp->cfg.rx_linger_us;
+			else if (t >= until)
+				break;
+		}
+	}
 
 	w->now_ms = uvx_now_ms();
 	for (int i = 0; i < n; i++) {

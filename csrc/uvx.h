@@ -36,6 +36,7 @@ struct uvx_config {
 	uint32_t batch;           /* frames per rx call, 1..UVX_BATCH_MAX */
 	uint8_t accept_reserved;  /* accept reserved bits, as RFC 7348 says */
 	uint8_t udp_csum;         /* compute the outer UDP checksum */
+	uint32_t rx_linger_us;    /* mid-burst, wait this long for the rest */
 };
 
 struct uvx_counters {

@@ -54,6 +54,7 @@ struct uvx_config {
 	uint8_t accept_reserved;
 	uint8_t udp_csum;
 	...;
+	uint32_t rx_linger_us;
 };
 
 struct uvx_counters {

@@ -100,6 +100,7 @@ class Agent:
                 batch=h.batch,
                 accept_reserved=h.accept_reserved,
                 udp_csum=h.udp_checksum,
+                rx_linger_us=h.rx_linger_us,
             )
             self.dp.set_sockets(self._udp.fileno(), self._tx_fd)
             self.dp.set_pool([(s.fileno(), s.getsockname()[1]) for s in self._pool],

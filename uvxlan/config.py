@@ -43,7 +43,7 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _HOST_KEYS = {"name", "underlay", "port", "mtu", "ageing", "learn_limit",
               "src_ports", "accept_reserved", "udp_checksum", "batch",
               "control_dir", "offload", "send_sockets", "threads",
-              "arp_suppression", "lease_ttl", "resync"}
+              "arp_suppression", "lease_ttl", "resync", "rx_linger_us"}
 _NETWORK_KEYS = {"name", "vni", "remotes", "static"}
 _STATIC_KEYS = {"mac", "remote", "port"}
 _ENDPOINT_KEYS = {"network", "netns", "ifname", "mac", "address", "gateway"}
@@ -95,6 +95,9 @@ class HostConfig:
     offload: str = "auto"
     send_sockets: int = 8
     threads: bool = True
+    # Without UDP GRO: how long the receive side waits for the rest of a
+    # TCP burst before writing what it joined (0: never waits).
+    rx_linger_us: int = 50
     # With a cluster store (uvxlan agent --store): how ARP requests for
     # addresses the store knows are treated (answer | answer-only | off),
     # the TTL of the host's lease, and the period of full reconciles.
@@ -231,6 +234,7 @@ def parse(data: dict[str, Any], source: str = "config",
         offload=h.str_("offload", "auto"),
         send_sockets=h.int_("send_sockets", 8, 1, 64),
         threads=h.bool_("threads", True),
+        rx_linger_us=h.int_("rx_linger_us", 50, 0, 1000),
         arp_suppression=h.str_("arp_suppression", "answer"),
         lease_ttl=float(h.int_("lease_ttl", 10, 2, 3600)),
         resync=float(h.int_("resync", 30, 1, 86400)),

@@ -157,6 +157,7 @@ class Datapath:
         learn_limit: int = 1024,
         fdb_capacity: int = 65536,
         batch: int = 32,
+        rx_linger_us: int = 0,
         accept_reserved: bool = False,
         udp_csum: bool = False,
     ) -> None:
@@ -171,6 +172,7 @@ class Datapath:
         cfg.batch = batch
         cfg.accept_reserved = accept_reserved
         cfg.udp_csum = udp_csum
+        cfg.rx_linger_us = rx_linger_us
         err = ffi.new("int *")
         dp = lib.uvx_dp_new(cfg, err)
         if dp == ffi.NULL:
