@@ -124,3 +124,25 @@ def test_cli_help_and_unknown_command() -> None:
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "uvxlan: error: /nonexistent/uvxlan.toml: no such file"
+
+
+def test_agent_commands_without_a_running_agent_say_so_in_one_line(tmp_path: Path) -> None:
+    for argv in (["stats"], ["fdb", "show"], ["stats", "--agent", str(tmp_path / "x.sock")]):
+        done = subprocess.run([sys.executable, "-m", "uvxlan", *argv],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1, argv
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("uvxlan: error: "), done.stderr
+        assert "agent" in lines[0]
+
+
+def test_agent_without_config_needs_name_and_address() -> None:
+    done = subprocess.run([sys.executable, "-m", "uvxlan", "agent", "--name", "h1"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "uvxlan: error: agent: --advertise is required without --config"
+    bad = subprocess.run([sys.executable, "-m", "uvxlan", "agent", "--name", "h1",
+                          "--advertise", "10.0.0.1", "--store", "redis://x"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "store URL" in bad.stderr

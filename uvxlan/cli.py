@@ -85,8 +85,24 @@ def default_store_url() -> str:
     return os.environ.get("UVXLAN_STORE") or f"sqlite://{DEFAULT_SQLITE_PATH}"
 
 
-def _socket_for(name: str) -> str:
-    return name if "/" in name else f"/run/uvxlan/{name}.sock"
+CONTROL_DIR = "/run/uvxlan"
+
+
+def _socket_for(name: str | None) -> str:
+    """The control socket of agent ``name`` (or a path); without a name,
+    the one agent running on this machine."""
+    if name:
+        return name if "/" in name else f"{CONTROL_DIR}/{name}.sock"
+    import glob
+
+    found = sorted(glob.glob(f"{CONTROL_DIR}/*.sock"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UvxlanError(f"no agent runs here (no control socket in {CONTROL_DIR});"
+                          " name one with --agent")
+    names = ", ".join(os.path.basename(p)[:-5] for p in found)
+    raise UvxlanError(f"several agents run here ({names}): name one with --agent")
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -509,16 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_agent)
 
     s = sub.add_parser("stats", help="counters and drops of a running agent")
-    s.add_argument("--agent", required=True, metavar="NAME",
-                   help="the agent's [host] name, or its control socket's path")
+    s.add_argument("--agent", metavar="NAME",
+                   help="the agent's host name, or its control socket's path"
+                   " (default: the one agent running here)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=_cmd_stats)
 
     f = sub.add_parser("fdb", help="forwarding table of a running agent")
     fsub = f.add_subparsers(dest="fdb_cmd", required=True, metavar="ACTION")
     fs = fsub.add_parser("show", help="list static and learned entries")
-    fs.add_argument("--agent", required=True, metavar="NAME",
-                    help="the agent's [host] name, or its control socket's path")
+    fs.add_argument("--agent", metavar="NAME",
+                    help="the agent's host name, or its control socket's path"
+                    " (default: the one agent running here)")
     fs.add_argument("--network", metavar="NAME", help="only this network")
     fs.add_argument("--json", action="store_true", help="machine-readable output")
     fs.set_defaults(func=_cmd_fdb)

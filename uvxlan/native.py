@@ -19,6 +19,7 @@ from typing import Any
 
 from uvxlan._version import __version__
 from uvxlan.errors import ConfigError, NativeError, StaleBuildError
+from uvxlan.offload_ref import Joined  # one type for C and the reference
 from uvxlan.wire import mac_to_bytes, mac_to_str
 
 try:
@@ -424,17 +425,6 @@ def tso_frames(frame: bytes, mss: int, *, v6: bool = False) -> list[bytes]:
         segs.append(data[at:at + lens[i]])
         at += lens[i]
     return segs
-
-
-@dataclass(frozen=True)
-class Joined:
-    frame: bytes
-    flags: int
-    gso_type: int
-    hdr_len: int
-    gso_size: int
-    csum_start: int
-    csum_offset: int
 
 
 def gro_join(segments: list[bytes]) -> Joined:

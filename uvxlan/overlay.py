@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,83 @@ from typing import Any
 from uvxlan.agent import query_agent
 from uvxlan.errors import LabError, UvxlanError
 from uvxlan.lab import Lab
+
+
+class AgentProcs:
+    """The agents an overlay runs on lab hosts, one process each: start,
+    wait until ready, ask, stop.  Subclasses say where files go."""
+
+    lab: Lab
+    workdir: Path
+    _procs: dict[str, subprocess.Popen[bytes]]
+
+    def control_socket(self, host: str) -> str:
+        raise NotImplementedError
+
+    def file(self, host: str, suffix: str) -> Path:
+        """The host's config (.toml) or log (.log) in the workdir."""
+        raise NotImplementedError
+
+    def _spawn(self, host: str, argv: list[str], timeout: float,
+               ready: Callable[[dict[str, Any]], bool]) -> subprocess.Popen[bytes]:
+        """Run ``uvxlan agent ARGV`` in the host's netns, logging to its
+        log file, and wait until its status satisfies ready()."""
+        log = open(self.file(host, ".log"), "ab")  # noqa: SIM115
+        proc = self.lab.spawn(self.lab.host(host).netns,
+                              [sys.executable, "-m", "uvxlan", "agent", *argv],
+                              stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self._procs[host] = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"agent of {host} exited with {proc.returncode}: "
+                               f"{self.log_tail(host)}")
+            try:
+                if ready(query_agent(self.control_socket(host), "status", timeout=1.0)):
+                    return proc
+            except (UvxlanError, OSError):
+                pass
+            time.sleep(0.05)
+        raise LabError(f"agent of {host} not ready within {timeout:.0f} s: "
+                       f"{self.log_tail(host)}")
+
+    def log_tail(self, host: str, lines: int = 5) -> str:
+        try:
+            text = self.file(host, ".log").read_text()
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def query(self, host: str, cmd: str) -> dict[str, Any]:
+        return query_agent(self.control_socket(host), cmd)
+
+    def proc(self, host: str) -> subprocess.Popen[bytes] | None:
+        return self._procs.get(host)
+
+    def kill(self, host: str) -> None:
+        """SIGKILL: the agent dies without cleaning up (or leaving a cluster)."""
+        proc = self._procs.pop(host, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self, host: str, timeout: float = 10.0) -> int:
+        """SIGTERM the agent, wait, and return its exit code."""
+        proc = self._procs.pop(host, None)
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self) -> dict[str, int]:
+        return {h: self.stop(h) for h in list(self._procs)}
 
 
 @dataclass(frozen=True)
@@ -31,7 +109,7 @@ class Placement:
 
 
 @dataclass
-class Overlay:
+class Overlay(AgentProcs):
     lab: Lab
     workdir: Path
     networks: dict[str, int]                 # name -> VNI
@@ -71,61 +149,19 @@ class Overlay:
                       f'address = "{p.address}"']
         return "\n".join(lines) + "\n"
 
+    def file(self, host: str, suffix: str) -> Path:
+        return self.workdir / f"{self.lab.name}-{host}{suffix}"
+
     def start(self, host: str, timeout: float = 15.0) -> subprocess.Popen[bytes]:
         """Start the agent of host and wait until it answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        path = self.workdir / f"{self.lab.name}-{host}.toml"
+        path = self.file(host, ".toml")
         path.write_text(self.config_text(host))
-        log = open(self.workdir / f"{self.lab.name}-{host}.log", "ab")  # noqa: SIM115
-        proc = self.lab.spawn(
-            self.lab.host(host).netns,
-            [sys.executable, "-m", "uvxlan", "agent", "--config", str(path)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        self._procs[host] = proc
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise LabError(f"agent of {host} exited with {proc.returncode}: "
-                               f"{self.log_tail(host)}")
-            try:
-                query_agent(self.control_socket(host), "status", timeout=1.0)
-                return proc
-            except (UvxlanError, OSError):
-                time.sleep(0.05)
-        raise LabError(f"agent of {host} did not answer within {timeout:.0f} s")
+        return self._spawn(host, ["--config", str(path)], timeout, lambda st: True)
 
     def start_all(self) -> None:
         for h in self.hosts:
             self.start(h)
-
-    def log_tail(self, host: str, lines: int = 5) -> str:
-        path = self.workdir / f"{self.lab.name}-{host}.log"
-        try:
-            return " | ".join(path.read_text().strip().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def query(self, host: str, cmd: str) -> dict[str, Any]:
-        return query_agent(self.control_socket(host), cmd)
-
-    def stop(self, host: str, timeout: float = 10.0) -> int:
-        """SIGTERM the agent, wait, and return its exit code."""
-        proc = self._procs.pop(host, None)
-        if proc is None:
-            return 0
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def stop_all(self) -> dict[str, int]:
-        return {h: self.stop(h) for h in list(self._procs)}
 
 
 def _toml(value: Any) -> str:
@@ -194,7 +230,7 @@ class LabEtcd:
 
 
 @dataclass
-class ClusterOverlay:
+class ClusterOverlay(AgentProcs):
     """Agents on a lab that take everything from a cluster store: each
     host runs ``uvxlan agent --store URL --name H --advertise IP``; networks
     and endpoints are made with the CLI (``cli()``), as a user would."""
@@ -209,38 +245,21 @@ class ClusterOverlay:
     def control_socket(self, host: str) -> str:
         return str(self.workdir / f"{host}.sock")
 
+    def file(self, host: str, suffix: str) -> Path:
+        return self.workdir / f"{host}{suffix}"
+
     def start(self, host: str, timeout: float = 20.0, *, wait_synced: bool = True
               ) -> subprocess.Popen[bytes]:
         """Start the agent of lab host ``host`` (its cluster name too) and
         wait until it answers and has applied the store's state."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        path = self.workdir / f"{host}.toml"
+        path = self.file(host, ".toml")
         opts = {"control_dir": str(self.workdir), "mtu": self.lab.mtu, **self.host_options}
         path.write_text("[host]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in opts.items()))
-        log = open(self.workdir / f"{host}.log", "ab")  # noqa: SIM115
-        proc = self.lab.spawn(
-            self.lab.host(host).netns,
-            [sys.executable, "-m", "uvxlan", "agent", "--config", str(path),
-             "--store", self.store_url, "--name", host,
-             "--advertise", self.lab.host(host).underlay_ip, "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        self._procs[host] = proc
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise LabError(f"agent of {host} exited with {proc.returncode}: "
-                               f"{self.log_tail(host)}")
-            try:
-                st = query_agent(self.control_socket(host), "status", timeout=1.0)
-                if st.get("synced") or not wait_synced:
-                    return proc
-            except (UvxlanError, OSError):
-                pass
-            time.sleep(0.05)
-        raise LabError(f"agent of {host} not ready within {timeout:.0f} s: "
-                       f"{self.log_tail(host)}")
+        argv = ["--config", str(path), "--store", self.store_url, "--name", host,
+                "--advertise", self.lab.host(host).underlay_ip, "--port", str(self.port)]
+        return self._spawn(host, argv, timeout,
+                           lambda st: bool(st.get("synced")) or not wait_synced)
 
     def cli(self, *args: str, host: str = "h1", check: bool = True,
             timeout: float = 60.0, store: bool = True) -> subprocess.CompletedProcess[str]:
@@ -253,39 +272,3 @@ class ClusterOverlay:
         if check and done.returncode != 0:
             raise LabError(f"uvxlan {' '.join(args)}: {done.stderr.strip()}")
         return done
-
-    def log_tail(self, host: str, lines: int = 5) -> str:
-        path = self.workdir / f"{host}.log"
-        try:
-            return " | ".join(path.read_text().strip().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def query(self, host: str, cmd: str) -> dict[str, Any]:
-        return query_agent(self.control_socket(host), cmd)
-
-    def proc(self, host: str) -> subprocess.Popen[bytes] | None:
-        return self._procs.get(host)
-
-    def kill(self, host: str) -> None:
-        """SIGKILL: the agent dies without leaving the cluster."""
-        proc = self._procs.pop(host, None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    def stop(self, host: str, timeout: float = 10.0) -> int:
-        proc = self._procs.pop(host, None)
-        if proc is None:
-            return 0
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def stop_all(self) -> dict[str, int]:
-        return {h: self.stop(h) for h in list(self._procs)}
