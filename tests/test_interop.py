@@ -17,13 +17,12 @@ import ipaddress
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from uvxlan import netlink
 from uvxlan.kvxlan import kernel_fdb, kernel_vxlan_host
-from uvxlan.lab import Lab
+from uvxlan.lab import Lab, terminate
 from uvxlan.overlay import Placement
 
 from .conftest import OverlayFactory, checked_transfer, needs, root
@@ -67,16 +66,6 @@ def _ping(lab: Lab, netns: str, dst: str, count: int = 3) -> subprocess.Complete
                    timeout=count + 15)
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def _capture(lab: Lab, netns: str, port: int, workdir: Path, src_ns: str,
              dst: str) -> tuple[list[list[str]], str]:
     """tshark on netns's ul0 while src_ns pings dst; rows of (vni, eth.src, eth.dst)."""
@@ -103,7 +92,7 @@ def _capture(lab: Lab, netns: str, port: int, workdir: Path, src_ns: str,
         except subprocess.TimeoutExpired:
             pytest.fail("tshark did not finish")
     finally:
-        _stop(tshark)
+        terminate(tshark)
     assert ping.returncode == 0, f"ping during capture failed: {ping.stdout}"
     rows = [line.split("\t") for line in out.splitlines() if line.strip()]
     return rows, errpath.read_text()

@@ -270,9 +270,9 @@ async def increment(store: Store, key: str, n: int) -> int:
     return done
 
 
-def worker_main(argv: list[str]) -> None:
-    """A CAS worker in another process: connects, says ready, waits for a
-    line on stdin, increments, prints its count."""
+def _racer_main(argv: list[str], race: Callable[[Store, str, int], Awaitable[int]]) -> None:
+    """A racer in another process: connects, says ready, waits for a line
+    on stdin (so every racer starts at once), races, prints its result."""
     url, key, n = argv[0], argv[1], int(argv[2])
 
     async def main() -> int:
@@ -281,11 +281,16 @@ def worker_main(argv: list[str]) -> None:
             await store.get(key)
             print("ready", flush=True)
             await asyncio.to_thread(sys.stdin.readline)
-            return await increment(store, key, n)
+            return await race(store, key, n)
         finally:
             await store.close()
 
     print(uvloop.run(main()), flush=True)
+
+
+def worker_main(argv: list[str]) -> None:
+    """A CAS worker: increments n times, prints its count."""
+    _racer_main(argv, increment)
 
 
 def test_concurrent_cas_tasks(backend: Backend) -> None:
@@ -449,21 +454,8 @@ async def txn_race(store: Store, prefix: str, rounds: int) -> int:
 
 
 def txn_worker_main(argv: list[str]) -> None:
-    """A txn racer in another process: connects, says ready, waits for a
-    line on stdin, races, prints how many rounds it won."""
-    url, prefix, rounds = argv[0], argv[1], int(argv[2])
-
-    async def main() -> int:
-        store = open_store(url)
-        try:
-            await store.get(prefix)
-            print("ready", flush=True)
-            await asyncio.to_thread(sys.stdin.readline)
-            return await txn_race(store, prefix, rounds)
-        finally:
-            await store.close()
-
-    print(uvloop.run(main()), flush=True)
+    """A txn racer: races the rounds, prints how many it won."""
+    _racer_main(argv, txn_race)
 
 
 def test_txn_concurrent(backend: Backend) -> None:

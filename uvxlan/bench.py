@@ -42,7 +42,7 @@ from typing import Any
 
 from uvxlan.errors import UvxlanError
 from uvxlan.kvxlan import kernel_vxlan_host
-from uvxlan.lab import Lab
+from uvxlan.lab import Lab, terminate
 from uvxlan.overlay import Overlay, Placement
 
 VNI = 4242
@@ -218,16 +218,6 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _iperf(lab: Lab, client_ns: str, server_ns: str, target: str,
            seconds: float, streams: int) -> dict[str, Any]:
     server = lab.spawn(server_ns, ["iperf3", "-s", "-1", "-B", target],
@@ -245,7 +235,7 @@ def _iperf(lab: Lab, client_ns: str, server_ns: str, target: str,
             raise BenchError(f"iperf3 failed: {why}")
         return data
     finally:
-        _stop(server)
+        terminate(server)
 
 
 def _ping(lab: Lab, client_ns: str, target: str, count: int) -> list[float]:
@@ -281,7 +271,7 @@ def _udp(lab: Lab, tools: dict[str, Path], client_ns: str, server_ns: str,
     except (subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
         raise BenchError(f"small-packet test failed: {exc}") from None
     finally:
-        _stop(sink)
+        terminate(sink)
     return {**sent, **{f"rx_{k}": v for k, v in got.items()}}
 
 

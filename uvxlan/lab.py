@@ -64,6 +64,20 @@ class LabHost:
     underlay_ip: str
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float = 5.0,
+              sig: int = signal.SIGTERM) -> int:
+    """Ask a process we started to end (SIGTERM), SIGKILL it if it lingers
+    past timeout; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 

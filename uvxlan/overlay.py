@@ -9,7 +9,6 @@ the overlay (static configuration, as for peers running Linux's vxlan).
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 from uvxlan.agent import query_agent
 from uvxlan.errors import LabError, UvxlanError
-from uvxlan.lab import Lab
+from uvxlan.lab import Lab, terminate
 
 
 class AgentProcs:
@@ -85,16 +84,7 @@ class AgentProcs:
     def stop(self, host: str, timeout: float = 10.0) -> int:
         """SIGTERM the agent, wait, and return its exit code."""
         proc = self._procs.pop(host, None)
-        if proc is None:
-            return 0
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return 0 if proc is None else terminate(proc, timeout)
 
     def stop_all(self) -> dict[str, int]:
         return {h: self.stop(h) for h in list(self._procs)}
