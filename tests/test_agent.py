@@ -146,3 +146,43 @@ def test_agent_without_config_needs_name_and_address() -> None:
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert "store URL" in bad.stderr
+
+
+def test_cpus_must_exist(lab: Lab, tmp_path: Path) -> None:
+    lab.up(1)
+    cfg = host_cfg(lab, tmp_path) + "cpus = [0, 4096]\n"
+    one_line_error(agent(lab, "h1", cfg, tmp_path), "cpus", "CPU 4096 is not available")
+    cfg = host_cfg(lab, tmp_path) + 'cpus = ["first"]\n'
+    one_line_error(agent(lab, "h1", cfg, tmp_path), "cpus", "not a list of CPU numbers")
+
+
+def test_cpus_pin_every_agent_thread(lab: Lab, tmp_path: Path) -> None:
+    """With cpus = [0], the agent and its datapath threads run on CPU 0
+    only, and traffic still flows."""
+    from uvxlan.overlay import Overlay, Placement
+
+    from .conftest import ping
+
+    lab.up(2)
+    for c in ("c1", "c2"):
+        lab.add_container(c)
+    ov = Overlay(lab, tmp_path, {"net": 42},
+                 [Placement("c1", "h1", "net", "10.0.0.1/24"),
+                  Placement("c2", "h2", "net", "10.0.0.2/24")],
+                 hosts=["h1", "h2"], host_options={"cpus": [0]})
+    try:
+        ov.start_all()
+        assert ping(lab, lab.container_netns("c1"), "10.0.0.2") == 3
+        proc = ov.proc("h1")
+        assert proc is not None
+        tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+        masks = set()
+        for t in tasks:
+            status = (t / "status").read_text()
+            masks.add(next(ln.split()[1] for ln in status.splitlines()
+                           if ln.startswith("Cpus_allowed_list:")))
+        assert len(tasks) >= 3                 # main, and the TX and RX threads
+        assert masks == {"0"}, masks
+    finally:
+        codes = ov.stop_all()
+        assert codes == {"h1": 0, "h2": 0}

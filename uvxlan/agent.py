@@ -206,6 +206,9 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+        if self.cfg.host.cpus:
+            # Before the threads start: they inherit the mask.
+            os.sched_setaffinity(0, self.cfg.host.cpus)
         threads = self.cfg.host.threads
         if threads:
             # The packet path runs on two C threads; this loop only
