@@ -173,6 +173,9 @@ def test_cpus_pin_every_agent_thread(lab: Lab, tmp_path: Path) -> None:
     try:
         ov.start_all()
         assert ping(lab, lab.container_netns("c1"), "10.0.0.2") == 3
+        # The TAP's queue is the agent's default tap_queue, not the kernel's 1000.
+        link = lab.run(lab.container_netns("c1"), ["ip", "link", "show", "eth0"]).stdout
+        assert "qlen 10000" in link, link
         proc = ov.proc("h1")
         assert proc is not None
         tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())

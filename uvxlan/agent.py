@@ -136,7 +136,8 @@ class Agent:
         """A TAP in the container's netns, switched in VNI vni."""
         assert self.dp is not None
         preflight(epc)
-        ep = Endpoint(epc, mtu, vnet_hdr=self.features.tap_vnet_hdr)
+        ep = Endpoint(epc, mtu, vnet_hdr=self.features.tap_vnet_hdr,
+                      queue=self.cfg.host.tap_queue)
         try:
             ep.port = self.dp.add_port(ep.fileno(), vni, vnet_hdr=ep.vnet_hdr)
             # Our own containers' MACs are known: pin them, so a frame

@@ -49,7 +49,8 @@ def preflight(ep: EndpointConfig) -> None:
 class Endpoint:
     """One container's interface: the TAP fd here, the device over there."""
 
-    def __init__(self, cfg: EndpointConfig, mtu: int, *, vnet_hdr: bool = False) -> None:
+    def __init__(self, cfg: EndpointConfig, mtu: int, *, vnet_hdr: bool = False,
+                 queue: int | None = None) -> None:
         """vnet_hdr: open the TAP with IFF_VNET_HDR and ask for CSUM and
         TSO offloads, so the container sends 64 KB TCP super-frames."""
         self.cfg = cfg
@@ -78,6 +79,7 @@ class Endpoint:
                 addresses=[str(cfg.address)],
                 up=True,
                 gso_max_size=tso_max_size(mtu) if vnet_hdr else None,
+                txqlen=queue,
             )
             if cfg.gateway:
                 netlink.route_add_default(cfg.gateway, netns=cfg.netns)

@@ -441,6 +441,7 @@ def link_configure(
     addresses: Sequence[str] = (),
     up: bool = True,
     gso_max_size: int | None = None,
+    txqlen: int | None = None,
 ) -> None:
     """Set MAC, MTU, the largest super-frame the stack may hand the link
     (gso_max_size), add missing CIDR addresses and set the link up or down.
@@ -467,6 +468,11 @@ def link_configure(
                 ipr.link("set", index=index, mtu=mtu)
             except Pyroute2NetlinkError as exc:
                 _fail(f"cannot set MTU {mtu} on '{ifname}' in {where}", exc)
+        if txqlen is not None:
+            try:
+                ipr.link("set", index=index, txqlen=txqlen)
+            except Pyroute2NetlinkError as exc:
+                _fail(f"cannot set txqueuelen {txqlen} on '{ifname}' in {where}", exc)
         if gso_max_size is not None:
             try:
                 ipr.link("set", index=index, gso_max_size=gso_max_size)
