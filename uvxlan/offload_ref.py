@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from uvxlan.wire import csum_add, csum_final, csum_fold16
+
 ETH_HLEN = 14
 PROTO_TCP = 6
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -22,21 +24,11 @@ GSO_TCPV4, GSO_TCPV6 = 1, 4
 F_NEEDS_CSUM, F_DATA_VALID = 1, 2
 
 
-def csum_sum(data: bytes, start: int = 0) -> int:
-    """One's complement sum of 16-bit big-endian words, folded (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    words: tuple[int, ...] = struct.unpack(f"!{len(data) // 2}H", data)
-    s = start + sum(words)
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
 def _pseudo(ip: bytes, v6: bool, tcplen: int) -> int:
+    """The folded sum of the TCP pseudo-header (RFC 793 / RFC 8200)."""
     if v6:
-        return csum_sum(ip[8:40] + struct.pack("!IxxxB", tcplen, PROTO_TCP))
-    return csum_sum(ip[12:20] + struct.pack("!xBH", PROTO_TCP, tcplen))
+        return csum_fold16(csum_add(ip[8:40] + struct.pack("!IxxxB", tcplen, PROTO_TCP)))
+    return csum_fold16(csum_add(ip[12:20] + struct.pack("!xBH", PROTO_TCP, tcplen)))
 
 
 @dataclass(frozen=True)
@@ -86,7 +78,7 @@ def tcp_checksum(frame: bytes, h: Headers) -> int:
     """The TCP checksum field's value for frame as it is (field zeroed)."""
     tcp = bytearray(frame[h.l4off:])
     tcp[16:18] = b"\0\0"
-    return ~csum_sum(bytes(tcp), _pseudo(frame[h.l3off:h.l4off], h.v6, len(tcp))) & 0xFFFF
+    return csum_final(csum_add(bytes(tcp), _pseudo(frame[h.l3off:h.l4off], h.v6, len(tcp))))
 
 
 def tso_segment(frame: bytes, mss: int) -> list[bytes]:
@@ -110,7 +102,7 @@ def tso_segment(frame: bytes, mss: int) -> list[bytes]:
             ihl = h.l4off - h.l3off
             struct.pack_into("!HH", seg, h.l3off + 2, ihl + tcplen, (id0 + i) & 0xFFFF)
             seg[h.l3off + 10:h.l3off + 12] = b"\0\0"
-            ipsum = ~csum_sum(bytes(seg[h.l3off:h.l4off])) & 0xFFFF
+            ipsum = csum_final(csum_add(bytes(seg[h.l3off:h.l4off])))
             struct.pack_into("!H", seg, h.l3off + 10, ipsum)
         struct.pack_into("!I", seg, h.l4off + 4, (seq0 + i * mss) & 0xFFFFFFFF)
         fl = flags0
@@ -195,7 +187,7 @@ def gro_join(segments: list[bytes]) -> Joined:
         struct.pack_into("!H", out, h.l3off + 2, h.l4off - h.l3off + tcplen)
         out[h.l3off + 10:h.l3off + 12] = b"\0\0"
         struct.pack_into("!H", out, h.l3off + 10,
-                         ~csum_sum(bytes(out[h.l3off:h.l4off])) & 0xFFFF)
+                         csum_final(csum_add(bytes(out[h.l3off:h.l4off]))))
     out[h.l4off + 13] |= psh
     struct.pack_into("!H", out, h.l4off + 16, _pseudo(bytes(out[h.l3off:h.l4off]), h.v6, tcplen))
     return Joined(bytes(out), F_NEEDS_CSUM, GSO_TCPV6 if h.v6 else GSO_TCPV4,

@@ -121,18 +121,26 @@ def src_port(hash_: int, lo: int, hi: int) -> int:
     return lo + ((hash_ * (hi - lo + 1)) >> 32)
 
 
-def _csum_add(data: bytes, acc: int = 0) -> int:
+# The Internet checksum (RFC 1071), named as in csrc/csum.h.
+
+def csum_add(data: bytes, acc: int = 0) -> int:
+    """acc plus data's 16-bit big-endian words (odd length: zero-padded)."""
     if len(data) % 2:
         data += b"\x00"
-    for (word,) in struct.iter_unpack("!H", data):
-        acc += word
+    words: tuple[int, ...] = struct.unpack(f"!{len(data) // 2}H", data)
+    return acc + sum(words)
+
+
+def csum_fold16(acc: int) -> int:
+    """The one's complement sum folded to 16 bits."""
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
     return acc
 
 
-def _csum_fold(acc: int) -> int:
-    while acc >> 16:
-        acc = (acc & 0xFFFF) + (acc >> 16)
-    return ~acc & 0xFFFF
+def csum_final(acc: int) -> int:
+    """What goes in a checksum field: the folded sum, complemented."""
+    return ~csum_fold16(acc) & 0xFFFF
 
 
 def build_datagram(
@@ -148,6 +156,6 @@ def build_datagram(
     if csum:
         pseudo = (socket.inet_aton(saddr) + socket.inet_aton(daddr)
                   + struct.pack("!BBH", 0, 17, length))
-        value = _csum_fold(_csum_add(pseudo + udp + body)) or 0xFFFF
+        value = csum_final(csum_add(pseudo + udp + body)) or 0xFFFF
         udp = struct.pack("!HHHH", sport, dport, length, value)
     return udp + body
