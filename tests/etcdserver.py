@@ -10,9 +10,7 @@ and skip with ``etcdserver.needs_etcd`` where /usr/bin/etcd is missing.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
 import socket
 import subprocess
 import time
@@ -22,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
-ETCD = Path("/usr/bin/etcd")
+from uvxlan.lab import terminate
+from uvxlan.overlay import ETCD as ETCD_PATH
+from uvxlan.overlay import etcd_argv
+
+ETCD = Path(ETCD_PATH)
 
 needs_etcd = pytest.mark.skipif(not ETCD.exists(),
                                 reason=f"needs {ETCD} (Debian package etcd-server)")
@@ -61,13 +63,7 @@ class EtcdServer:
 
     def start(self) -> None:
         peer = f"http://127.0.0.1:{self.peer_port}"
-        args = [str(ETCD), "--name", self.name, "--data-dir", str(self.data_dir),
-                "--listen-client-urls", self.client_url,
-                "--advertise-client-urls", self.client_url,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"{self.name}={peer}",
-                "--initial-cluster-token", self.name, "--initial-cluster-state", "new",
-                "--heartbeat-interval", "50", "--election-timeout", "500"]
+        args = etcd_argv(self.name, self.data_dir, self.client_url, peer)
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -96,15 +92,8 @@ class EtcdServer:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; by pid."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        if proc is not None:
+            terminate(proc, 5)
 
 
 @pytest.fixture(scope="module")

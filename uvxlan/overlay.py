@@ -169,6 +169,18 @@ def _toml(value: Any) -> str:
 ETCD = "/usr/bin/etcd"
 
 
+def etcd_argv(name: str, data_dir: Path, client_url: str, peer_url: str) -> list[str]:
+    """A one-member etcd cluster's command line.  Short heartbeat and
+    election times make its minimum lease TTL 1 s, so tests can use short
+    leases."""
+    return [ETCD, "--name", name, "--data-dir", str(data_dir),
+            "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"{name}={peer_url}", "--initial-cluster-token", name,
+            "--initial-cluster-state", "new",
+            "--heartbeat-interval", "50", "--election-timeout", "500"]
+
+
 class LabEtcd:
     """One etcd member in lab host ``host``'s netns, on its underlay IP:
     every lab host reaches it over the underlay, as hosts would reach an
@@ -188,13 +200,8 @@ class LabEtcd:
     def start(self) -> None:
         client, peer = f"http://{self.ip}:2379", f"http://{self.ip}:2380"
         log = open(self.data.parent / "etcd.log", "ab")  # noqa: SIM115
-        self.proc = self.lab.spawn(self.netns, [
-            ETCD, "--name", "lab", "--data-dir", str(self.data),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"lab={peer}", "--initial-cluster-state", "new",
-            "--heartbeat-interval", "50", "--election-timeout", "500"],
-            stdout=log, stderr=subprocess.STDOUT)
+        self.proc = self.lab.spawn(self.netns, etcd_argv("lab", self.data, client, peer),
+                                   stdout=log, stderr=subprocess.STDOUT)
         log.close()
         probe = ("import json,sys,urllib.request as u;"
                  f"sys.exit(json.load(u.urlopen('{client}/health',timeout=1))['health']!='true')")
@@ -210,13 +217,8 @@ class LabEtcd:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, 10)
 
 
 @dataclass
