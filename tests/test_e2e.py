@@ -56,24 +56,30 @@ def test_ping_transfer_and_isolation(lab: Lab, overlay: OverlayFactory, mode: st
     assert not learned[0]["static"]
 
 
+def tshark_on_h2(lab: Lab, *args: str) -> subprocess.Popen[str]:
+    """tshark on h2's underlay with args, returned once it is capturing
+    (or after 15 s, or if it exits: its output then says why)."""
+    cap = lab.spawn(lab.host("h2").netns, ["tshark", "-l", "-n", "-i", "ul0", *args],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert cap.stderr is not None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = cap.stderr.readline()
+        if "Capturing on" in line or not line:
+            break
+    return cap
+
+
 def capture(lab: Lab, fields: list[str], *options: str) -> subprocess.Popen[str]:
     """tshark on h2's underlay, 6 VXLAN datagrams, returned once capturing."""
-    argv = ["tshark", "-l", "-n", "-i", "ul0", "-f", "udp port 4789", "-c", "6",
-            "-a", "duration:20", *options, "-T", "fields"]
+    argv = ["-f", "udp port 4789", "-c", "6", "-a", "duration:20", *options, "-T", "fields"]
     for f in fields:
         argv += ["-e", f]
-    return lab.spawn(lab.host("h2").netns, argv,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return tshark_on_h2(lab, *argv)
 
 
 def rows_while_pinging(lab: Lab, cap: subprocess.Popen[str]) -> list[list[str]]:
     try:
-        assert cap.stderr is not None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            line = cap.stderr.readline()
-            if "Capturing on" in line or not line:
-                break
         assert ping(lab, lab.container_netns("a1"), "10.0.0.3", 4) == 4
         out, _ = cap.communicate(timeout=30)
     finally:
@@ -136,18 +142,9 @@ def test_the_wire_carries_no_datagram_above_the_mtu(lab: Lab, overlay: OverlayFa
     for h in ("h1", "h2"):
         lab.run(lab.host(h).netns, ["ethtool", "-K", "ul0", "tx", "off", "tso", "off",
                                     "gso", "off", "gro", "off"], check=True)
-    cap = lab.spawn(lab.host("h2").netns,
-                    ["tshark", "-l", "-n", "-i", "ul0", "-f", "ip", "-c", "3000",
-                     "-a", "duration:30", "-T", "fields", "-e", "ip.len",
-                     "-e", "ip.flags.mf", "-e", "ip.frag_offset"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cap = tshark_on_h2(lab, "-f", "ip", "-c", "3000", "-a", "duration:30", "-T", "fields",
+                       "-e", "ip.len", "-e", "ip.flags.mf", "-e", "ip.frag_offset")
     try:
-        assert cap.stderr is not None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            line = cap.stderr.readline()
-            if "Capturing on" in line or not line:
-                break
         checked_transfer(lab, lab.container_netns("a1"), lab.container_netns("a2"),
                          "10.0.0.3", 8 * 1024 * 1024)
         out, _ = cap.communicate(timeout=40)
