@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uvxlan import bench  # noqa: E402
 from uvxlan.lab import Lab  # noqa: E402
-from uvxlan.overlay import Overlay, Placement  # noqa: E402
 
 
 def rtts(lab: Lab, pings: int, pin_ping: bool) -> tuple[float, float]:
@@ -41,18 +40,12 @@ def run(variant: str, pings: int) -> tuple[float, float]:
     lab = Lab("la" + secrets.token_hex(3))
     ov = None
     try:
+        workdir = Path(tempfile.mkdtemp())
         if variant == "kernel-vxlan":
-            bench._kernel(lab, Path(tempfile.mkdtemp()))
+            bench._kernel(lab, workdir)
         else:
-            lab.up(2)
-            lab.add_container("c1")
-            lab.add_container("c2")
             opts = {"cpus": [0]} if variant != "uvxlan" else {}
-            ov = Overlay(lab, Path(tempfile.mkdtemp()), {"net": bench.VNI},
-                         [Placement("c1", "h1", "net", f"{bench.CLIENT_IP}/24"),
-                          Placement("c2", "h2", "net", f"{bench.SERVER_IP}/24")],
-                         hosts=["h1", "h2"], host_options=opts)
-            ov.start_all()
+            ov = bench._uvxlan("auto", **opts)(lab, workdir)
         lab.run(lab.container_netns("c1"), ["ping", "-c", "3", bench.SERVER_IP])
         return rtts(lab, pings, pin_ping=variant == "uvxlan cpus=[0] + ping on CPU 0")
     finally:

@@ -95,7 +95,9 @@ class Result:
 
 # --- variants -----------------------------------------------------------------
 
-def _uvxlan(offload: str) -> Callable[[Lab, Path], Overlay]:
+def _uvxlan(offload: str, **options: Any) -> Callable[[Lab, Path], Overlay]:
+    """Two hosts, c1 on h1 and c2 on h2, agents with this offload mode and
+    any further [host] options."""
     def build(lab: Lab, workdir: Path) -> Overlay:
         lab.up(2)
         lab.add_container("c1")
@@ -103,7 +105,7 @@ def _uvxlan(offload: str) -> Callable[[Lab, Path], Overlay]:
         ov = Overlay(lab, workdir, {"net": VNI},
                      [Placement("c1", "h1", "net", f"{CLIENT_IP}/24"),
                       Placement("c2", "h2", "net", f"{SERVER_IP}/24")],
-                     hosts=["h1", "h2"], host_options={"offload": offload})
+                     hosts=["h1", "h2"], host_options={"offload": offload, **options})
         ov.start_all()
         return ov
     return build
