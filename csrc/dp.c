@@ -68,9 +68,7 @@ const char *uvx_drop_reason_name(int reason)
 
 uint64_t uvx_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return mono_ns() / 1000000u;
 }
 
 void uvx_config_default(struct uvx_config *cfg)

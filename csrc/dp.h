@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "arp.h"
 #include "fdb.h"
@@ -150,6 +151,14 @@ static inline void count_n(struct uvx_counters *ctr, int tx, uint64_t packets,
 static inline void count(struct uvx_counters *ctr, int tx, size_t bytes)
 {
 	count_n(ctr, tx, 1, bytes);
+}
+
+/* The monotonic clock in nanoseconds: ageing, lingering, benchmarks. */
+static inline uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static inline int mac_is_multicast(const uint8_t *mac)

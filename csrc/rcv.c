@@ -16,7 +16,6 @@
 #include <netinet/udp.h>
 #include <string.h>
 #include <sys/uio.h>
-#include <time.h>
 
 #include "dp.h"
 
@@ -213,13 +212,6 @@ static int mid_burst(const uint8_t *pkt, size_t len)
 	       !(flags & (TCP_F_PSH | TCP_F_FIN | TCP_F_SYN | TCP_F_RST));
 }
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static int udp_rx_locked(struct uvx_dp *dp)
 {
 	struct uvx_worker *w = &dp->w[W_RX];
@@ -249,7 +241,7 @@ static int udp_rx_locked(struct uvx_dp *dp)
 				until = 0;
 				continue;
 			}
-			uint64_t t = now_us();
+			uint64_t t = mono_ns() / 1000u;
 			if (!until)
 				until = t + dp->cfg.rx_linger_us;
 			else if (t >= until)
