@@ -322,21 +322,11 @@ class Agent:
         if cmd == "stats":
             return self.stats()
         if cmd == "fdb":
+            from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": [dict(vars(e), network=self.networks.get(e.vni),
-                                 source=self._fdb_source(e))
+                                 source=_fdb_source(e, from_store))
                              for e in self.dp.fdb_dump()]}
         return {"error": f"unknown command {cmd!r}"}
-
-    def _fdb_source(self, e: native.FdbEntry) -> str:
-        """Where an entry came from: learned, a local endpoint, the store,
-        or the config file."""
-        if not e.static:
-            return "learned"
-        if e.port is not None:
-            return "local"
-        if self.controller is not None and self.controller.owns_fdb(e.vni, e.mac):
-            return "store"
-        return "config"
 
     def stats(self) -> dict[str, Any]:
         assert self.dp is not None
@@ -354,6 +344,16 @@ class Agent:
                 for ep in self.endpoints if ep.port is not None
             ],
         }
+
+
+def _fdb_source(e: native.FdbEntry, from_store: set[tuple[int, str]]) -> str:
+    """Where an entry came from: learned, a local endpoint, the store (its
+    (VNI, MAC) in from_store), or the config file."""
+    if not e.static:
+        return "learned"
+    if e.port is not None:
+        return "local"
+    return "store" if (e.vni, e.mac) in from_store else "config"
 
 
 def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str, Any]:

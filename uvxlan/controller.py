@@ -160,8 +160,9 @@ class Controller:
         self._vni_conflicts: set[int] = set()
         self._registered = asyncio.Event()
 
-    def owns_fdb(self, vni: int, mac: str) -> bool:
-        return any(f[0] == vni and f[1] == mac for f in self.applied.fdb)
+    def fdb_keys(self) -> set[tuple[int, str]]:
+        """(VNI, MAC) of every FDB entry this controller put there."""
+        return {(vni, mac) for vni, mac, _, _ in self.applied.fdb}
 
     # Tasks -----------------------------------------------------------------
 
