@@ -231,7 +231,7 @@ class Controller:
         while True:
             try:
                 kvs, rev = await self.store.list(cluster.ROOT)
-                self.model = {kv.key: kv.value for kv in kvs}
+                self.model = {kv.key: kv.value for kv in kvs if _shapes_datapath(kv.key)}
                 # A full list retries endpoints that failed (the netns may
                 # exist by now): that is part of repairing drift.
                 self.applied.failed.clear()
@@ -261,10 +261,17 @@ class Controller:
                     ev = await asyncio.wait_for(anext(events), left)
                 except TimeoutError:
                     return
+                # Statuses, address reservations and a network key put
+                # again unchanged (every attach does that) cannot change
+                # what the datapath should hold: no reconcile for them.
+                if not _shapes_datapath(ev.key):
+                    continue
                 if ev.type == "put":
+                    if self.model.get(ev.key) == ev.value:
+                        continue
                     self.model[ev.key] = ev.value
-                else:
-                    self.model.pop(ev.key, None)
+                elif self.model.pop(ev.key, None) is None:
+                    continue
                 await self.apply()
         finally:
             aclose = getattr(events, "aclose", None)
@@ -414,6 +421,11 @@ class Controller:
             log.exception("unexpected error from %s: %s", getattr(fn, "__name__", fn), exc)
             return False
         return True
+
+
+def _shapes_datapath(key: str) -> bool:
+    """Is key one desired_state() reads (a host, network or endpoint)?"""
+    return key.startswith((cluster.HOSTS, cluster.NETWORKS, cluster.ENDPOINTS))
 
 
 def _net_name(key: str) -> tuple[str, str]:
