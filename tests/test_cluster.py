@@ -28,6 +28,7 @@ import pytest
 import uvloop
 
 from tests import etcdserver
+from tests.children import Child
 from tests.etcdserver import ETCD
 from uvxlan import cluster
 from uvxlan.cluster import (
@@ -570,20 +571,16 @@ def worker_main(argv: list[str]) -> None:
 
 async def race(backend: Backend, mode: str, per_process: int) -> list[dict[str, Any]]:
     """Three processes at once; everything they made."""
-    procs = [await asyncio.create_subprocess_exec(
+    procs = [Child(
         sys.executable, "-c",
         "import sys; from tests.test_cluster import worker_main; worker_main(sys.argv[1:])",
-        mode, backend.url, f"p{i}-", str(per_process), cwd=REPO, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(3)]
+        mode, backend.url, f"p{i}-", str(per_process), cwd=REPO) for i in range(3)]
     try:
         for p in procs:
-            assert p.stdout is not None
-            line = await asyncio.wait_for(p.stdout.readline(), 20)
+            line = await asyncio.wait_for(p.readline(), 20)
             assert line == b"ready\n", line
         for p in procs:
-            assert p.stdin is not None
-            p.stdin.write(b"go\n")
-            await p.stdin.drain()
+            await p.send(b"go\n")
         made: list[dict[str, Any]] = []
         for p in procs:
             out, err = await asyncio.wait_for(p.communicate(), 40)
@@ -592,9 +589,7 @@ async def race(backend: Backend, mode: str, per_process: int) -> list[dict[str, 
         return made
     finally:
         for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
+            await p.kill()
 
 
 def test_concurrent_create(backend: Backend) -> None:
@@ -770,10 +765,9 @@ def test_cli_attach_waits_for_the_agent(db: str) -> None:
 
     async def agent(state: str, name: str) -> subprocess.CompletedProcess[str]:
         """Run the CLI's attach while answering for the agent."""
-        proc = await asyncio.create_subprocess_exec(
+        proc = Child(
             sys.executable, "-m", "uvxlan", "attach", "net1", "--host", "h1", "--netns", name,
-            "--timeout", "20", "--store", db, cwd=REPO, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            "--timeout", "20", "--store", db, cwd=REPO)
         s = open_store(db)
         try:
             deadline = time.monotonic() + 15
@@ -785,9 +779,7 @@ def test_cli_attach_waits_for_the_agent(db: str) -> None:
             out, err = await asyncio.wait_for(proc.communicate(), 20)
         finally:
             await s.close()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await proc.kill()
         assert proc.returncode is not None
         return subprocess.CompletedProcess([], proc.returncode, out.decode(), err.decode())
 

@@ -17,7 +17,6 @@ import contextlib
 import os
 import secrets
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
@@ -28,6 +27,7 @@ import pytest
 import uvloop
 
 from tests import etcdserver
+from tests.children import Child
 from tests.etcdserver import ETCD, EtcdServer, free_ports
 from uvxlan.errors import ConfigError, LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
 from uvxlan.store import DEFAULT_SQLITE_PATH, KV, Event, Store, open_store
@@ -324,21 +324,17 @@ def test_concurrent_cas_processes(backend: Backend) -> None:
     async def body() -> None:
         k = backend.ns + "counter"
         n = 25
-        procs = [await asyncio.create_subprocess_exec(
+        procs = [Child(
             sys.executable, "-c",
             "import sys; from tests.test_store import worker_main; worker_main(sys.argv[1:])",
-            backend.url, k, str(n), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE) for _ in range(2)]
+            backend.url, k, str(n), cwd=REPO) for _ in range(2)]
         try:
             for p in procs:
-                assert p.stdout is not None
-                line = await asyncio.wait_for(p.stdout.readline(), 20)
+                line = await asyncio.wait_for(p.readline(), 20)
                 assert line == b"ready\n", line
             async with backend.store() as s:
                 for p in procs:
-                    assert p.stdin is not None
-                    p.stdin.write(b"go\n")
-                    await p.stdin.drain()
+                    await p.send(b"go\n")
                 local = asyncio.gather(increment(s, k, n), increment(s, k, n))
                 outs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
                 counts = list(await local)
@@ -350,9 +346,7 @@ def test_concurrent_cas_processes(backend: Backend) -> None:
                 assert int(kv.value) == sum(counts) == 4 * n
         finally:
             for p in procs:
-                if p.returncode is None:
-                    p.kill()
-                    await p.wait()
+                await p.kill()
 
     run(body())
 
@@ -469,21 +463,17 @@ def test_txn_concurrent(backend: Backend) -> None:
             assert await s.txn(put=[(p + "counter", b"0", 0)]
                                + [(p + f"token/{r:04}", b"t", 0) for r in range(rounds)])
             _, rev = await s.list(p)
-            procs = [await asyncio.create_subprocess_exec(
+            procs = [Child(
                 sys.executable, "-c",
                 "import sys; from tests.test_store import txn_worker_main; "
                 "txn_worker_main(sys.argv[1:])",
-                backend.url, p, str(rounds), cwd=REPO, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+                backend.url, p, str(rounds), cwd=REPO) for _ in range(2)]
             try:
                 for proc in procs:
-                    assert proc.stdout is not None
-                    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+                    line = await asyncio.wait_for(proc.readline(), 20)
                     assert line == b"ready\n", line
                 for proc in procs:
-                    assert proc.stdin is not None
-                    proc.stdin.write(b"go\n")
-                    await proc.stdin.drain()
+                    await proc.send(b"go\n")
                 local = asyncio.gather(*(txn_race(h, p, rounds) for h in (s, s2, s, s2)))
                 outs = [await asyncio.wait_for(proc.communicate(), 30) for proc in procs]
                 wins = list(await local)
@@ -492,9 +482,7 @@ def test_txn_concurrent(backend: Backend) -> None:
                     wins.append(int(out))
             finally:
                 for proc in procs:
-                    if proc.returncode is None:
-                        proc.kill()
-                        await proc.wait()
+                    await proc.kill()
             assert sum(wins) == rounds, wins                # one winner per round, no more
             kvs, _ = await s.list(p)
             keys = {kv.key: kv for kv in kvs}
