@@ -417,3 +417,27 @@ def test_netlink_works_inside_a_running_event_loop(lab: labmod.Lab) -> None:
         return netlink.link_index("ul0", h1.netns)
 
     assert asyncio.run(query()) is not None
+
+
+def test_netns_create_neither_forks_nor_moves_the_caller() -> None:
+    """The namespace is unshared on a thread of its own: the caller's netns
+    is untouched, no child process is made, and the new netns is new."""
+    name = _unique_name()
+    mine = os.stat("/proc/thread-self/ns/net").st_ino
+    watching, forks = [True], []
+    # No unregister exists: the hook outlives the test, inert once watching ends.
+    os.register_at_fork(before=lambda: forks.append(1) if watching[0] else None)
+    try:
+        netlink.netns_create(name)
+        watching[0] = False
+        assert forks == []
+        assert os.stat("/proc/thread-self/ns/net").st_ino == mine
+        assert os.stat(f"{netlink.NETNS_DIR}/{name}").st_ino != mine
+        assert netlink.link_info("lo", name)["up"] is False
+        done = subprocess.run(["ip", "netns", "exec", name, "ip", "-o", "link"],
+                              capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0 and "lo:" in done.stdout
+    finally:
+        watching[0] = False
+        netlink.netns_remove(name)
+    assert not netlink.netns_exists(name)

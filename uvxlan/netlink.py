@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -148,6 +149,18 @@ _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_SHARED = 0x100000
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                        ctypes.c_ulong, ctypes.c_void_p]
+
+
+def _os_error(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
 def _setns(fd: int) -> None:
     if _libc.setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
@@ -232,19 +245,61 @@ def netns_list() -> list[str]:
     return sorted(pyroute2_netns.listnetns(NETNS_DIR))
 
 
+def _share_netns_dir() -> None:
+    """Make /run/netns a shared mount, as iproute2 does, so a namespace bound
+    there is seen from every mount namespace (``ip netns exec`` makes one)."""
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    where = NETNS_DIR.encode()
+    if _libc.mount(b"", where, b"none", _MS_SHARED | _MS_REC, None) == 0:
+        return
+    # Not a mount point yet: bind it onto itself first.
+    if _libc.mount(where, where, b"none", _MS_BIND | _MS_REC, None) != 0:
+        raise _os_error(f"cannot bind-mount {NETNS_DIR}")
+    if _libc.mount(b"", where, b"none", _MS_SHARED | _MS_REC, None) != 0:
+        raise _os_error(f"cannot make {NETNS_DIR} a shared mount")
+
+
+def _bind_new_netns(path: str) -> None:
+    """Unshare a new netns on a thread of its own and bind it at ``path``.
+
+    The thread ends right after, so nothing else runs in the new netns by
+    accident, and the process is never forked: pyroute2's ``netns.create``
+    forks, and a fork of a process with threads (the tests' etcd client,
+    an agent's datapath) can deadlock in the child."""
+    failed: list[OSError] = []
+
+    def work() -> None:
+        if _libc.unshare(_CLONE_NEWNET) != 0:
+            failed.append(_os_error("unshare"))
+            return
+        own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        if _libc.mount(own, path.encode(), b"none", _MS_BIND, None) != 0:
+            failed.append(_os_error("bind-mount"))
+
+    worker = threading.Thread(target=work, name="netns-create")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+
+
 def netns_create(name: str) -> None:
     """Create the named netns; NetlinkError if it already exists."""
     _check_netns_name(name)
-    if netns_exists(name):
-        raise NetlinkError(f"netns '{name}' already exists")
+    path = _netns_path(name)
     try:
-        pyroute2_netns.create(name)
+        _share_netns_dir()
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     except FileExistsError:
         raise NetlinkError(f"netns '{name}' already exists") from None
-    except (OSError, RuntimeError) as exc:
-        # pyroute2 makes the mount point before it unshares: don't leave it behind
+    except OSError as exc:
+        _fail(f"cannot create netns '{name}'", exc)
+    try:
+        _bind_new_netns(path)
+    except OSError as exc:
+        # The mount point was made first: don't leave it behind.
         with suppress(OSError):
-            pyroute2_netns.remove(name)
+            os.unlink(path)
         _fail(f"cannot create netns '{name}'", exc)
 
 
