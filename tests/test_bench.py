@@ -191,9 +191,25 @@ def test_tools_count_by_sequence_number(tmp_path: Path) -> None:
     assert got["bytes"] == got["received"] * bench.UDP_PAYLOAD
 
 
+@needs("gcc")
+def test_wakeup_tool_times_real_wakeups(tmp_path: Path) -> None:
+    exe = bench.build_tools(tmp_path, names=("wakeup",))["wakeup"]
+    cpu = min(os.sched_getaffinity(0))
+    done = subprocess.run([str(exe), str(cpu), str(cpu), "2000"],
+                          capture_output=True, text=True, check=True, timeout=30)
+    got = json.loads(done.stdout)
+    assert got["rounds"] == 2000 and got["cpu_a"] == got["cpu_b"] == cpu
+    # A wake-up is a context switch and two system calls: more than 0.1 µs,
+    # and far less than the 30 s the run was allowed.
+    assert 0.1 < got["wakeup_us"] < 10_000
+    bad = subprocess.run([str(exe), str(cpu), "4096", "10"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "usable" in bad.stderr and bad.stdout == ""
+
+
 def test_tools_need_gcc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(BenchError, match="needs gcc"):
+    with pytest.raises(BenchError, match="need gcc"):
         bench.build_tools(tmp_path)
 
 

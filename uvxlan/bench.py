@@ -183,21 +183,22 @@ def offered_rate(unpaced_pps: float) -> int:
 
 # --- tools --------------------------------------------------------------------
 
-def build_tools(build_dir: Path = TOOLS_BUILD) -> dict[str, Path]:
-    """Compile udpblast and udpsink (gcc -O2) unless up to date; their paths."""
+def build_tools(build_dir: Path = TOOLS_BUILD,
+                names: tuple[str, ...] = ("udpblast", "udpsink")) -> dict[str, Path]:
+    """Compile benchmarks/tools/NAME.c (gcc -O2) unless up to date; their paths."""
     out = {}
-    for name in ("udpblast", "udpsink"):
+    for name in names:
         src, exe = TOOLS / f"{name}.c", build_dir / name
         out[name] = exe
         if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
             continue
         gcc = shutil.which("gcc") or shutil.which("cc")
         if gcc is None:
-            raise BenchError("the small-packet test compiles benchmarks/tools/*.c "
-                             "at run time and needs gcc: install gcc")
+            raise BenchError("the benchmarks compile benchmarks/tools/*.c "
+                             "at run time and need gcc: install gcc")
         build_dir.mkdir(parents=True, exist_ok=True)
         tmp = build_dir / f".{name}.{os.getpid()}"   # others may build at once
-        done = subprocess.run([gcc, "-O2", "-Wall", "-o", str(tmp), str(src)],
+        done = subprocess.run([gcc, "-O2", "-Wall", "-pthread", "-o", str(tmp), str(src)],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tmp.unlink(missing_ok=True)
