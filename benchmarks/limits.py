@@ -24,15 +24,18 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uvxlan import bench  # noqa: E402
+from uvxlan.errors import UvxlanError  # noqa: E402
 from uvxlan.lab import Lab  # noqa: E402
 from uvxlan.overlay import Overlay  # noqa: E402
 
@@ -51,16 +54,19 @@ def wakeup_us(cpu_a: int, cpu_b: int, runs: int = 5) -> float:
 
 
 def busy_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]          # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    """(busy, total) jiffies of all CPUs since boot.  Steal (time the
+    hypervisor ran something else) is neither; guest time is already in
+    user time."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    user, nice, system, idle, iowait, irq, softirq = f
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait
 
 
 def stream(lab: Lab, seconds: float) -> dict[str, float]:
     """One iperf3 TCP stream c1 -> c2: Gbit/s, busy CPUs, CPU µs per 64 KB."""
     b0, t0 = busy_jiffies()
-    data = bench._iperf(lab, lab.container_netns("c1"), lab.container_netns("c2"),
+    data = bench.iperf(lab, lab.container_netns("c1"), lab.container_netns("c2"),
                         bench.SERVER_IP, seconds, 1)
     b1, t1 = busy_jiffies()
     got = data["end"]["sum_received"]
@@ -71,24 +77,40 @@ def stream(lab: Lab, seconds: float) -> dict[str, float]:
             "us_per_64k": cpu_s / units * 1e6}
 
 
+def perf_counts(perf: subprocess.Popen[str]) -> dict[str, float]:
+    """Stop a ``perf stat -x ,`` and parse what it counted."""
+    perf.send_signal(signal.SIGINT)
+    try:
+        _, err = perf.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        perf.kill()
+        _, err = perf.communicate()
+    counts = {}
+    for line in err.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+            counts[parts[2]] = float(parts[0])
+    if not counts:
+        print(f"limits.py: perf stat counted nothing: {err.strip()[:200]}", file=sys.stderr)
+    return counts
+
+
 def pings(lab: Lab, count: int, agents: list[int]) -> dict[str, float]:
-    """ping p50, and per round trip what perf counts for the agents."""
+    """ping p50, and per round trip what perf counts for the agents (all of
+    their threads; between pings they only wait, so the counts are the
+    pings')."""
     perf = None
     if agents and shutil.which("perf"):
         perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", PERF_EVENTS,
                                  "-p", ",".join(map(str, agents))],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)    # perf attaches after it starts: count whole pings only
+    counts: dict[str, float] = {}
     try:
-        rtts = sorted(bench._ping(lab, lab.container_netns("c1"), bench.SERVER_IP, count))
+        rtts = sorted(bench.ping_rtts(lab, lab.container_netns("c1"), bench.SERVER_IP, count))
     finally:
-        counts: dict[str, float] = {}
         if perf is not None:
-            perf.send_signal(2)
-            _, err = perf.communicate(timeout=30)
-            for line in err.splitlines():
-                parts = line.split(",")
-                if len(parts) > 2 and parts[0].replace(".", "").isdigit():
-                    counts[parts[2]] = float(parts[0])
+            counts = perf_counts(perf)
     if not rtts:
         raise bench.BenchError("no ping replies")
     out = {"p50_us": bench.percentile(rtts, 50)}
@@ -101,9 +123,10 @@ def pings(lab: Lab, count: int, agents: list[int]) -> dict[str, float]:
 
 def measure(variant: str, rounds: int, seconds: float, count: int) -> dict[str, float]:
     lab = Lab("lm" + os.urandom(3).hex())
+    workdir = Path(tempfile.mkdtemp(prefix="uvxlan-limits-"))
     ov: Overlay | None = None
     try:
-        ov = bench.VARIANTS[variant].build(lab, Path(tempfile.mkdtemp()))
+        ov = bench.VARIANTS[variant].build(lab, workdir)
         agents = []
         if ov is not None:
             agents = [p.pid for h in ("h1", "h2") if (p := ov.proc(h)) is not None]
@@ -114,9 +137,15 @@ def measure(variant: str, rounds: int, seconds: float, count: int) -> dict[str, 
                 samples.setdefault(key, []).append(val)
         return {k: statistics.median(v) for k, v in samples.items()}
     finally:
-        if ov is not None:
-            ov.stop_all()
-        lab.down()
+        # A second Ctrl-C must not leave namespaces behind.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if ov is not None:
+                ov.stop_all()
+            lab.down()
+            shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, old)
 
 
 def report(wake_same: float, wake_cross: float | None, k: dict[str, float],
@@ -164,7 +193,10 @@ def main() -> int:
         k = measure(KERNEL, args.rounds, args.seconds, args.pings)
         print(f"now {UVXLAN}", file=sys.stderr, flush=True)
         u = measure(UVXLAN, args.rounds, args.seconds, args.pings)
-    except (bench.BenchError, subprocess.SubprocessError, OSError) as exc:
+    except KeyboardInterrupt:
+        print("\nlimits.py: interrupted; the lab was removed", file=sys.stderr)
+        return 130
+    except (UvxlanError, subprocess.SubprocessError, OSError, KeyError, ValueError) as exc:
         print(f"limits.py: {exc}", file=sys.stderr)
         return 1
     print(report(same, cross, k, u))

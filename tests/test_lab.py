@@ -441,3 +441,20 @@ def test_netns_create_neither_forks_nor_moves_the_caller() -> None:
         watching[0] = False
         netlink.netns_remove(name)
     assert not netlink.netns_exists(name)
+
+
+@pytest.mark.parametrize("failure", [OSError(1, "Operation not permitted"),
+                                     RuntimeError("can't start new thread")])
+def test_netns_create_failure_leaves_no_mount_point(monkeypatch: pytest.MonkeyPatch,
+                                                    failure: Exception) -> None:
+    name = _unique_name()
+
+    def fail(path: str) -> None:
+        assert os.path.exists(path)      # made first, so it must be removed
+        raise failure
+
+    monkeypatch.setattr(netlink, "_bind_new_netns", fail)
+    with pytest.raises(NetlinkError, match=f"cannot create netns '{name}'") as caught:
+        netlink.netns_create(name)
+    assert "\n" not in str(caught.value)
+    assert not os.path.exists(f"{netlink.NETNS_DIR}/{name}")

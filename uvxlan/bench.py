@@ -221,8 +221,9 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _iperf(lab: Lab, client_ns: str, server_ns: str, target: str,
-           seconds: float, streams: int) -> dict[str, Any]:
+def iperf(lab: Lab, client_ns: str, server_ns: str, target: str,
+          seconds: float, streams: int) -> dict[str, Any]:
+    """One iperf3 TCP run from client_ns to a server on target: its JSON."""
     server = lab.spawn(server_ns, ["iperf3", "-s", "-1", "-B", target],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -241,7 +242,8 @@ def _iperf(lab: Lab, client_ns: str, server_ns: str, target: str,
         terminate(server)
 
 
-def _ping(lab: Lab, client_ns: str, target: str, count: int) -> list[float]:
+def ping_rtts(lab: Lab, client_ns: str, target: str, count: int) -> list[float]:
+    """count pings 5 ms apart: the RTTs of those answered, in µs."""
     done = lab.run(client_ns, ["ping", "-n", "-c", str(count), "-i", "0.005", "-W", "1",
                                target], timeout=count * 0.05 + 20)
     rtts = []
@@ -312,13 +314,13 @@ def measure(variant: Variant, st: Settings,
             ov = variant.build(lab, workdir)
             client, server = _endpoints(lab, variant)
             # Warm up ARP and (uvxlan) MAC learning before anything is timed.
-            if not _ping(lab, client, variant.target, 5):
+            if not ping_rtts(lab, client, variant.target, 5):
                 raise BenchError(f"{variant.name}: {variant.target} does not answer ping")
             note.append(f"{time.monotonic() - t0:.1f} s")
         pids = [p.pid for p in ov._procs.values()] if ov else []
 
         with _step(progress, f"ping ×{st.pings}") as note:
-            rtts = sorted(_ping(lab, client, variant.target, st.pings))
+            rtts = sorted(ping_rtts(lab, client, variant.target, st.pings))
             if not rtts:
                 raise BenchError(f"{variant.name}: every ping was lost")
             result.add("ping_p50_us", statistics.median(rtts))
@@ -331,7 +333,7 @@ def measure(variant: Variant, st: Settings,
         for streams, key in ((1, "tcp1"), (4, "tcp4")):
             label = "1 stream" if streams == 1 else f"{streams} streams"
             with _step(progress, f"iperf3 {label}") as note:
-                data = _iperf(lab, client, server, variant.target, st.seconds, streams)
+                data = iperf(lab, client, server, variant.target, st.seconds, streams)
                 rx = data["end"]["sum_received"]
                 result.add(f"{key}_gbps", rx["bits_per_second"] / 1e9)
                 result.add(f"{key}_retrans",

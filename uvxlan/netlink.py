@@ -156,9 +156,13 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                         ctypes.c_ulong, ctypes.c_void_p]
 
 
-def _os_error(what: str) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err)}")
+class _StepFailed(OSError):
+    """A libc call failed; ``step`` says which, for the one-line error."""
+
+    def __init__(self, step: str) -> None:
+        err = ctypes.get_errno()
+        super().__init__(err, os.strerror(err))
+        self.step = step
 
 
 def _setns(fd: int) -> None:
@@ -252,11 +256,13 @@ def _share_netns_dir() -> None:
     where = NETNS_DIR.encode()
     if _libc.mount(b"", where, b"none", _MS_SHARED | _MS_REC, None) == 0:
         return
-    # Not a mount point yet: bind it onto itself first.
+    # EINVAL: not a mount point yet, so bind it onto itself first.
+    if ctypes.get_errno() != errno.EINVAL:
+        raise _StepFailed(f"making {NETNS_DIR} a shared mount")
     if _libc.mount(where, where, b"none", _MS_BIND | _MS_REC, None) != 0:
-        raise _os_error(f"cannot bind-mount {NETNS_DIR}")
+        raise _StepFailed(f"bind-mounting {NETNS_DIR} onto itself")
     if _libc.mount(b"", where, b"none", _MS_SHARED | _MS_REC, None) != 0:
-        raise _os_error(f"cannot make {NETNS_DIR} a shared mount")
+        raise _StepFailed(f"making {NETNS_DIR} a shared mount")
 
 
 def _bind_new_netns(path: str) -> None:
@@ -266,41 +272,48 @@ def _bind_new_netns(path: str) -> None:
     accident, and the process is never forked: pyroute2's ``netns.create``
     forks, and a fork of a process with threads (the tests' etcd client,
     an agent's datapath) can deadlock in the child."""
-    failed: list[OSError] = []
+    outcome: list[BaseException | None] = []
 
     def work() -> None:
-        if _libc.unshare(_CLONE_NEWNET) != 0:
-            failed.append(_os_error("unshare"))
-            return
-        own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-        if _libc.mount(own, path.encode(), b"none", _MS_BIND, None) != 0:
-            failed.append(_os_error("bind-mount"))
+        try:
+            if _libc.unshare(_CLONE_NEWNET) != 0:
+                raise _StepFailed("unsharing a network namespace")
+            own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+            if _libc.mount(own, path.encode(), b"none", _MS_BIND, None) != 0:
+                raise _StepFailed(f"bind-mounting it at {path}")
+            outcome.append(None)
+        except BaseException as exc:  # reported by the caller, not the thread
+            outcome.append(exc)
 
     worker = threading.Thread(target=work, name="netns-create")
     worker.start()
     worker.join()
-    if failed:
-        raise failed[0]
+    failure = outcome[0] if outcome else RuntimeError("the netns thread ended early")
+    if failure is not None:
+        raise failure
 
 
 def netns_create(name: str) -> None:
     """Create the named netns; NetlinkError if it already exists."""
     _check_netns_name(name)
     path = _netns_path(name)
+    context = f"cannot create netns '{name}'"
     try:
         _share_netns_dir()
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     except FileExistsError:
         raise NetlinkError(f"netns '{name}' already exists") from None
+    except _StepFailed as exc:
+        _fail(f"{context} ({exc.step})", exc)
     except OSError as exc:
-        _fail(f"cannot create netns '{name}'", exc)
+        _fail(context, exc)
     try:
         _bind_new_netns(path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         # The mount point was made first: don't leave it behind.
         with suppress(OSError):
             os.unlink(path)
-        _fail(f"cannot create netns '{name}'", exc)
+        _fail(f"{context} ({exc.step})" if isinstance(exc, _StepFailed) else context, exc)
 
 
 def netns_remove(name: str) -> None:

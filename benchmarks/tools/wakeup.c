@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define WARMUP 100   /* rounds not timed: thread start-up, first faults */
+
 static int to_b, to_a;
 static long rounds;
 static int cpu_b;
@@ -58,10 +60,26 @@ static void *thread_b(void *arg)
 {
 	(void)arg;
 	pin(cpu_b);    /* checked usable before the thread started */
-	for (long i = 0; i < rounds; i++)
-		if (pass(to_b, to_a) < 0)
-			break;
+	for (long i = 0; i < WARMUP + rounds; i++) {
+		if (pass(to_b, to_a) < 0) {
+			/* main would wait for us forever */
+			perror("wakeup: thread b");
+			_exit(1);
+		}
+	}
 	return NULL;
+}
+
+/* A whole number from argv, or exit 2 with the usage. */
+static long number(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (*s == '\0' || *end != '\0') {
+		fprintf(stderr, "usage: wakeup CPU_A CPU_B ROUNDS (CPU -1: unpinned)\n");
+		exit(2);
+	}
+	return v;
 }
 
 static double now_us(void)
@@ -74,12 +92,17 @@ static double now_us(void)
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
-		fprintf(stderr, "usage: wakeup CPU_A CPU_B ROUNDS\n");
+		fprintf(stderr, "usage: wakeup CPU_A CPU_B ROUNDS (CPU -1: unpinned)\n");
 		return 2;
 	}
-	int cpu_a = atoi(argv[1]);
-	cpu_b = atoi(argv[2]);
-	rounds = atol(argv[3]);
+	long a = number(argv[1]), b_cpu = number(argv[2]);
+	rounds = number(argv[3]);
+	if (a < -1 || a > CPU_SETSIZE || b_cpu < -1 || b_cpu > CPU_SETSIZE) {
+		fprintf(stderr, "wakeup: ROUNDS must be positive and the CPUs usable here\n");
+		return 2;
+	}
+	int cpu_a = (int)a;
+	cpu_b = (int)b_cpu;
 	to_b = eventfd(0, EFD_CLOEXEC);
 	to_a = eventfd(0, EFD_CLOEXEC);
 	if (rounds < 1 || !usable(cpu_a) || !usable(cpu_b)) {
@@ -91,15 +114,21 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pthread_t b;
-	if (pthread_create(&b, NULL, thread_b, NULL) != 0)
+	if (pthread_create(&b, NULL, thread_b, NULL) != 0) {
+		fprintf(stderr, "wakeup: cannot start a thread\n");
 		return 1;
+	}
 	uint64_t one = 1;
-	double t0 = now_us();
-	for (long i = 0; i < rounds; i++) {
+	double t0 = 0;
+	for (long i = 0; i < WARMUP + rounds; i++) {
+		if (i == WARMUP)
+			t0 = now_us();
 		uint64_t v;
 		if (write(to_b, &one, sizeof(one)) != sizeof(one) ||
-		    read(to_a, &v, sizeof(v)) != sizeof(v))
+		    read(to_a, &v, sizeof(v)) != sizeof(v)) {
+			perror("wakeup");
 			return 1;
+		}
 	}
 	double t1 = now_us();
 	pthread_join(b, NULL);
