@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def one_backend(backend: str, runs: int) -> list[float]:
         if etcd is not None:
             etcd.stop()
         lab.down()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:

@@ -38,9 +38,9 @@ def rtts(lab: Lab, pings: int, pin_ping: bool) -> tuple[float, float]:
 
 def run(variant: str, pings: int) -> tuple[float, float]:
     lab = Lab("la" + secrets.token_hex(3))
+    workdir = Path(tempfile.mkdtemp(prefix="uvxlan-latency-"))
     ov = None
     try:
-        workdir = Path(tempfile.mkdtemp())
         if variant == "kernel-vxlan":
             bench._kernel(lab, workdir)
         else:
@@ -49,9 +49,7 @@ def run(variant: str, pings: int) -> tuple[float, float]:
         lab.run(lab.container_netns("c1"), ["ping", "-c", "3", bench.SERVER_IP])
         return rtts(lab, pings, pin_ping=variant == "uvxlan cpus=[0] + ping on CPU 0")
     finally:
-        if ov is not None:
-            ov.stop_all()
-        lab.down()
+        bench.teardown(lab, ov, workdir)
 
 
 def main() -> int:

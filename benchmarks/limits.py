@@ -137,15 +137,7 @@ def measure(variant: str, rounds: int, seconds: float, count: int) -> dict[str, 
                 samples.setdefault(key, []).append(val)
         return {k: statistics.median(v) for k, v in samples.items()}
     finally:
-        # A second Ctrl-C must not leave namespaces behind.
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            if ov is not None:
-                ov.stop_all()
-            lab.down()
-            shutil.rmtree(workdir, ignore_errors=True)
-        finally:
-            signal.signal(signal.SIGINT, old)
+        bench.teardown(lab, ov, workdir)
 
 
 def report(wake_same: float, wake_cross: float | None, k: dict[str, float],

@@ -289,6 +289,20 @@ class Settings:
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
+def teardown(lab: Lab, overlay: Overlay | None, workdir: Path | None = None) -> None:
+    """Stop the overlay, remove the lab and the work directory.  Ctrl-C is
+    ignored meanwhile: a second one must not leave namespaces behind."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if overlay is not None:
+            overlay.stop_all()
+        lab.down()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 @contextmanager
 def _step(progress: Callable[[str, str | None], None], what: str) -> Iterator[list[str]]:
     """Print "what …" now and the figure after; the body appends the figure."""
@@ -376,15 +390,7 @@ def measure(variant: Variant, st: Settings,
         if "udp64_max_kpps" not in result.figures:
             unpaced()
     finally:
-        # A second Ctrl-C must not leave namespaces behind.
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            if ov is not None:
-                ov.stop_all()
-            lab.down()
-            shutil.rmtree(workdir, ignore_errors=True)
-        finally:
-            signal.signal(signal.SIGINT, old)
+        teardown(lab, ov, workdir)
     return result
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ PLACEMENTS = [
 
 
 class Demo:
-    def __init__(self) -> None:
+    def __init__(self, lab_name: str = LAB) -> None:
+        self.lab_name = lab_name
         self.failures: list[str] = []
         self.ov: ClusterOverlay | None = None
 
@@ -80,7 +82,7 @@ class Demo:
         return bool(received and int(received.group(1)) > 0), " / ".join(summary)
 
     def run(self, keep: bool) -> int:
-        lab = Lab(LAB)
+        lab = Lab(self.lab_name)
         lab.down()   # a previous demo that crashed leaves nothing in the way
         workdir = Path(tempfile.mkdtemp(prefix="uvxlan-demo-"))
         store = f"sqlite://{workdir}/state.db"
@@ -148,7 +150,7 @@ class Demo:
         finally:
             if keep and not self.failures:
                 print(f"== Left running (store {store}); remove with: "
-                      f"uvxlan lab down --name {LAB}")
+                      f"uvxlan lab down --name {self.lab_name}")
             else:
                 print("== Cleaning up")
                 codes = ov.stop_all()
@@ -156,6 +158,10 @@ class Demo:
                            f"agents stopped cleanly on SIGTERM (exit codes {codes})")
                 lab.down()
                 self.check(not lab.namespaces(), "every namespace removed")
+                if self.failures:
+                    print(f"  agent logs and store kept in {workdir}")
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
         if self.failures:
             print(f"demo FAILED: {len(self.failures)} check(s) failed")
             return 1
@@ -163,5 +169,5 @@ class Demo:
         return 0
 
 
-def run(keep: bool = False) -> int:
-    return Demo().run(keep)
+def run(keep: bool = False, lab_name: str = LAB) -> int:
+    return Demo(lab_name).run(keep)
