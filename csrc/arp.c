@@ -3,10 +3,10 @@
 #include <string.h>
 
 #include "arp.h"
+#include "bytes.h"
+#include "vxlan.h"
 
-#define ETH_P_ARP_BE  0x0806
-#define ETH_HLEN_     14
-#define ARP_OFF       ETH_HLEN_
+#define ARP_OFF       ETH_HLEN
 
 /* Fibonacci hashing: the product's high bits mix every bit of the
  * address (its low bits would depend on the first octets only, and a
@@ -77,19 +77,14 @@ int arp_table_del(struct arp_table *t, uint32_t ip)
 	return 0;
 }
 
-static uint16_t be16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
 int arp_request_target(const uint8_t *frame, size_t len, uint32_t *tip)
 {
-	if (len < ARP_FRAME_LEN || be16(frame + 12) != ETH_P_ARP_BE)
+	if (len < ARP_FRAME_LEN || rd16(frame + 12) != ETH_P_ARP)
 		return 0;
 	const uint8_t *a = frame + ARP_OFF;
 	/* htype Ethernet, ptype IPv4, hlen 6, plen 4, op request. */
-	if (be16(a) != 1 || be16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 ||
-	    be16(a + 6) != 1)
+	if (rd16(a) != 1 || rd16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 ||
+	    rd16(a + 6) != 1)
 		return 0;
 	uint32_t spa, tpa;
 	memcpy(&spa, a + 14, 4);

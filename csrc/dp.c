@@ -139,6 +139,7 @@ struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
 		h->msg_iovlen = 1;
 		h->msg_name = &w->rsrc[i];
 		h->msg_namelen = sizeof(w->rsrc[i]);
+		h->msg_control = w->rctl[i];   /* used when UDP GRO is on */
 	}
 	return dp;
 }
@@ -209,13 +210,6 @@ static int set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
 	dp->npool = n;
 	dp->gso = gso;
 	dp->gro = gro;
-	/* With GRO a read holds up to 64 KB of datagrams. */
-	struct uvx_worker *w = &dp->w[W_RX];
-	for (unsigned i = 0; i < dp->cfg.batch; i++) {
-		struct msghdr *h = &w->rmsg[i].msg_hdr;
-		h->msg_control = gro ? w->rctl[i] : NULL;
-		h->msg_controllen = gro ? sizeof(w->rctl[i]) : 0;
-	}
 	return 0;
 }
 
@@ -382,6 +376,14 @@ int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 
 /* --- ARP suppression ----------------------------------------------------- */
 
+/* The VNI's IP -> MAC table, made on first use; NULL if out of memory. */
+static struct arp_table *vni_arp_table(struct uvx_vni *v)
+{
+	if (!v->arp)
+		v->arp = calloc(1, sizeof(*v->arp));
+	return v->arp;
+}
+
 static int vni_set_arp(struct uvx_dp *dp, uint32_t vni, int mode)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
@@ -389,11 +391,8 @@ static int vni_set_arp(struct uvx_dp *dp, uint32_t vni, int mode)
 		return -ENOENT;
 	if (mode < UVX_ARP_OFF || mode > UVX_ARP_ANSWER_ONLY)
 		return -EINVAL;
-	if (mode != UVX_ARP_OFF && !v->arp) {
-		v->arp = calloc(1, sizeof(*v->arp));
-		if (!v->arp)
-			return -ENOMEM;
-	}
+	if (mode != UVX_ARP_OFF && !vni_arp_table(v))
+		return -ENOMEM;
 	v->arp_mode = mode;
 	return 0;
 }
@@ -408,11 +407,8 @@ static int arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *
 	struct uvx_vni *v = vni_find(dp, vni);
 	if (!v)
 		return -ENOENT;
-	if (!v->arp) {
-		v->arp = calloc(1, sizeof(*v->arp));
-		if (!v->arp)
-			return -ENOMEM;
-	}
+	if (!vni_arp_table(v))
+		return -ENOMEM;
 	return arp_table_put(v->arp, ip, mac);
 }
 
@@ -761,31 +757,32 @@ int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out)
 	LOCKED(dp, vni_counters(dp, vni, out));
 }
 
-int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
-	     const struct vnet_hdr *vh)
+int tap_writev(struct uvx_dp *dp, int32_t port, const struct vnet_hdr *vh,
+	       struct iovec *iov, int niov)
 {
 	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used) {
 		drop(dp, UVX_DROP_NO_PORT);
 		return -1;
 	}
 	struct uvx_port *p = &dp->ports[port];
-	ssize_t n;
-	if (p->vnet) {
-		static const struct vnet_hdr plain;
-		struct iovec iov[2] = {
-			{ (void *)(vh ? vh : &plain), VNET_HLEN },
-			{ (void *)frame, len },
-		};
-		n = writev(p->fd, iov, 2);
-	} else {
-		n = write(p->fd, frame, len);
-	}
+	static const struct vnet_hdr plain;
+	iov[0] = (struct iovec){ (void *)(vh ? vh : &plain), VNET_HLEN };
+	/* A plain port gets the frame alone: skip the header slot. */
+	int skip = p->vnet ? 0 : 1;
+	ssize_t n = writev(p->fd, iov + skip, niov - skip);
 	if (n < 0) {
 		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
 		return -1;
 	}
-	count(p->ctr, 1, len);
+	count(p->ctr, 1, (size_t)n - (p->vnet ? VNET_HLEN : 0));
 	return 0;
+}
+
+int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
+	     const struct vnet_hdr *vh)
+{
+	struct iovec iov[2] = { { NULL, 0 }, { (void *)frame, len } };
+	return tap_writev(dp, port, vh, iov, 2);
 }
 
 /* --- Worker threads ------------------------------------------------------ */

@@ -55,8 +55,8 @@ struct uvx_txq {
 
 /* Everything one thread needs to move a batch: buffers with headroom,
  * recvmmsg state, the transmit queue, the segments of the super-frame being
- * sent and the flows being joined on receive.  One today; one per thread
- * when the datapath grows workers. */
+ * sent and the flows being joined on receive.  One per worker (W_TX, W_RX),
+ * so each has one user at a time. */
 struct uvx_worker {
 	struct uvx_dp *dp;
 	unsigned id;               /* W_TX or W_RX */
@@ -176,5 +176,10 @@ int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
  * port takes virtio-net headers; counts the drop on failure. */
 int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
 	     const struct vnet_hdr *vh);
+
+/* The same for a frame in pieces: iov[1..niov) hold the frame, iov[0] is
+ * left for the header (filled here, and skipped for a plain port). */
+int tap_writev(struct uvx_dp *dp, int32_t port, const struct vnet_hdr *vh,
+	       struct iovec *iov, int niov);
 
 #endif

@@ -1,39 +1,19 @@
 /* Segmentation, coalescing and checksum completion.  See offload.h. */
 #include <string.h>
 
+#include "bytes.h"
 #include "csum.h"
 #include "offload.h"
 #include "vxlan.h"
 
-static inline uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
 
-static inline uint32_t rd32(const uint8_t *p)
+/* The TCP pseudo-header sum (RFC 793 / RFC 8200 section 8.1) for the IP
+ * header at ip and tcplen bytes of TCP header and payload. */
+static uint64_t tcp_pseudo(const uint8_t *ip, int v6, size_t tcplen)
 {
-	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-	       ((uint32_t)p[2] << 8) | p[3];
+	return v6 ? csum_pseudo6(ip + 8, ip + 24, PROTO_TCP, (uint32_t)tcplen)
+		  : csum_pseudo4(ip + 12, ip + 16, PROTO_TCP, (uint32_t)tcplen);
 }
-
-static inline void wr16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static inline void wr32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-#define ETH_P_IPV4 0x0800
-#define ETH_P_IPV6 0x86DD
-#define ETH_P_8021Q 0x8100
-#define PROTO_TCP 6
 
 int csum_complete(uint8_t *frame, size_t len, uint16_t start, uint16_t offset)
 {
@@ -140,9 +120,7 @@ void tso_segment(const uint8_t *f, const struct tso_info *ti,
 		th[13] = fl;
 
 		th[16] = th[17] = 0;
-		uint64_t sum = ti->v6
-			? csum_pseudo6(ip + 8, ip + 24, PROTO_TCP, (uint32_t)tcplen)
-			: csum_pseudo4(ip + 12, ip + 16, PROTO_TCP, (uint32_t)tcplen);
+		uint64_t sum = tcp_pseudo(ip, ti->v6, tcplen);
 		sum = csum_add(th, ti->hdrlen - ti->l4off, sum);
 		sum = csum_add(s->payload, plen, sum);
 		csum_store(th + 16, csum_final(sum));
@@ -192,9 +170,7 @@ int gro_candidate(const uint8_t *f, size_t len, struct tcp_view *v)
 	v->ack = rd32(th + 8);
 
 	size_t tcplen = ETH_HLEN + iplen - v->l4off;
-	uint64_t sum = v->v6
-		? csum_pseudo6(ip + 8, ip + 24, PROTO_TCP, (uint32_t)tcplen)
-		: csum_pseudo4(ip + 12, ip + 16, PROTO_TCP, (uint32_t)tcplen);
+	uint64_t sum = tcp_pseudo(ip, v->v6, tcplen);
 	sum = csum_add(th, tcplen, sum);
 	return csum_fold16(sum) == 0xffff;
 }
@@ -287,9 +263,7 @@ int gro_finish(struct gro_flow *f)
 		}
 		/* CHECKSUM_PARTIAL: the field holds the pseudo-header sum and
 		 * the receiver (the kernel, via the TAP) completes it. */
-		uint64_t ph = f->v6
-			? csum_pseudo6(ip + 8, ip + 24, PROTO_TCP, (uint32_t)tcplen)
-			: csum_pseudo4(ip + 12, ip + 16, PROTO_TCP, (uint32_t)tcplen);
+		uint64_t ph = tcp_pseudo(ip, f->v6, tcplen);
 		csum_store(th + 16, csum_fold16(ph));
 		f->vh.flags = VNET_F_NEEDS_CSUM;
 		f->vh.gso_type = f->v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4;

@@ -10,7 +10,7 @@
  *                      written as it is (tap_xmit)
  *       flood_local    broadcast, multicast, unknown unicast: every local
  *                      port in the VNI, never back onto the wire
- *     gro_flush_all  write out every super-frame still being joined
+ *     gro_flush_port write out every super-frame still being joined
  */
 #include <errno.h>
 #include <netinet/udp.h>
@@ -25,32 +25,16 @@
 
 static void gro_flush(struct uvx_dp *dp, struct gro_flow *f)
 {
-	struct uvx_port *p = &dp->ports[f->port];
 	int n = gro_finish(f);
 	f->active = 0;
-	if (!p->used) {
-		drop(dp, UVX_DROP_NO_PORT);
-		return;
-	}
-	ssize_t r = writev(p->fd, f->iov, n);
-	if (r < 0) {
-		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
-		return;
-	}
-	count(p->ctr, 1, (size_t)r - VNET_HLEN);
+	tap_writev(dp, f->port, &f->vh, f->iov, n);
 }
 
+/* Write out what is being joined for port, or for every port (-1). */
 static void gro_flush_port(struct uvx_dp *dp, struct uvx_worker *w, int32_t port)
 {
 	for (unsigned i = 0; i < GRO_FLOWS; i++)
-		if (w->gro.flow[i].active && w->gro.flow[i].port == port)
-			gro_flush(dp, &w->gro.flow[i]);
-}
-
-static void gro_flush_all(struct uvx_dp *dp, struct uvx_worker *w)
-{
-	for (unsigned i = 0; i < GRO_FLOWS; i++)
-		if (w->gro.flow[i].active)
+		if (w->gro.flow[i].active && (port < 0 || w->gro.flow[i].port == port))
 			gro_flush(dp, &w->gro.flow[i]);
 }
 
@@ -264,14 +248,15 @@ static int udp_rx_locked(struct uvx_dp *dp)
 		if (!step || step > len)
 			step = len;
 		/* UDP GRO: equal-sized datagrams back to back, the last
-		 * perhaps shorter; each is one VXLAN packet. */
-		for (size_t at = 0; at < len || (len == 0 && at == 0); at += step) {
+		 * perhaps shorter; each is one VXLAN packet.  An empty
+		 * datagram is parsed (and dropped as truncated) once. */
+		size_t at = 0;
+		do {
 			size_t dlen = len - at < step ? len - at : step;
 			vxlan_rcv(dp, w, buf + at, dlen, &w->rsrc[i]);
-			if (step == 0)
-				break;
-		}
+			at += dlen;
+		} while (at < len);
 	}
-	gro_flush_all(dp, w);
+	gro_flush_port(dp, w, -1);
 	return n;
 }

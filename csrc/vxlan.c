@@ -1,19 +1,9 @@
 /* VXLAN codec: parse, build, flow hash, checksum.  See vxlan.h. */
 #include <string.h>
 
+#include "bytes.h"
 #include "csum.h"
 #include "vxlan.h"
-
-static inline uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static inline void wr16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
 
 int vxlan_parse(const uint8_t *pkt, size_t len, int accept_reserved,
 		uint32_t *vni, size_t *inner_off)
@@ -81,17 +71,11 @@ static inline uint32_t fnv1a(uint32_t h, const uint8_t *p, size_t n)
 	return h;
 }
 
-#define ETH_P_IPV4  0x0800
-#define ETH_P_IPV6  0x86DD
-#define ETH_P_8021Q 0x8100
-#define IPPROTO_TCP_ 6
-#define IPPROTO_UDP_ 17
-#define IPPROTO_SCTP_ 132
 
 static int proto_has_ports(uint8_t proto)
 {
-	return proto == IPPROTO_TCP_ || proto == IPPROTO_UDP_ ||
-	       proto == IPPROTO_SCTP_;
+	return proto == PROTO_TCP || proto == PROTO_UDP ||
+	       proto == PROTO_SCTP;
 }
 
 uint32_t vxlan_flow_hash(const uint8_t *frame, size_t len)
@@ -160,7 +144,7 @@ void vxlan_fill_csum(uint8_t hdr[VXLAN_ENCAP_LEN], const uint8_t *a, size_t la,
 	uint16_t ulen = (uint16_t)(VXLAN_ENCAP_LEN + la + lb);
 	hdr[6] = hdr[7] = 0;
 	uint64_t sum = csum_pseudo4((const uint8_t *)&saddr, (const uint8_t *)&daddr,
-				    IPPROTO_UDP_, ulen);
+				    PROTO_UDP, ulen);
 	/* hdr is 16 bytes, an even length, so what follows keeps its
 	 * 16-bit alignment in the sum. */
 	sum = csum_add(hdr, VXLAN_ENCAP_LEN, sum);

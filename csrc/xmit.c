@@ -149,6 +149,9 @@ static void xmit_remote(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni 
 			const struct fdb_dest *to, unsigned nto,
 			const uint8_t *frame, size_t len, const struct vnet_hdr *vh)
 {
+	/* The outer source port and the send socket follow the inner flow
+	 * (RFC 7348 section 5); only remote sends need it. */
+	w->hash = vxlan_flow_hash(frame, len);
 	if (vh->gso_type == VNET_GSO_NONE) {
 		for (unsigned d = 0; d < nto; d++)
 			txq_add(dp, w, v, &to[d], frame, len, NULL, 0);
@@ -197,16 +200,17 @@ static void deliver_local(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		drop(dp, reason);
 		return;
 	}
-	static uint8_t joined[UVX_FRAME_MAX];
+	/* The transmit queue never points into w->segs outside xmit_remote,
+	 * which sends it before returning: the segments can be rewritten. */
 	for (unsigned first = 0; first < ti.nseg; first += UVX_SEGS_MAX) {
 		unsigned n = ti.nseg - first < UVX_SEGS_MAX ? ti.nseg - first : UVX_SEGS_MAX;
-		txq_flush(dp, w);
 		tso_segment(frame, &ti, first, n, w->segs);
 		for (unsigned i = 0; i < n; i++) {
 			struct seg *s = &w->segs[i];
-			memcpy(joined, s->hdr, s->hdrlen);
-			memcpy(joined + s->hdrlen, s->payload, s->plen);
-			tap_xmit(dp, port, joined, s->hdrlen + s->plen, NULL);
+			struct iovec iov[3] = {
+				{ NULL, 0 }, { s->hdr, s->hdrlen }, { (void *)s->payload, s->plen },
+			};
+			tap_writev(dp, port, NULL, iov, 3);
 		}
 	}
 }
@@ -277,7 +281,6 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 	}
 	if (v->arp_mode != UVX_ARP_OFF && arp_reduce(dp, v, port, frame, len))
 		return;
-	w->hash = vxlan_flow_hash(frame, len);
 	const struct fdb_dest here = { port, 0, 0 };
 	struct fdb_dest to;
 	if (!fdb_switch(dp, v, frame + ETH_ALEN, &here, frame, w->now_ms, &to))
