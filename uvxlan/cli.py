@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from uvxlan._version import __version__
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
+from uvxlan.offload import MODES as OFFLOAD_MODES
 
 if TYPE_CHECKING:
     from uvxlan.cluster import EndpointRecord, EndpointStatus, NetworkRecord
@@ -517,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--advertise", metavar="IP",
                    help="this host's underlay IPv4: other hosts send VXLAN here")
     a.add_argument("--port", type=int, metavar="N", help="VXLAN UDP port (4789)")
-    a.add_argument("--offload", choices=["auto", "off", "none"],
+    a.add_argument("--offload", choices=OFFLOAD_MODES,
                    help="auto: TAP TSO + UDP GSO/GRO where the kernel has them; "
                    "off: TAP TSO with sendmmsg/recvmmsg only (what Linux 3.10 offers); "
                    "none: plain frames (default: the config's [host] offload, else auto)")

@@ -40,8 +40,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
+from uvxlan.config import ENCAP_OVERHEAD, derived_mac
 from uvxlan.errors import ClusterError, ConfigError, StoreCompacted, StoreError, StoreUnavailable
 from uvxlan.store import KV, Store
+from uvxlan.wire import VNI_MAX
 
 log = logging.getLogger("uvxlan.cluster")
 
@@ -53,7 +55,6 @@ IPAM = ROOT + "ipam/"
 STATUS = ROOT + "status/"
 
 VNI_FIRST = 256                      # allocated VNIs start here, as Docker's
-VNI_MAX = (1 << 24) - 1
 
 
 def host_key(host: str) -> str:
@@ -175,7 +176,6 @@ def decode(kind: type[R], value: bytes, key: str = "") -> R:
 NETWORKS_GUARD = ROOT + "meta/networks"   # moved by every network creation (see above)
 SUBNET_POOL = ipaddress.IPv4Network("10.0.0.0/8")   # chosen subnets: its /24s, in order
 SUBNET_PREFIX = 24
-VXLAN_OVERHEAD = 50                 # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 MTU_MIN = 68                        # IPv4's minimum
 DEFAULT_UNDERLAY_MTU = 1500         # when no host is registered
 _ATTEMPTS = 1000    # lost races before giving up: each loss is another writer's success
@@ -240,12 +240,6 @@ def _parse_subnet(subnet: object) -> ipaddress.IPv4Network:
     return net
 
 
-def derive_mac(ip: str | ipaddress.IPv4Address) -> str:
-    """The MAC Docker derives from an IPv4 address: 02:42 and its 4 bytes."""
-    packed = ipaddress.IPv4Address(str(ip).split("/")[0]).packed
-    return ":".join(f"{b:02x}" for b in b"\x02\x42" + packed)
-
-
 def check_mac(mac: object) -> str:
     text = mac.strip().lower() if isinstance(mac, str) else ""
     if not _MAC.fullmatch(text):
@@ -281,7 +275,7 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord) -> None:
     elif isinstance(record, NetworkRecord):
         check_vni(record.vni)
         record.network      # noqa: B018 - raises ValueError unless an IPv4 CIDR
-        if not isinstance(record.mtu, int) or not 68 <= record.mtu <= 65535:
+        if not isinstance(record.mtu, int) or not MTU_MIN <= record.mtu <= 65535:
             raise ValueError(f"mtu {record.mtu!r}")
     else:
         record.address      # noqa: B018 - raises ValueError unless IPv4 address/prefix
@@ -382,8 +376,7 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
 
     async def attempt() -> NetworkRecord | None:
         guard = await store.get(NETWORKS_GUARD)          # before the listing: see above
-        kvs, _ = await store.list(NETWORKS)
-        networks = _decode_all(NetworkRecord, kvs)
+        networks = await list_networks(store)
         hosts = await list_hosts(store)
         if any(n.name == name for n in networks):
             raise ClusterError(f"network {name} already exists")
@@ -404,9 +397,9 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
             net = want_subnet
         else:
             net = _choose_subnet([n.network for n in networks], hosts)
-        limit = _underlay_mtu(hosts) - VXLAN_OVERHEAD
+        limit = _underlay_mtu(hosts) - ENCAP_OVERHEAD
         if limit < MTU_MIN:
-            raise ConfigError(f"the underlay MTU ({limit + VXLAN_OVERHEAD}) leaves less than "
+            raise ConfigError(f"the underlay MTU ({limit + ENCAP_OVERHEAD}) leaves less than "
                               f"{MTU_MIN} for a network")
         the_mtu = limit if mtu is None else mtu
         if the_mtu > limit:
@@ -522,14 +515,14 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
                 candidate = ipaddress.IPv4Address(n)
                 # Skip an address whose derived MAC someone took by hand.
                 if candidate not in taken and (want_mac is not None
-                                               or derive_mac(candidate) not in mac_owner):
+                                               or derived_mac(candidate) not in mac_owner):
                     found = candidate
                     break
             if found is None:
                 raise ClusterError(f"network {network} ({subnet}) has no free address left "
                                    f"({len(taken)} in use)")
             address = found
-        the_mac = derive_mac(address) if want_mac is None else want_mac
+        the_mac = derived_mac(address) if want_mac is None else want_mac
         if the_mac in mac_owner:
             raise ClusterError(f"mac {the_mac} is already used by endpoint "
                                f"{mac_owner[the_mac]} in network {network}")

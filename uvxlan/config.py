@@ -35,6 +35,7 @@ from typing import Any
 import tomllib
 
 from uvxlan.errors import ConfigError
+from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.wire import PORT_IANA, VNI_MAX, mac_to_bytes, mac_to_str
 
 ENCAP_OVERHEAD = 50      # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
@@ -137,9 +138,10 @@ class AgentConfig:
         raise KeyError(name)
 
 
-def derived_mac(address: ipaddress.IPv4Interface) -> str:
-    """A locally administered MAC from an IPv4 address, as Docker does."""
-    return mac_to_str(b"\x02\x42" + address.ip.packed)
+def derived_mac(address: ipaddress.IPv4Address) -> str:
+    """A locally administered MAC from an IPv4 address, as Docker does:
+    02:42 and its 4 bytes (an IPv4Interface gives its address's)."""
+    return mac_to_str(b"\x02\x42" + address.packed)
 
 
 class _Reader:
@@ -253,7 +255,7 @@ def parse(data: dict[str, Any], source: str = "config",
     if host.arp_suppression not in ("answer", "answer-only", "off"):
         raise h.fail("arp_suppression",
                      f"{host.arp_suppression!r} is not answer, answer-only or off")
-    if host.offload not in ("auto", "off", "none"):
+    if host.offload not in OFFLOAD_MODES:
         raise h.fail("offload", f"{host.offload!r} is not auto, off or none")
     if not _NAME.match(host.name):
         raise h.fail("name", f"{host.name!r} is not a valid name")

@@ -229,6 +229,11 @@ def _require(ipr: Any, ifname: str, netns: str | None) -> int:
     return index
 
 
+def _require_absent(ipr: Any, ifname: str, netns: str | None) -> None:
+    if _lookup(ipr, ifname) is not None:
+        raise NetlinkError(f"interface '{ifname}' already exists in {_where(netns)}")
+
+
 def _ifnames(ipr: Any) -> dict[int, str]:
     return {int(link["index"]): str(link.get("ifname")) for link in ipr.link("dump")}
 
@@ -376,8 +381,7 @@ def veth_create(name: str, peer: str, netns: str | None = None) -> None:
     _check_ifname(peer)
     with _iproute(netns) as ipr:
         for ifname in (name, peer):
-            if _lookup(ipr, ifname) is not None:
-                raise NetlinkError(f"interface '{ifname}' already exists in {_where(netns)}")
+            _require_absent(ipr, ifname, netns)
         try:
             ipr.link("add", ifname=name, kind="veth", peer=peer)
         except Pyroute2NetlinkError as exc:
@@ -389,8 +393,7 @@ def bridge_create(name: str, netns: str | None = None, *, multicast_snooping: bo
     """Create a bridge (STP off, the kernel default)."""
     _check_ifname(name)
     with _iproute(netns) as ipr:
-        if _lookup(ipr, name) is not None:
-            raise NetlinkError(f"interface '{name}' already exists in {_where(netns)}")
+        _require_absent(ipr, name, netns)
         try:
             ipr.link(
                 "add",
@@ -444,8 +447,7 @@ def link_move(ifname: str, to_netns: str, new_name: str, netns: str | None = Non
     _check_ifname(new_name)
     _check_netns_name(to_netns)
     with _iproute(to_netns) as target:
-        if _lookup(target, new_name) is not None:
-            raise NetlinkError(f"interface '{new_name}' already exists in netns '{to_netns}'")
+        _require_absent(target, new_name, to_netns)
     target_fd = _open_netns_fd(to_netns)
     try:
         with _iproute(netns) as ipr:
@@ -526,26 +528,17 @@ def link_configure(
     where = _where(netns)
     with _iproute(netns) as ipr:
         index = _require(ipr, ifname, netns)
-        if mac is not None:
+        settings = (("address", None if mac is None else mac.lower(), f"MAC {mac}"),
+                    ("mtu", mtu, f"MTU {mtu}"),
+                    ("txqlen", txqlen, f"txqueuelen {txqlen}"),
+                    ("gso_max_size", gso_max_size, f"gso_max_size {gso_max_size}"))
+        for attr, value, what in settings:
+            if value is None:
+                continue
             try:
-                ipr.link("set", index=index, address=mac.lower())
+                ipr.link("set", index=index, **{attr: value})
             except Pyroute2NetlinkError as exc:
-                _fail(f"cannot set MAC {mac} on '{ifname}' in {where}", exc)
-        if mtu is not None:
-            try:
-                ipr.link("set", index=index, mtu=mtu)
-            except Pyroute2NetlinkError as exc:
-                _fail(f"cannot set MTU {mtu} on '{ifname}' in {where}", exc)
-        if txqlen is not None:
-            try:
-                ipr.link("set", index=index, txqlen=txqlen)
-            except Pyroute2NetlinkError as exc:
-                _fail(f"cannot set txqueuelen {txqlen} on '{ifname}' in {where}", exc)
-        if gso_max_size is not None:
-            try:
-                ipr.link("set", index=index, gso_max_size=gso_max_size)
-            except Pyroute2NetlinkError as exc:
-                _fail(f"cannot set gso_max_size {gso_max_size} on '{ifname}' in {where}", exc)
+                _fail(f"cannot set {what} on '{ifname}' in {where}", exc)
         present = {
             (str(a.get("local") or a.get("address")), int(a["prefixlen"]))
             for a in ipr.addr("dump", index=index)
