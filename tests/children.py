@@ -49,3 +49,43 @@ class Child:
         if self._p.poll() is None:
             self._p.kill()
         await asyncio.to_thread(self._p.wait)
+
+
+class Racers:
+    """Children that each print "ready", wait for "go" on stdin, race, and
+    print their result.  ``async with`` starts them and waits until every
+    one is ready; at the end of the block any still running is killed."""
+
+    def __init__(self, argvs: list[list[str]], **popen_kwargs: Any) -> None:
+        self._argvs = argvs
+        self._kwargs = popen_kwargs
+        self.procs: list[Child] = []
+
+    async def __aenter__(self) -> Racers:
+        try:
+            for argv in self._argvs:
+                self.procs.append(Child(*argv, **self._kwargs))
+            for p in self.procs:
+                line = await asyncio.wait_for(p.readline(), 20)
+                assert line == b"ready\n", line
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for p in self.procs:
+            await p.kill()
+
+    async def go(self) -> None:
+        for p in self.procs:
+            await p.send(b"go\n")
+
+    async def results(self, timeout: float) -> list[bytes]:
+        """Each one's standard output, once it has exited with 0."""
+        outs = []
+        for p in self.procs:
+            out, err = await asyncio.wait_for(p.communicate(), timeout)
+            assert p.returncode == 0, err.decode()[-3000:]
+            outs.append(out)
+        return outs

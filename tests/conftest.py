@@ -25,17 +25,23 @@ def needs(*tools: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
 
 
+def unique_name() -> str:
+    """A lab name no other test (or run) uses."""
+    return "t" + secrets.token_hex(4)
+
+
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     """A lab with a unique name; the test calls lab.up(n).  Always removed."""
     if not IS_ROOT:
         pytest.skip("needs root")
-    the_lab = Lab("t" + secrets.token_hex(4))
+    the_lab = Lab(unique_name())
     try:
         yield the_lab
     finally:
         the_lab.down()
         assert not the_lab.namespaces(), "lab left namespaces behind"
+        assert not os.path.exists(the_lab.state_path), "lab left its state file behind"
 
 
 OverlayFactory = Callable[..., Overlay]

@@ -29,7 +29,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,11 +37,11 @@ from uvxlan import wire
 from uvxlan.lab import Lab
 from uvxlan.overlay import Overlay, Placement
 
-from .conftest import OverlayFactory, needs, root
+from .conftest import TOOLS, OverlayFactory, checked_transfer, needs, root
 
 pytestmark = [root, needs("ping")]
 
-JUNK = Path(__file__).resolve().parent / "tools" / "junk.py"
+JUNK = TOOLS / "junk.py"
 VNI = 300
 OTHER_VNI = 301                   # configured nowhere
 H1, H2 = "10.77.0.1", "10.77.0.2"
@@ -171,11 +170,11 @@ class Rig:
     # health
 
     def alive(self) -> None:
-        proc = self.ov._procs["h1"]
-        assert proc.poll() is None, f"agent of h1 died: {proc.returncode}: " \
-                                    f"{self.ov.log_tail('h1')}"
+        proc = self.ov.proc("h1")
+        assert proc is not None and proc.poll() is None, \
+            f"agent of h1 died: {proc and proc.returncode}: {self.ov.log_tail('h1')}"
         assert self.ov.query("h1", "status")["ready"] is True
-        log = Path(self.ov.workdir / f"{self.lab.name}-h1.log").read_text()
+        log = self.ov.file("h1", ".log").read_text()
         assert "Traceback" not in log, log[-2000:]
 
     def ping(self, count: int, interval: float = 0.2) -> int:
@@ -347,47 +346,6 @@ def _expected_reasons(sent: int) -> dict[str, int]:
     return out
 
 
-def _tcp_check(rig: Rig, size: int = 4 << 20) -> None:
-    """c1 sends ``size`` seeded bytes to c2 over TCP; c2 answers with their
-    SHA-256, which must match."""
-    server_code = (
-        "import hashlib, socket\n"
-        f"s = socket.create_server(('{C2_IP}', 5001)); s.settimeout(30)\n"
-        "c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0\n"
-        "while (b := c.recv(1 << 16)):\n"
-        "    h.update(b); n += len(b)\n"
-        "c.sendall(h.hexdigest().encode()); c.close(); print(n)\n"
-    )
-    client_code = (
-        "import hashlib, random, socket, sys, time\n"
-        f"data = random.Random(1).randbytes({size})\n"
-        "for _ in range(100):\n"
-        "    try:\n"
-        f"        c = socket.create_connection(('{C2_IP}', 5001), timeout=30); break\n"
-        "    except OSError:\n"
-        "        time.sleep(0.05)\n"
-        "else:\n"
-        "    sys.exit('no connection')\n"
-        "c.sendall(data); c.shutdown(socket.SHUT_WR)\n"
-        "got = b''\n"
-        "while (b := c.recv(100)):\n"
-        "    got += b\n"
-        "sys.exit(0 if got.decode() == hashlib.sha256(data).hexdigest() else 'mismatch')\n"
-    )
-    server = rig.lab.spawn(rig.lab.container_netns("c2"), [sys.executable, "-c", server_code],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        done = rig.lab.run(rig.lab.container_netns("c1"), [sys.executable, "-c", client_code],
-                           timeout=60)
-        out, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=10)
-    assert done.returncode == 0, f"client: {done.stderr.strip()}; server: {err.strip()}"
-    assert server.returncode == 0 and int(out) == size, err
-
-
 def test_random_junk_flood(rig: Rig) -> None:
     """200k random datagrams (length 0..1500, seeded) as fast as one
     sender can, while c1 pings c2.  The agent survives, the ping gets
@@ -458,5 +416,6 @@ def test_random_junk_flood(rig: Rig) -> None:
 
     # after the storm: all pings answered, a checked TCP transfer
     assert rig.ping(5) == 5
-    _tcp_check(rig)
+    checked_transfer(rig.lab, rig.lab.container_netns("c1"), rig.lab.container_netns("c2"),
+                     C2_IP, 4 << 20)
     rig.alive()

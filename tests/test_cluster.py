@@ -28,7 +28,7 @@ import pytest
 import uvloop
 
 from tests import etcdserver
-from tests.children import Child
+from tests.children import Child, Racers
 from tests.etcdserver import ETCD
 from uvxlan import cluster
 from uvxlan.cluster import (
@@ -571,25 +571,15 @@ def worker_main(argv: list[str]) -> None:
 
 async def race(backend: Backend, mode: str, per_process: int) -> list[dict[str, Any]]:
     """Three processes at once; everything they made."""
-    procs = [Child(
-        sys.executable, "-c",
-        "import sys; from tests.test_cluster import worker_main; worker_main(sys.argv[1:])",
-        mode, backend.url, f"p{i}-", str(per_process), cwd=REPO) for i in range(3)]
-    try:
-        for p in procs:
-            line = await asyncio.wait_for(p.readline(), 20)
-            assert line == b"ready\n", line
-        for p in procs:
-            await p.send(b"go\n")
+    argvs = [[sys.executable, "-c",
+              "import sys; from tests.test_cluster import worker_main; worker_main(sys.argv[1:])",
+              mode, backend.url, f"p{i}-", str(per_process)] for i in range(3)]
+    async with Racers(argvs, cwd=REPO) as racers:
+        await racers.go()
         made: list[dict[str, Any]] = []
-        for p in procs:
-            out, err = await asyncio.wait_for(p.communicate(), 40)
-            assert p.returncode == 0, err.decode()[-3000:]
+        for out in await racers.results(40):
             made += json.loads(out)
         return made
-    finally:
-        for p in procs:
-            await p.kill()
 
 
 def test_concurrent_create(backend: Backend) -> None:

@@ -3,17 +3,18 @@ its own: it must pass and leave nothing behind."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from uvxlan import demo, netlink
+from uvxlan import demo
 from uvxlan.lab import Lab
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
+from .conftest import root
+
+pytestmark = root
 
 
 def test_demo_passes_and_leaves_nothing_behind(tmp_path: Path,
@@ -25,9 +26,8 @@ def test_demo_passes_and_leaves_nothing_behind(tmp_path: Path,
         code = demo.run(lab_name=name)
     finally:
         out = capsys.readouterr().out
-        leftovers = [ns for ns in netlink.netns_list() if ns.startswith(Lab(name).prefix)]
-        for ns in leftovers:
-            netlink.netns_remove(ns)
+        leftovers = Lab(name).namespaces()
+        Lab(name).down()      # even after a crash: its agents and namespaces
     assert code == 0, out
     assert "demo passed" in out and "FAILED" not in out
     for check in ("net1c1 reaches net1c2 across hosts", "net1c1 cannot reach net2c2 (isolated)",

@@ -32,7 +32,6 @@ C1_ADDR, C2_ADDR = "10.0.0.1", "10.0.0.2"
 ENDPOINT_MTU = 1450
 TRANSFER_BYTES = 64 * 1024 * 1024          # byte-identical, each way
 TCP_PORT = 5201
-TCPCHECK = str(Path(__file__).parent / "tools" / "tcpcheck.py")
 
 pytestmark = [root, needs("ip", "bridge", "ethtool", "ping", "tshark")]
 

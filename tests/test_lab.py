@@ -9,11 +9,9 @@ namespaces these tests made.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,26 +19,9 @@ from uvxlan import lab as labmod
 from uvxlan import netlink
 from uvxlan.errors import ConfigError, LabError, NetlinkError
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
+from .conftest import root, unique_name
 
-
-def _unique_name() -> str:
-    return "t" + secrets.token_hex(4)
-
-
-def _leftovers(prefix: str) -> list[str]:
-    return [ns for ns in netlink.netns_list() if ns.startswith(prefix)]
-
-
-@pytest.fixture
-def lab() -> Iterator[labmod.Lab]:
-    the_lab = labmod.Lab(_unique_name())
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
-        assert _leftovers(the_lab.prefix) == []
-        assert not os.path.exists(the_lab.state_path)
+pytestmark = root
 
 
 def _ping(the_lab: labmod.Lab, netns: str, address: str, *extra: str) -> bool:
@@ -124,7 +105,7 @@ def test_down_removes_everything_and_is_repeatable(lab: labmod.Lab) -> None:
 
     lab.down()
 
-    assert _leftovers(lab.prefix) == []
+    assert lab.namespaces() == []
     assert not os.path.exists(lab.state_path)
     lab.down()  # twice is fine
     with pytest.raises(LabError, match="not up"):
@@ -138,29 +119,29 @@ def test_down_without_state_file_still_removes_namespaces(lab: labmod.Lab) -> No
 
     labmod.Lab(lab.name).down()
 
-    assert _leftovers(lab.prefix) == []
+    assert lab.namespaces() == []
 
 
 def test_down_leaves_other_labs_alone(lab: labmod.Lab) -> None:
-    other = labmod.Lab(_unique_name())
+    other = labmod.Lab(unique_name())
     try:
         other.up(1)
         lab.up(1)
         lab.down()
-        assert _leftovers(lab.prefix) == []
+        assert lab.namespaces() == []
         assert len(other.namespaces()) == 2
     finally:
         other.down()
-    assert _leftovers(other.prefix) == []
+    assert other.namespaces() == []
 
 
 def test_context_manager_downs_on_exit() -> None:
-    name = _unique_name()
+    name = unique_name()
     try:
         with labmod.Lab(name) as the_lab:
             the_lab.up(1)
             assert len(the_lab.namespaces()) == 2
-        assert _leftovers(f"uvx-{name}-") == []
+        assert labmod.Lab(name).namespaces() == []
     finally:
         labmod.Lab(name).down()
 
@@ -195,7 +176,7 @@ def test_bad_lab_arguments(kwargs: dict[str, object]) -> None:
 def test_bad_host_counts(lab: labmod.Lab, subnet: str, hosts: int) -> None:
     with pytest.raises(LabError):
         labmod.Lab(lab.name, subnet=subnet).up(hosts)
-    assert _leftovers(lab.prefix) == []
+    assert lab.namespaces() == []
 
 
 def test_bad_names_after_up(lab: labmod.Lab) -> None:
@@ -213,7 +194,7 @@ def test_bad_names_after_up(lab: labmod.Lab) -> None:
 
 def test_load_of_missing_lab() -> None:
     with pytest.raises(LabError, match="not up"):
-        labmod.Lab.load(_unique_name())
+        labmod.Lab.load(unique_name())
 
 
 # --- containers and processes -------------------------------------------------
@@ -309,8 +290,8 @@ def test_cli_round_trip(lab: labmod.Lab, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert labmod.cli_up("BAD NAME", 2, "10.77.0.0/24", 1500) == 1
-    assert labmod.cli_up(_unique_name(), 2, "10.77.0.0/31", 1500) == 1
-    assert labmod.cli_container_add(_unique_name(), "c1") == 1
+    assert labmod.cli_up(unique_name(), 2, "10.77.0.0/31", 1500) == 1
+    assert labmod.cli_container_add(unique_name(), "c1") == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3
     assert all(line.startswith("uvxlan: error: ") for line in lines)
@@ -422,7 +403,7 @@ def test_netlink_works_inside_a_running_event_loop(lab: labmod.Lab) -> None:
 def test_netns_create_neither_forks_nor_moves_the_caller() -> None:
     """The namespace is unshared on a thread of its own: the caller's netns
     is untouched, no child process is made, and the new netns is new."""
-    name = _unique_name()
+    name = unique_name()
     mine = os.stat("/proc/thread-self/ns/net").st_ino
     watching, forks = [True], []
     # No unregister exists: the hook outlives the test, inert once watching ends.
@@ -447,7 +428,7 @@ def test_netns_create_neither_forks_nor_moves_the_caller() -> None:
                                      RuntimeError("can't start new thread")])
 def test_netns_create_failure_leaves_no_mount_point(monkeypatch: pytest.MonkeyPatch,
                                                     failure: Exception) -> None:
-    name = _unique_name()
+    name = unique_name()
 
     def fail(path: str) -> None:
         assert os.path.exists(path)      # made first, so it must be removed

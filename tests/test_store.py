@@ -27,8 +27,8 @@ import pytest
 import uvloop
 
 from tests import etcdserver
-from tests.children import Child
-from tests.etcdserver import ETCD, EtcdServer, free_ports
+from tests.children import Racers
+from tests.etcdserver import EtcdServer, free_ports, needs_etcd
 from uvxlan.errors import ConfigError, LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
 from uvxlan.store import DEFAULT_SQLITE_PATH, KV, Event, Store, open_store
 
@@ -104,7 +104,7 @@ class EtcdBackend(Backend):
     def __init__(self, tmp_path: Path, server: EtcdServer) -> None:
         super().__init__(tmp_path)
         self.server = server
-        self.url = f"etcd://127.0.0.1:{server.client_port}?timeout=2"
+        self.url = server.store_url
 
     @contextlib.asynccontextmanager
     async def outage(self) -> AsyncIterator[None]:
@@ -119,8 +119,7 @@ class EtcdBackend(Backend):
         return f"etcd://127.0.0.1:{free_ports(1)[0]}?timeout=2"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.skipif(
-    not ETCD.exists(), reason=f"needs {ETCD} (Debian package etcd-server)"))])
+@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=needs_etcd)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return SqliteBackend(tmp_path)
@@ -240,7 +239,6 @@ def test_conditional_delete(backend: Backend) -> None:
             assert kv is not None
             await s.put(k, b"v2")
             assert not await s.delete(k, mod_revision=kv.mod_revision)   # changed since
-            assert await s.get(k) is not None
             kv2 = await s.get(k)
             assert kv2 is not None
             assert await s.delete(k, mod_revision=kv2.mod_revision)
@@ -324,29 +322,17 @@ def test_concurrent_cas_processes(backend: Backend) -> None:
     async def body() -> None:
         k = backend.ns + "counter"
         n = 25
-        procs = [Child(
-            sys.executable, "-c",
-            "import sys; from tests.test_store import worker_main; worker_main(sys.argv[1:])",
-            backend.url, k, str(n), cwd=REPO) for _ in range(2)]
-        try:
-            for p in procs:
-                line = await asyncio.wait_for(p.readline(), 20)
-                assert line == b"ready\n", line
-            async with backend.store() as s:
-                for p in procs:
-                    await p.send(b"go\n")
-                local = asyncio.gather(increment(s, k, n), increment(s, k, n))
-                outs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
-                counts = list(await local)
-                for p, (out, err) in zip(procs, outs, strict=True):
-                    assert p.returncode == 0, err.decode()
-                    counts.append(int(out))
-                kv = await s.get(k)
-                assert kv is not None
-                assert int(kv.value) == sum(counts) == 4 * n
-        finally:
-            for p in procs:
-                await p.kill()
+        argv = [sys.executable, "-c",
+                "import sys; from tests.test_store import worker_main; worker_main(sys.argv[1:])",
+                backend.url, k, str(n)]
+        async with Racers([argv] * 2, cwd=REPO) as racers, backend.store() as s:
+            await racers.go()
+            local = asyncio.gather(increment(s, k, n), increment(s, k, n))
+            outs = await racers.results(30)
+            counts = list(await local) + [int(out) for out in outs]
+            kv = await s.get(k)
+            assert kv is not None
+            assert int(kv.value) == sum(counts) == 4 * n
 
     run(body())
 
@@ -463,26 +449,15 @@ def test_txn_concurrent(backend: Backend) -> None:
             assert await s.txn(put=[(p + "counter", b"0", 0)]
                                + [(p + f"token/{r:04}", b"t", 0) for r in range(rounds)])
             _, rev = await s.list(p)
-            procs = [Child(
-                sys.executable, "-c",
-                "import sys; from tests.test_store import txn_worker_main; "
-                "txn_worker_main(sys.argv[1:])",
-                backend.url, p, str(rounds), cwd=REPO) for _ in range(2)]
-            try:
-                for proc in procs:
-                    line = await asyncio.wait_for(proc.readline(), 20)
-                    assert line == b"ready\n", line
-                for proc in procs:
-                    await proc.send(b"go\n")
+            argv = [sys.executable, "-c",
+                    "import sys; from tests.test_store import txn_worker_main; "
+                    "txn_worker_main(sys.argv[1:])",
+                    backend.url, p, str(rounds)]
+            async with Racers([argv] * 2, cwd=REPO) as racers:
+                await racers.go()
                 local = asyncio.gather(*(txn_race(h, p, rounds) for h in (s, s2, s, s2)))
-                outs = [await asyncio.wait_for(proc.communicate(), 30) for proc in procs]
-                wins = list(await local)
-                for proc, (out, err) in zip(procs, outs, strict=True):
-                    assert proc.returncode == 0, err.decode()
-                    wins.append(int(out))
-            finally:
-                for proc in procs:
-                    await proc.kill()
+                outs = await racers.results(30)
+                wins = list(await local) + [int(out) for out in outs]
             assert sum(wins) == rounds, wins                # one winner per round, no more
             kvs, _ = await s.list(p)
             keys = {kv.key: kv for kv in kvs}
@@ -719,7 +694,7 @@ def test_unreachable(backend: Backend) -> None:
     run(body())
 
 
-@pytest.mark.skipif(not ETCD.exists(), reason=f"needs {ETCD} (Debian package etcd-server)")
+@needs_etcd
 def test_etcd_endpoints_in_turn(etcd_server: EtcdServer) -> None:
     """A dead endpoint first in the list: the store goes on to the next."""
     async def body() -> None:
