@@ -14,7 +14,6 @@ cpus = [0] and ping on CPU 0.
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
 import sys
 import tempfile
@@ -28,11 +27,9 @@ from uvxlan.lab import Lab  # noqa: E402
 
 def rtts(lab: Lab, pings: int, pin_ping: bool) -> tuple[float, float]:
     pre = ["taskset", "-c", "0"] if pin_ping else []
-    done = lab.run(lab.container_netns("c1"), [*pre, "ping", "-n", "-c", str(pings), "-i",
-                                               "0.005", bench.SERVER_IP], timeout=pings + 30)
-    vals = sorted(float(x) * 1000 for x in re.findall(r"time=([\d.]+)", done.stdout))
+    vals = sorted(bench.ping_rtts(lab, lab.container_netns("c1"), bench.SERVER_IP, pings, pre))
     if not vals:
-        raise RuntimeError(f"no replies: {done.stdout} {done.stderr}")
+        raise RuntimeError("no ping replies")
     return vals[len(vals) // 2], vals[int(len(vals) * 0.9)]
 
 

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,9 +242,11 @@ def iperf(lab: Lab, client_ns: str, server_ns: str, target: str,
         terminate(server)
 
 
-def ping_rtts(lab: Lab, client_ns: str, target: str, count: int) -> list[float]:
-    """count pings 5 ms apart: the RTTs of those answered, in µs."""
-    done = lab.run(client_ns, ["ping", "-n", "-c", str(count), "-i", "0.005", "-W", "1",
+def ping_rtts(lab: Lab, client_ns: str, target: str, count: int,
+              prefix: Sequence[str] = ()) -> list[float]:
+    """count pings 5 ms apart: the RTTs of those answered, in µs.  prefix
+    runs ping under another command (e.g. taskset)."""
+    done = lab.run(client_ns, [*prefix, "ping", "-n", "-c", str(count), "-i", "0.005", "-W", "1",
                                target], timeout=count * 0.05 + 20)
     rtts = []
     for line in done.stdout.splitlines():
