@@ -12,7 +12,7 @@ import pytest
 from uvxlan import netlink
 from uvxlan.lab import Lab
 
-from .conftest import root
+from .conftest import OverlayFactory, root
 
 pytestmark = root
 
@@ -156,36 +156,28 @@ def test_cpus_must_exist(lab: Lab, tmp_path: Path) -> None:
     one_line_error(agent(lab, "h1", cfg, tmp_path), "cpus", "not a list of CPU numbers")
 
 
-def test_cpus_pin_every_agent_thread(lab: Lab, tmp_path: Path) -> None:
+def test_cpus_pin_every_agent_thread(overlay: OverlayFactory) -> None:
     """With cpus = [0], the agent and its datapath threads run on CPU 0
-    only, and traffic still flows."""
-    from uvxlan.overlay import Overlay, Placement
+    only, and traffic still flows.  (The fixture checks both agents exit 0.)"""
+    from uvxlan.overlay import Placement
 
     from .conftest import ping
 
-    lab.up(2)
-    for c in ("c1", "c2"):
-        lab.add_container(c)
-    ov = Overlay(lab, tmp_path, {"net": 42},
-                 [Placement("c1", "h1", "net", "10.0.0.1/24"),
-                  Placement("c2", "h2", "net", "10.0.0.2/24")],
-                 hosts=["h1", "h2"], host_options={"cpus": [0]})
-    try:
-        ov.start_all()
-        assert ping(lab, lab.container_netns("c1"), "10.0.0.2") == 3
-        # The TAP's queue is the agent's default tap_queue, not the kernel's 1000.
-        link = lab.run(lab.container_netns("c1"), ["ip", "link", "show", "eth0"]).stdout
-        assert "qlen 10000" in link, link
-        proc = ov.proc("h1")
-        assert proc is not None
-        tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
-        masks = set()
-        for t in tasks:
-            status = (t / "status").read_text()
-            masks.add(next(ln.split()[1] for ln in status.splitlines()
-                           if ln.startswith("Cpus_allowed_list:")))
-        assert len(tasks) >= 3                 # main, and the TX and RX threads
-        assert masks == {"0"}, masks
-    finally:
-        codes = ov.stop_all()
-        assert codes == {"h1": 0, "h2": 0}
+    ov = overlay({"net": 42}, [Placement("c1", "h1", "net", "10.0.0.1/24"),
+                               Placement("c2", "h2", "net", "10.0.0.2/24")],
+                 host_options={"cpus": [0]})
+    lab = ov.lab
+    assert ping(lab, lab.container_netns("c1"), "10.0.0.2") == 3
+    # The TAP's queue is the agent's default tap_queue, not the kernel's 1000.
+    link = lab.run(lab.container_netns("c1"), ["ip", "link", "show", "eth0"]).stdout
+    assert "qlen 10000" in link, link
+    proc = ov.proc("h1")
+    assert proc is not None
+    tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+    masks = set()
+    for t in tasks:
+        status = (t / "status").read_text()
+        masks.add(next(ln.split()[1] for ln in status.splitlines()
+                       if ln.startswith("Cpus_allowed_list:")))
+    assert len(tasks) >= 3                 # main, and the TX and RX threads
+    assert masks == {"0"}, masks
