@@ -43,5 +43,5 @@ sanitize: setup
 	UVX_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so) \
 	  ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider \
-	  tests/test_switch.py tests/test_fdb.py tests/test_wire.py; \
+	  tests/system/test_switch.py tests/unit/test_fdb.py tests/unit/test_wire.py; \
 	status=$$?; $(PY) setup.py -q build_ext --inplace --force; exit $$status

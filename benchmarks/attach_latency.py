@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from uvxlan.lab import Lab  # noqa: E402
-from uvxlan.overlay import ClusterOverlay, LabEtcd  # noqa: E402
+from uvxlan.lab.netns import Lab  # noqa: E402
+from uvxlan.lab.overlay import ClusterOverlay, LabEtcd  # noqa: E402
 
 
 def one_backend(backend: str, runs: int) -> list[float]:

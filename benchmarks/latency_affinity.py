@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uvxlan import bench  # noqa: E402
-from uvxlan.lab import Lab  # noqa: E402
+from uvxlan.lab import bench  # noqa: E402
+from uvxlan.lab.netns import Lab  # noqa: E402
 
 
 def rtts(lab: Lab, pings: int, pin_ping: bool) -> tuple[float, float]:

@@ -34,10 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uvxlan import bench  # noqa: E402
 from uvxlan.errors import UvxlanError  # noqa: E402
-from uvxlan.lab import Lab  # noqa: E402
-from uvxlan.overlay import Overlay  # noqa: E402
+from uvxlan.lab import bench  # noqa: E402
+from uvxlan.lab.netns import Lab  # noqa: E402
+from uvxlan.lab.overlay import Overlay  # noqa: E402
 
 KERNEL, UVXLAN = "kernel-vxlan", "uvxlan-auto"
 PERF_EVENTS = "context-switches,raw_syscalls:sys_enter,cpu-migrations"

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from uvxlan import native, offload_ref, wire
-from uvxlan.fdb import Dest, ReferenceFdb
+from uvxlan import native
+from uvxlan.reference import offload as offload_ref
+from uvxlan.reference import wire
+from uvxlan.reference.fdb import Dest, ReferenceFdb
 
 lib, ffi = native.lib, native.ffi
 N = 200_000

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from uvxlan.lab import Lab
-from uvxlan.overlay import Overlay, Placement
+from uvxlan.lab.netns import Lab
+from uvxlan.lab.overlay import Overlay, Placement
 
 IS_ROOT = os.geteuid() == 0
 
@@ -75,7 +75,7 @@ def overlay(lab: Lab, tmp_path: Path) -> Iterator[OverlayFactory]:
         assert not bad, f"agents did not exit cleanly: {bad}"
 
 
-TOOLS = Path(__file__).resolve().parent / "tools"
+TOOLS = Path(__file__).resolve().parent / "support" / "tools"
 
 
 def ping(lab: Lab, netns: str, ip: str, count: int = 3, interval: float = 0.2) -> int:

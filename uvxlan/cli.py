@@ -147,7 +147,7 @@ def _cmd_fdb(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
-    from uvxlan import lab
+    from uvxlan.lab import netns as lab
 
     if args.lab_cmd == "up":
         return lab.cli_up(args.name, args.hosts, args.subnet, args.mtu)
@@ -159,13 +159,13 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from uvxlan.demo import run as run_demo
+    from uvxlan.lab.demo import run as run_demo
 
     return run_demo(keep=args.keep)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from uvxlan import bench
+    from uvxlan.lab import bench
 
     return bench.main(args)
 

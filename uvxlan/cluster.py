@@ -42,8 +42,8 @@ from typing import Any, TypeVar
 
 from uvxlan.config import ENCAP_OVERHEAD, derived_mac
 from uvxlan.errors import ClusterError, ConfigError, StoreCompacted, StoreError, StoreUnavailable
+from uvxlan.proto import VNI_MAX
 from uvxlan.store import KV, Store
-from uvxlan.wire import VNI_MAX
 
 log = logging.getLogger("uvxlan.cluster")
 

@@ -36,7 +36,7 @@ import tomllib
 
 from uvxlan.errors import ConfigError
 from uvxlan.offload import MODES as OFFLOAD_MODES
-from uvxlan.wire import PORT_IANA, VNI_MAX, mac_to_bytes, mac_to_str
+from uvxlan.proto import PORT_IANA, VNI_MAX, mac_to_bytes, mac_to_str
 
 ENCAP_OVERHEAD = 50      # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -19,8 +19,8 @@ from typing import Any
 
 from uvxlan._version import __version__
 from uvxlan.errors import ConfigError, NativeError, StaleBuildError
-from uvxlan.offload_ref import Joined  # one type for C and the reference
-from uvxlan.wire import mac_to_bytes, mac_to_str
+from uvxlan.proto import mac_to_bytes, mac_to_str
+from uvxlan.reference.offload import Joined  # one type for C and the reference
 
 try:
     from uvxlan._native import ffi, lib
@@ -408,7 +408,7 @@ def build_datagram(
 
 
 # Segmentation and coalescing as the datapath does them (for tests beside
-# uvxlan.offload_ref; the datapath itself never returns to Python).
+# uvxlan.reference.offload; the datapath itself never returns to Python).
 
 def tso_frames(frame: bytes, mss: int, *, v6: bool = False) -> list[bytes]:
     """The segments the fast path cuts a TCP super-frame into."""

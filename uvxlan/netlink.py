@@ -27,7 +27,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
 
-from .errors import ConfigError, NetlinkError
+from uvxlan.errors import ConfigError, NetlinkError
 
 __all__ = [
     "LinkInfo",

@@ -1,0 +1,167 @@
+"""uvxlan against Linux's own vxlan device, on the wire (root only).
+
+h1 runs a uvxlan agent with container c1; h2 runs no agent but a kernel
+``vxlan0`` (learning, flooding to h1 through the all-zeros FDB entry)
+bridged with a veth to container c2, set up with ``ip``/``bridge`` as a user
+would.  Both ends must interoperate on the IANA port 4789 and on 8472 (the
+port older Linux peers default to): ping and a checked TCP transfer each
+way, each side learning the other's MAC from the data, and a live capture
+on h2's underlay showing the right VNI and c1's inner source MAC.
+
+Traffic goes only to addresses inside namespaces this test made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import OverlayFactory, checked_transfer, needs, root
+from uvxlan import netlink
+from uvxlan.lab.kvxlan import kernel_fdb, kernel_vxlan_host
+from uvxlan.lab.netns import Lab, terminate
+from uvxlan.lab.overlay import Placement
+
+VNI = 4242
+C1_ADDR, C2_ADDR = "10.0.0.1", "10.0.0.2"
+ENDPOINT_MTU = 1450
+TRANSFER_BYTES = 64 * 1024 * 1024          # byte-identical, each way
+TCP_PORT = 5201
+
+pytestmark = [root, needs("ip", "bridge", "ethtool", "ping", "tshark")]
+
+
+def _sh(lab: Lab, netns: str, *argv: str) -> str:
+    """Run a command in a lab netns; it must succeed."""
+    done = lab.run(netns, list(argv), timeout=15)
+    assert done.returncode == 0, f"{' '.join(argv)} in {netns}: {done.stderr.strip()}"
+    return done.stdout
+
+
+def _linux_vxlan_peer(lab: Lab, port: int) -> str:
+    """On h2, Linux's vxlan bridged to container c2 (eth0 = C2_ADDR/24).
+
+    Returns c2's netns.
+    """
+    c2 = lab.add_container("c2")
+    # h2's underlay "NIC" is a veth: with TX checksum offload on, what the
+    # kernel vxlan sends crosses the veth pair CHECKSUM_PARTIAL, and h1's
+    # UDP socket hands uvxlan inner TCP segments whose checksums were never
+    # filled in (c1 then drops them: no TCP at all from c2).  A real NIC
+    # completes checksums on the wire; turning offload off makes ul0 do so.
+    _sh(lab, lab.host("h2").netns, "ethtool", "-K", "ul0", "tx", "off")
+    kernel_vxlan_host(lab, "h2", vni=VNI, port=port, peers=[lab.host("h1").underlay_ip],
+                      container="c2", address=f"{C2_ADDR}/24", mtu=ENDPOINT_MTU)
+    return c2
+
+
+def _ping(lab: Lab, netns: str, dst: str, count: int = 3) -> subprocess.CompletedProcess[str]:
+    return lab.run(netns, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", dst],
+                   timeout=count + 15)
+
+
+def _capture(lab: Lab, netns: str, port: int, workdir: Path, src_ns: str,
+             dst: str) -> tuple[list[list[str]], str]:
+    """tshark on netns's ul0 while src_ns pings dst; rows of (vni, eth.src, eth.dst)."""
+    errpath = workdir / "tshark.err"
+    count = 6
+    with open(errpath, "w") as err:
+        tshark = lab.spawn(
+            netns,
+            ["tshark", "-n", "-l", "-i", "ul0", "-f", f"udp port {port}",
+             "-d", f"udp.port=={port},vxlan", "-a", "duration:20", "-c", str(count),
+             "-T", "fields", "-E", "separator=/t",
+             "-e", "vxlan.vni", "-e", "eth.src", "-e", "eth.dst"],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while "Capturing on" not in errpath.read_text():
+            assert tshark.poll() is None, f"tshark exited: {errpath.read_text().strip()}"
+            assert time.monotonic() < deadline, "tshark did not start capturing"
+            time.sleep(0.05)
+        ping = _ping(lab, src_ns, dst, count=4)
+        try:
+            out, _ = tshark.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("tshark did not finish")
+    finally:
+        terminate(tshark)
+    assert ping.returncode == 0, f"ping during capture failed: {ping.stdout}"
+    rows = [line.split("\t") for line in out.splitlines() if line.strip()]
+    return rows, errpath.read_text()
+
+
+@pytest.mark.parametrize("mode", ["auto", "off", "none"])
+@pytest.mark.parametrize("port", [4789, 8472])
+def test_uvxlan_interoperates_with_linux_vxlan(
+    lab: Lab, overlay: OverlayFactory, tmp_path: Path, port: int, mode: str
+) -> None:
+    # the lab puts host i at the subnet's i-th address
+    h2_ip = str(ipaddress.IPv4Network(lab.subnet).network_address + 2)
+    t_start = time.monotonic()
+    ov = overlay({"net1": VNI}, [Placement("c1", "h1", "net1", f"{C1_ADDR}/24")],
+                 hosts=2, run=["h1"], port=port, extra_remotes={"net1": [h2_ip]},
+                 host_options={"offload": mode})
+    h1 = lab.host("h1")
+    assert lab.host("h2").underlay_ip == h2_ip
+    c1 = lab.container_netns("c1")
+    c2 = _linux_vxlan_peer(lab, port)
+    c1_mac = netlink.link_info("eth0", netns=c1)["mac"]
+    c2_mac = netlink.link_info("eth0", netns=c2)["mac"]
+    assert c1_mac == "02:42:0a:00:00:01"      # derived from 10.0.0.1
+    assert netlink.link_info("eth0", netns=c1)["mtu"] == ENDPOINT_MTU
+    assert netlink.link_info("eth0", netns=c2)["mtu"] == ENDPOINT_MTU
+    timings = {"setup": time.monotonic() - t_start}
+
+    def agent_log() -> str:
+        return ov.log_tail("h1", 20)
+
+    # ping both ways
+    done = _ping(lab, c1, C2_ADDR)
+    assert done.returncode == 0, f"c1 -> c2 ping failed: {done.stdout}\nagent: {agent_log()}"
+    done = _ping(lab, c2, C1_ADDR)
+    assert done.returncode == 0, f"c2 -> c1 ping failed: {done.stdout}\nagent: {agent_log()}"
+
+    # checked TCP transfers both ways
+    checked_transfer(lab, c1, c2, C2_ADDR, TRANSFER_BYTES)
+    checked_transfer(lab, c2, c1, C1_ADDR, TRANSFER_BYTES)
+
+    # the kernel learned c1's MAC behind h1 from the data
+    fdb = kernel_fdb(lab, "h2")
+    assert (c1_mac, h1.underlay_ip) in fdb, f"h2's vxlan0 did not learn {c1_mac}: {fdb}"
+
+    # uvxlan learned c2's MAC behind h2, reachable on the VXLAN port
+    entries = [e for e in ov.query("h1", "fdb")["fdb"] if e["mac"] == c2_mac]
+    assert len(entries) == 1, f"uvxlan has no FDB entry for {c2_mac}: {entries}"
+    (entry,) = entries
+    assert entry["vni"] == VNI
+    assert entry["static"] is False
+    assert entry["remote"] == h2_ip
+    assert entry["remote_port"] == port, (
+        f"uvxlan learned {c2_mac} at {entry['remote']}:{entry['remote_port']},"
+        f" not port {port}")
+
+    # on the wire at h2: the VNI and c1's inner source MAC
+    t0 = time.monotonic()
+    rows, err = _capture(lab, lab.host("h2").netns, port, tmp_path, c1, C2_ADDR)
+    timings["capture"] = time.monotonic() - t0
+    assert rows, f"tshark captured nothing on udp port {port}: {err.strip()}"
+    vnis = {r[0] for r in rows}
+    assert vnis == {str(VNI)}, f"captured VNIs {vnis}, expected {VNI}: {rows}"
+    # eth.src and eth.dst are "outer,inner" for a decoded VXLAN frame
+    inner = [(r[1].split(",")[-1], r[2].split(",")[-1]) for r in rows
+             if len(r) == 3 and "," in r[1] and "," in r[2]]
+    assert (c1_mac, c2_mac) in inner, f"no frame c1 -> c2 ({c1_mac}) on the wire: {rows}"
+    assert (c2_mac, c1_mac) in inner, f"no frame c2 -> c1 ({c2_mac}) on the wire: {rows}"
+    assert c1_mac not in {r[1].split(",")[0] for r in rows}, "c1's MAC as an outer source"
+
+    stats = ov.query("h1", "stats")
+    net1 = next(n for n in stats["networks"] if n["name"] == "net1")
+    assert net1["tx_packets"] > 0 and net1["rx_packets"] > 0
+    print(f"\nlab {lab.name} port {port}: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+          + f"; drops {stats['drops']}")

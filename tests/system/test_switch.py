@@ -1,0 +1,308 @@
+"""The switch in C, driven directly: local ports are datagram socketpairs
+(they read and write whole frames, as a TAP does), remote VTEPs are UDP
+sockets on loopback, and the datapath's real raw socket and UDP socket
+carry VXLAN between them.  Needs root for the raw socket."""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import root
+from uvxlan import native
+from uvxlan.native import Datapath
+from uvxlan.reference import wire
+
+pytestmark = root
+
+BCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def mac(n: int) -> str:
+    return f"02:00:00:00:{n >> 8:02x}:{n & 0xFF:02x}"
+
+
+def frame(dst: str, src: str, payload: bytes = b"x" * 46) -> bytes:
+    return wire.mac_to_bytes(dst) + wire.mac_to_bytes(src) + b"\x08\x00" + payload
+
+
+def recv_all(sock: socket.socket, wait: float = 0.2) -> list[bytes]:
+    """Everything that arrives within `wait` seconds of the last datagram."""
+    got = []
+    while select.select([sock], [], [], wait)[0]:
+        got.append(sock.recv(70000))
+        wait = 0.05
+    return got
+
+
+class Remote:
+    """A VTEP on loopback: a UDP socket that records what uvxlan sends."""
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.port = self.sock.getsockname()[1]
+
+    def received(self, wait: float = 0.2) -> list[wire.Parsed | tuple[int, bytes]]:
+        return [(wire.parse(d).vni or -1, d[8:]) for d in recv_all(self.sock, wait)]
+
+
+class Switch:
+    def __init__(self, **kw: object) -> None:
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.udp.setblocking(False)
+        self.port = self.udp.getsockname()[1]
+        self.tx = native.open_tx_socket("127.0.0.1")
+        self.dp = Datapath(local_ip="127.0.0.1", dst_port=self.port, **kw)  # type: ignore[arg-type]
+        self.dp.set_sockets(self.udp.fileno(), self.tx)
+        self.ports: dict[int, socket.socket] = {}
+        self._keep: list[socket.socket] = []
+        self.remotes: list[Remote] = []
+
+    def add_port(self, vni: int) -> int:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        pid = self.dp.add_port(ours.fileno(), vni)
+        self.ports[pid] = theirs
+        self._keep.append(ours)
+        return pid
+
+    def add_remote(self, vni: int, ip: str) -> Remote:
+        r = next((x for x in self.remotes if x.ip == ip), None) or Remote(ip)
+        if r not in self.remotes:
+            self.remotes.append(r)
+        self.dp.add_remote(vni, ip, r.port)
+        return r
+
+    def send_from_port(self, pid: int, data: bytes) -> None:
+        self.ports[pid].send(data)
+        assert self.dp.tap_rx(pid) == 1
+
+    def send_from_remote(self, r: Remote, vni: int, data: bytes) -> None:
+        r.sock.sendto(wire.build_header(vni) + data, ("127.0.0.1", self.port))
+        assert select.select([self.udp], [], [], 1.0)[0], "datagram never arrived"
+        assert self.dp.udp_rx() == 1
+
+    def port_received(self, pid: int, wait: float = 0.1) -> list[bytes]:
+        return recv_all(self.ports[pid], wait)
+
+    def close(self) -> None:
+        self.dp.close()
+        for s in [*self.ports.values(), *self._keep, self.udp]:
+            s.close()
+        for r in self.remotes:
+            r.sock.close()
+        import os
+        os.close(self.tx)
+
+
+@pytest.fixture
+def sw() -> Iterator[Switch]:
+    s = Switch(learn_limit=8, ageing_s=300)
+    s.dp.add_vni(1)
+    s.dp.add_vni(2)
+    yield s
+    s.close()
+
+
+def test_unknown_unicast_floods_everywhere_in_the_vni_once_but_not_back(sw: Switch) -> None:
+    a, b, c = sw.add_port(1), sw.add_port(1), sw.add_port(2)
+    r1, r2 = sw.add_remote(1, "127.0.0.2"), sw.add_remote(1, "127.0.0.3")
+    f = frame(mac(99), mac(1))
+    sw.send_from_port(a, f)
+    assert sw.port_received(b) == [f]
+    assert sw.port_received(a) == []
+    assert sw.port_received(c) == []
+    assert r1.received() == [(1, f)]
+    assert r2.received() == [(1, f)]
+
+
+def test_outer_source_port_is_the_flow_hash_in_range(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r1 = sw.add_remote(1, "127.0.0.2")
+    ports = set()
+    for i in range(32):
+        f = frame(BCAST, mac(1), bytes([i]) * 46)
+        sw.send_from_port(a, f)
+        data, (_, sport) = r1.sock.recvfrom(70000)
+        assert data[8:] == f
+        assert 49152 <= sport <= 65535
+        assert sport == wire.src_port(wire.flow_hash(f), 49152, 65535)
+        ports.add(sport)
+    # Ethernet-only frames hash on MACs and ethertype: one flow, one port.
+    assert len(ports) == 1
+
+
+def test_learned_mac_gets_unicast_only(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    r1 = sw.add_remote(1, "127.0.0.2")
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    sw.port_received(b), r1.received()
+    f = frame(mac(1), mac(2))
+    sw.send_from_port(b, f)
+    assert sw.port_received(a) == [f]
+    assert r1.received(0.1) == []
+    e = sw.dp.fdb_lookup(1, mac(1))
+    assert e is not None and e.port == a and not e.static
+
+
+def test_learning_from_the_wire_and_unicast_back_to_that_vtep(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r1, r2 = sw.add_remote(1, "127.0.0.2"), sw.add_remote(1, "127.0.0.3")
+    sw.send_from_remote(r2, 1, frame(BCAST, mac(7)))
+    assert sw.port_received(a) == [frame(BCAST, mac(7))]
+    e = sw.dp.fdb_lookup(1, mac(7))
+    assert e is not None and e.remote == "127.0.0.3" and e.remote_port == r2.port
+    f = frame(mac(7), mac(1))
+    sw.send_from_port(a, f)
+    assert r2.received() == [(1, f)]
+    assert r1.received(0.1) == []
+
+
+def test_from_the_wire_never_goes_back_to_the_wire(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r1, r2 = sw.add_remote(1, "127.0.0.2"), sw.add_remote(1, "127.0.0.3")
+    sw.send_from_remote(r1, 1, frame(BCAST, mac(5)))
+    assert len(sw.port_received(a)) == 1
+    assert r2.received(0.1) == [] and r1.received(0.1) == []
+    # A unicast for a MAC behind another VTEP is dropped, not relayed.
+    sw.send_from_remote(r2, 1, frame(BCAST, mac(6)))
+    sw.port_received(a)
+    sw.send_from_remote(r1, 1, frame(mac(6), mac(5)))
+    assert r2.received(0.1) == []
+    assert sw.dp.drops()["split_horizon"] == 1
+
+
+def test_hairpin_is_dropped(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    sw.port_received(b)
+    sw.send_from_port(a, frame(mac(1), mac(2)))
+    assert sw.port_received(a) == [] and sw.port_received(b) == []
+    assert sw.dp.drops()["hairpin"] == 1
+
+
+def test_static_entries_are_never_moved_by_learning(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r1, r2 = sw.add_remote(1, "127.0.0.2"), sw.add_remote(1, "127.0.0.3")
+    sw.dp.fdb_add(1, mac(9), remote="127.0.0.2", remote_port=r1.port)
+    sw.send_from_remote(r2, 1, frame(BCAST, mac(9)))
+    sw.send_from_port(a, frame(BCAST, mac(9)))
+    e = sw.dp.fdb_lookup(1, mac(9))
+    assert e is not None and e.static and e.remote == "127.0.0.2"
+    r1.received(), r2.received()
+    f = frame(mac(9), mac(1))
+    sw.send_from_port(a, f)
+    assert r1.received() == [(1, f)] and r2.received(0.1) == []
+
+
+def test_learning_cap_per_vni_forwards_but_does_not_learn(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    c, d = sw.add_port(2), sw.add_port(2)
+    for i in range(12):
+        sw.send_from_port(a, frame(BCAST, mac(100 + i)))
+    assert len(sw.port_received(b)) == 12        # all forwarded
+    learned = [e for e in sw.dp.fdb_dump() if e.vni == 1 and not e.static]
+    assert len(learned) == 8
+    assert sw.dp.drops()["learn_limit"] == 4
+    # Another VNI has its own budget.
+    sw.send_from_port(c, frame(BCAST, mac(100)))
+    assert sw.port_received(d) == [frame(BCAST, mac(100))]
+    assert sw.dp.fdb_lookup(2, mac(100)) is not None
+
+
+def test_two_vnis_with_the_same_macs_stay_isolated(sw: Switch) -> None:
+    a1, b1 = sw.add_port(1), sw.add_port(1)
+    a2, b2 = sw.add_port(2), sw.add_port(2)
+    r = sw.add_remote(1, "127.0.0.2")
+    sw.dp.add_remote(2, "127.0.0.2", r.port)
+    # The same source MAC, broadcast in both VNIs.
+    f = frame(BCAST, mac(1))
+    sw.send_from_port(a1, f)
+    assert sw.port_received(b1) == [f]
+    assert sw.port_received(a2) == [] and sw.port_received(b2) == []
+    assert r.received() == [(1, f)]
+    sw.send_from_port(a2, f)
+    assert sw.port_received(b2) == [f] and sw.port_received(b1) == []
+    assert r.received() == [(2, f)]
+    e1, e2 = sw.dp.fdb_lookup(1, mac(1)), sw.dp.fdb_lookup(2, mac(1))
+    assert e1 is not None and e1.port == a1
+    assert e2 is not None and e2.port == a2
+    # From the wire, VNI 2 reaches VNI 2's ports only.
+    sw.send_from_remote(r, 2, frame(BCAST, mac(50)))
+    assert sw.port_received(a2) and sw.port_received(b2)
+    assert sw.port_received(a1) == [] and sw.port_received(b1) == []
+    # A unicast in VNI 1 to the MAC learned in both goes to VNI 1's port.
+    sw.send_from_port(b1, frame(mac(1), mac(2)))
+    assert sw.port_received(a1) and sw.port_received(a2) == []
+
+
+def test_ageing_removes_learned_entries_then_frames_flood_again(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2")
+    sw.dp.fdb_add(1, mac(3), port=b)
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    sw.port_received(b), r.received()
+    now = native.now_ms()
+    assert sw.dp.fdb_age(now + 299_000) == 0
+    assert sw.dp.fdb_age(now + 301_000) == 1
+    assert sw.dp.fdb_lookup(1, mac(1)) is None
+    assert sw.dp.fdb_lookup(1, mac(3)) is not None        # static stays
+    sw.send_from_port(b, frame(mac(1), mac(3)))
+    assert r.received() == [(1, frame(mac(1), mac(3)))]    # flooded again
+
+
+def test_nowhere_to_flood_counts_no_destination(sw: Switch) -> None:
+    a = sw.add_port(1)
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    assert sw.dp.drops()["no_destination"] == 1
+
+
+def test_unknown_vni_from_the_wire_is_dropped(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2")
+    sw.send_from_remote(r, 77, frame(BCAST, mac(1)))
+    assert sw.port_received(a) == []
+    assert sw.dp.drops()["unknown_vni"] == 1
+
+
+def test_counters_per_port_and_vni(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2")
+    f = frame(BCAST, mac(1))
+    for _ in range(3):
+        sw.send_from_port(a, f)
+    sw.send_from_remote(r, 1, frame(BCAST, mac(2)))
+    r.received(), sw.port_received(b), sw.port_received(a)
+    ca, cb = sw.dp.port_counters(a), sw.dp.port_counters(b)
+    assert (ca.rx_packets, ca.rx_bytes, ca.tx_packets) == (3, 3 * len(f), 1)
+    assert (cb.rx_packets, cb.tx_packets) == (0, 4)
+    v = sw.dp.vni_counters(1)
+    assert (v.tx_packets, v.tx_bytes) == (3, 3 * (len(f) + 16))
+    assert v.rx_packets == 1
+
+
+def test_a_batch_is_drained_in_one_call(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    for i in range(40):
+        sw.ports[a].send(frame(BCAST, mac(1), bytes([i]) * 46))
+    assert sw.dp.tap_rx(a) == 32          # the default batch
+    assert sw.dp.tap_rx(a) == 8
+    assert len(sw.port_received(b)) == 40
+
+
+def test_deleting_a_port_removes_its_entries(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    sw.dp.fdb_add(1, mac(2), port=a)
+    sw.dp.del_port(a)
+    assert sw.dp.fdb_lookup(1, mac(1)) is None and sw.dp.fdb_lookup(1, mac(2)) is None
+    assert sw.dp.fdb_lookup(1, mac(1)) is None
+    with pytest.raises(native.NativeError):
+        sw.dp.tap_rx(a)
+    sw.port_received(b)
