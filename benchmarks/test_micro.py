@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from uvxlan import native
+from uvxlan.config import DatapathConfig
 from uvxlan.reference import offload as offload_ref
 from uvxlan.reference import wire
 from uvxlan.reference.fdb import Dest, ReferenceFdb
@@ -82,7 +83,7 @@ def test_decap_python(benchmark: Any, size: str) -> None:
 
 
 def _dp_with_entries() -> tuple[native.Datapath, Any]:
-    dp = native.Datapath(local_ip="127.0.0.1", learn_limit=0)
+    dp = native.Datapath(DatapathConfig(local_ip="127.0.0.1", learn_limit=0))
     dp.add_vni(1)
     for m in MACS:
         dp.fdb_add(1, m, remote="10.0.0.2")
@@ -104,7 +105,7 @@ def test_fdb_lookup_python(benchmark: Any) -> None:
 
 
 def test_fdb_learn(benchmark: Any) -> None:
-    dp = native.Datapath(local_ip="127.0.0.1", learn_limit=0)
+    dp = native.Datapath(DatapathConfig(local_ip="127.0.0.1", learn_limit=0))
     dp.add_vni(1)
     raw = ffi.new("uint8_t[]", b"".join(wire.mac_to_bytes(m) for m in MACS))
     c_loop(benchmark, "fdb learn/refresh C",

@@ -91,17 +91,7 @@ class Agent:
                 self._pool = offload.open_send_pool(h.underlay, *h.src_ports, h.send_sockets)
             if self.features.udp_gro:
                 offload.enable_udp_gro(self._udp)
-            self.dp = native.Datapath(
-                local_ip=h.underlay,
-                dst_port=h.port,
-                src_port_range=h.src_ports,
-                ageing_s=h.ageing,
-                learn_limit=h.learn_limit,
-                batch=h.batch,
-                accept_reserved=h.accept_reserved,
-                udp_csum=h.udp_checksum,
-                rx_linger_us=h.rx_linger_us,
-            )
+            self.dp = native.Datapath(h.datapath())
             self.dp.set_sockets(self._udp.fileno(), self._tx_fd)
             self.dp.set_pool([(s.fileno(), s.getsockname()[1]) for s in self._pool],
                              gso=bool(self._pool), gro=self.features.udp_gro)

@@ -82,6 +82,24 @@ class EndpointConfig:
     gateway: str | None = None
 
 
+@dataclass(frozen=True)
+class DatapathConfig:
+    """What the C datapath is built with (``struct uvx_config``), field for
+    field; ``native.Datapath`` takes it whole."""
+
+    local_ip: str
+    dst_port: int = PORT_IANA
+    src_port_min: int = 49152       # RFC 7348 section 5: the dynamic range
+    src_port_max: int = 65535
+    ageing_ms: int = 300_000        # Linux's and 802.1D's default
+    learn_limit: int = 1024         # learned entries per VNI; 0: no cap
+    fdb_capacity: int = 65536       # entries in the pool, static + learned
+    batch: int = 32                 # frames per read, 1..64
+    accept_reserved: bool = False
+    udp_csum: bool = False
+    rx_linger_us: int = 0
+
+
 @dataclass
 class HostConfig:
     underlay: str
@@ -115,6 +133,20 @@ class HostConfig:
     arp_suppression: str = "answer"
     lease_ttl: float = 10.0
     resync: float = 30.0
+
+    def datapath(self) -> DatapathConfig:
+        return DatapathConfig(
+            local_ip=self.underlay,
+            dst_port=self.port,
+            src_port_min=self.src_ports[0],
+            src_port_max=self.src_ports[1],
+            ageing_ms=int(self.ageing * 1000),
+            learn_limit=self.learn_limit,
+            batch=self.batch,
+            accept_reserved=self.accept_reserved,
+            udp_csum=self.udp_checksum,
+            rx_linger_us=self.rx_linger_us,
+        )
 
     @property
     def endpoint_mtu(self) -> int:

@@ -8,6 +8,7 @@ loudly here rather than misbehaving on the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import errno
 import hashlib
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uvxlan._version import __version__
+from uvxlan.config import DatapathConfig
 from uvxlan.errors import ConfigError, NativeError, StaleBuildError
 from uvxlan.proto import mac_to_bytes, mac_to_str
 from uvxlan.reference.offload import Joined  # one type for C and the reference
@@ -145,42 +147,25 @@ def open_tx_socket(local_ip: str) -> int:
     return _check(lib.uvx_tx_socket_open(_ip(local_ip)), f"raw socket on {local_ip}")
 
 
+# struct uvx_config's fields that are copied as they are (local_ip is parsed).
+_CONFIG_FIELDS = [f.name for f in dataclasses.fields(DatapathConfig) if f.name != "local_ip"]
+
+
 class Datapath:
     """One switch: VNIs, local ports, flood lists, FDB, counters."""
 
-    def __init__(
-        self,
-        *,
-        local_ip: str,
-        dst_port: int = 4789,
-        src_port_range: tuple[int, int] = (49152, 65535),
-        ageing_s: float = 300.0,
-        learn_limit: int = 1024,
-        fdb_capacity: int = 65536,
-        batch: int = 32,
-        rx_linger_us: int = 0,
-        accept_reserved: bool = False,
-        udp_csum: bool = False,
-    ) -> None:
+    def __init__(self, config: DatapathConfig) -> None:
         cfg = ffi.new("struct uvx_config *")
-        lib.uvx_config_default(cfg)
-        cfg.local_ip = _ip(local_ip)
-        cfg.dst_port = dst_port
-        cfg.src_port_min, cfg.src_port_max = src_port_range
-        cfg.ageing_ms = int(ageing_s * 1000)
-        cfg.learn_limit = learn_limit
-        cfg.fdb_capacity = fdb_capacity
-        cfg.batch = batch
-        cfg.accept_reserved = accept_reserved
-        cfg.udp_csum = udp_csum
-        cfg.rx_linger_us = rx_linger_us
+        for name in _CONFIG_FIELDS:
+            setattr(cfg, name, getattr(config, name))
+        cfg.local_ip = _ip(config.local_ip)
         err = ffi.new("int *")
         dp = lib.uvx_dp_new(cfg, err)
         if dp == ffi.NULL:
             _check(err[0], "creating the datapath")
         self._dp = ffi.gc(dp, lib.uvx_dp_free)
-        self.local_ip = local_ip
-        self.dst_port = dst_port
+        self.local_ip = config.local_ip
+        self.dst_port = config.dst_port
 
     def close(self) -> None:
         if self._dp is not None:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import root
 from uvxlan import native
+from uvxlan.config import DatapathConfig
 from uvxlan.native import Datapath
 from uvxlan.reference import wire
 
@@ -58,7 +59,8 @@ class Switch:
         self.udp.setblocking(False)
         self.port = self.udp.getsockname()[1]
         self.tx = native.open_tx_socket("127.0.0.1")
-        self.dp = Datapath(local_ip="127.0.0.1", dst_port=self.port, **kw)  # type: ignore[arg-type]
+        cfg = DatapathConfig(local_ip="127.0.0.1", dst_port=self.port, **kw)  # type: ignore[arg-type]
+        self.dp = Datapath(cfg)
         self.dp.set_sockets(self.udp.fileno(), self.tx)
         self.ports: dict[int, socket.socket] = {}
         self._keep: list[socket.socket] = []
@@ -103,7 +105,7 @@ class Switch:
 
 @pytest.fixture
 def sw() -> Iterator[Switch]:
-    s = Switch(learn_limit=8, ageing_s=300)
+    s = Switch(learn_limit=8, ageing_ms=300_000)
     s.dp.add_vni(1)
     s.dp.add_vni(2)
     yield s

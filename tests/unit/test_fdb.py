@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from uvxlan import native
+from uvxlan.config import DatapathConfig
 from uvxlan.errors import NativeError
 from uvxlan.reference.fdb import Dest, LearnResult, ReferenceFdb
 
@@ -77,9 +78,9 @@ class Adapter:
 class NativeAdapter(Adapter):
     def __init__(self, *, ageing_ms: int, learn_limit: int, capacity: int,
                  dst_port: int = VXLAN_PORT) -> None:
-        self.dp = native.Datapath(local_ip="127.0.0.1", ageing_s=ageing_ms / 1000,
-                                  learn_limit=learn_limit, fdb_capacity=capacity,
-                                  dst_port=dst_port)
+        self.dp = native.Datapath(DatapathConfig(
+            local_ip="127.0.0.1", ageing_ms=ageing_ms, learn_limit=learn_limit,
+            fdb_capacity=capacity, dst_port=dst_port))
         for vni in VNIS:
             self.dp.add_vni(vni)
         self.ports: dict[tuple[int, int], int] = {}
