@@ -1,26 +1,17 @@
-/* Datapath lifecycle and configuration: VNIs, ports, flood lists, FDB API,
- * counters.  Nothing here runs per packet except fdb_snoop and tap_xmit. */
+/* Configuration and lifecycle: a datapath made and freed, its sockets and
+ * send pool, VNIs and their flood lists, local ports, the FDB and ARP
+ * tables as Python edits them.  Every change runs under the write lock
+ * (LOCKED, dp.h); nothing here runs per packet.  The packet path is
+ * xmit.c and rcv.c (with forward.c), the threads worker.c, the counters
+ * stats.c. */
 #include <errno.h>
 #include <linux/filter.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "dp.h"
-
-__thread unsigned uvx_wid;
-
-/* Every change from Python runs under the write lock; see dp.h. */
-#define LOCKED(dp, call)                                        \
-	do {                                                    \
-		pthread_rwlock_wrlock(&(dp)->cfg_lock);         \
-		int r_ = (call);                                \
-		pthread_rwlock_unlock(&(dp)->cfg_lock);         \
-		return r_;                                      \
-	} while (0)
 
 #ifndef UVX_BUILD_VERSION
 #define UVX_BUILD_VERSION "unknown"
@@ -39,49 +30,9 @@ const char *uvx_source_digest(void)
 	return UVX_SOURCE_DIGEST;
 }
 
-static const char *const drop_names[UVX_DROP__MAX] = {
-	[UVX_PASS] = "pass",
-	[UVX_DROP_TRUNCATED] = "truncated",
-	[UVX_DROP_BAD_FLAGS] = "bad_flags",
-	[UVX_DROP_RESERVED] = "reserved_bits",
-	[UVX_DROP_UNKNOWN_VNI] = "unknown_vni",
-	[UVX_DROP_BAD_INNER] = "bad_inner_frame",
-	[UVX_DROP_NO_DEST] = "no_destination",
-	[UVX_DROP_LEARN_LIMIT] = "learn_limit",
-	[UVX_DROP_HAIRPIN] = "hairpin",
-	[UVX_DROP_SPLIT_HORIZON] = "split_horizon",
-	[UVX_DROP_TOO_BIG] = "too_big",
-	[UVX_DROP_TAP_FULL] = "tap_full",
-	[UVX_DROP_TAP_ERROR] = "tap_error",
-	[UVX_DROP_UDP_ERROR] = "udp_error",
-	[UVX_DROP_NO_PORT] = "no_port",
-	[UVX_DROP_BAD_GSO] = "bad_gso",
-	[UVX_DROP_ARP_UNKNOWN] = "arp_unknown",
-};
-
-const char *uvx_drop_reason_name(int reason)
-{
-	if (reason < 0 || reason >= UVX_DROP__MAX)
-		return NULL;
-	return drop_names[reason];
-}
-
 uint64_t uvx_now_ms(void)
 {
-	return mono_ns() / 1000000u;
-}
-
-void uvx_config_default(struct uvx_config *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->dst_port = 4789;          /* IANA-assigned (RFC 7348 section 5) */
-	/* RFC 7348 section 5 recommends the dynamic/private range. */
-	cfg->src_port_min = 49152;
-	cfg->src_port_max = 65535;
-	cfg->ageing_ms = 300 * 1000;   /* Linux's and 802.1D's default */
-	cfg->learn_limit = 1024;
-	cfg->fdb_capacity = 65536;
-	cfg->batch = 32;
+	return mono_ms();
 }
 
 struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
@@ -117,6 +68,7 @@ struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
 	for (unsigned k = 0; k < UVX_WORKERS; k++) {
 		dp->w[k].dp = dp;
 		dp->w[k].id = k;
+		dp->w[k].port = -1;
 		dp->w[k].bufs = malloc((size_t)cfg->batch * UVX_SLOT);
 		if (!dp->w[k].bufs) {
 			uvx_dp_free(dp);
@@ -221,28 +173,11 @@ int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
 
 uint32_t uvx_dp_take_events(struct uvx_dp *dp)
 {
-	uint32_t ev = dp->events;
-	dp->events = 0;
-	return ev;
+	/* Set by a worker (xmit.c), taken here: one atomic swap. */
+	return __atomic_exchange_n(&dp->events, 0, __ATOMIC_RELAXED);
 }
 
 /* --- VNIs ---------------------------------------------------------------- */
-
-static unsigned vni_slot(uint32_t vni)
-{
-	return (vni * 2654435761u) % UVX_VNI_HASH;
-}
-
-struct uvx_vni *vni_find(struct uvx_dp *dp, uint32_t vni)
-{
-	for (unsigned s = vni_slot(vni);; s = (s + 1) % UVX_VNI_HASH) {
-		int16_t i = dp->vni_index[s];
-		if (i < 0)
-			return NULL;
-		if (dp->vnis[i] && dp->vnis[i]->vni == vni)
-			return dp->vnis[i];
-	}
-}
 
 /* VNIs change rarely: rebuilding the index keeps lookups free of
  * tombstones.  The table is twice the maximum, so probes always end. */
@@ -444,24 +379,9 @@ static int arp_lookup(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint8_t *mac
 
 int uvx_arp_lookup(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint8_t *mac)
 {
-	LOCKED(dp, arp_lookup(dp, vni, ip, mac));
-}
-
-static uint64_t vni_arp_replies(struct uvx_dp *dp, uint32_t vni)
-{
-	struct uvx_vni *v = vni_find(dp, vni);
-	uint64_t n = 0;
-	for (unsigned k = 0; v && k < UVX_WORKERS; k++)
-		n += __atomic_load_n(&v->arp_replied[k], __ATOMIC_RELAXED);
-	return n;
-}
-
-uint64_t uvx_vni_arp_replies(struct uvx_dp *dp, uint32_t vni)
-{
-	pthread_rwlock_wrlock(&dp->cfg_lock);
-	uint64_t n = vni_arp_replies(dp, vni);
-	pthread_rwlock_unlock(&dp->cfg_lock);
-	return n;
+	/* The tables change only under the write lock: reading needs the
+	 * read lock alone, which the workers share. */
+	READ_LOCKED(dp, int, arp_lookup(dp, vni, ip, mac));
 }
 
 /* --- Ports --------------------------------------------------------------- */
@@ -483,6 +403,7 @@ static int port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags)
 		p->used = 1;
 		p->fd = fd;
 		p->vni = vni;
+		p->v = v;
 		p->vnet = !!(flags & UVX_PORT_VNET_HDR);
 		v->ports[v->nports++] = i;
 		if (dp->running) {
@@ -681,220 +602,4 @@ static int fdb_age(struct uvx_dp *dp, uint64_t now_ms)
 int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms)
 {
 	LOCKED(dp, fdb_age(dp, now_ms));
-}
-
-int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
-	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
-	       struct fdb_dest *out)
-{
-	int found = 0;
-	pthread_mutex_lock(&dp->fdb_lock);
-	enum fdb_learn_result r = fdb_learn(&dp->fdb, v->vni, src, at, now,
-					    dp->cfg.learn_limit, &v->learned);
-	if (!mac_is_multicast(dst)) {
-		struct fdb_entry *e = fdb_lookup(&dp->fdb, v->vni, dst);
-		if (e) {
-			e->used_ms = now;
-			*out = e->dest;    /* a copy: the entry may move once unlocked */
-			found = 1;
-		}
-	}
-	pthread_mutex_unlock(&dp->fdb_lock);
-	/* The frame is still forwarded, as Linux's bridge does when
-	 * fdb_max_learned is reached; only the address goes unlearned. */
-	if (r == FDB_LEARN_LIMIT || r == FDB_LEARN_FULL)
-		drop(dp, UVX_DROP_LEARN_LIMIT);
-	return found;
-}
-
-/* --- Counters and local delivery ---------------------------------------- */
-
-uint64_t uvx_drops(struct uvx_dp *dp, int reason)
-{
-	if (reason < 0 || reason >= UVX_DROP__MAX)
-		return 0;
-	uint64_t n = 0;
-	for (unsigned k = 0; k < UVX_WORKERS; k++)
-		n += __atomic_load_n(&dp->drops[k][reason], __ATOMIC_RELAXED);
-	return n;
-}
-
-static void sum_counters(const struct uvx_counters *ctr, struct uvx_counters *out)
-{
-	memset(out, 0, sizeof(*out));
-	for (unsigned k = 0; k < UVX_WORKERS; k++) {
-		out->rx_packets += __atomic_load_n(&ctr[k].rx_packets, __ATOMIC_RELAXED);
-		out->rx_bytes += __atomic_load_n(&ctr[k].rx_bytes, __ATOMIC_RELAXED);
-		out->tx_packets += __atomic_load_n(&ctr[k].tx_packets, __ATOMIC_RELAXED);
-		out->tx_bytes += __atomic_load_n(&ctr[k].tx_bytes, __ATOMIC_RELAXED);
-	}
-}
-
-static int port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out)
-{
-	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
-		return -ENOENT;
-	sum_counters(dp->ports[port].ctr, out);
-	return 0;
-}
-
-int uvx_port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out)
-{
-	LOCKED(dp, port_counters(dp, port, out));
-}
-
-static int vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out)
-{
-	struct uvx_vni *v = vni_find(dp, vni);
-	if (!v)
-		return -ENOENT;
-	sum_counters(v->ctr, out);
-	return 0;
-}
-
-int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out)
-{
-	LOCKED(dp, vni_counters(dp, vni, out));
-}
-
-int tap_writev(struct uvx_dp *dp, int32_t port, const struct vnet_hdr *vh,
-	       struct iovec *iov, int niov)
-{
-	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used) {
-		drop(dp, UVX_DROP_NO_PORT);
-		return -1;
-	}
-	struct uvx_port *p = &dp->ports[port];
-	static const struct vnet_hdr plain;
-	iov[0] = (struct iovec){ (void *)(vh ? vh : &plain), VNET_HLEN };
-	/* A plain port gets the frame alone: skip the header slot. */
-	int skip = p->vnet ? 0 : 1;
-	ssize_t n = writev(p->fd, iov + skip, niov - skip);
-	if (n < 0) {
-		drop(dp, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
-		return -1;
-	}
-	count(p->ctr, 1, (size_t)n - (p->vnet ? VNET_HLEN : 0));
-	return 0;
-}
-
-int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
-	     const struct vnet_hdr *vh)
-{
-	struct iovec iov[2] = { { NULL, 0 }, { (void *)frame, len } };
-	return tap_writev(dp, port, vh, iov, 2);
-}
-
-/* --- Worker threads ------------------------------------------------------ */
-
-#define WAKE_TOKEN UINT64_MAX
-
-static void *worker_main(void *arg)
-{
-	struct uvx_worker *w = arg;
-	struct uvx_dp *dp = w->dp;
-	struct epoll_event ev[64];
-
-	while (!__atomic_load_n(&dp->stopping, __ATOMIC_ACQUIRE)) {
-		int n = epoll_wait(dp->epfd[w->id], ev, 64, -1);
-		for (int i = 0; i < n; i++) {
-			if (ev[i].data.u64 == WAKE_TOKEN)
-				continue;
-			if (w->id == W_RX) {
-				uvx_udp_rx(dp);
-				continue;
-			}
-			int port = (int)ev[i].data.u64;
-			if (uvx_tap_rx(dp, port) < 0) {
-				/* A TAP whose interface is gone stays readable
-				 * and fails every read: stop watching it. */
-				pthread_rwlock_rdlock(&dp->cfg_lock);
-				if (port < UVX_MAX_PORTS && dp->ports[port].used)
-					epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_DEL,
-						  dp->ports[port].fd, NULL);
-				pthread_rwlock_unlock(&dp->cfg_lock);
-			}
-		}
-	}
-	return NULL;
-}
-
-static int start_threads(struct uvx_dp *dp)
-{
-	if (dp->running)
-		return -EALREADY;
-	if (dp->udp_fd < 0)
-		return -EBADF;
-	dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (dp->wake_fd < 0)
-		return -errno;
-	struct epoll_event wake = { .events = EPOLLIN, .data.u64 = WAKE_TOKEN };
-	for (unsigned k = 0; k < UVX_WORKERS; k++) {
-		dp->epfd[k] = epoll_create1(EPOLL_CLOEXEC);
-		if (dp->epfd[k] < 0 ||
-		    epoll_ctl(dp->epfd[k], EPOLL_CTL_ADD, dp->wake_fd, &wake) < 0)
-			goto fail;
-	}
-	struct epoll_event uev = { .events = EPOLLIN, .data.u64 = 0 };
-	if (epoll_ctl(dp->epfd[W_RX], EPOLL_CTL_ADD, dp->udp_fd, &uev) < 0)
-		goto fail;
-	for (int i = 0; i < UVX_MAX_PORTS; i++) {
-		if (!dp->ports[i].used)
-			continue;
-		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)i };
-		if (epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_ADD, dp->ports[i].fd, &ev) < 0)
-			goto fail;
-	}
-	dp->stopping = 0;
-	for (unsigned k = 0; k < UVX_WORKERS; k++) {
-		if (pthread_create(&dp->thread[k], NULL, worker_main, &dp->w[k]) != 0) {
-			/* Stop the one that did start before giving up. */
-			dp->stopping = 1;
-			uint64_t one = 1;
-			(void)!write(dp->wake_fd, &one, sizeof(one));
-			for (unsigned j = 0; j < k; j++)
-				pthread_join(dp->thread[j], NULL);
-			errno = EAGAIN;
-			goto fail;
-		}
-	}
-	dp->running = 1;
-	return 0;
-fail:;
-	int e = -errno;
-	for (unsigned k = 0; k < UVX_WORKERS; k++) {
-		if (dp->epfd[k] >= 0)
-			close(dp->epfd[k]);
-		dp->epfd[k] = -1;
-	}
-	close(dp->wake_fd);
-	dp->wake_fd = -1;
-	return e;
-}
-
-int uvx_dp_start_threads(struct uvx_dp *dp)
-{
-	LOCKED(dp, start_threads(dp));
-}
-
-int uvx_dp_stop_threads(struct uvx_dp *dp)
-{
-	/* Not under the write lock: the threads take the read lock to
-	 * finish their batch, and joining them while holding it would
-	 * deadlock. */
-	if (!dp->running)
-		return 0;
-	__atomic_store_n(&dp->stopping, 1, __ATOMIC_RELEASE);
-	uint64_t one = 1;
-	(void)!write(dp->wake_fd, &one, sizeof(one));
-	for (unsigned k = 0; k < UVX_WORKERS; k++)
-		pthread_join(dp->thread[k], NULL);
-	for (unsigned k = 0; k < UVX_WORKERS; k++) {
-		close(dp->epfd[k]);
-		dp->epfd[k] = -1;
-	}
-	close(dp->wake_fd);
-	dp->wake_fd = -1;
-	dp->running = 0;
-	return 0;
 }

@@ -1,5 +1,18 @@
-/* Datapath internals shared by dp.c (configuration), xmit.c (TAP -> wire)
- * and rcv.c (wire -> TAP).  Not part of the public API. */
+/* Datapath state: the structs every file of the fast path shares (ports,
+ * VNIs, the transmit queue, a worker's batch state, the datapath), the
+ * locking rules, and the small inline helpers that go with them (VNI
+ * lookup, the clock).  Not part of the public API.
+ *
+ * Who calls whom (down the page only, never back up):
+ *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c
+ *   worker.c   the two threads             -> xmit.c, rcv.c
+ *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c
+ *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c
+ *   forward.c  switch, write to a port     -> fdb.c
+ *   vxlan.c, offload.c (codecs)            -> csum.c
+ *   stats.c    counters as Python reads them; the packet path counts
+ *              inline (stats.h), into per-worker sets
+ */
 #ifndef UVX_DP_H
 #define UVX_DP_H
 
@@ -19,9 +32,11 @@ struct uvx_port {
 	int used;
 	int vnet;                  /* frames carry a struct vnet_hdr */
 	uint32_t vni;
+	struct uvx_vni *v;         /* its VNI: one with ports is never removed */
 	/* rx: read from the TAP; tx: written to it.  One set per worker, so
 	 * each is written by one thread only; readers add them up. */
 	struct uvx_counters ctr[UVX_WORKERS];
+	uint64_t drops[UVX_WORKERS][UVX_DROP__MAX];   /* see uvx_port_drops */
 };
 
 struct uvx_vni {
@@ -32,7 +47,8 @@ struct uvx_vni {
 	int32_t ports[UVX_VNI_PORTS];
 	struct fdb_dest remotes[UVX_VNI_REMOTES];   /* the flood list */
 	struct uvx_counters ctr[UVX_WORKERS];   /* rx: decapsulated; tx: encapsulated */
-	int arp_mode;              /* UVX_ARP_OFF, _ANSWER, _ANSWER_ONLY */
+	uint64_t drops[UVX_WORKERS][UVX_DROP__MAX];   /* see uvx_vni_drops */
+	int arp_mode;              /* enum uvx_arp_mode */
 	struct arp_table *arp;     /* IP -> MAC from the control plane, or NULL */
 	uint64_t arp_replied[UVX_WORKERS];
 };
@@ -68,6 +84,7 @@ struct uvx_worker {
 	struct sockaddr_in rsrc[UVX_BATCH_MAX];
 	uint8_t rctl[UVX_BATCH_MAX][64];   /* UDP_GRO segment size */
 	uint64_t now_ms;
+	int32_t port;              /* TX: the port the batch came from; RX: -1 */
 	uint32_t hash;             /* flow hash of the frame being sent */
 	struct uvx_txq txq;
 	struct seg segs[UVX_SEGS_MAX];
@@ -91,10 +108,10 @@ static inline uint8_t *slot_frame(struct uvx_worker *w, unsigned i)
  * every change from Python (VNIs, ports, flood lists, static FDB entries,
  * ageing) takes it for writing, so a worker never sees half a change.
  * The FDB is also written by the workers (learning), under fdb_lock, held
- * for one learn-and-look-up per frame. */
+ * for one learn-and-look-up per frame.  Reading counters takes cfg_lock
+ * for reading only (stats.c), which workers share. */
 #define W_TX 0
 #define W_RX 1
-extern __thread unsigned uvx_wid;   /* the worker this thread counts for */
 
 struct uvx_dp {
 	struct uvx_config cfg;
@@ -121,36 +138,44 @@ struct uvx_dp {
 	struct uvx_worker w[UVX_WORKERS];
 };
 
-struct uvx_vni *vni_find(struct uvx_dp *dp, uint32_t vni);
+/* Every change from Python runs under the write lock, so a worker never
+ * sees half of one. */
+#define LOCKED(dp, call)                                        \
+	do {                                                    \
+		pthread_rwlock_wrlock(&(dp)->cfg_lock);         \
+		int r_ = (call);                                \
+		pthread_rwlock_unlock(&(dp)->cfg_lock);         \
+		return r_;                                      \
+	} while (0)
 
-/* Counters have one writer each (their worker) and are read by Python's
- * thread: relaxed atomic stores and loads, which cost a plain move. */
-static inline void bump(uint64_t *c, uint64_t d)
+/* The same for a read that must not see half a change (counters of a VNI
+ * being removed): workers hold this lock for reading too, so it never
+ * stalls them. */
+#define READ_LOCKED(dp, type, call)                             \
+	do {                                                    \
+		pthread_rwlock_rdlock(&(dp)->cfg_lock);         \
+		type r_ = (call);                               \
+		pthread_rwlock_unlock(&(dp)->cfg_lock);         \
+		return r_;                                      \
+	} while (0)
+
+static inline unsigned vni_slot(uint32_t vni)
 {
-	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
+	return (vni * 2654435761u) % UVX_VNI_HASH;
 }
 
-static inline void drop(struct uvx_dp *dp, int reason)
+/* The VNI's state, or NULL: one probe in the common case, per datagram
+ * on the receive side.  The index is rebuilt under the write lock (dp.c),
+ * and twice the size of the table, so a probe always ends. */
+static inline struct uvx_vni *vni_find(struct uvx_dp *dp, uint32_t vni)
 {
-	bump(&dp->drops[uvx_wid][reason], 1);
-}
-
-static inline void count_n(struct uvx_counters *ctr, int tx, uint64_t packets,
-			   uint64_t bytes)
-{
-	struct uvx_counters *c = &ctr[uvx_wid];
-	if (tx) {
-		bump(&c->tx_packets, packets);
-		bump(&c->tx_bytes, bytes);
-	} else {
-		bump(&c->rx_packets, packets);
-		bump(&c->rx_bytes, bytes);
+	for (unsigned s = vni_slot(vni);; s = (s + 1) % UVX_VNI_HASH) {
+		int16_t i = dp->vni_index[s];
+		if (i < 0)
+			return NULL;
+		if (dp->vnis[i] && dp->vnis[i]->vni == vni)
+			return dp->vnis[i];
 	}
-}
-
-static inline void count(struct uvx_counters *ctr, int tx, size_t bytes)
-{
-	count_n(ctr, tx, 1, bytes);
 }
 
 /* The monotonic clock in nanoseconds: ageing, lingering, benchmarks. */
@@ -161,25 +186,14 @@ static inline uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static inline uint64_t mono_ms(void)
+{
+	return mono_ns() / 1000000u;
+}
+
 static inline int mac_is_multicast(const uint8_t *mac)
 {
 	return mac[0] & 1;   /* broadcast included */
 }
-
-/* Learn src as reachable at `at` (the frame passed vxlan_check_inner),
- * then look up dst: 1 and *out if it is a known unicast address. */
-int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
-	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
-	       struct fdb_dest *out);
-
-/* Write one frame to a local port, with vh (NULL: a plain frame) when the
- * port takes virtio-net headers; counts the drop on failure. */
-int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
-	     const struct vnet_hdr *vh);
-
-/* The same for a frame in pieces: iov[1..niov) hold the frame, iov[0] is
- * left for the header (filled here, and skipped for a plain port). */
-int tap_writev(struct uvx_dp *dp, int32_t port, const struct vnet_hdr *vh,
-	       struct iovec *iov, int niov);
 
 #endif

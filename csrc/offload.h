@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "drop.h"        /* tso_parse and csum_complete return a verdict */
+
 /* include/uapi/linux/virtio_net.h, legacy layout in host byte order (what
  * a TAP uses on little-endian hosts without TUNSETVNETBE). */
 struct vnet_hdr {

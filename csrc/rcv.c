@@ -1,4 +1,6 @@
-/* Receive: UDP -> VXLAN -> switch -> TAP -> container.
+/* Receive: UDP -> VXLAN -> switch -> TAP -> container.  The RX worker's
+ * half of the packet path (worker.c calls uvx_udp_rx when the VXLAN socket
+ * is readable); switching and writing to local ports are forward.c's.
  *
  *   uvx_udp_rx       one recvmmsg for up to a batch of reads; with UDP_GRO
  *                    a read holds many datagrams of one size, cut apart here
@@ -11,13 +13,17 @@
  *       flood_local    broadcast, multicast, unknown unicast: every local
  *                      port in the VNI, never back onto the wire
  *     gro_flush_port write out every super-frame still being joined
+ *
+ * A drop counts for the VNI once the header names a configured one; a TAP
+ * write that fails counts for the port written to as well.
  */
 #include <errno.h>
 #include <netinet/udp.h>
 #include <string.h>
 #include <sys/uio.h>
 
-#include "dp.h"
+#include "forward.h"
+#include "stats.h"
 
 #ifndef UDP_GRO
 #define UDP_GRO 104
@@ -98,7 +104,7 @@ static void flood_local(struct uvx_dp *dp, struct uvx_worker *w,
 	/* Split horizon: what came from a VTEP goes to local ports only;
 	 * the sender already copied it to every other VTEP. */
 	if (!v->nports) {
-		drop(dp, UVX_DROP_NO_DEST);
+		drop(dp, v, -1, UVX_DROP_NO_DEST);
 		return;
 	}
 	for (unsigned i = 0; i < v->nports; i++)
@@ -127,16 +133,16 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	 * unknown VNI counts as what an operator would look for first. */
 	if (reason == UVX_DROP_TRUNCATED || reason == UVX_DROP_BAD_FLAGS ||
 	    reason == UVX_DROP_RESERVED) {
-		drop(dp, reason);
+		drop(dp, NULL, -1, reason);
 		return;
 	}
 	struct uvx_vni *v = vni_find(dp, vni);
 	if (!v) {
-		drop(dp, UVX_DROP_UNKNOWN_VNI);
+		drop(dp, NULL, -1, UVX_DROP_UNKNOWN_VNI);   /* no VNI of ours to count */
 		return;
 	}
 	if (reason != UVX_PASS) {
-		drop(dp, reason);
+		drop(dp, v, -1, reason);
 		return;
 	}
 	const uint8_t *frame = pkt + off;
@@ -150,7 +156,7 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	if (!fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to))
 		flood_local(dp, w, v, frame, flen);          /* BUM or unknown */
 	else if (to.port < 0)
-		drop(dp, UVX_DROP_SPLIT_HORIZON);
+		drop(dp, v, -1, UVX_DROP_SPLIT_HORIZON);
 	else
 		deliver(dp, w, to.port, frame, flen);
 }
@@ -233,14 +239,14 @@ static int udp_rx_locked(struct uvx_dp *dp)
 		}
 	}
 
-	w->now_ms = uvx_now_ms();
+	w->now_ms = mono_ms();
 	for (int i = 0; i < n; i++) {
 		struct msghdr *h = &w->rmsg[i].msg_hdr;
 		size_t len = w->rmsg[i].msg_len;
 		/* The slot holds one byte more than the largest datagram, so
 		 * a read that fills it was cut short. */
 		if ((h->msg_flags & MSG_TRUNC) || len > UVX_FRAME_MAX) {
-			drop(dp, UVX_DROP_TOO_BIG);
+			drop(dp, NULL, -1, UVX_DROP_TOO_BIG);   /* unread: no VNI */
 			continue;
 		}
 		const uint8_t *buf = slot_frame(w, (unsigned)i);

@@ -1,4 +1,4 @@
-/* uvxlan fast path: the public C API (what Python sees through cffi).
+/* uvxlan fast path: the public C API, and the only declaration of it.
  *
  * One datapath (struct uvx_dp) per agent: the VNIs, local ports (TAP fds),
  * remote VTEPs, the FDB, counters and the preallocated batch buffers.  The
@@ -7,14 +7,21 @@
  * encapsulates or decapsulates, and sends, all without returning to Python
  * per packet.
  *
+ * cffi reads this file (csrc/build_ffi.py turns it into the cdef): every
+ * `#define NAME value` reaches Python as a constant the compiler fills in,
+ * and each header included below shows Python its constants and enums.
+ *
  * Functions return 0 or a count on success and -errno on failure.
  */
 #ifndef UVX_H
 #define UVX_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "vxlan.h"
+#include "drop.h"    /* enum uvx_drop_reason */
+#include "fdb.h"     /* enum fdb_learn_result: what uvx_fdb_learn returns */
+#include "vxlan.h"   /* VXLAN_HLEN, VXLAN_VNI_MAX, VXLAN_OVERHEAD, ... */
 
 #define UVX_BATCH_MAX     64     /* frames per rx call */
 #define UVX_MAX_PORTS     1024   /* local ports per datapath */
@@ -25,12 +32,14 @@
 #define UVX_FRAME_MAX     65535  /* largest frame or datagram a buffer holds */
 #define UVX_WORKERS       2      /* the TAP side and the UDP side */
 
+/* What a datapath is made with.  Every field is set by the caller: the
+ * defaults live in one place, Python's uvxlan.config.DatapathConfig. */
 struct uvx_config {
 	uint32_t local_ip;        /* underlay IPv4, network byte order */
-	uint16_t dst_port;        /* default remote UDP port (4789) */
-	uint16_t src_port_min;    /* outer source port range (49152..65535) */
+	uint16_t dst_port;        /* default remote UDP port */
+	uint16_t src_port_min;    /* outer source port range */
 	uint16_t src_port_max;
-	uint32_t ageing_ms;       /* learned entries expire after this (300 s) */
+	uint32_t ageing_ms;       /* learned entries expire after this */
 	uint32_t learn_limit;     /* learned entries per VNI; 0 = no cap */
 	uint32_t fdb_capacity;    /* entries in the pool, static + learned */
 	uint32_t batch;           /* frames per rx call, 1..UVX_BATCH_MAX */
@@ -64,7 +73,6 @@ struct uvx_dp;
 const char *uvx_version(void);
 const char *uvx_source_digest(void);
 
-void uvx_config_default(struct uvx_config *cfg);
 struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err);
 void uvx_dp_free(struct uvx_dp *dp);
 
@@ -83,19 +91,23 @@ int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
  * switched like any frame; ANSWER, requests for an address in the table
  * are answered to the asking port and go nowhere else, the rest flood;
  * ANSWER_ONLY, the rest are dropped (counted as arp_unknown). */
-#define UVX_ARP_OFF          0
-#define UVX_ARP_ANSWER       1
-#define UVX_ARP_ANSWER_ONLY  2
+enum uvx_arp_mode {
+	UVX_ARP_OFF,
+	UVX_ARP_ANSWER,
+	UVX_ARP_ANSWER_ONLY,
+};
 int uvx_vni_set_arp(struct uvx_dp *dp, uint32_t vni, int mode);
 int uvx_arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *mac);
 int uvx_arp_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
 int uvx_arp_lookup(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint8_t *mac);
 uint64_t uvx_vni_arp_replies(struct uvx_dp *dp, uint32_t vni);
+
 /* A local port: a TAP fd (or any fd that reads and writes whole frames).
  * UVX_PORT_VNET_HDR: the TAP was opened with IFF_VNET_HDR and offloads, so
  * every frame carries a virtio-net header and may be a 64 KB super-frame. */
 #define UVX_PORT_VNET_HDR 1u
 int uvx_port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags);
+int uvx_port_del(struct uvx_dp *dp, int port);
 
 /* UDP sockets to send from, bound to local_ip on ports of the source range:
  * a flow's hash picks one, so its datagrams keep one source port.  With gso,
@@ -109,7 +121,6 @@ int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
 /* One-time events for the agent to log, cleared when read. */
 #define UVX_EV_GSO_FAILED 1u   /* UDP_SEGMENT failed at run time: off now */
 uint32_t uvx_dp_take_events(struct uvx_dp *dp);
-int uvx_port_del(struct uvx_dp *dp, int port);
 
 /* FDB.  port >= 0: a local port; port < 0: the remote VTEP ip:udp_port. */
 int uvx_fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
@@ -135,27 +146,20 @@ int uvx_dp_stop_threads(struct uvx_dp *dp);
 int uvx_tap_rx(struct uvx_dp *dp, int port);
 int uvx_udp_rx(struct uvx_dp *dp);
 
+/* Counters, readable while the threads run (they never stall them).
+ *
+ * Drops by reason (drop.h): uvx_drops for the whole datapath, every reason.
+ * uvx_vni_drops and uvx_port_drops fill out[0..UVX_DROP__MAX) for one VNI
+ * or one port, with the drops that can be put down to it: not those of a
+ * datagram refused before its VNI is known (truncated, bad_flags,
+ * reserved_bits, unknown_vni, too_big from the wire).  A port counts the
+ * frames it sent that were dropped, and those that could not be written
+ * to it (tap_full, tap_error). */
 uint64_t uvx_drops(struct uvx_dp *dp, int reason);
+int uvx_vni_drops(struct uvx_dp *dp, uint32_t vni, uint64_t *out);
+int uvx_port_drops(struct uvx_dp *dp, int port, uint64_t *out);
 const char *uvx_drop_reason_name(int reason);
 int uvx_port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out);
 int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out);
-
-/* Timing loops for benchmarks/test_micro.py: ns per operation, in C. */
-double uvx_bench_encap(const uint8_t *frame, size_t len, uint32_t n);
-double uvx_bench_decap(const uint8_t *pkt, size_t len, uint32_t n);
-double uvx_bench_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs,
-			    uint32_t nmacs, uint32_t n);
-double uvx_bench_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *macs,
-			   uint32_t nmacs, uint32_t n);
-double uvx_bench_tso(const uint8_t *frame, size_t len, uint16_t mss, int v6, uint32_t n);
-double uvx_bench_gro(const uint8_t *segs, const size_t *lens, unsigned nsegs, uint32_t n);
-
-/* Segmentation and coalescing as the datapath does them, whole frames in
- * and out: for tests beside the pure-Python reference (offload_ref.py). */
-struct vnet_hdr;
-int uvx_tso_frames(const uint8_t *frame, size_t len, uint16_t mss, int v6,
-		   uint8_t *out, size_t cap, size_t *lens, unsigned max);
-int uvx_gro_join(const uint8_t *segs, const size_t *lens, unsigned n,
-		 uint8_t *out, size_t cap, struct vnet_hdr *vh);
 
 #endif

@@ -1,14 +1,16 @@
 /* VXLAN wire format (RFC 7348) and the codec that reads and writes it.
  *
- * Everything here is pure: no sockets, no state.  The datapath (dp.c, xmit.c,
+ * Everything here is pure: no sockets, no state.  The datapath (xmit.c,
  * rcv.c) and the fuzz harness use it; Python's reference codec
- * (uvxlan/wire.py) must produce the same bytes.
+ * (uvxlan/reference/wire.py) must produce the same bytes.
  */
 #ifndef UVX_VXLAN_H
 #define UVX_VXLAN_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "drop.h"        /* the verdicts vxlan_parse and vxlan_check_inner return */
 
 /* RFC 7348 section 5, the VXLAN header:
  *
@@ -30,6 +32,8 @@ struct vxlanhdr {
 #define VXLAN_HLEN      8u          /* the header above */
 #define VXLAN_HF_I      0x08u       /* "I" flag: the VNI is valid */
 #define VXLAN_VNI_MAX   0xFFFFFFu   /* 24 bits */
+#define VXLAN_PORT_IANA 4789u       /* UDP destination port (section 5) */
+#define IPV4_HLEN       20u         /* without options, as we send them */
 #define UDP_HLEN        8u
 #define ETH_HLEN        14u
 #define ETH_ALEN        6u
@@ -38,32 +42,7 @@ struct vxlanhdr {
 #define VXLAN_ENCAP_LEN (UDP_HLEN + VXLAN_HLEN)
 /* Outer IPv4 + UDP + VXLAN + inner Ethernet: what the underlay MTU must hold
  * on top of the inner MTU (1500 - 50 = 1450). */
-#define VXLAN_OVERHEAD  (20u + UDP_HLEN + VXLAN_HLEN + ETH_HLEN)
-
-/* Drop reasons.  Every receive or transmit path that discards a frame ends
- * in exactly one of these, and each has a counter (dp.c) and a name
- * (uvx_drop_reason_name). */
-enum uvx_drop_reason {
-	UVX_PASS = 0,               /* not a drop */
-	UVX_DROP_TRUNCATED,         /* datagram shorter than the VXLAN header */
-	UVX_DROP_BAD_FLAGS,         /* I flag clear */
-	UVX_DROP_RESERVED,          /* a reserved flag or field bit set */
-	UVX_DROP_UNKNOWN_VNI,       /* VNI not configured on this host */
-	UVX_DROP_BAD_INNER,         /* inner frame too short, or bad source MAC */
-	UVX_DROP_NO_DEST,           /* nowhere to send it (empty flood list) */
-	UVX_DROP_LEARN_LIMIT,       /* source not learned: VNI at its cap */
-	UVX_DROP_HAIRPIN,           /* destination is the ingress port */
-	UVX_DROP_SPLIT_HORIZON,     /* from the wire, for a MAC behind a VTEP */
-	UVX_DROP_TOO_BIG,           /* larger than a buffer */
-	UVX_DROP_TAP_FULL,          /* TAP queue full (EAGAIN) */
-	UVX_DROP_TAP_ERROR,         /* TAP write failed otherwise */
-	UVX_DROP_UDP_ERROR,         /* sendmmsg refused the datagram */
-	UVX_DROP_NO_PORT,           /* frame for a port that has been removed */
-	UVX_DROP_BAD_GSO,           /* a super-frame we cannot segment */
-	UVX_DROP_ARP_UNKNOWN,       /* ARP request for an address the store
-	                             * does not know, with flooding them off */
-	UVX_DROP__MAX
-};
+#define VXLAN_OVERHEAD  (IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN)
 
 /* Parse the VXLAN payload of a UDP datagram (what a UDP socket returns).
  * On UVX_PASS, *vni and *inner_off are set; the inner frame starts at

@@ -1,4 +1,6 @@
-/* Transmit: container -> TAP -> switch -> VXLAN -> UDP.
+/* Transmit: container -> TAP -> switch -> VXLAN -> UDP.  The TX worker's
+ * half of the packet path (worker.c calls uvx_tap_rx when a TAP is
+ * readable); switching and writing to local ports are forward.c's.
  *
  *   uvx_tap_rx       drain up to a batch of frames from one TAP; with
  *                    IFF_VNET_HDR each may be a 64 KB TCP super-frame
@@ -13,13 +15,17 @@
  *       flood          broadcast, multicast, unknown unicast: every other
  *                      local port and every VTEP in the VNI's flood list
  *   txq_flush        sendmmsg for everything queued, per socket
+ *
+ * A drop here counts for the VNI and for the port the frame came from
+ * (w->port), except a TAP write, which counts for the port written to.
  */
 #include <errno.h>
 #include <netinet/udp.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "dp.h"
+#include "forward.h"
+#include "stats.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -40,7 +46,7 @@ static void txq_flush(struct uvx_dp *dp, struct uvx_worker *w)
 		if (r < 0) {
 			/* The head datagram failed (no route, buffer full):
 			 * drop it and go on with the rest. */
-			drop(dp, UVX_DROP_UDP_ERROR);
+			drop(dp, q->vni[done], w->port, UVX_DROP_UDP_ERROR);
 			done++;
 			continue;
 		}
@@ -130,13 +136,13 @@ static int xmit_gso(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 	int pool = flow_socket(dp, w);
 	if (sendmsg(dp->pool_fd[pool], &mh, 0) < 0) {
 		if (errno == EAGAIN || errno == ENOBUFS) {
-			drop(dp, UVX_DROP_UDP_ERROR);
+			drop(dp, v, w->port, UVX_DROP_UDP_ERROR);
 			return 0;
 		}
 		/* EIO from a device without checksum offload, EINVAL from
 		 * an old kernel: stop trying, fall back, say so once. */
 		dp->gso = 0;
-		dp->events |= UVX_EV_GSO_FAILED;
+		__atomic_fetch_or(&dp->events, UVX_EV_GSO_FAILED, __ATOMIC_RELAXED);
 		return -1;
 	}
 	count_n(v->ctr, 1, n, total + (size_t)n * UDP_HLEN);
@@ -160,7 +166,7 @@ static void xmit_remote(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni 
 	struct tso_info ti;
 	int reason = tso_parse(frame, len, vh, &ti);
 	if (reason != UVX_PASS) {
-		drop(dp, reason);
+		drop(dp, v, w->port, reason);
 		return;
 	}
 	size_t seg_dgram = VXLAN_HLEN + ti.hdrlen + ti.mss;
@@ -187,8 +193,9 @@ static void xmit_remote(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni 
 
 /* A frame to a local port.  A port with virtio-net headers takes the
  * super-frame as it is; a plain one gets segments. */
-static void deliver_local(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
-			  const uint8_t *frame, size_t len, const struct vnet_hdr *vh)
+static void deliver_local(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+			  int32_t port, const uint8_t *frame, size_t len,
+			  const struct vnet_hdr *vh)
 {
 	if (vh->gso_type == VNET_GSO_NONE || dp->ports[port].vnet) {
 		tap_xmit(dp, port, frame, len, vh);
@@ -197,7 +204,7 @@ static void deliver_local(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 	struct tso_info ti;
 	int reason = tso_parse(frame, len, vh, &ti);
 	if (reason != UVX_PASS) {
-		drop(dp, reason);
+		drop(dp, v, w->port, reason);
 		return;
 	}
 	/* The transmit queue never points into w->segs outside xmit_remote,
@@ -226,7 +233,7 @@ static void flood(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 	for (unsigned i = 0; i < v->nports; i++) {
 		if (v->ports[i] == ingress)
 			continue;
-		deliver_local(dp, w, v->ports[i], frame, len, vh);
+		deliver_local(dp, w, v, v->ports[i], frame, len, vh);
 		sent++;
 	}
 	if (v->nremotes) {
@@ -234,7 +241,7 @@ static void flood(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 		sent += v->nremotes;
 	}
 	if (!sent)
-		drop(dp, UVX_DROP_NO_DEST);
+		drop(dp, v, ingress, UVX_DROP_NO_DEST);
 }
 
 /* ARP suppression: 1 if the frame was an ARP request we answered (or, in
@@ -249,7 +256,7 @@ static int arp_reduce(struct uvx_dp *dp, struct uvx_vni *v, int32_t port,
 	if (!mac) {
 		if (v->arp_mode != UVX_ARP_ANSWER_ONLY)
 			return 0;                      /* unknown: flood it */
-		drop(dp, UVX_DROP_ARP_UNKNOWN);
+		drop(dp, v, port, UVX_DROP_ARP_UNKNOWN);
 		return 1;
 	}
 	uint8_t reply[ARP_FRAME_LEN];
@@ -265,7 +272,7 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 {
 	int reason = vxlan_check_inner(frame, len);
 	if (reason != UVX_PASS) {
-		drop(dp, reason);
+		drop(dp, v, port, reason);
 		return;
 	}
 	/* A plain frame with its checksum left partial is completed once,
@@ -274,7 +281,7 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 	if (vh->gso_type == VNET_GSO_NONE && (vh->flags & VNET_F_NEEDS_CSUM)) {
 		reason = csum_complete(frame, len, vh->csum_start, vh->csum_offset);
 		if (reason != UVX_PASS) {
-			drop(dp, reason);
+			drop(dp, v, port, reason);
 			return;
 		}
 		vh->flags = VNET_F_DATA_VALID;
@@ -286,9 +293,9 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 	if (!fdb_switch(dp, v, frame + ETH_ALEN, &here, frame, w->now_ms, &to))
 		flood(dp, w, v, port, frame, len, vh);       /* BUM or unknown */
 	else if (to.port == port)
-		drop(dp, UVX_DROP_HAIRPIN);
+		drop(dp, v, port, UVX_DROP_HAIRPIN);
 	else if (to.port >= 0)
-		deliver_local(dp, w, to.port, frame, len, vh);
+		deliver_local(dp, w, v, to.port, frame, len, vh);
 	else
 		xmit_remote(dp, w, v, &to, 1, frame, len, vh);
 }
@@ -309,13 +316,14 @@ static int tap_rx_locked(struct uvx_dp *dp, int port)
 	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used)
 		return -ENOENT;
 	struct uvx_port *p = &dp->ports[port];
-	struct uvx_vni *v = vni_find(dp, p->vni);
+	struct uvx_vni *v = p->v;
 	struct uvx_worker *w = &dp->w[W_TX];
 	size_t vlen = p->vnet ? VNET_HLEN : 0;
 	unsigned n = 0;
 	int err = 0;
 
-	w->now_ms = uvx_now_ms();
+	w->now_ms = mono_ms();
+	w->port = port;
 	/* Read the whole batch first: frames stay in their slots until every
 	 * copy queued from them has been sent.  The virtio-net header lands
 	 * in the headroom, just before the frame. */
@@ -330,7 +338,7 @@ static int tap_rx_locked(struct uvx_dp *dp, int port)
 		if (r == 0)
 			break;
 		if ((size_t)r < vlen || (size_t)r - vlen > UVX_FRAME_MAX) {
-			drop(dp, UVX_DROP_TOO_BIG);
+			drop(dp, v, port, UVX_DROP_TOO_BIG);
 			continue;
 		}
 		if (vlen)

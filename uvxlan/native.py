@@ -2,8 +2,12 @@
 
 It keeps the C names, converts arguments (MACs, dotted quads) and turns
 negative return codes into ``NativeError``.  Importing it checks that the
-library was built from these sources for this version: a stale build fails
-loudly here rather than misbehaving on the wire.
+library was built from these sources for this version, and that its
+protocol constants are uvxlan.proto's: a stale build fails loudly here
+rather than misbehaving on the wire.
+
+Test hooks (the codec one call at a time, segmentation, benchmarks) are not
+here: they live in a test-only module, ``tests/support/native_testing.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uvxlan import proto
 from uvxlan._version import __version__
 from uvxlan.config import DatapathConfig
-from uvxlan.errors import ConfigError, NativeError, StaleBuildError
+from uvxlan.errors import NativeError, StaleBuildError
 from uvxlan.proto import mac_to_bytes, mac_to_str
-from uvxlan.reference.offload import Joined  # one type for C and the reference
 
 try:
     from uvxlan._native import ffi, lib
@@ -61,11 +65,31 @@ def _check_stamp() -> None:
             )
 
 
-_check_stamp()
+def _check_constants() -> None:
+    # The protocol facts Python uses, against the values C was built with.
+    pairs = [
+        ("VXLAN_HLEN", proto.VXLAN_HLEN, lib.VXLAN_HLEN),
+        ("UDP_HLEN", proto.UDP_HLEN, lib.UDP_HLEN),
+        ("IPV4_HLEN", proto.IPV4_HLEN, lib.IPV4_HLEN),
+        ("ETH_HLEN", proto.ETH_HLEN, lib.ETH_HLEN),
+        ("FLAG_I", proto.FLAG_I, lib.VXLAN_HF_I),
+        ("VNI_MAX", proto.VNI_MAX, lib.VXLAN_VNI_MAX),
+        ("PORT_IANA", proto.PORT_IANA, lib.VXLAN_PORT_IANA),
+        ("ENCAP_OVERHEAD", proto.ENCAP_OVERHEAD, lib.VXLAN_OVERHEAD),
+    ]
+    for name, py, c in pairs:
+        if py != c:
+            raise StaleBuildError(
+                f"uvxlan.proto.{name} is {py}, the C fast path's {c}: fix one, then"
+                " run `make build`"
+            )
 
-__all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "LearnResult", "FdbEntry",
-           "Counters", "Parsed", "now_ms", "open_tx_socket", "parse", "check_inner",
-           "flow_hash", "src_port", "build_datagram"]
+
+_check_stamp()
+_check_constants()
+
+__all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "LearnResult",
+           "FdbEntry", "Counters", "now_ms", "open_tx_socket"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX
@@ -76,6 +100,13 @@ VNI_MAX: int = lib.VXLAN_VNI_MAX
 DROP_REASONS: dict[str, int] = {
     ffi.string(lib.uvx_drop_reason_name(i)).decode(): i
     for i in range(lib.UVX_DROP__MAX)
+}
+
+#: ARP suppression modes by their configuration names (``arp_suppression``).
+ARP_MODES: dict[str, int] = {
+    "off": lib.UVX_ARP_OFF,
+    "answer": lib.UVX_ARP_ANSWER,
+    "answer-only": lib.UVX_ARP_ANSWER_ONLY,
 }
 
 
@@ -284,7 +315,7 @@ class Datapath:
 
     # ARP suppression -----------------------------------------------------
 
-    ARP_MODES = {"off": 0, "answer": 1, "answer-only": 2}
+    ARP_MODES = ARP_MODES
 
     def set_arp(self, vni: int, mode: str) -> None:
         """off: switch ARP like any frame; answer: requests for a known
@@ -330,6 +361,19 @@ class Datapath:
             if i != lib.UVX_PASS
         }
 
+    def vni_drops(self, vni: int) -> dict[str, int]:
+        """Drops put down to this VNI, by reason: only those not zero."""
+        out = ffi.new("uint64_t[]", lib.UVX_DROP__MAX)
+        _check(lib.uvx_vni_drops(self._dp, vni, out), f"VNI {vni}")
+        return _nonzero(out)
+
+    def port_drops(self, port: int) -> dict[str, int]:
+        """Drops of frames from this port, or that could not be written to
+        it, by reason: only those not zero."""
+        out = ffi.new("uint64_t[]", lib.UVX_DROP__MAX)
+        _check(lib.uvx_port_drops(self._dp, port, out), f"port {port}")
+        return _nonzero(out)
+
     def port_counters(self, port: int) -> Counters:
         out = ffi.new("struct uvx_counters *")
         _check(lib.uvx_port_counters(self._dp, port, out), f"port {port}")
@@ -341,86 +385,6 @@ class Datapath:
         return Counters(out.rx_packets, out.rx_bytes, out.tx_packets, out.tx_bytes)
 
 
-# The codec, one call each, for tests and experiments ---------------------
-
-
-@dataclass(frozen=True)
-class Parsed:
-    reason: str               # "pass" or a drop reason
-    vni: int | None
-    inner_offset: int | None
-
-
-_REASON_NAMES = {v: k for k, v in DROP_REASONS.items()}
-
-
-def parse(pkt: bytes, accept_reserved: bool = False) -> Parsed:
-    vni = ffi.new("uint32_t *")
-    off = ffi.new("size_t *")
-    rc = lib.vxlan_parse(pkt, len(pkt), accept_reserved, vni, off)
-    if rc == lib.UVX_PASS:
-        return Parsed("pass", int(vni[0]), int(off[0]))
-    return Parsed(_REASON_NAMES[rc], None, None)
-
-
-def check_inner(frame: bytes) -> str:
-    return _REASON_NAMES[lib.vxlan_check_inner(frame, len(frame))]
-
-
-def flow_hash(frame: bytes) -> int:
-    return int(lib.vxlan_flow_hash(frame, len(frame)))
-
-
-def src_port(hash_: int, lo: int, hi: int) -> int:
-    return int(lib.vxlan_src_port(hash_, lo, hi))
-
-
-def build_datagram(
-    vni: int, frame: bytes, sport: int, dport: int,
-    saddr: str, daddr: str, csum: bool = False,
-) -> bytes:
-    # C takes the VNI's low 24 bits; refuse what would silently wrap.
-    if not 0 <= vni <= VNI_MAX:
-        raise ConfigError(f"VNI {vni} is outside 0..{VNI_MAX}")
-    cap = len(frame) + lib.VXLAN_ENCAP_LEN
-    out = ffi.new("uint8_t[]", cap)
-    n = lib.vxlan_build_datagram(
-        out, cap, vni, frame, len(frame), sport, dport, _ip(saddr), _ip(daddr), csum
-    )
-    if n == 0:
-        raise NativeError(errno.EMSGSIZE, f"frame of {len(frame)} bytes is too big")
-    return bytes(ffi.buffer(out, n))
-
-
-# Segmentation and coalescing as the datapath does them (for tests beside
-# uvxlan.reference.offload; the datapath itself never returns to Python).
-
-def tso_frames(frame: bytes, mss: int, *, v6: bool = False) -> list[bytes]:
-    """The segments the fast path cuts a TCP super-frame into."""
-    nmax = len(frame) // max(1, mss) + 2
-    cap = nmax * 256 + len(frame)
-    out = ffi.new("uint8_t[]", cap)
-    lens = ffi.new("size_t[]", nmax)
-    n = lib.uvx_tso_frames(frame, len(frame), mss, int(v6), out, cap, lens, nmax)
-    if n < 0:
-        raise NativeError(errno.EINVAL, "not a TCP super-frame the fast path can cut")
-    data = bytes(ffi.buffer(out, sum(lens[i] for i in range(n))))
-    segs, at = [], 0
-    for i in range(n):
-        segs.append(data[at:at + lens[i]])
-        at += lens[i]
-    return segs
-
-
-def gro_join(segments: list[bytes]) -> Joined:
-    """The super-frame (and virtio-net header) the fast path joins
-    in-order segments of one flow into."""
-    blob = b"".join(segments)
-    lens = ffi.new("size_t[]", [len(s) for s in segments] or [0])
-    out = ffi.new("uint8_t[]", 70000)
-    vh = ffi.new("struct vnet_hdr *")
-    n = lib.uvx_gro_join(blob, lens, len(segments), out, 70000, vh)
-    if n < 0:
-        raise NativeError(errno.EINVAL, "segments the fast path would not join")
-    return Joined(bytes(ffi.buffer(out, n)), vh.flags, vh.gso_type, vh.hdr_len,
-                  vh.gso_size, vh.csum_start, vh.csum_offset)
+def _nonzero(counts: Any) -> dict[str, int]:
+    return {name: int(counts[i]) for name, i in DROP_REASONS.items()
+            if i != lib.UVX_PASS and counts[i]}

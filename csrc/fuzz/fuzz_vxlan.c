@@ -1,10 +1,12 @@
-/* Fuzz target for the parsers and the FDB.
+/* Fuzz target for the parsers (VXLAN, ARP, the offloads' TCP views) and
+ * the FDB.
  *
  * With clang:  clang -g -fsanitize=fuzzer,address,undefined -Icsrc \
- *                  csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c
+ *                  csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c \
+ *                  csrc/arp.c csrc/offload.c          (make fuzz)
  * Without it (gcc), -DUVX_FUZZ_STANDALONE adds a main() that feeds random
  * and mutated inputs for a number of iterations: what the test suite runs
- * under AddressSanitizer and UBSan (tests/test_sanitize.py).
+ * under AddressSanitizer and UBSan (tests/system/test_sanitize.py).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 
 #include "../arp.h"
 #include "../fdb.h"
+#include "../offload.h"
 #include "../vxlan.h"
 
 static void check(int ok, const char *what)
@@ -127,12 +130,47 @@ static void fuzz_arp(const uint8_t *data, size_t size)
 	}
 }
 
+/* The offloads on any frame: a virtio-net header from the first bytes
+ * (its GSO type forced to TCP), the rest cut as a super-frame when
+ * tso_parse accepts it, its partial checksum completed, and the whole input
+ * looked at as a TCP segment to join. */
+static void fuzz_offload(const uint8_t *data, size_t size)
+{
+	static struct seg segs[UVX_SEGS_MAX];
+	static uint8_t copy[65536];
+	struct tcp_view tv;
+	if (gro_candidate(data, size, &tv))
+		check(tv.hdrlen + tv.plen <= size, "a segment within its frame");
+	if (size < VNET_HLEN)
+		return;
+	struct vnet_hdr vh;
+	memcpy(&vh, data, VNET_HLEN);
+	vh.gso_type = (vh.gso_type & 1) ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6;
+	const uint8_t *f = data + VNET_HLEN;
+	size_t len = size - VNET_HLEN;
+	struct tso_info ti;
+	if (tso_parse(f, len, &vh, &ti) == UVX_PASS) {
+		check(ti.hdrlen <= len && ti.hdrlen <= SEG_HDR_MAX, "headers within the frame");
+		size_t total = 0;
+		for (unsigned first = 0; first < ti.nseg; first += UVX_SEGS_MAX) {
+			unsigned n = ti.nseg - first < UVX_SEGS_MAX ? ti.nseg - first : UVX_SEGS_MAX;
+			tso_segment(f, &ti, first, n, segs);
+			for (unsigned k = 0; k < n; k++)
+				total += segs[k].plen;
+		}
+		check(total == ti.payload, "segments carry the payload once");
+	}
+	memcpy(copy, f, len);
+	(void)csum_complete(copy, len, vh.csum_start, vh.csum_offset);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	fuzz_parse(data, size);
 	fuzz_build(data, size);
 	fuzz_fdb(data, size);
 	fuzz_arp(data, size);
+	fuzz_offload(data, size);
 	return 0;
 }
 
@@ -171,6 +209,18 @@ int main(int argc, char **argv)
 			buf[12] = 0x08;
 			buf[13] = 0x06;
 			memcpy(buf + 14, arp, rnd() % 9);
+		}
+		/* A quarter look like a virtio-net header and a TCP/IPv4
+		 * frame up to the TCP header (or just an Ethernet + IPv4
+		 * TCP header for the joiner). */
+		if ((i & 12) == 8 && len >= 64) {
+			size_t at = (i & 16) ? VNET_HLEN : 0;
+			buf[at + 12] = 0x08;
+			buf[at + 13] = 0x00;
+			buf[at + 14] = 0x45;
+			buf[at + 14 + 9] = 6;
+			if (rnd() % 2)
+				buf[at + 14 + 20 + 12] = 0x50;
 		}
 		LLVMFuzzerTestOneInput(buf, len);
 	}

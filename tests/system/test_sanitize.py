@@ -1,4 +1,5 @@
-"""The parsers and the FDB under AddressSanitizer and UBSan, fed random and
+"""The parsers (VXLAN, ARP, offloads) and the FDB under AddressSanitizer and
+UBSan, fed random and
 half-valid VXLAN inputs (csrc/fuzz/fuzz_vxlan.c).  libFuzzer runs the same
 target with `make fuzz` where clang is installed."""
 
@@ -22,7 +23,7 @@ def test_parsers_and_fdb_clean_under_asan_ubsan(tmp_path: Path, seed: str) -> No
          "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-Wall", "-Wextra", "-Werror", f"-I{CSRC}",
          str(CSRC / "fuzz" / "fuzz_vxlan.c"), str(CSRC / "vxlan.c"), str(CSRC / "fdb.c"),
-         str(CSRC / "csum.c"), str(CSRC / "arp.c"),
+         str(CSRC / "csum.c"), str(CSRC / "arp.c"), str(CSRC / "offload.c"),
          "-o", str(exe)],
         check=True, timeout=120,
     )

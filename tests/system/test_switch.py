@@ -289,6 +289,57 @@ def test_counters_per_port_and_vni(sw: Switch) -> None:
     assert v.rx_packets == 1
 
 
+def test_a_drop_counts_for_its_reason_its_vni_and_its_port(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    c, d = sw.add_port(2), sw.add_port(2)
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    sw.port_received(b)
+    sw.send_from_port(a, frame(mac(1), mac(2)))           # hairpin, in VNI 1
+    assert sw.dp.drops()["hairpin"] == 1
+    assert sw.dp.vni_drops(1) == {"hairpin": 1}
+    assert sw.dp.port_drops(a) == {"hairpin": 1}
+    assert sw.dp.port_drops(b) == {}
+    assert sw.dp.vni_drops(2) == {} and sw.dp.port_drops(c) == {}
+    sw.send_from_port(c, frame(mac(1), BCAST))            # bad source, in VNI 2
+    assert sw.dp.drops()["bad_inner_frame"] == 1
+    assert sw.dp.vni_drops(2) == {"bad_inner_frame": 1}
+    assert sw.dp.port_drops(c) == {"bad_inner_frame": 1}
+    assert sw.dp.port_drops(d) == {}
+    assert sw.dp.vni_drops(1) == {"hairpin": 1}
+    assert sw.dp.port_drops(a) == {"hairpin": 1}
+
+
+def test_drops_from_the_wire_count_for_their_vni_if_it_is_ours(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2")
+    sw.send_from_remote(r, 2, frame(BCAST, BCAST))         # bad source, in VNI 2
+    assert sw.dp.drops()["bad_inner_frame"] == 1
+    assert sw.dp.vni_drops(2) == {"bad_inner_frame": 1}
+    assert sw.dp.vni_drops(1) == {} and sw.dp.port_drops(a) == {}
+    sw.send_from_remote(r, 77, frame(BCAST, mac(1)))       # not a VNI of ours
+    assert sw.dp.drops()["unknown_vni"] == 1
+    assert sw.dp.vni_drops(1) == {} and sw.dp.vni_drops(2) == {"bad_inner_frame": 1}
+    with pytest.raises(native.NativeError):
+        sw.dp.vni_drops(77)
+    with pytest.raises(native.NativeError):
+        sw.dp.port_drops(999)
+
+
+def test_a_full_port_counts_its_own_drops(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    f = frame(BCAST, mac(1), b"x" * 1400)
+    for _ in range(20):                    # far more than b's socket holds
+        for _ in range(32):
+            sw.ports[a].send(f)
+        assert sw.dp.tap_rx(a) == 32
+    full = sw.dp.drops()["tap_full"]
+    assert full > 0
+    assert sw.dp.port_drops(b) == {"tap_full": full}
+    assert sw.dp.vni_drops(1) == {"tap_full": full}
+    assert sw.dp.port_drops(a) == {}
+    sw.port_received(b)
+
+
 def test_a_batch_is_drained_in_one_call(sw: Switch) -> None:
     a, b = sw.add_port(1), sw.add_port(1)
     for i in range(40):

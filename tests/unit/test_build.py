@@ -35,3 +35,30 @@ def test_a_library_of_another_version_fails_loudly(tmp_path: Path) -> None:
     done = _import_native(tmp_path)
     assert done.returncode != 0
     assert "version" in done.stderr and "make build" in done.stderr
+
+
+def test_a_stale_test_module_fails_loudly(tmp_path: Path) -> None:
+    for part in ("uvxlan", "csrc", "tests/support"):
+        shutil.copytree(ROOT / part, tmp_path / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "tests" / "__init__.py").touch()
+    imports = "import uvxlan.native, tests.support.native_testing"
+    run = [sys.executable, "-c", imports]
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "csrc" / "testing" / "bench.c", "a") as f:
+        f.write("/* an edit not yet compiled */\n")
+    done = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode != 0
+    assert "StaleBuildError" in done.stderr and "test module" in done.stderr
+
+
+def test_protocol_constants_that_differ_from_c_fail_loudly(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "uvxlan", tmp_path / "uvxlan",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    proto = tmp_path / "uvxlan" / "proto.py"
+    proto.write_text(proto.read_text().replace("VXLAN_HLEN = 8", "VXLAN_HLEN = 9"))
+    done = _import_native(tmp_path)
+    assert done.returncode != 0
+    assert "StaleBuildError" in done.stderr and "VXLAN_HLEN" in done.stderr

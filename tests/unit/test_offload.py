@@ -11,7 +11,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from uvxlan import native
+from tests.support import native_testing as native
 from uvxlan.errors import NativeError
 from uvxlan.reference import offload as offload_ref
 

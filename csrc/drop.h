@@ -1,0 +1,39 @@
+/* Drop reasons: the one list.
+ *
+ * Every path that discards a frame ends in exactly one of these, with a
+ * counter (stats.h) and a name (uvx_drop_reason_name).  Each is written
+ * once, here, as X(id, name, what it means); the enum below, the name table
+ * (stats.c) and what cffi shows Python (csrc/build_ffi.py reads these lines)
+ * are all made from it.  Keep one X(...) per line and append new reasons at
+ * the end: the numbers are part of the API.
+ */
+#ifndef UVX_DROP_H
+#define UVX_DROP_H
+
+#define UVX_DROP_REASONS(X)                                                          \
+	X(UVX_PASS,               "pass",            "not a drop")                      \
+	X(UVX_DROP_TRUNCATED,     "truncated",       "datagram shorter than the VXLAN header") \
+	X(UVX_DROP_BAD_FLAGS,     "bad_flags",       "I flag clear")                    \
+	X(UVX_DROP_RESERVED,      "reserved_bits",   "a reserved flag or field bit set") \
+	X(UVX_DROP_UNKNOWN_VNI,   "unknown_vni",     "VNI not configured on this host") \
+	X(UVX_DROP_BAD_INNER,     "bad_inner_frame", "inner frame too short, or bad source MAC") \
+	X(UVX_DROP_NO_DEST,       "no_destination",  "nowhere to send it (empty flood list)") \
+	X(UVX_DROP_LEARN_LIMIT,   "learn_limit",     "source not learned: VNI at its cap") \
+	X(UVX_DROP_HAIRPIN,       "hairpin",         "destination is the ingress port") \
+	X(UVX_DROP_SPLIT_HORIZON, "split_horizon",   "from the wire, for a MAC behind a VTEP") \
+	X(UVX_DROP_TOO_BIG,       "too_big",         "larger than a buffer")            \
+	X(UVX_DROP_TAP_FULL,      "tap_full",        "TAP queue full (EAGAIN)")         \
+	X(UVX_DROP_TAP_ERROR,     "tap_error",       "TAP write failed otherwise")      \
+	X(UVX_DROP_UDP_ERROR,     "udp_error",       "sendmmsg refused the datagram")   \
+	X(UVX_DROP_NO_PORT,       "no_port",         "frame for a port that has been removed") \
+	X(UVX_DROP_BAD_GSO,       "bad_gso",         "a super-frame we cannot segment") \
+	X(UVX_DROP_ARP_UNKNOWN,   "arp_unknown",     "ARP request for an address the store does not know, with flooding them off")
+
+#define UVX_DROP_ENUM(id, name, doc) id,
+enum uvx_drop_reason {
+	UVX_DROP_REASONS(UVX_DROP_ENUM)
+	UVX_DROP__MAX
+};
+#undef UVX_DROP_ENUM
+
+#endif

@@ -1,0 +1,60 @@
+/* Switching and delivery: learn a frame's source and look up its
+ * destination in the FDB (fdb_switch), and write a frame to a local port
+ * (tap_xmit, tap_writev).  Both directions use these; see forward.h. */
+#include <errno.h>
+#include <unistd.h>
+
+#include "forward.h"
+#include "stats.h"
+
+int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
+	       struct fdb_dest *out)
+{
+	int found = 0;
+	pthread_mutex_lock(&dp->fdb_lock);
+	enum fdb_learn_result r = fdb_learn(&dp->fdb, v->vni, src, at, now,
+					    dp->cfg.learn_limit, &v->learned);
+	if (!mac_is_multicast(dst)) {
+		struct fdb_entry *e = fdb_lookup(&dp->fdb, v->vni, dst);
+		if (e) {
+			e->used_ms = now;
+			*out = e->dest;    /* a copy: the entry may move once unlocked */
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&dp->fdb_lock);
+	/* The frame is still forwarded, as Linux's bridge does when
+	 * fdb_max_learned is reached; only the address goes unlearned. */
+	if (r == FDB_LEARN_LIMIT || r == FDB_LEARN_FULL)
+		drop(dp, v, at->port, UVX_DROP_LEARN_LIMIT);
+	return found;
+}
+
+int tap_writev(struct uvx_dp *dp, int32_t port, const struct vnet_hdr *vh,
+	       struct iovec *iov, int niov)
+{
+	if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used) {
+		drop(dp, NULL, -1, UVX_DROP_NO_PORT);   /* whose it was is gone */
+		return -1;
+	}
+	struct uvx_port *p = &dp->ports[port];
+	static const struct vnet_hdr plain;
+	iov[0] = (struct iovec){ (void *)(vh ? vh : &plain), VNET_HLEN };
+	/* A plain port gets the frame alone: skip the header slot. */
+	int skip = p->vnet ? 0 : 1;
+	ssize_t n = writev(p->fd, iov + skip, niov - skip);
+	if (n < 0) {
+		drop(dp, p->v, port, errno == EAGAIN ? UVX_DROP_TAP_FULL : UVX_DROP_TAP_ERROR);
+		return -1;
+	}
+	count(p->ctr, 1, (size_t)n - (p->vnet ? VNET_HLEN : 0));
+	return 0;
+}
+
+int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
+	     const struct vnet_hdr *vh)
+{
+	struct iovec iov[2] = { { NULL, 0 }, { (void *)frame, len } };
+	return tap_writev(dp, port, vh, iov, 2);
+}

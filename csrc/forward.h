@@ -1,0 +1,29 @@
+/* Switching and delivery, shared by both directions of the packet path:
+ * xmit.c (TAP -> wire) and rcv.c (wire -> TAP) call these per frame. */
+#ifndef UVX_FORWARD_H
+#define UVX_FORWARD_H
+
+#include <sys/uio.h>
+
+#include "dp.h"
+
+/* Learn src as reachable at `at` (the frame passed vxlan_check_inner),
+ * then look up dst: 1 and *out if it is a known unicast address.  A source
+ * left unlearned counts as learn_limit for the VNI (and the port at->port,
+ * if it is one); the frame is still forwarded. */
+int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
+	       struct fdb_dest *out);
+
+/* Write one frame to a local port, with vh (NULL: a plain frame) when the
+ * port takes virtio-net headers; counts the drop on failure, for the port.
+ * Returns 0, or -1 if it was dropped. */
+int tap_xmit(struct uvx_dp *dp, int32_t port, const uint8_t *frame, size_t len,
+	     const struct vnet_hdr *vh);
+
+/* The same for a frame in pieces: iov[1..niov) hold the frame, iov[0] is
+ * left for the header (filled here, and skipped for a plain port). */
+int tap_writev(struct uvx_dp *dp, int32_t port, const struct vnet_hdr *vh,
+	       struct iovec *iov, int niov);
+
+#endif

@@ -1,0 +1,62 @@
+/* Hooks for the tests and the micro benchmarks: the codec one call at a
+ * time, segmentation and coalescing with whole frames in and out, and C
+ * timing loops.  They are built into a module of their own,
+ * tests/support/_uvx_testing (csrc/testing/build_testing.py, run by
+ * scripts/setup.sh), never into the product library.  This file is their
+ * one declaration: cffi reads it the way build_ffi.py reads uvx.h.
+ */
+#ifndef UVX_TESTING_H
+#define UVX_TESTING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../drop.h"    /* the verdicts uvx_test_parse returns */
+#include "../vxlan.h"   /* VXLAN_ENCAP_LEN, VXLAN_VNI_MAX, ... */
+
+/* Stamped in by the build, checked by tests/support/native_testing.py. */
+const char *uvx_testing_version(void);
+const char *uvx_testing_source_digest(void);
+
+/* The codec (vxlan.h), for tests beside the reference codec
+ * (uvxlan/reference/wire.py). */
+int uvx_test_parse(const uint8_t *pkt, size_t len, int accept_reserved,
+		   uint32_t *vni, size_t *inner_off);
+int uvx_test_check_inner(const uint8_t *frame, size_t len);
+uint32_t uvx_test_flow_hash(const uint8_t *frame, size_t len);
+uint16_t uvx_test_src_port(uint32_t hash, uint16_t min, uint16_t max);
+size_t uvx_test_build_datagram(uint8_t *out, size_t cap, uint32_t vni,
+			       const uint8_t *frame, size_t len,
+			       uint16_t sport, uint16_t dport,
+			       uint32_t saddr, uint32_t daddr, int csum);
+
+/* Segmentation and coalescing as the datapath does them (offload.h), for
+ * tests beside uvxlan/reference/offload.py.
+ *
+ * uvx_tso_frames cuts a TCP super-frame into MSS segments, each written
+ * whole (headers, then payload) into out, their lengths into lens; returns
+ * the count, or -1 if the frame is not one we can cut or out is too small.
+ *
+ * uvx_gro_join joins n segments (end to end in segs, lengths in lens) the
+ * way the receive path does: the super-frame into out, and the fields of
+ * its virtio-net header into vh[6] in struct vnet_hdr's order (flags,
+ * gso_type, hdr_len, gso_size, csum_start, csum_offset).  Returns its
+ * length, or -1 if they are not one in-order flow that fits one frame. */
+int uvx_tso_frames(const uint8_t *frame, size_t len, uint16_t mss, int v6,
+		   uint8_t *out, size_t cap, size_t *lens, unsigned max);
+int uvx_gro_join(const uint8_t *segs, const size_t *lens, unsigned n,
+		 uint8_t *out, size_t cap, uint16_t *vh);
+
+/* Timing loops for benchmarks/test_micro.py: nanoseconds per operation,
+ * measured inside C so the figure is the fast path's cost and not cffi's
+ * per-call crossing.  The FDB loops use an FDB of their own (65536
+ * entries, as a datapath has by default) holding nmacs MACs (6 bytes
+ * each) in VNI 1. */
+double uvx_bench_encap(const uint8_t *frame, size_t len, uint32_t n);
+double uvx_bench_decap(const uint8_t *pkt, size_t len, uint32_t n);
+double uvx_bench_fdb_lookup(const uint8_t *macs, uint32_t nmacs, uint32_t n);
+double uvx_bench_fdb_learn(const uint8_t *macs, uint32_t nmacs, uint32_t n);
+double uvx_bench_tso(const uint8_t *frame, size_t len, uint16_t mss, int v6, uint32_t n);
+double uvx_bench_gro(const uint8_t *segs, const size_t *lens, unsigned nsegs, uint32_t n);
+
+#endif

@@ -1,0 +1,179 @@
+"""The C fast path's test hooks (csrc/testing/testing.h), typed: the codec
+one call at a time (the same names and results as uvxlan.reference.wire),
+segmentation and coalescing as the datapath does them (beside
+uvxlan.reference.offload), and the micro benchmarks' timing loops.
+
+The module they are compiled into, ``tests/support/_uvx_testing``, is built
+by scripts/setup.sh (csrc/testing/build_testing.py) and never installed.
+Like uvxlan.native, importing this refuses a module built from other
+sources or for another version.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from uvxlan._version import __version__
+from uvxlan.errors import ConfigError, NativeError, StaleBuildError
+from uvxlan.native import DROP_REASONS
+from uvxlan.reference.offload import Joined  # one type for C and the reference
+
+try:
+    from tests.support._uvx_testing import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on the build
+    raise StaleBuildError(
+        f"uvxlan's test module is not built ({exc}): run `make build`"
+    ) from exc
+
+_CSRC = Path(__file__).resolve().parents[2] / "csrc"
+
+
+def _source_digest(*dirs: Path) -> str:
+    # Must match csrc/build_ffi.py:source_digest.
+    h = hashlib.sha256()
+    for d in dirs:
+        for path in sorted(d.glob("*.[ch]")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _check_stamp() -> None:
+    built = ffi.string(lib.uvx_testing_version()).decode()
+    if built != __version__:
+        raise StaleBuildError(
+            f"uvxlan's test module is version {built}, the package {__version__}:"
+            " run `make build`"
+        )
+    digest = ffi.string(lib.uvx_testing_source_digest()).decode()
+    if digest != _source_digest(_CSRC, _CSRC / "testing"):
+        raise StaleBuildError(
+            "uvxlan's test module was built from other sources than csrc/:"
+            " run `make build`"
+        )
+
+
+_check_stamp()
+
+VNI_MAX: int = lib.VXLAN_VNI_MAX
+_REASON_NAMES = {v: k for k, v in DROP_REASONS.items()}
+
+
+def _ip(addr: str) -> int:
+    """Dotted quad to the uint32 in network byte order that C expects."""
+    return int.from_bytes(socket.inet_aton(addr), "little")
+
+
+# The codec, one call each ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parsed:
+    reason: str               # "pass" or a drop reason
+    vni: int | None
+    inner_offset: int | None
+
+
+def parse(pkt: bytes, accept_reserved: bool = False) -> Parsed:
+    vni = ffi.new("uint32_t *")
+    off = ffi.new("size_t *")
+    rc = lib.uvx_test_parse(pkt, len(pkt), accept_reserved, vni, off)
+    if rc == lib.UVX_PASS:
+        return Parsed("pass", int(vni[0]), int(off[0]))
+    return Parsed(_REASON_NAMES[rc], None, None)
+
+
+def check_inner(frame: bytes) -> str:
+    return _REASON_NAMES[lib.uvx_test_check_inner(frame, len(frame))]
+
+
+def flow_hash(frame: bytes) -> int:
+    return int(lib.uvx_test_flow_hash(frame, len(frame)))
+
+
+def src_port(hash_: int, lo: int, hi: int) -> int:
+    return int(lib.uvx_test_src_port(hash_, lo, hi))
+
+
+def build_datagram(
+    vni: int, frame: bytes, sport: int, dport: int,
+    saddr: str, daddr: str, csum: bool = False,
+) -> bytes:
+    # C takes the VNI's low 24 bits; refuse what would silently wrap.
+    if not 0 <= vni <= VNI_MAX:
+        raise ConfigError(f"VNI {vni} is outside 0..{VNI_MAX}")
+    cap = len(frame) + lib.VXLAN_ENCAP_LEN
+    out = ffi.new("uint8_t[]", cap)
+    n = lib.uvx_test_build_datagram(
+        out, cap, vni, frame, len(frame), sport, dport, _ip(saddr), _ip(daddr), csum
+    )
+    if n == 0:
+        raise NativeError(errno.EMSGSIZE, f"frame of {len(frame)} bytes is too big")
+    return bytes(ffi.buffer(out, n))
+
+
+# Segmentation and coalescing as the datapath does them ----------------------
+
+
+def tso_frames(frame: bytes, mss: int, *, v6: bool = False) -> list[bytes]:
+    """The segments the fast path cuts a TCP super-frame into."""
+    nmax = len(frame) // max(1, mss) + 2
+    cap = nmax * 256 + len(frame)
+    out = ffi.new("uint8_t[]", cap)
+    lens = ffi.new("size_t[]", nmax)
+    n = lib.uvx_tso_frames(frame, len(frame), mss, int(v6), out, cap, lens, nmax)
+    if n < 0:
+        raise NativeError(errno.EINVAL, "not a TCP super-frame the fast path can cut")
+    data = bytes(ffi.buffer(out, sum(lens[i] for i in range(n))))
+    segs, at = [], 0
+    for i in range(n):
+        segs.append(data[at:at + lens[i]])
+        at += lens[i]
+    return segs
+
+
+def gro_join(segments: list[bytes]) -> Joined:
+    """The super-frame (and virtio-net header) the fast path joins
+    in-order segments of one flow into."""
+    blob = b"".join(segments)
+    lens = ffi.new("size_t[]", [len(s) for s in segments] or [0])
+    out = ffi.new("uint8_t[]", 70000)
+    vh = ffi.new("uint16_t[6]")
+    n = lib.uvx_gro_join(blob, lens, len(segments), out, 70000, vh)
+    if n < 0:
+        raise NativeError(errno.EINVAL, "segments the fast path would not join")
+    return Joined(bytes(ffi.buffer(out, n)), *(int(x) for x in vh))
+
+
+# Timing loops: nanoseconds per operation, measured inside C ------------------
+
+
+def bench_encap(frame: bytes, n: int) -> float:
+    return float(lib.uvx_bench_encap(frame, len(frame), n))
+
+
+def bench_decap(pkt: bytes, n: int) -> float:
+    return float(lib.uvx_bench_decap(pkt, len(pkt), n))
+
+
+def bench_fdb_lookup(macs: list[bytes], n: int) -> float:
+    """Look-ups of these MACs (round robin) in an FDB holding them."""
+    return float(lib.uvx_bench_fdb_lookup(b"".join(macs), len(macs), n))
+
+
+def bench_fdb_learn(macs: list[bytes], n: int) -> float:
+    """Learning (then refreshing) these MACs, round robin."""
+    return float(lib.uvx_bench_fdb_learn(b"".join(macs), len(macs), n))
+
+
+def bench_tso(frame: bytes, mss: int, n: int, *, v6: bool = False) -> float:
+    return float(lib.uvx_bench_tso(frame, len(frame), mss, int(v6), n))
+
+
+def bench_gro(segments: list[bytes], n: int) -> float:
+    lens = ffi.new("size_t[]", [len(s) for s in segments] or [0])
+    return float(lib.uvx_bench_gro(b"".join(segments), lens, len(segments), n))
