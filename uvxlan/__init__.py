@@ -2,20 +2,34 @@
 
 from uvxlan._version import __version__
 from uvxlan.errors import (
+    BenchError,
+    ClusterError,
     ConfigError,
     LabError,
+    LeaseExpired,
     NativeError,
     NetlinkError,
+    RecordError,
     StaleBuildError,
+    StoreCompacted,
+    StoreError,
+    StoreUnavailable,
     UvxlanError,
 )
 
 __all__ = [
     "__version__",
+    "BenchError",
+    "ClusterError",
     "ConfigError",
     "LabError",
+    "LeaseExpired",
     "NativeError",
     "NetlinkError",
+    "RecordError",
     "StaleBuildError",
+    "StoreCompacted",
+    "StoreError",
+    "StoreUnavailable",
     "UvxlanError",
 ]

@@ -23,8 +23,10 @@ below): a reader sees a put of a network it already has, and ignores it.
 The operations (``create_network``, ``list_networks``, ``get_network``,
 ``remove_network``, ``attach``, ``detach``, ``undo_attach``,
 ``list_endpoints``, ``list_hosts``, ``wait_ready``) raise ConfigError for bad input (one line,
-naming the field) and ClusterError for a conflict or something not found,
-and leave nothing half-written: each write is one transaction.
+naming the field; the rules are ``uvxlan.validate``'s, as for the config
+file), ClusterError for a conflict or something not found, RecordError for
+a stored value that is not a usable record, and StoreError when the store
+fails; they leave nothing half-written: each write is one transaction.
 """
 
 from __future__ import annotations
@@ -34,15 +36,20 @@ import ipaddress
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
-from uvxlan.config import ENCAP_OVERHEAD, derived_mac
-from uvxlan.errors import ClusterError, ConfigError, StoreCompacted, StoreError, StoreUnavailable
-from uvxlan.proto import VNI_MAX
+from uvxlan import validate as rules
+from uvxlan.errors import (
+    ClusterError,
+    ConfigError,
+    RecordError,
+    StoreCompacted,
+    StoreUnavailable,
+)
+from uvxlan.proto import ENCAP_OVERHEAD, VNI_MAX, derived_mac
 from uvxlan.store import KV, Store
 
 log = logging.getLogger("uvxlan.cluster")
@@ -140,7 +147,7 @@ def encode(record: HostRecord | NetworkRecord | EndpointRecord | EndpointStatus)
 
 
 def decode(kind: type[R], value: bytes, key: str = "") -> R:
-    """A record from its stored bytes; StoreError if it is not one (a
+    """A record from its stored bytes; RecordError if it is not one (a
     key written by something else, or by a newer uvxlan)."""
     try:
         data: Any = json.loads(value)
@@ -149,7 +156,7 @@ def decode(kind: type[R], value: bytes, key: str = "") -> R:
         names = {f.name for f in fields(kind)}
         return kind(**{k: v for k, v in data.items() if k in names})
     except (ValueError, TypeError) as exc:
-        raise StoreError(f"store key {key or '?'}: not a {kind.__name__}: {exc}") from None
+        raise RecordError(f"store key {key or '?'}: not a {kind.__name__}: {exc}") from None
 
 
 # Operations on the store ---------------------------------------------------------
@@ -176,80 +183,30 @@ def decode(kind: type[R], value: bytes, key: str = "") -> R:
 NETWORKS_GUARD = ROOT + "meta/networks"   # moved by every network creation (see above)
 SUBNET_POOL = ipaddress.IPv4Network("10.0.0.0/8")   # chosen subnets: its /24s, in order
 SUBNET_PREFIX = 24
-MTU_MIN = 68                        # IPv4's minimum
+MTU_MIN = rules.MTU.lo
 DEFAULT_UNDERLAY_MTU = 1500         # when no host is registered
 _ATTEMPTS = 1000    # lost races before giving up: each loss is another writer's success
-
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_MAC = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}")
 
 T = TypeVar("T")
 
 
 def _is_name(value: object) -> bool:
-    return isinstance(value, str) and bool(_NAME.fullmatch(value)) and value not in (".", "..")
+    """Can value be looked up as a name (a safe store key component)?"""
+    return rules.is_key_component(value)
 
 
 def check_name(field: str, value: object) -> str:
-    """A network or endpoint name: it is a store key component, so 1-64
-    characters of A-Z a-z 0-9 _ . - (and not . or ..)."""
-    if not isinstance(value, str) or not _is_name(value):
-        raise ConfigError(f"{field} {value!r}: expected 1-64 characters of A-Z a-z 0-9 _ . - "
-                          "(not . or ..)")
-    return value
-
-
-def _check_netns(netns: object) -> str:
-    if (not isinstance(netns, str) or not netns or len(netns) > 255 or "/" in netns
-            or "\0" in netns or netns in (".", "..")):
-        raise ConfigError(f"netns {netns!r}: expected a network namespace name "
-                          "(as in /run/netns/NAME)")
-    return netns
-
-
-def _check_ifname(ifname: object) -> str:
-    # The kernel's dev_valid_name(): < IFNAMSIZ, no '/', ':' or whitespace.
-    if (not isinstance(ifname, str) or not 0 < len(ifname) <= 15 or ifname in (".", "..")
-            or any(c in "/:" or c.isspace() for c in ifname)):
-        raise ConfigError(f"ifname {ifname!r}: expected a Linux interface name "
-                          "(1-15 characters, no '/', ':' or spaces)")
-    return ifname
+    """A new network or endpoint name (``rules.name``): it becomes a
+    store key component."""
+    return rules.check(field, rules.name, value)
 
 
 def check_vni(vni: object) -> int:
-    if not isinstance(vni, int) or isinstance(vni, bool) or not 1 <= vni <= VNI_MAX:
-        raise ConfigError(f"vni {vni!r} is out of range (1-{VNI_MAX})")
-    return vni
-
-
-def _parse_subnet(subnet: object) -> ipaddress.IPv4Network:
-    bad = ConfigError(f"subnet {subnet!r}: expected an IPv4 CIDR such as 10.0.0.0/24")
-    if not isinstance(subnet, str) or "/" not in subnet:
-        raise bad
-    try:
-        net = ipaddress.ip_network(subnet.strip(), strict=False)
-    except ValueError:
-        raise bad from None
-    if not isinstance(net, ipaddress.IPv4Network):
-        raise ConfigError(f"subnet {subnet}: only IPv4 subnets are supported")
-    if ipaddress.ip_interface(subnet.strip()).ip != net.network_address:
-        raise ConfigError(f"subnet {subnet} has host bits set: did you mean {net}?")
-    if net.prefixlen > 30:
-        raise ConfigError(f"subnet {subnet}: the prefix must be /30 or shorter "
-                          "(room for a gateway and an endpoint)")
-    return net
+    return rules.check("vni", rules.vni, vni)
 
 
 def check_mac(mac: object) -> str:
-    text = mac.strip().lower() if isinstance(mac, str) else ""
-    if not _MAC.fullmatch(text):
-        raise ConfigError(f"mac {mac!r}: expected six hex bytes such as 02:42:0a:00:00:02")
-    text = text.replace("-", ":")
-    if int(text[:2], 16) & 1:
-        raise ConfigError(f"mac {mac}: a multicast address; an endpoint needs a unicast one")
-    if text == "00:00:00:00:00:00":
-        raise ConfigError(f"mac {mac}: the all-zero address is not an interface address")
-    return text
+    return rules.check("mac", rules.mac, mac)
 
 
 async def _retrying(what: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
@@ -262,27 +219,37 @@ async def _retrying(what: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
     raise ClusterError(f"{what}: gave up after {_ATTEMPTS} attempts lost to concurrent writers")
 
 
-def validate(record: HostRecord | NetworkRecord | EndpointRecord) -> None:
-    """ValueError (or ConfigError) unless the record's fields are what
-    this uvxlan can use: decode() checks the field names only."""
-    def port_ok(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535
-
-    if isinstance(record, HostRecord):
-        ipaddress.IPv4Address(record.underlay)
-        if not port_ok(record.port) or not isinstance(record.mtu, int):
-            raise ValueError(f"port {record.port!r} or mtu {record.mtu!r}")
-    elif isinstance(record, NetworkRecord):
-        check_vni(record.vni)
-        record.network      # noqa: B018 - raises ValueError unless an IPv4 CIDR
-        if not isinstance(record.mtu, int) or not MTU_MIN <= record.mtu <= 65535:
-            raise ValueError(f"mtu {record.mtu!r}")
-    else:
-        record.address      # noqa: B018 - raises ValueError unless IPv4 address/prefix
-        check_mac(record.mac)
-        for name in ("name", "network", "host", "netns", "ifname"):
+def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "") -> None:
+    """RecordError unless the record's fields are what this uvxlan can use
+    (decode() checks the field names only), by the same rules
+    (``uvxlan.validate``) as the config file and the commands.  Names and
+    interface names are checked for their type only: a name an older
+    uvxlan accepted must not make its agents drop a working endpoint."""
+    def strings(*names: str) -> None:
+        for name in names:
             if not isinstance(getattr(record, name), str):
-                raise ValueError(f"{name} {getattr(record, name)!r}")
+                raise ConfigError(f"{name} {getattr(record, name)!r} is not a string")
+
+    try:
+        if isinstance(record, HostRecord):
+            strings("name")
+            rules.check("underlay", rules.ipv4, record.underlay)
+            rules.check("port", rules.port, record.port)
+            if not rules.is_int(record.mtu):
+                raise ConfigError(f"mtu {record.mtu!r} is not a whole number")
+        elif isinstance(record, NetworkRecord):
+            strings("name")
+            check_vni(record.vni)
+            record.network      # noqa: B018 - raises ValueError unless an IPv4 CIDR
+            rules.check("mtu", rules.mtu, record.mtu)
+        else:
+            strings("name", "network", "host", "ifname")
+            rules.check("netns", rules.netns, record.netns)
+            rules.check("ip", rules.interface, record.ip)
+            check_mac(record.mac)
+    except (ValueError, TypeError) as exc:
+        where = f"store key {key}: " if key else ""
+        raise RecordError(f"{where}not a valid {type(record).__name__}: {exc}") from None
 
 
 def _decode_all(kind: type[R], kvs: list[KV]) -> list[R]:
@@ -295,7 +262,7 @@ def _decode_all(kind: type[R], kvs: list[KV]) -> list[R]:
             record = decode(kind, kv.value, kv.key)
             if not isinstance(record, EndpointStatus):
                 validate(record)
-        except (StoreError, ValueError, TypeError) as exc:
+        except RecordError as exc:
             log.warning("store key %s: skipped: %s", kv.key, exc)
             continue
         out.append(record)
@@ -370,7 +337,7 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
     ConfigError for bad input, ClusterError for a conflict."""
     check_name("network name", name)
     want_vni = None if vni is None else check_vni(vni)
-    want_subnet = None if subnet is None else _parse_subnet(subnet)
+    want_subnet = None if subnet is None else rules.check("subnet", rules.subnet, subnet)
     if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
         raise ConfigError(f"mtu {mtu!r}: expected an integer")
 
@@ -475,10 +442,10 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
     (in the subnet, not its network, gateway or broadcast address, free) or
     the lowest free after the gateway; mac given (unicast) or 02:42 + the
     IP's bytes, unique in the network; host must be registered."""
-    _check_netns(netns)
+    rules.check("netns", rules.netns, netns)
     ep_name = check_name("endpoint name" if name is not None else "endpoint name (from netns)",
                          netns if name is None else name)
-    _check_ifname(ifname)
+    rules.check("ifname", rules.ifname, ifname)
     want_mac = None if mac is None else check_mac(mac)
 
     async def attempt() -> EndpointRecord | None:

@@ -27,29 +27,30 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomllib
 
+from uvxlan import validate
 from uvxlan.errors import ConfigError
 from uvxlan.offload import MODES as OFFLOAD_MODES
-from uvxlan.proto import PORT_IANA, VNI_MAX, mac_to_bytes, mac_to_str
+from uvxlan.proto import ENCAP_OVERHEAD, PORT_IANA, SRC_PORT_MAX, SRC_PORT_MIN, derived_mac
+from uvxlan.validate import Bounds
 
-ENCAP_OVERHEAD = 50      # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+T = TypeVar("T")
 
-_HOST_KEYS = {"name", "underlay", "port", "mtu", "ageing", "learn_limit",
-              "src_ports", "accept_reserved", "udp_checksum", "batch",
-              "control_dir", "offload", "send_sockets", "threads",
-              "arp_suppression", "lease_ttl", "resync", "rx_linger_us", "cpus",
-              "tap_queue"}
-_NETWORK_KEYS = {"name", "vni", "remotes", "static"}
-_STATIC_KEYS = {"mac", "remote", "port"}
-_ENDPOINT_KEYS = {"network", "netns", "ifname", "mac", "address", "gateway"}
+ARP_SUPPRESSION = ("answer", "answer-only", "off")
+
+
+def setting(default: T, bounds: Bounds | None = None, *, choices: tuple[str, ...] = (),
+            rule: Callable[[object], object] | None = None) -> T:
+    """A [host] setting: its one default, and the bounds (whole numbers),
+    choices or rule (``uvxlan.validate``) a value in the file must meet."""
+    return field(default=default,
+                 metadata={"bounds": bounds, "choices": choices, "rule": rule})
 
 
 @dataclass(frozen=True)
@@ -85,54 +86,59 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class DatapathConfig:
     """What the C datapath is built with (``struct uvx_config``), field for
-    field; ``native.Datapath`` takes it whole."""
+    field; ``native.Datapath`` takes it whole.  Its defaults are the host
+    configuration's too (``HostConfig`` refers to them)."""
 
     local_ip: str
     dst_port: int = PORT_IANA
-    src_port_min: int = 49152       # RFC 7348 section 5: the dynamic range
-    src_port_max: int = 65535
+    src_port_min: int = SRC_PORT_MIN
+    src_port_max: int = SRC_PORT_MAX
     ageing_ms: int = 300_000        # Linux's and 802.1D's default
     learn_limit: int = 1024         # learned entries per VNI; 0: no cap
     fdb_capacity: int = 65536       # entries in the pool, static + learned
-    batch: int = 32                 # frames per read, 1..64
+    batch: int = 32                 # frames per read
     accept_reserved: bool = False
     udp_csum: bool = False
-    rx_linger_us: int = 0
+    # Without UDP GRO: how long the receive side waits for the rest of a
+    # TCP burst before writing what it joined (0: never waits).
+    rx_linger_us: int = 50
 
 
 @dataclass
 class HostConfig:
+    """The [host] table: each field is one key of the file, with its only
+    default and its bounds.  ``parse`` reads them from here."""
+
     underlay: str
-    name: str = "uvxlan"
-    port: int = PORT_IANA
-    mtu: int = 1500
-    ageing: float = 300.0
-    learn_limit: int = 1024
-    src_ports: tuple[int, int] = (49152, 65535)
-    accept_reserved: bool = False
-    udp_checksum: bool = False
-    batch: int = 32
-    control_dir: str = "/run/uvxlan"
-    offload: str = "auto"
-    send_sockets: int = 8
-    threads: bool = True
-    # Without UDP GRO: how long the receive side waits for the rest of a
-    # TCP burst before writing what it joined (0: never waits).
-    rx_linger_us: int = 50
+    name: str = setting("uvxlan", rule=validate.name)
+    port: int = setting(DatapathConfig.dst_port, validate.PORT)
+    mtu: int = setting(1500, validate.UNDERLAY_MTU)     # endpoints get mtu - ENCAP_OVERHEAD
+    ageing: float = setting(DatapathConfig.ageing_ms / 1000, Bounds(1, 1_000_000))
+    learn_limit: int = setting(DatapathConfig.learn_limit, Bounds(0, 1 << 24))
+    src_ports: tuple[int, int] = setting(
+        (DatapathConfig.src_port_min, DatapathConfig.src_port_max), validate.PORT)
+    accept_reserved: bool = setting(DatapathConfig.accept_reserved)
+    udp_checksum: bool = setting(DatapathConfig.udp_csum)
+    batch: int = setting(DatapathConfig.batch, Bounds(1, 64))     # the C side's UVX_BATCH_MAX
+    control_dir: str = setting("/run/uvxlan")
+    offload: str = setting("auto", choices=OFFLOAD_MODES)
+    send_sockets: int = setting(8, Bounds(1, 64))
+    threads: bool = setting(True)
+    rx_linger_us: int = setting(DatapathConfig.rx_linger_us, Bounds(0, 1000))
     # CPUs the agent (and its datapath threads) may run on; empty: any.
     # Sharing a core with the containers saves a cross-core wake-up per
     # hop: lower latency, less parallelism.
-    cpus: tuple[int, ...] = ()
+    cpus: tuple[int, ...] = setting(())
     # Frames a container's eth0 may queue for the agent (its txqueuelen):
     # room for the agent's time off the CPU, where the kernel's default
     # (1000) dropped 1-2 % of 64-byte packets at 100 kpps here.
-    tap_queue: int = 10000
+    tap_queue: int = setting(10000, Bounds(1, 1_000_000))
     # With a cluster store (uvxlan agent --store): how ARP requests for
-    # addresses the store knows are treated (answer | answer-only | off),
-    # the TTL of the host's lease, and the period of full reconciles.
-    arp_suppression: str = "answer"
-    lease_ttl: float = 10.0
-    resync: float = 30.0
+    # addresses the store knows are treated, the TTL of the host's lease,
+    # and the period of full reconciles.
+    arp_suppression: str = setting("answer", choices=ARP_SUPPRESSION)
+    lease_ttl: float = setting(10.0, Bounds(2, 3600))
+    resync: float = setting(30.0, Bounds(1, 86400))
 
     def datapath(self) -> DatapathConfig:
         return DatapathConfig(
@@ -170,10 +176,22 @@ class AgentConfig:
         raise KeyError(name)
 
 
-def derived_mac(address: ipaddress.IPv4Address) -> str:
-    """A locally administered MAC from an IPv4 address, as Docker does:
-    02:42 and its 4 bytes (an IPv4Interface gives its address's)."""
-    return mac_to_str(b"\x02\x42" + address.packed)
+def _keys(cls: Any) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _default(cls: Any, name: str) -> Any:
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+_HOST_KEYS = _keys(HostConfig)
+_NETWORK_KEYS = _keys(NetworkConfig)
+_STATIC_KEYS = {"mac", "remote", "port"}
+_ENDPOINT_KEYS = _keys(EndpointConfig)
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
 class _Reader:
@@ -202,14 +220,15 @@ class _Reader:
             raise self.fail(key, f"must be a string, not {v!r}")
         return v
 
-    def int_(self, key: str, default: int | None, lo: int, hi: int) -> int:
+    def int_(self, key: str, default: int | None, bounds: Bounds) -> int:
         v = self.table.get(key, default)
         if v is None:
             raise self.fail(key, "is required")
-        if not isinstance(v, int) or isinstance(v, bool):
+        if not validate.is_int(v):
             raise self.fail(key, f"must be a whole number, not {v!r}")
-        if not lo <= v <= hi:
-            raise self.fail(key, f"{v} is outside {lo}..{hi}")
+        if v not in bounds:
+            raise self.fail(key, f"{v} is outside {bounds}")
+        assert isinstance(v, int)
         return v
 
     def bool_(self, key: str, default: bool) -> bool:
@@ -218,28 +237,65 @@ class _Reader:
             raise self.fail(key, f"must be true or false, not {v!r}")
         return v
 
-    def ipv4(self, key: str, default: str | None = None) -> str:
+    def rule(self, key: str, rule: Callable[[object], T], default: str | None = None) -> T:
+        """A string that must meet a rule of ``uvxlan.validate``."""
         v = self.str_(key, default)
         try:
-            return str(ipaddress.IPv4Address(v))
-        except ValueError:
-            raise self.fail(key, f"{v!r} is not an IPv4 address") from None
-
-    def mac(self, key: str, default: str | None = None) -> str:
-        v = self.str_(key, default)
-        try:
-            raw = mac_to_bytes(v.lower())
-        except ValueError:
-            raise self.fail(key, f"{v!r} is not a MAC address") from None
-        if raw[0] & 1 or not any(raw):
-            raise self.fail(key, f"{v} is not a unicast address")
-        return mac_to_str(raw)
+            return rule(v)
+        except ConfigError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def list_(self, key: str) -> list[Any]:
         v = self.table.get(key, [])
         if not isinstance(v, list):
             raise self.fail(key, "must be a list")
         return v
+
+    def setting(self, f: Field[Any]) -> Any:
+        """One [host] setting, read as its field (type, default, bounds) says."""
+        default, bounds = f.default, f.metadata["bounds"]
+        if isinstance(default, bool):
+            return self.bool_(f.name, default)
+        if isinstance(default, int):
+            return self.int_(f.name, default, bounds)
+        if isinstance(default, float):          # whole seconds in the file
+            return float(self.int_(f.name, int(default), bounds))
+        if isinstance(default, str):
+            choices, rule = f.metadata["choices"], f.metadata["rule"]
+            v = self.rule(f.name, rule, default) if rule else self.str_(f.name, default)
+            if choices and v not in choices:
+                raise self.fail(f.name, f"{v!r} is not {_one_of(choices)}")
+            return v
+        raise TypeError(f"[host] {f.name}: no reader for {default!r}")  # pragma: no cover
+
+
+def _src_ports(h: _Reader, f: Field[Any]) -> tuple[int, int]:
+    default: tuple[int, int] = f.default  # type: ignore[assignment]
+    ports = h.list_(f.name) or list(default)
+    bounds: Bounds = f.metadata["bounds"]
+    if (len(ports) != 2 or not all(validate.is_int(p) for p in ports)
+            or not bounds.lo <= ports[0] <= ports[1] <= bounds.hi):
+        raise h.fail(f.name, f"{ports!r} is not [low, high] within {bounds}")
+    return (ports[0], ports[1])
+
+
+def _cpus(h: _Reader, f: Field[Any]) -> tuple[int, ...]:
+    cpus = h.list_(f.name)
+    if not all(validate.is_int(c) and c >= 0 for c in cpus):
+        raise h.fail(f.name, f"{cpus!r} is not a list of CPU numbers")
+    usable = os.sched_getaffinity(0)
+    if set(cpus) - usable:
+        raise h.fail(f.name, f"CPU {min(set(cpus) - usable)} is not available here "
+                     f"(available: {', '.join(map(str, sorted(usable)))})")
+    return tuple(sorted(set(cpus)))
+
+
+# [host] settings that are not one number, flag or string.
+_READERS: dict[str, Callable[[_Reader, Field[Any]], Any]] = {
+    "underlay": lambda h, f: h.rule(f.name, validate.ipv4),
+    "src_ports": _src_ports,
+    "cpus": _cpus,
+}
 
 
 def _remote(where: str, text: Any, default_port: int) -> Remote:
@@ -251,8 +307,8 @@ def _remote(where: str, text: Any, default_port: int) -> Remote:
         number = int(port) if port else default_port
     except ValueError:
         raise ConfigError(f"{where}: {text!r} is not \"ip\" or \"ip:port\"") from None
-    if not 1 <= number <= 65535:
-        raise ConfigError(f"{where}: port {number} is outside 1..65535")
+    if number not in validate.PORT:
+        raise ConfigError(f"{where}: port {number} is outside {validate.PORT}")
     return Remote(ip, number)
 
 
@@ -264,55 +320,15 @@ def parse(data: dict[str, Any], source: str = "config",
         data["host"] = {**(data.get("host") or {}), **host_overrides}
     top = _Reader(source, data, {"host", "network", "endpoint"})
     h = _Reader(f"{source}: [host]", data.get("host"), _HOST_KEYS)
-    host = HostConfig(
-        underlay=h.ipv4("underlay"),
-        name=h.str_("name", "uvxlan"),
-        port=h.int_("port", PORT_IANA, 1, 65535),
-        mtu=h.int_("mtu", 1500, 68 + ENCAP_OVERHEAD, 65535),
-        ageing=float(h.int_("ageing", 300, 1, 1_000_000)),
-        learn_limit=h.int_("learn_limit", 1024, 0, 1 << 24),
-        accept_reserved=h.bool_("accept_reserved", False),
-        udp_checksum=h.bool_("udp_checksum", False),
-        batch=h.int_("batch", 32, 1, 64),
-        control_dir=h.str_("control_dir", "/run/uvxlan"),
-        offload=h.str_("offload", "auto"),
-        send_sockets=h.int_("send_sockets", 8, 1, 64),
-        threads=h.bool_("threads", True),
-        rx_linger_us=h.int_("rx_linger_us", 50, 0, 1000),
-        tap_queue=h.int_("tap_queue", 10000, 1, 1_000_000),
-        arp_suppression=h.str_("arp_suppression", "answer"),
-        lease_ttl=float(h.int_("lease_ttl", 10, 2, 3600)),
-        resync=float(h.int_("resync", 30, 1, 86400)),
-    )
-    if host.arp_suppression not in ("answer", "answer-only", "off"):
-        raise h.fail("arp_suppression",
-                     f"{host.arp_suppression!r} is not answer, answer-only or off")
-    if host.offload not in OFFLOAD_MODES:
-        raise h.fail("offload", f"{host.offload!r} is not auto, off or none")
-    if not _NAME.match(host.name):
-        raise h.fail("name", f"{host.name!r} is not a valid name")
-    cpus = h.list_("cpus")
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus):
-        raise h.fail("cpus", f"{cpus!r} is not a list of CPU numbers")
-    usable = os.sched_getaffinity(0)
-    if set(cpus) - usable:
-        raise h.fail("cpus", f"CPU {min(set(cpus) - usable)} is not available here "
-                     f"(available: {', '.join(map(str, sorted(usable)))})")
-    host.cpus = tuple(sorted(set(cpus)))
-    ports = h.list_("src_ports") or [49152, 65535]
-    if (len(ports) != 2 or not all(isinstance(p, int) for p in ports)
-            or not 1 <= ports[0] <= ports[1] <= 65535):
-        raise h.fail("src_ports", f"{ports!r} is not [low, high] within 1..65535")
-    host.src_ports = (ports[0], ports[1])
+    host = HostConfig(**{f.name: _READERS.get(f.name, _Reader.setting)(h, f)
+                         for f in fields(HostConfig)})
 
     networks: list[NetworkConfig] = []
     for i, raw in enumerate(top.list_("network")):
         n = _Reader(f"{source}: network #{i + 1}", raw, _NETWORK_KEYS)
-        name = n.str_("name")
-        if not _NAME.match(name):
-            raise n.fail("name", f"{name!r} is not a valid name")
+        name = n.rule("name", validate.name)
         n.where = f"{source}: network {name!r}"
-        net = NetworkConfig(name=name, vni=n.int_("vni", None, 1, VNI_MAX))
+        net = NetworkConfig(name=name, vni=n.int_("vni", None, validate.VNI))
         for other in networks:
             if other.name == name:
                 raise ConfigError(f"{n.where}: declared twice")
@@ -326,8 +342,9 @@ def parse(data: dict[str, Any], source: str = "config",
         for j, st in enumerate(n.list_("static")):
             s = _Reader(f"{n.where}: static #{j + 1}", st, _STATIC_KEYS)
             entry = StaticEntry(
-                mac=s.mac("mac"),
-                remote=Remote(s.ipv4("remote"), s.int_("port", host.port, 1, 65535)),
+                mac=s.rule("mac", validate.mac),
+                remote=Remote(s.rule("remote", validate.ipv4),
+                              s.int_("port", host.port, validate.PORT)),
             )
             if any(e.mac == entry.mac for e in net.static):
                 raise s.fail("mac", f"{entry.mac} has two static entries")
@@ -340,23 +357,15 @@ def parse(data: dict[str, Any], source: str = "config",
         network = e.str_("network")
         if not any(n.name == network for n in networks):
             raise e.fail("network", f"no network named {network!r}")
-        text = e.str_("address")
-        try:
-            address = ipaddress.IPv4Interface(text)
-        except ValueError:
-            raise e.fail("address", f"{text!r} is not an IPv4 address/prefix") from None
-        if "/" not in text:
-            raise e.fail("address", f"{text!r} needs a prefix length, e.g. {text}/24")
+        address = e.rule("address", validate.interface)
         ep = EndpointConfig(
             network=network,
-            netns=e.str_("netns"),
+            netns=e.rule("netns", validate.netns),
             address=address,
-            mac=e.mac("mac") if e.has("mac") else derived_mac(address),
-            ifname=e.str_("ifname", "eth0"),
-            gateway=e.ipv4("gateway") if e.has("gateway") else None,
+            mac=e.rule("mac", validate.mac) if e.has("mac") else derived_mac(address.ip),
+            ifname=e.rule("ifname", validate.ifname, _default(EndpointConfig, "ifname")),
+            gateway=e.rule("gateway", validate.ipv4) if e.has("gateway") else None,
         )
-        if not _IFNAME.match(ep.ifname):
-            raise e.fail("ifname", f"{ep.ifname!r} is not a valid interface name")
         for prev in endpoints:
             if prev.netns == ep.netns and prev.ifname == ep.ifname:
                 raise e.fail("ifname", f"{ep.ifname} in netns {ep.netns!r} is declared twice")

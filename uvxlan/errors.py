@@ -1,8 +1,27 @@
-"""One error hierarchy for uvxlan.
+"""One error hierarchy for uvxlan: every error class it defines is here.
 
 Every error uvxlan raises on purpose is a ``UvxlanError``; the subclasses
 are also the builtin type a caller would expect, so ``except ValueError``
 works as well as ``except UvxlanError``.  The CLI prints these as one line.
+
+    UvxlanError
+    ├── ConfigError (ValueError)        bad configuration or argument
+    ├── NetlinkError (OSError)          a netlink operation failed
+    ├── NativeError (OSError)           the C fast path refused
+    ├── StaleBuildError (ImportError)   the compiled fast path is stale
+    ├── LabError                        the lab of simulated hosts
+    │   └── BenchError                  ``uvxlan bench`` could not run
+    ├── StoreError                      the store's transport and protocol
+    │   ├── StoreUnavailable (ConnectionError)   unreachable, timed out, locked
+    │   ├── StoreCompacted              watch history gone
+    │   └── LeaseExpired                lease (and its keys) gone
+    ├── RecordError (ValueError)        a stored value that is not a usable record
+    └── ClusterError                    the cluster's state refuses: taken, not found, busy
+
+The three store branches call for different handling: a ``StoreError``
+is retried (or the operation fails for now); a ``RecordError`` is one bad
+key, skipped with a warning while the rest is served; a ``ClusterError``
+is the answer to the user's request.
 """
 
 from __future__ import annotations
@@ -20,10 +39,6 @@ class NetlinkError(UvxlanError, OSError):
     """A netlink (pyroute2) operation failed: names the object."""
 
 
-class LabError(UvxlanError):
-    """The lab of simulated hosts could not be built, found or removed."""
-
-
 class NativeError(UvxlanError, OSError):
     """The C fast path refused an operation (carries errno)."""
 
@@ -32,8 +47,17 @@ class StaleBuildError(UvxlanError, ImportError):
     """The compiled fast path does not match the sources or the package."""
 
 
+class LabError(UvxlanError):
+    """The lab of simulated hosts could not be built, found or removed."""
+
+
+class BenchError(LabError):
+    """The benchmark could not run (missing tool, failed measurement)."""
+
+
 class StoreError(UvxlanError):
-    """The cluster store refused or failed an operation."""
+    """The cluster store refused or failed an operation (its transport or
+    its protocol, never the content of a value)."""
 
 
 class StoreUnavailable(StoreError, ConnectionError):
@@ -51,7 +75,13 @@ class LeaseExpired(StoreError):
     new one and put them again."""
 
 
-class ClusterError(StoreError):
+class RecordError(UvxlanError, ValueError):
+    """A value in the store is not a record this uvxlan can use (not JSON,
+    not the record's shape, or a field that fails its rule): written by
+    hand or by a newer uvxlan.  Names the key."""
+
+
+class ClusterError(UvxlanError):
     """The cluster's state refuses the operation: a name, VNI, subnet,
     address or MAC already taken, a network or endpoint or host not found,
     a network with endpoints left, an endpoint its agent failed to make."""

@@ -15,7 +15,6 @@ import errno
 import functools
 import ipaddress
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +26,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
 
+from uvxlan import validate
 from uvxlan.errors import ConfigError, NetlinkError
 
 __all__ = [
@@ -52,8 +52,6 @@ __all__ = [
 NETNS_DIR = "/run/netns"
 _IFF_UP = 0x1
 _MAIN_TABLE = 254
-_IFNAME_MAX = 15  # IFNAMSIZ - 1
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -102,27 +100,12 @@ def _where(netns: str | None) -> str:
 
 def _check_netns_name(name: str) -> None:
     # pyroute2 treats a name with a '/' as a path: keep everything in /run/netns
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name) > 255
-        or "/" in name
-        or "\0" in name
-        or name in (".", "..")
-    ):
-        raise ConfigError(f"invalid netns name {name!r}")
+    validate.check("invalid netns name", validate.netns, name)
 
 
 def _check_ifname(name: str) -> None:
     # the kernel's dev_valid_name() rules, checked early for a clearer message
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name.encode()) > _IFNAME_MAX
-        or name in (".", "..")
-        or any(c in "/:\0" or c.isspace() for c in name)
-    ):
-        raise ConfigError(f"invalid interface name {name!r}")
+    validate.check("invalid interface name", validate.ifname, name)
 
 
 def _errno_of(exc: BaseException) -> int:
@@ -520,8 +503,8 @@ def link_configure(
     ``lo`` in the same netns is brought up too.
     """
     _check_ifname(ifname)
-    if mac is not None and not _MAC_RE.match(mac):
-        raise ConfigError(f"invalid MAC address {mac!r}")
+    if mac is not None:
+        mac = validate.check("invalid MAC address", validate.mac, mac)
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0):
         raise ConfigError(f"invalid MTU {mtu!r}")
     wanted = _parse_interfaces(addresses)

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uvxlan.errors import UvxlanError
+from uvxlan.errors import BenchError
 from uvxlan.lab.kvxlan import kernel_vxlan_host
 from uvxlan.lab.netns import Lab, terminate
 from uvxlan.lab.overlay import Overlay, Placement
+from uvxlan.proto import PORT_IANA
 
 VNI = 4242
 SERVER_IP = "10.0.0.2"
@@ -58,10 +59,6 @@ TOOLS = REPO / "benchmarks" / "tools"
 TOOLS_BUILD = TOOLS / "build"   # gitignored (build/)
 KERNEL = "kernel-vxlan"
 ALIASES = {"uvxlan": "uvxlan-auto"}
-
-
-class BenchError(UvxlanError):
-    """The benchmark could not run (missing tool, failed measurement)."""
 
 
 @dataclass
@@ -116,7 +113,7 @@ def _kernel(lab: Lab, workdir: Path) -> None:
     for i, (c, ip) in enumerate((("c1", CLIENT_IP), ("c2", SERVER_IP))):
         lab.add_container(c)
         me, peer = f"h{i + 1}", f"h{2 - i}"
-        kernel_vxlan_host(lab, me, vni=VNI, port=4789,
+        kernel_vxlan_host(lab, me, vni=VNI, port=PORT_IANA,
                           peers=[lab.host(peer).underlay_ip], container=c,
                           address=f"{ip}/24")
 

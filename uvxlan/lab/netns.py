@@ -31,6 +31,7 @@ from typing import Any
 
 from uvxlan import netlink
 from uvxlan.errors import LabError, UvxlanError
+from uvxlan.validate import MTU
 
 __all__ = [
     "Lab",
@@ -115,8 +116,8 @@ class Lab:
             network = ipaddress.IPv4Network(subnet)
         except ValueError as exc:  # also for host bits set, like 10.77.0.1/24
             raise LabError(f"invalid subnet {subnet!r}: {_one_line(str(exc))}") from None
-        if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
-            raise LabError(f"invalid MTU {mtu!r}: must be 68..65535")
+        if mtu not in MTU:
+            raise LabError(f"invalid MTU {mtu!r}: must be {MTU}")
         self.name = name
         self.subnet = str(network)
         self.mtu = mtu

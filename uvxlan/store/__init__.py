@@ -42,107 +42,24 @@ Rules both keep:
   loses the store.  Either way the caller lists again and watches anew.
 - Errors are ``StoreError`` subclasses from ``uvxlan.errors``:
   ``StoreUnavailable`` (retry with backoff), ``StoreCompacted``,
-  ``LeaseExpired``; a bad key or URL is a ``ConfigError``.
+  ``LeaseExpired``; a bad key or URL is a ``ConfigError``.  Values are
+  bytes to the store: one that is not a record is ``uvxlan.cluster``'s
+  ``RecordError``, never a ``StoreError``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from uvxlan.errors import ConfigError
+from uvxlan.store.base import KV, Event, Store
+from uvxlan.validate import PORT
 
 DEFAULT_SQLITE_PATH = "/var/lib/uvxlan/state.db"
 DEFAULT_ETCD_PORT = 2379
 
 __all__ = ["DEFAULT_SQLITE_PATH", "KV", "Event", "Store", "open_store"]
-
-
-@dataclass(frozen=True)
-class KV:
-    """One key as stored.  ``lease`` is 0 when the key has none."""
-
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    lease: int
-
-
-@dataclass(frozen=True)
-class Event:
-    """One change seen by a watch; ``value`` is ``b""`` on delete."""
-
-    type: Literal["put", "delete"]
-    key: str
-    value: bytes
-    revision: int
-
-
-@runtime_checkable
-class Store(Protocol):
-    """What the control plane needs from a store; see the module docstring."""
-
-    async def get(self, key: str) -> KV | None:
-        """The key, or None if absent."""
-        ...
-
-    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        """Write unconditionally; returns the new store revision."""
-        ...
-
-    async def create(self, key: str, value: bytes, *, lease: int = 0) -> bool:
-        """Write only if the key is absent; False if it exists."""
-        ...
-
-    async def cas(self, key: str, value: bytes, *, mod_revision: int, lease: int = 0) -> bool:
-        """Write only if the key's mod_revision is still ``mod_revision``
-        (0: only if absent); False if it changed."""
-        ...
-
-    async def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
-        """Delete (only if unchanged since ``mod_revision``, when given);
-        True if a key was deleted."""
-        ...
-
-    async def txn(self, *, compare: Sequence[tuple[str, int]] = (),
-                  put: Sequence[tuple[str, bytes, int]] = (),
-                  delete: Sequence[str] = ()) -> bool:
-        """Atomically: if every ``(key, mod_revision)`` in ``compare`` holds
-        (0: the key is absent), apply every ``(key, value, lease)`` put and
-        every delete, and return True; else change nothing, return False.
-        A put with a lease that is gone raises LeaseExpired (nothing is
-        written)."""
-        ...
-
-    async def list(self, prefix: str) -> tuple[list[KV], int]:
-        """The keys under ``prefix`` sorted by key, and the store revision
-        they were read at."""
-        ...
-
-    def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[Event]:
-        """Events under ``prefix`` with revision >= ``start_revision``, in
-        order; raises StoreCompacted if that history is gone."""
-        ...
-
-    async def lease_grant(self, ttl: float) -> int:
-        """A new lease living ``ttl`` seconds unless kept alive; its id."""
-        ...
-
-    async def lease_keepalive(self, lease: int) -> None:
-        """Restart the lease's ttl; LeaseExpired if it is gone."""
-        ...
-
-    async def lease_revoke(self, lease: int) -> None:
-        """End the lease now, deleting its keys (nothing if already gone)."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections and threads; the store is unusable after."""
-        ...
 
 
 def open_store(url: str) -> Store:
@@ -207,7 +124,7 @@ def _host_port(url: str, item: str) -> tuple[str, int]:
         raise ConfigError(f"store URL {url!r}: endpoint {item!r} has no host")
     if not port_s:
         return host, DEFAULT_ETCD_PORT
-    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+    if not port_s.isdigit() or int(port_s) not in PORT:
         raise ConfigError(f"store URL {url!r}: bad port in {item!r}")
     return host, int(port_s)
 
@@ -239,37 +156,3 @@ def _number(url: str, opts: dict[str, str], name: str, default: float, *,
         kind = "a positive integer" if integer else "a positive number of seconds"
         raise ConfigError(f"store URL {url!r}: {name} must be {kind}, not {text!r}")
     return value
-
-
-def check_key(key: str) -> bytes:
-    """The key as stored (UTF-8 bytes); a ConfigError if it is not a key."""
-    if not isinstance(key, str) or not key:
-        raise ConfigError(f"store key must be a non-empty string, not {key!r}")
-    return key.encode()
-
-
-def check_txn(compare: Sequence[tuple[str, int]], put: Sequence[tuple[str, bytes, int]],
-              delete: Sequence[str]) -> tuple[list[tuple[bytes, int]],
-                                              list[tuple[bytes, bytes, int]], list[bytes]]:
-    """A txn's arguments as stored (UTF-8 keys, bytes values); a ConfigError
-    for a bad key or a key changed twice (etcd refuses those too)."""
-    cmp = [(check_key(k), int(rev)) for k, rev in compare]
-    puts = [(check_key(k), bytes(v), int(lease)) for k, v, lease in put]
-    dels = [check_key(k) for k in delete]
-    changed = [k for k, _, _ in puts] + dels
-    if len(set(changed)) != len(changed):
-        dup = sorted({k.decode() for k in changed if changed.count(k) > 1})
-        raise ConfigError(f"store txn changes a key more than once: {', '.join(dup)}")
-    return cmp, puts, dels
-
-
-def prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
-    """The byte range [start, end) a prefix covers; end None: no bound."""
-    start = prefix.encode()
-    end = bytearray(start)
-    while end and end[-1] == 0xFF:
-        end.pop()
-    if not end:
-        return start, None
-    end[-1] += 1
-    return start, bytes(end)

@@ -34,7 +34,7 @@ import grpc
 from aetcd import rpc
 
 from uvxlan.errors import LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
-from uvxlan.store import KV, Event, check_key, check_txn, prefix_range
+from uvxlan.store.base import KV, Event, check_key, check_txn, prefix_range
 
 log = logging.getLogger("uvxlan.store")
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from uvxlan.errors import LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
-from uvxlan.store import KV, Event, check_key, check_txn, prefix_range
+from uvxlan.store.base import KV, Event, check_key, check_txn, prefix_range
 
 log = logging.getLogger("uvxlan.store")
 
