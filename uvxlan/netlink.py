@@ -406,8 +406,10 @@ def link_set_master(ifname: str, master: str, netns: str | None = None) -> None:
 
 
 def _open_netns_fd(netns: str | None) -> int:
-    # the calling thread's netns stands for "current"
-    path = "/proc/thread-self/ns/net" if netns is None else _netns_path(netns)
+    # The calling thread's netns stands for "current".  Not
+    # /proc/thread-self: it came with Linux 3.17, and uvxlan runs on 3.10.
+    own = f"/proc/self/task/{threading.get_native_id()}/ns/net"
+    path = own if netns is None else _netns_path(netns)
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
