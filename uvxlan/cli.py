@@ -48,7 +48,7 @@ examples:
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     from uvxlan import config
-    from uvxlan.agent import run_agent
+    from uvxlan.daemon import run_agent
 
     # Flags win over the config file's [host] table.
     over: dict[str, object] = {}
@@ -86,51 +86,39 @@ def default_store_url() -> str:
     return os.environ.get("UVXLAN_STORE") or f"sqlite://{DEFAULT_SQLITE_PATH}"
 
 
-CONTROL_DIR = "/run/uvxlan"
-
-
-def _socket_for(name: str | None) -> str:
-    """The control socket of agent ``name`` (or a path); without a name,
-    the one agent running on this machine."""
-    if name:
-        return name if "/" in name else f"{CONTROL_DIR}/{name}.sock"
-    import glob
-
-    found = sorted(glob.glob(f"{CONTROL_DIR}/*.sock"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise UvxlanError(f"no agent runs here (no control socket in {CONTROL_DIR});"
-                          " name one with --agent")
-    names = ", ".join(os.path.basename(p)[:-5] for p in found)
-    raise UvxlanError(f"several agents run here ({names}): name one with --agent")
-
-
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from uvxlan.agent import query_agent
+    from uvxlan.control import query_agent, socket_for
 
-    stats = query_agent(_socket_for(args.agent), "stats")
+    stats = query_agent(socket_for(args.agent), "stats")
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
     print(f"{'network':<12} {'vni':>8} {'rx pkts':>10} {'rx bytes':>12}"
-          f" {'tx pkts':>10} {'tx bytes':>12}")
+          f" {'tx pkts':>10} {'tx bytes':>12}  drops")
     for n in stats["networks"]:
         print(f"{n['name']:<12} {n['vni']:>8} {n['rx_packets']:>10} {n['rx_bytes']:>12}"
-              f" {n['tx_packets']:>10} {n['tx_bytes']:>12}")
-    print(f"\n{'port':<4} {'endpoint':<28} {'from ctr':>10} {'to ctr':>10}")
+              f" {n['tx_packets']:>10} {n['tx_bytes']:>12}  {_drops_text(n.get('drops'))}")
+    print(f"\n{'port':<4} {'endpoint':<28} {'from ctr':>10} {'to ctr':>10}  drops")
     for p in stats["ports"]:
         where = f"{p['netns']}/{p['ifname']} ({p['network']})"
-        print(f"{p['port']:<4} {where:<28} {p['rx_packets']:>10} {p['tx_packets']:>10}")
-    drops = {k: v for k, v in stats["drops"].items() if v}
-    print("\ndrops: " + (", ".join(f"{k}={v}" for k, v in drops.items()) or "none"))
+        print(f"{p['port']:<4} {where:<28} {p['rx_packets']:>10} {p['tx_packets']:>10}"
+              f"  {_drops_text(p.get('drops'))}")
+    print("\ndrops: " + _drops_text(stats["drops"]))
     return 0
 
 
-def _cmd_fdb(args: argparse.Namespace) -> int:
-    from uvxlan.agent import query_agent
+def _drops_text(drops: dict[str, int] | None) -> str:
+    """reason=n, ... for the reasons not 0; "none" without any (or "-"
+    from an agent too old to count them there)."""
+    if drops is None:
+        return "-"
+    return ", ".join(f"{k}={v}" for k, v in drops.items() if v) or "none"
 
-    entries = query_agent(_socket_for(args.agent), "fdb")["fdb"]
+
+def _cmd_fdb(args: argparse.Namespace) -> int:
+    from uvxlan.control import query_agent, socket_for
+
+    entries = query_agent(socket_for(args.agent), "fdb")["fdb"]
     if args.network:
         entries = [e for e in entries if e["network"] == args.network]
     if args.json:

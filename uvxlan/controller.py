@@ -3,7 +3,7 @@
     store ──list──▶ model (key -> value) ──desired()──▶ Desired
       │                 ▲                                 │ apply(): diff
       └─watch(rev+1)────┘                                 ▼ against Applied
-                                                      datapath + TAPs
+                                                   NodePort: datapath + TAPs
 
 The agent registers its host under a lease, lists everything under
 /uvxlan/ at one revision, and watches from the next one.  Every change
@@ -21,6 +21,10 @@ places (the stale-entry bug of moby#35401).
 A broken watch (compaction, store restart) means a fresh list; a list
 every ``resync`` seconds repairs drift.  While the store is unreachable the
 datapath keeps its last state and the agent retries with backoff.
+
+The controller changes the host only through ``NodePort``, the handful of
+operations reconcile needs: ``uvxlan.node.Node`` implements it on the C
+datapath, the unit tests with an in-memory fake.
 """
 
 from __future__ import annotations
@@ -29,27 +33,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from uvxlan import cluster
 from uvxlan._version import __version__
 from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, NetworkRecord
-from uvxlan.config import EndpointConfig
-from uvxlan.endpoint import Endpoint
+from uvxlan.config import EndpointConfig, HostConfig
 from uvxlan.errors import (
     LeaseExpired,
     NativeError,
+    RecordError,
     StoreCompacted,
     StoreError,
     StoreUnavailable,
     UvxlanError,
 )
-from uvxlan.store import Store
-
-if TYPE_CHECKING:
-    from uvxlan.agent import Agent
+from uvxlan.store import Event, Store
 
 log = logging.getLogger("uvxlan.controller")
 
@@ -59,6 +60,53 @@ BACKOFF_MAX = 10.0
 Fdb = tuple[int, str, str, int]        # vni, mac, VTEP ip, VTEP port
 Flood = tuple[int, str, int]           # vni, VTEP ip, VTEP port
 Arp = tuple[int, str, str]             # vni, ip, mac
+
+
+class NodePort(Protocol):
+    """What reconcile asks of the host it runs on: exactly these.  A
+    refusal raises NativeError, UvxlanError or OSError; the controller logs
+    it and the next apply tries again."""
+
+    @property
+    def static_vnis(self) -> Set[int]:
+        """VNIs of the config file's networks: never the store's to serve."""
+        ...
+
+    def add_network(self, name: str, vni: int) -> None:
+        """A VNI, empty, for network name."""
+
+    def remove_network(self, vni: int) -> None:
+        """The VNI and what it holds (its endpoints are detached first)."""
+
+    def rename_network(self, vni: int, name: str) -> None:
+        """The VNI now serves another network of that name."""
+
+    def set_arp(self, vni: int, mode: str) -> None:
+        """ARP suppression of the VNI: answer, answer-only or off."""
+
+    def add_remote(self, vni: int, ip: str, port: int) -> None:
+        """VTEP ip:port joins the VNI's flood list."""
+
+    def del_remote(self, vni: int, ip: str, port: int) -> None:
+        """VTEP ip:port leaves the VNI's flood list."""
+
+    def fdb_add(self, vni: int, mac: str, remote: str, remote_port: int) -> None:
+        """A static FDB entry: mac is behind VTEP remote:remote_port."""
+
+    def fdb_del(self, vni: int, mac: str) -> None:
+        """The FDB entry of mac in the VNI goes."""
+
+    def arp_add(self, vni: int, ip: str, mac: str) -> None:
+        """ARP suppression answers ip with mac in the VNI."""
+
+    def arp_del(self, vni: int, ip: str) -> None:
+        """ARP suppression forgets ip in the VNI."""
+
+    def attach(self, epc: EndpointConfig, vni: int, mtu: int) -> None:
+        """A container's interface (TAP) in the VNI; its MAC pinned to it."""
+
+    def detach(self, epc: EndpointConfig) -> None:
+        """Remove the interface attach(epc, ...) made (the same object)."""
 
 
 @dataclass
@@ -92,7 +140,7 @@ def desired_state(model: dict[str, bytes], me: str) -> Desired:
                 ep = cluster.decode(EndpointRecord, value, key)
                 cluster.validate(ep)
                 endpoints.append((key, ep))
-        except (StoreError, ValueError, TypeError) as exc:
+        except (RecordError, ValueError, TypeError) as exc:
             # A key written by hand or by a newer uvxlan: skip it, once
             # per change of it, and serve the rest.
             _warn_once(key, value, f"store key {key}: skipped: {exc}")
@@ -130,7 +178,7 @@ def _warn_once(key: str, value: bytes, msg: str) -> None:
 @dataclass
 class Applied:
     vnis: dict[int, str] = field(default_factory=dict)
-    local: dict[str, tuple[EndpointRecord, Endpoint]] = field(default_factory=dict)
+    local: dict[str, tuple[EndpointRecord, EndpointConfig]] = field(default_factory=dict)
     failed: dict[str, EndpointRecord] = field(default_factory=dict)
     fdb: set[Fdb] = field(default_factory=set)
     flood: set[Flood] = field(default_factory=set)
@@ -138,9 +186,10 @@ class Applied:
 
 
 class Controller:
-    def __init__(self, agent: Agent, store: Store) -> None:
-        h = agent.cfg.host
-        self.agent = agent
+    def __init__(self, node: NodePort, h: HostConfig, store: Store) -> None:
+        """node: where reconcile applies its changes; h: this host (name,
+        underlay address and port, lease TTL, resync period, ARP mode)."""
+        self.node = node
         self.store = store
         self.me = h.name
         self.record = HostRecord(name=h.name, underlay=h.underlay, port=h.port, mtu=h.mtu,
@@ -180,9 +229,9 @@ class Controller:
                 await asyncio.wait_for(self.store.lease_revoke(self.lease), 3)
         with contextlib.suppress(StoreError, OSError):
             await self.store.close()
-        for _, ep in self.applied.local.values():
+        for _, epc in self.applied.local.values():
             with contextlib.suppress(UvxlanError, OSError):
-                self.agent.remove_endpoint(ep)
+                self.node.detach(epc)
         self.applied.local.clear()
 
     async def _keep_registered(self) -> None:
@@ -230,12 +279,7 @@ class Controller:
         delay = BACKOFF_FIRST
         while True:
             try:
-                kvs, rev = await self.store.list(cluster.ROOT)
-                self.model = {kv.key: kv.value for kv in kvs if _shapes_datapath(kv.key)}
-                # A full list retries endpoints that failed (the netns may
-                # exist by now): that is part of repairing drift.
-                self.applied.failed.clear()
-                await self.apply()
+                rev = await self.full_sync()
                 self.synced.set()
                 delay = BACKOFF_FIRST
                 await self._watch(rev + 1)
@@ -246,6 +290,33 @@ class Controller:
                             "known state, retry in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+
+    async def full_sync(self) -> int:
+        """List the store, apply all of it; the revision listed."""
+        kvs, rev = await self.store.list(cluster.ROOT)
+        self.model = {kv.key: kv.value for kv in kvs if _shapes_datapath(kv.key)}
+        # A full list retries endpoints that failed (the netns may exist by
+        # now): that is part of repairing drift.
+        self.applied.failed.clear()
+        await self.apply()
+        return rev
+
+    async def on_event(self, ev: Event) -> bool:
+        """One change from the watch, applied if it changes what the
+        datapath should hold: whether it did."""
+        # Statuses, address reservations and a network key put again
+        # unchanged (every attach does that) cannot change what the
+        # datapath should hold: no reconcile for them.
+        if not _shapes_datapath(ev.key):
+            return False
+        if ev.type == "put":
+            if self.model.get(ev.key) == ev.value:
+                return False
+            self.model[ev.key] = ev.value
+        elif self.model.pop(ev.key, None) is None:
+            return False
+        await self.apply()
+        return True
 
     async def _watch(self, start: int) -> None:
         """Apply events until the resync period ends (then the caller
@@ -258,21 +329,14 @@ class Controller:
                 if left <= 0:
                     return
                 try:
-                    ev = await asyncio.wait_for(anext(events), left)
+                    # Not wait_for(): on Python 3.11 it swallows a cancel
+                    # that arrives as the event does, and the agent would
+                    # then never stop.
+                    async with asyncio.timeout(left):
+                        ev = await anext(events)
                 except TimeoutError:
                     return
-                # Statuses, address reservations and a network key put
-                # again unchanged (every attach does that) cannot change
-                # what the datapath should hold: no reconcile for them.
-                if not _shapes_datapath(ev.key):
-                    continue
-                if ev.type == "put":
-                    if self.model.get(ev.key) == ev.value:
-                        continue
-                    self.model[ev.key] = ev.value
-                elif self.model.pop(ev.key, None) is None:
-                    continue
-                await self.apply()
+                await self.on_event(ev)
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
@@ -285,31 +349,30 @@ class Controller:
         """Make the datapath hold desired_state(model): removals first."""
         want = desired_state(self.model, self.me)
         have = self.applied
-        dp = self.agent.dp
-        assert dp is not None
+        node = self.node
 
         for vni, ip, _mac in have.arp - want.arp:
-            self._try(dp.arp_del, vni, ip)
+            self._try(node.arp_del, vni, ip)
         have.arp &= want.arp
         for vni, mac, _ip, _port in have.fdb - want.fdb:
-            self._try(dp.fdb_del, vni, mac)
+            self._try(node.fdb_del, vni, mac)
         have.fdb &= want.fdb
         for vni, ip, port in have.flood - want.flood:
-            self._try(dp.del_remote, vni, ip, port)
+            self._try(node.del_remote, vni, ip, port)
         have.flood &= want.flood
         for key in list(have.local):
-            rec, ep = have.local[key]
+            rec, epc = have.local[key]
             if want.local.get(key) != rec or want.vnis.get(self._vni_of(rec, have)) is None:
                 log.info("endpoint %s/%s: removing", rec.network, rec.name)
-                self._try(self.agent.remove_endpoint, ep)
+                self._try(node.detach, epc)
                 del have.local[key]
                 self._set_status(key, None)
         for key in [k for k, r in have.failed.items() if want.local.get(k) != r]:
             del have.failed[key]
             self._set_status(key, None)
         for vni in [v for v in have.vnis if v not in want.vnis]:
-            if vni not in self.agent.static_vnis:
-                self._try(self.agent.remove_network, vni)
+            if vni not in node.static_vnis:
+                self._try(node.remove_network, vni)
             del have.vnis[vni]
 
         for vni, name in want.vnis.items():
@@ -317,10 +380,10 @@ class Controller:
                 # The VNI now belongs to another network (removed and made
                 # anew between two lists): same datapath VNI, new name.
                 have.vnis[vni] = name
-                self.agent.networks[vni] = name
+                node.rename_network(vni, name)
             if vni in have.vnis:
                 continue
-            if vni in self.agent.static_vnis:
+            if vni in node.static_vnis:
                 # Two owners for one VNI would fight over its flood list and
                 # FDB: the config file's network wins, the store's is not
                 # served here.
@@ -329,9 +392,9 @@ class Controller:
                     log.error("network %s: VNI %d belongs to a network of the config file;"
                               " not serving it", name, vni)
                 continue
-            if not self._try(self.agent.add_network, name, vni):
+            if not self._try(node.add_network, name, vni):
                 continue
-            self._try(dp.set_arp, vni, self.arp_mode)
+            self._try(node.set_arp, vni, self.arp_mode)
             have.vnis[vni] = name
         for key, rec in want.local.items():
             if key in have.local or have.failed.get(key) == rec:
@@ -344,15 +407,15 @@ class Controller:
             await asyncio.sleep(0)
         for f in want.fdb - have.fdb:
             vni, mac, ip, port = f
-            if vni in have.vnis and self._try(dp.fdb_add, vni, mac, remote=ip, remote_port=port):
+            if vni in have.vnis and self._try(node.fdb_add, vni, mac, ip, port):
                 have.fdb.add(f)
         for fl in want.flood - have.flood:
             vni, ip, port = fl
-            if vni in have.vnis and self._try(dp.add_remote, vni, ip, port):
+            if vni in have.vnis and self._try(node.add_remote, vni, ip, port):
                 have.flood.add(fl)
         for a in want.arp - have.arp:
             vni, ip, mac = a
-            if vni in have.vnis and self._try(dp.arp_add, vni, ip, mac):
+            if vni in have.vnis and self._try(node.arp_add, vni, ip, mac):
                 have.arp.add(a)
         await self._flush_status()
 
@@ -366,7 +429,7 @@ class Controller:
         try:
             # A learned or store entry for this MAC (it lived elsewhere
             # before) gives way to the local port.
-            ep = self.agent.add_endpoint(epc, vni, want.mtu[rec.network])
+            self.node.attach(epc, vni, want.mtu[rec.network])
         except Exception as exc:  # noqa: BLE001 - reported in its status, never fatal
             log.error("endpoint %s/%s in netns %s: %s", rec.network, rec.name, rec.netns, exc)
             have.failed[key] = rec
@@ -375,7 +438,7 @@ class Controller:
             return
         log.info("endpoint %s/%s: %s %s in netns %s", rec.network, rec.name, rec.ip,
                  rec.mac, rec.netns)
-        have.local[key] = (rec, ep)
+        have.local[key] = (rec, epc)
         self._set_status(key, EndpointStatus(state="ready", mac=rec.mac, ip=rec.ip,
                                              at=time.time()))
 

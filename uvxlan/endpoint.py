@@ -17,10 +17,11 @@ from uvxlan import netlink
 from uvxlan.config import EndpointConfig
 from uvxlan.errors import NetlinkError
 from uvxlan.offload import enable_tap_offloads
+from uvxlan.proto import IPV4_HLEN, UDP_HLEN
 
 # Largest UDP payload in one IPv4 datagram: one UDP_SEGMENT send carries
 # at most this many bytes of VXLAN datagrams.
-UDP_PAYLOAD_MAX = 65535 - 20 - 8
+UDP_PAYLOAD_MAX = 65535 - IPV4_HLEN - UDP_HLEN
 
 
 def tso_max_size(mtu: int) -> int:

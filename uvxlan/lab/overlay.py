@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uvxlan.agent import query_agent
+from uvxlan.control import query_agent
 from uvxlan.errors import LabError, UvxlanError
 from uvxlan.lab.netns import Lab, terminate
+from uvxlan.proto import PORT_IANA
 
 
 class AgentProcs:
@@ -104,7 +105,7 @@ class Overlay(AgentProcs):
     workdir: Path
     networks: dict[str, int]                 # name -> VNI
     placements: list[Placement]
-    port: int = 4789
+    port: int = PORT_IANA
     hosts: list[str] = field(default_factory=list)   # agents to run
     host_options: dict[str, Any] = field(default_factory=dict)
     extra_remotes: dict[str, list[str]] = field(default_factory=dict)  # net -> ["ip"]
@@ -230,7 +231,7 @@ class ClusterOverlay(AgentProcs):
     lab: Lab
     workdir: Path
     store_url: str
-    port: int = 4789
+    port: int = PORT_IANA
     host_options: dict[str, Any] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from uvxlan import cluster  # noqa: E402
-from uvxlan.agent import query_agent  # noqa: E402
+from uvxlan.control import query_agent  # noqa: E402
 from uvxlan.store import open_store  # noqa: E402
 
 IP = "10.9.0.50"

@@ -1,0 +1,70 @@
+"""A client for an agent's control socket: one request, one JSON answer.
+
+A running agent (``uvxlan.daemon``) listens on a Unix socket,
+``CONTROL_DIR/HOST.sock`` by default.  A request is one line of JSON,
+``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``); the answer is one line
+of JSON, ``{"error": "..."}`` when the agent refuses.
+
+This module imports nothing that loads the C fast path: ``uvxlan stats``
+and ``uvxlan fdb`` only read a socket.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+from typing import Any
+
+from uvxlan.errors import UvxlanError
+
+CONTROL_DIR = "/run/uvxlan"
+
+
+def socket_for(name: str | None) -> str:
+    """The control socket of agent ``name`` (or a path); without a name,
+    the one agent running on this machine."""
+    if name:
+        return name if "/" in name else f"{CONTROL_DIR}/{name}.sock"
+    found = sorted(glob.glob(f"{CONTROL_DIR}/*.sock"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UvxlanError(f"no agent runs here (no control socket in {CONTROL_DIR});"
+                          " name one with --agent")
+    names = ", ".join(os.path.basename(p)[:-5] for p in found)
+    raise UvxlanError(f"several agents run here ({names}): name one with --agent")
+
+
+def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask a running agent over its control socket.  Every failure to get
+    an answer is a UvxlanError of one line."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(control_socket)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise UvxlanError(f"no agent answers at {control_socket}") from None
+        except PermissionError:
+            raise UvxlanError(f"agent at {control_socket}: permission denied") from None
+        try:
+            s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise UvxlanError(f"agent at {control_socket}: no answer within "
+                              f"{timeout:g} s") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise UvxlanError(f"agent at {control_socket}: not an answer: {data[:80]!r}")
+    if "error" in reply:
+        raise UvxlanError(f"agent: {reply['error']}")
+    return reply

@@ -1,0 +1,311 @@
+"""The node: what one host's agent holds — the C datapath, its sockets and
+one endpoint (TAP) per container.
+
+``Node.start()`` checks everything it can before making anything (netns,
+interface names, the UDP port), then builds the datapath, the config
+file's VNIs, flood lists and static entries, and one endpoint per
+configured container.  If any step fails, what was made is undone and the
+error is one line.  ``close()`` stops the datapath threads before closing
+any fd they use.
+
+The rest of the agent changes the node only through its methods: the
+daemon (``uvxlan.daemon``) runs it on an event loop and asks it for
+snapshots; the controller (``uvxlan.controller``) drives it through the
+narrow ``NodePort`` interface, which ``Node`` implements.  This is the one
+module that holds a ``native.Datapath``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from typing import Any
+
+from uvxlan import native, offload
+from uvxlan.config import AgentConfig, EndpointConfig
+from uvxlan.endpoint import Endpoint, preflight
+from uvxlan.errors import ConfigError, NativeError, UvxlanError
+
+log = logging.getLogger("uvxlan.node")
+
+
+def bind_vxlan_socket(address: str, port: int) -> socket.socket:
+    """The UDP socket VXLAN arrives on, with errors a user can act on."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"UDP port {port} on {address} is already in use") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"underlay {address} is not an address of this host") from None
+        raise ConfigError(f"cannot bind UDP {address}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class Node:
+    """The datapath, the VXLAN sockets and the endpoints of one host."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.dp: native.Datapath | None = None
+        self.endpoints: list[Endpoint] = []
+        self._udp: socket.socket | None = None
+        self._tx_fd = -1
+        self._pool: list[socket.socket] = []
+        self.features = offload.Features(False, False, False)
+        # The loop that reads the fds when the datapath runs without its
+        # own threads (threads = false); None otherwise.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.networks: dict[int, str] = {}        # VNI -> network name
+        self.static_vnis: set[int] = set()        # from the config file
+
+    # Start-up and shut-down ----------------------------------------------
+
+    def start(self) -> None:
+        """Build everything, or nothing: on failure, undo and re-raise."""
+        h = self.cfg.host
+        try:
+            for epc in self.cfg.endpoints:
+                preflight(epc)
+            self._udp = bind_vxlan_socket(h.underlay, h.port)
+            self._tx_fd = native.open_tx_socket(h.underlay)
+            self.features = offload.probe(h.offload)
+            if self.features.udp_gso:
+                self._pool = offload.open_send_pool(h.underlay, *h.src_ports, h.send_sockets)
+            if self.features.udp_gro:
+                offload.enable_udp_gro(self._udp)
+            self.dp = native.Datapath(h.datapath())
+            self.dp.set_sockets(self._udp.fileno(), self._tx_fd)
+            self.dp.set_pool([(s.fileno(), s.getsockname()[1]) for s in self._pool],
+                             gso=bool(self._pool), gro=self.features.udp_gro)
+            for net in self.cfg.networks:
+                self.add_network(net.name, net.vni)
+                self.static_vnis.add(net.vni)
+                for r in net.remotes:
+                    self.dp.add_remote(net.vni, r.ip, r.port)
+                for s in net.static:
+                    self.dp.fdb_add(net.vni, s.mac, remote=s.remote.ip,
+                                    remote_port=s.remote.port)
+            for epc in self.cfg.endpoints:
+                self.add_endpoint(epc, self.cfg.network(epc.network).vni, h.endpoint_mtu)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        # The threads read the TAPs and sockets: stop them before any fd
+        # they use is closed (and its number reused).
+        if self.dp is not None:
+            self.dp.stop_threads()
+        for ep in list(self.endpoints):
+            ep.close()
+        self.endpoints.clear()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tx_fd >= 0:
+            os.close(self._tx_fd)
+            self._tx_fd = -1
+        for s in self._pool:
+            s.close()
+        self._pool.clear()
+        if self.dp is not None:
+            self.dp.close()
+            self.dp = None
+
+    def _datapath(self) -> native.Datapath:
+        if self.dp is None:
+            raise UvxlanError("the datapath is not running")
+        return self.dp
+
+    # Running: on two C threads, or on an event loop ------------------------
+
+    def serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start moving packets: on the datapath's two threads (threads =
+        true), else one call into C per readiness event on loop, C
+        draining a batch."""
+        dp = self._datapath()
+        assert self._udp is not None
+        if self.cfg.host.threads:
+            dp.start_threads()
+            return
+        self._loop = loop
+        loop.add_reader(self._udp.fileno(), self._udp_ready)
+        for ep in self.endpoints:
+            loop.add_reader(ep.fileno(), self._tap_ready, ep)
+
+    def unserve(self) -> None:
+        """Stop moving packets (the fds stay open until close())."""
+        if self.cfg.host.threads:
+            if self.dp is not None:
+                self.dp.stop_threads()
+            return
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._udp is not None:
+            loop.remove_reader(self._udp.fileno())
+        for ep in self.endpoints:
+            loop.remove_reader(ep.fileno())
+
+    def _udp_ready(self) -> None:
+        # The UDP socket cannot go bad the way a TAP can: a failed read is
+        # left for the next readiness event.  (native.Datapath has no read
+        # that returns the raw code, e.g. a udp_reader() giving the cffi
+        # function and its argument for loop.add_reader: its error is
+        # dropped here instead.)
+        assert self.dp is not None
+        try:  # noqa: SIM105 - on the packet path: cheaper than suppress()
+            self.dp.udp_rx()
+        except NativeError:
+            pass
+
+    def _tap_ready(self, ep: Endpoint) -> None:
+        assert self.dp is not None and ep.port is not None
+        try:
+            self.dp.tap_rx(ep.port)
+        except NativeError as exc:
+            # A TAP whose interface is gone (its netns deleted) stays
+            # readable and fails every read: stop listening to it.
+            log.error("endpoint %s in netns %s: %s; no longer served",
+                      ep.cfg.ifname, ep.cfg.netns, os.strerror(exc.errno or errno.EIO))
+            assert self._loop is not None
+            self._loop.remove_reader(ep.fileno())
+
+    def age(self) -> None:
+        """One ageing sweep of the FDB; report a runtime GSO failure."""
+        dp = self._datapath()
+        n = dp.fdb_age()
+        if n:
+            log.debug("aged out %d FDB entries", n)
+        if dp.gso_failed():
+            log.warning("UDP_SEGMENT failed at run time: sending with sendmmsg from now on")
+
+    # Networks, flood lists, FDB and ARP entries (NodePort) -------------------
+
+    def add_network(self, name: str, vni: int) -> None:
+        self._datapath().add_vni(vni)
+        self.networks[vni] = name
+
+    def remove_network(self, vni: int) -> None:
+        """The VNI and everything in it (its ports must be gone)."""
+        self._datapath().del_vni(vni)
+        self.networks.pop(vni, None)
+
+    def rename_network(self, vni: int, name: str) -> None:
+        """The VNI now belongs to another network of that name."""
+        self.networks[vni] = name
+
+    def set_arp(self, vni: int, mode: str) -> None:
+        self._datapath().set_arp(vni, mode)
+
+    def add_remote(self, vni: int, ip: str, port: int) -> None:
+        self._datapath().add_remote(vni, ip, port)
+
+    def del_remote(self, vni: int, ip: str, port: int) -> None:
+        self._datapath().del_remote(vni, ip, port)
+
+    def fdb_add(self, vni: int, mac: str, remote: str, remote_port: int) -> None:
+        """A static entry: mac in vni is behind VTEP remote:remote_port."""
+        self._datapath().fdb_add(vni, mac, remote=remote, remote_port=remote_port)
+
+    def fdb_del(self, vni: int, mac: str) -> None:
+        self._datapath().fdb_del(vni, mac)
+
+    def arp_add(self, vni: int, ip: str, mac: str) -> None:
+        self._datapath().arp_add(vni, ip, mac)
+
+    def arp_del(self, vni: int, ip: str) -> None:
+        self._datapath().arp_del(vni, ip)
+
+    # Endpoints --------------------------------------------------------------
+
+    def add_endpoint(self, epc: EndpointConfig, vni: int, mtu: int) -> Endpoint:
+        """A TAP in the container's netns, switched in VNI vni."""
+        dp = self._datapath()
+        preflight(epc)
+        ep = Endpoint(epc, mtu, vnet_hdr=self.features.tap_vnet_hdr,
+                      queue=self.cfg.host.tap_queue)
+        try:
+            ep.port = dp.add_port(ep.fileno(), vni, vnet_hdr=ep.vnet_hdr)
+            # Our own containers' MACs are known: pin them, so a frame
+            # from the wire claiming one cannot move it.
+            dp.fdb_add(vni, epc.mac, port=ep.port)
+        except BaseException:
+            if ep.port is not None:
+                dp.del_port(ep.port)
+            ep.close()
+            raise
+        self.endpoints.append(ep)
+        if self._loop is not None:
+            self._loop.add_reader(ep.fileno(), self._tap_ready, ep)
+        return ep
+
+    def remove_endpoint(self, ep: Endpoint) -> None:
+        """Out of the switch first (the threads let go of its fd), then
+        closed: the kernel removes the interface."""
+        dp = self._datapath()
+        if self._loop is not None:
+            self._loop.remove_reader(ep.fileno())
+        if ep.port is not None:
+            dp.del_port(ep.port)
+            ep.port = None
+        ep.close()
+        self.endpoints.remove(ep)
+
+    def attach(self, epc: EndpointConfig, vni: int, mtu: int) -> None:
+        """NodePort: add_endpoint, known afterwards by epc itself."""
+        self.add_endpoint(epc, vni, mtu)
+
+    def detach(self, epc: EndpointConfig) -> None:
+        """NodePort: remove the endpoint attach(epc, ...) made."""
+        ep = next((e for e in self.endpoints if e.cfg is epc), None)
+        if ep is None:
+            raise UvxlanError(f"endpoint {epc.address} in netns {epc.netns!r} is not here")
+        self.remove_endpoint(ep)
+
+    # Snapshots for the control socket ----------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: drops by reason for the whole datapath, and for each
+        network and port its packets, bytes and drops (the reasons not 0)."""
+        dp = self._datapath()
+        return {
+            "drops": dp.drops(),
+            "networks": [
+                dict(name=name, vni=vni, arp_replies=dp.arp_replies(vni),
+                     **vars(dp.vni_counters(vni)), drops=dp.vni_drops(vni))
+                for vni, name in sorted(self.networks.items())
+            ],
+            "ports": [
+                dict(port=ep.port, network=ep.cfg.network, netns=ep.cfg.netns,
+                     ifname=ep.cfg.ifname, mac=ep.cfg.mac,
+                     **vars(dp.port_counters(ep.port)), drops=dp.port_drops(ep.port))
+                for ep in self.endpoints if ep.port is not None
+            ],
+        }
+
+    def fdb(self, from_store: set[tuple[int, str]]) -> list[dict[str, Any]]:
+        """Every FDB entry, with its network's name and its source: where
+        from_store holds the (VNI, MAC) of the entries the store put."""
+        return [dict(vars(e), network=self.networks.get(e.vni),
+                     source=_fdb_source(e, from_store))
+                for e in self._datapath().fdb_dump()]
+
+
+def _fdb_source(e: native.FdbEntry, from_store: set[tuple[int, str]]) -> str:
+    """Where an entry came from: learned, a local endpoint, the store (its
+    (VNI, MAC) in from_store), or the config file."""
+    if not e.static:
+        return "learned"
+    if e.port is not None:
+        return "local"
+    return "store" if (e.vni, e.mac) in from_store else "config"
