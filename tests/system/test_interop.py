@@ -14,16 +14,16 @@ Traffic goes only to addresses inside namespaces this test made.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import OverlayFactory, checked_transfer, needs, root
+from tests.support.capture import capture_vxlan, ping_run
 from uvxlan import netlink
 from uvxlan.lab.kvxlan import kernel_fdb, kernel_vxlan_host
-from uvxlan.lab.netns import Lab, terminate
+from uvxlan.lab.netns import Lab
 from uvxlan.lab.overlay import Placement
 
 VNI = 4242
@@ -59,41 +59,6 @@ def _linux_vxlan_peer(lab: Lab, port: int) -> str:
     return c2
 
 
-def _ping(lab: Lab, netns: str, dst: str, count: int = 3) -> subprocess.CompletedProcess[str]:
-    return lab.run(netns, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", dst],
-                   timeout=count + 15)
-
-
-def _capture(lab: Lab, netns: str, port: int, workdir: Path, src_ns: str,
-             dst: str) -> tuple[list[list[str]], str]:
-    """tshark on netns's ul0 while src_ns pings dst; rows of (vni, eth.src, eth.dst)."""
-    errpath = workdir / "tshark.err"
-    count = 6
-    with open(errpath, "w") as err:
-        tshark = lab.spawn(
-            netns,
-            ["tshark", "-n", "-l", "-i", "ul0", "-f", f"udp port {port}",
-             "-d", f"udp.port=={port},vxlan", "-a", "duration:20", "-c", str(count),
-             "-T", "fields", "-E", "separator=/t",
-             "-e", "vxlan.vni", "-e", "eth.src", "-e", "eth.dst"],
-            stdout=subprocess.PIPE, stderr=err, text=True,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while "Capturing on" not in errpath.read_text():
-            assert tshark.poll() is None, f"tshark exited: {errpath.read_text().strip()}"
-            assert time.monotonic() < deadline, "tshark did not start capturing"
-            time.sleep(0.05)
-        ping = _ping(lab, src_ns, dst, count=4)
-        try:
-            out, _ = tshark.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("tshark did not finish")
-    finally:
-        terminate(tshark)
-    assert ping.returncode == 0, f"ping during capture failed: {ping.stdout}"
-    rows = [line.split("\t") for line in out.splitlines() if line.strip()]
-    return rows, errpath.read_text()
 
 
 @pytest.mark.parametrize("mode", ["auto", "off", "none"])
@@ -122,9 +87,9 @@ def test_uvxlan_interoperates_with_linux_vxlan(
         return ov.log_tail("h1", 20)
 
     # ping both ways
-    done = _ping(lab, c1, C2_ADDR)
+    done = ping_run(lab, c1, C2_ADDR)
     assert done.returncode == 0, f"c1 -> c2 ping failed: {done.stdout}\nagent: {agent_log()}"
-    done = _ping(lab, c2, C1_ADDR)
+    done = ping_run(lab, c2, C1_ADDR)
     assert done.returncode == 0, f"c2 -> c1 ping failed: {done.stdout}\nagent: {agent_log()}"
 
     # checked TCP transfers both ways
@@ -148,7 +113,7 @@ def test_uvxlan_interoperates_with_linux_vxlan(
 
     # on the wire at h2: the VNI and c1's inner source MAC
     t0 = time.monotonic()
-    rows, err = _capture(lab, lab.host("h2").netns, port, tmp_path, c1, C2_ADDR)
+    rows, err = capture_vxlan(lab, lab.host("h2").netns, "ul0", port, tmp_path, c1, C2_ADDR)
     timings["capture"] = time.monotonic() - t0
     assert rows, f"tshark captured nothing on udp port {port}: {err.strip()}"
     vnis = {r[0] for r in rows}
