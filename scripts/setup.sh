@@ -5,16 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-	echo "setup: needs root (namespaces, TAP devices, apt-get)" >&2
-	exit 1
-fi
 
 # ping (iputils-ping), ip (iproute2), iperf3, tshark, tcpdump, ethtool:
 # the demo, tests and benchmarks use them; gcc and Python headers build the
 # C fast path.
-# etcd-server: tests/test_store.py runs a real etcd.
-DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server gcc libc6-dev"
+# etcd-server: tests/system/test_store.py runs a real etcd.
+# openvswitch-switch: tests/system/test_ovs.py runs OVS's userspace datapath
+# (private daemons per lab host; the system's service is not used).
+DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch gcc libc6-dev"
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 	DEBS="$DEBS python3-venv python3-dev"
@@ -24,10 +22,21 @@ for p in $DEBS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
+	# Root only for this step: a user with everything installed (say, for
+	# make test-unit) gets the venv and the build without it.
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "setup: needs root to install Debian packages:$missing" >&2
+		exit 1
+	fi
 	echo "setup: installing Debian packages:$missing"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	# The tests start OVS daemons of their own; a system service that the
+	# package started is not wanted.
+	if [ -d /run/systemd/system ] && systemctl is-active -q openvswitch-switch 2>/dev/null; then
+		systemctl disable -q --now openvswitch-switch || true
+	fi
 fi
 
 stamp=.venv/.requirements
@@ -40,4 +49,5 @@ fi
 
 # Build the fast path (cffi, out-of-line API mode) into uvxlan/.
 .venv/bin/python setup.py -q build_ext --inplace >/dev/null
+.venv/bin/python csrc/testing/build_testing.py >/dev/null   # test hooks: tests/support/_uvx_testing
 .venv/bin/python -c 'import uvxlan.native'
