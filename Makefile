@@ -16,8 +16,9 @@ test: setup lint
 	$(PY) -m pytest -ra tests
 
 # No root needed, seconds: the codecs, FDB, offloads, reconcile logic, config.
-test-unit: setup
-	$(PY) -m pytest -ra tests/unit
+test-unit:
+	@scripts/setup.sh --unit
+	$(PY) -m pytest -ra -n 2 tests/unit
 
 # Root: namespaces, TAP, etcd, Linux's vxlan.
 test-system: setup

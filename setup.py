@@ -9,6 +9,6 @@ setup(
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     install_requires=["cffi>=1.15", "uvloop", "pyroute2", "python-pytun"],
     entry_points={"console_scripts": ["uvxlan = uvxlan.cli:main"]},
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     zip_safe=False,
 )

@@ -31,7 +31,7 @@
 #define UDP_SEGMENT 103
 #endif
 /* Largest UDP payload in one IPv4 datagram, GSO or not. */
-#define UDP_PAYLOAD_MAX (65535 - 20 - 8)
+#define UDP_PAYLOAD_MAX (65535 - IPV4_HLEN - UDP_HLEN)
 
 static void txq_flush(struct uvx_dp *dp, struct uvx_worker *w)
 {

@@ -2,9 +2,12 @@
 # Make this machine ready to build, demo and test uvxlan: Debian packages
 # (only those missing), a virtualenv in .venv with the Python packages, and
 # the compiled fast path.  Safe to run again; does nothing already done.
+#
+#   scripts/setup.sh           everything: the demo, the whole suite, the bench
+#   scripts/setup.sh --unit    only what tests/unit needs (gcc, the venv, the
+#                              build): no root needed once gcc is there
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
 
 # ping (iputils-ping), ip (iproute2), iperf3, tshark, tcpdump, ethtool:
 # the demo, tests and benchmarks use them; gcc and Python headers build the
@@ -13,6 +16,9 @@ cd "$(dirname "$0")/.."
 # openvswitch-switch: tests/system/test_ovs.py runs OVS's userspace datapath
 # (private daemons per lab host; the system's service is not used).
 DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch gcc libc6-dev"
+if [ "${1:-}" = "--unit" ]; then
+	DEBS="gcc libc6-dev"
+fi
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 	DEBS="$DEBS python3-venv python3-dev"

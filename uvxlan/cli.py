@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uvxlan._version import __version__
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
 from uvxlan.offload import MODES as OFFLOAD_MODES
+from uvxlan.proto import PORT_IANA
 
 if TYPE_CHECKING:
     from uvxlan.cluster import EndpointRecord, EndpointStatus, NetworkRecord
@@ -505,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--name", help="this host's name in the cluster")
     a.add_argument("--advertise", metavar="IP",
                    help="this host's underlay IPv4: other hosts send VXLAN here")
-    a.add_argument("--port", type=int, metavar="N", help="VXLAN UDP port (4789)")
+    a.add_argument("--port", type=int, metavar="N", help=f"VXLAN UDP port ({PORT_IANA})")
     a.add_argument("--offload", choices=OFFLOAD_MODES,
                    help="auto: TAP TSO + UDP GSO/GRO where the kernel has them; "
                    "off: TAP TSO with sendmmsg/recvmmsg only (what Linux 3.10 offers); "
@@ -561,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "iperf3 TCP (1 and 4 streams), 64-byte UDP packet rate and loss, "
                        "ping RTT and agent CPU per Gbit.  Writes benchmarks/results/"
                        "latest.{json,md,png}; ratios are to kernel-vxlan.")
-    # kept in step with uvxlan.bench.CHOICES (not imported: the CLI loads lazily)
+    # kept in step with uvxlan.lab.bench.CHOICES (not imported: the CLI loads lazily)
     variants = ["uvxlan-auto", "uvxlan-off", "uvxlan-none", "kernel-vxlan", "underlay"]
     b.add_argument("--variants", nargs="+", default=variants,
                    choices=[*variants, "uvxlan"], metavar="V",

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-import tomllib
-
 from uvxlan import validate
+from uvxlan.control import CONTROL_DIR
 from uvxlan.errors import ConfigError
 from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.proto import ENCAP_OVERHEAD, PORT_IANA, SRC_PORT_MAX, SRC_PORT_MIN, derived_mac
@@ -120,7 +120,7 @@ class HostConfig:
     accept_reserved: bool = setting(DatapathConfig.accept_reserved)
     udp_checksum: bool = setting(DatapathConfig.udp_csum)
     batch: int = setting(DatapathConfig.batch, Bounds(1, 64))     # the C side's UVX_BATCH_MAX
-    control_dir: str = setting("/run/uvxlan")
+    control_dir: str = setting(CONTROL_DIR)
     offload: str = setting("auto", choices=OFFLOAD_MODES)
     send_sockets: int = setting(8, Bounds(1, 64))
     threads: bool = setting(True)

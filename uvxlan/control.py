@@ -19,6 +19,8 @@ from typing import Any
 
 from uvxlan.errors import UvxlanError
 
+# Where agents put their control sockets (HOST.sock): the default of
+# [host] control_dir, and where the commands look.
 CONTROL_DIR = "/run/uvxlan"
 
 
@@ -48,6 +50,11 @@ def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str
             raise UvxlanError(f"no agent answers at {control_socket}") from None
         except PermissionError:
             raise UvxlanError(f"agent at {control_socket}: permission denied") from None
+        except TimeoutError:
+            raise UvxlanError(f"agent at {control_socket}: no answer within "
+                              f"{timeout:g} s") from None
+        except OSError as exc:
+            raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
         try:
             s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
             data = b""
@@ -59,6 +66,8 @@ def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str
         except TimeoutError:
             raise UvxlanError(f"agent at {control_socket}: no answer within "
                               f"{timeout:g} s") from None
+        except OSError as exc:   # reset or broken pipe: the agent went away
+            raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
     try:
         reply = json.loads(data)
     except ValueError:

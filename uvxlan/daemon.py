@@ -27,6 +27,7 @@ import uvloop
 
 from uvxlan.config import AgentConfig
 from uvxlan.controller import Controller
+from uvxlan.errors import UvxlanError
 from uvxlan.node import Node
 from uvxlan.store import Store
 
@@ -130,6 +131,8 @@ class Daemon:
                 reply = self.query(cmd)
             except (ValueError, AttributeError):
                 reply = {"error": "bad request"}
+            except UvxlanError as exc:   # a query the datapath refused
+                reply = {"error": str(exc)}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         finally:

@@ -2,8 +2,9 @@
 
 It keeps the C names, converts arguments (MACs, dotted quads) and turns
 negative return codes into ``NativeError``.  Importing it checks that the
-library was built from these sources for this version, and that its
-protocol constants are uvxlan.proto's: a stale build fails loudly here
+library was built from these sources for this version, that its protocol
+constants are uvxlan.proto's, and that the [host] settings bounded by a C
+array (batch, send_sockets) have its bounds: a stale build fails loudly here
 rather than misbehaving on the wire.
 
 Test hooks (the codec one call at a time, segmentation, benchmarks) are not
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
-import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from uvxlan import proto
+from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
-from uvxlan.config import DatapathConfig
+from uvxlan.config import DatapathConfig, HostConfig
 from uvxlan.errors import NativeError, StaleBuildError
 from uvxlan.proto import mac_to_bytes, mac_to_str
 
@@ -38,15 +39,6 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 _CSRC = Path(__file__).resolve().parent.parent / "csrc"
 
 
-def _source_digest(csrc: Path) -> str:
-    # Must match csrc/build_ffi.py:source_digest.
-    h = hashlib.sha256()
-    for path in sorted(csrc.glob("*.[ch]")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _check_stamp() -> None:
     built = ffi.string(lib.uvx_version()).decode()
     if built != __version__:
@@ -58,7 +50,7 @@ def _check_stamp() -> None:
     # package carries only its library and the version check above.
     if (_CSRC / "build_ffi.py").exists():
         digest = ffi.string(lib.uvx_source_digest()).decode()
-        if digest != _source_digest(_CSRC):
+        if digest != source_digest(_CSRC):
             raise StaleBuildError(
                 "uvxlan's C fast path was built from other sources than csrc/:"
                 " run `make build`"
@@ -82,6 +74,16 @@ def _check_constants() -> None:
             raise StaleBuildError(
                 f"uvxlan.proto.{name} is {py}, the C fast path's {c}: fix one, then"
                 " run `make build`"
+            )
+    # The [host] settings bounded by the size of a C array.
+    bounds = {f.name: f.metadata.get("bounds") for f in dataclasses.fields(HostConfig)}
+    for setting, c_name, c in [("batch", "UVX_BATCH_MAX", lib.UVX_BATCH_MAX),
+                               ("send_sockets", "UVX_POOL_MAX", lib.UVX_POOL_MAX)]:
+        hi = getattr(bounds.get(setting), "hi", None)
+        if hi != c:
+            raise StaleBuildError(
+                f"uvxlan.config's {setting} is at most {hi}, the C fast path's"
+                f" {c_name} {c}: fix one, then run `make build`"
             )
 
 

@@ -8,8 +8,8 @@ and never installed.  scripts/setup.sh runs this after the product build:
     .venv/bin/python csrc/testing/build_testing.py
 
 Like the product library, the module is stamped with the package version
-and a digest of its sources (csrc/ and csrc/testing/), and
-``tests/support/native_testing.py`` refuses a stale one.
+and a digest of its sources (csrc/ and csrc/testing/, build scripts
+included), and ``tests/support/native_testing.py`` refuses a stale one.
 """
 
 from __future__ import annotations
@@ -37,16 +37,17 @@ _spec.loader.exec_module(product)
 SOURCES = [TESTING / "testing.c", TESTING / "bench.c",
            *(CSRC / s for s in ("vxlan.c", "csum.c", "fdb.c", "offload.c"))]
 
+VERSION, DIGEST = product.package_version(), product.source_digest(CSRC, TESTING)
 ffibuilder = FFI()
 ffibuilder.cdef(product.cdef_of(TESTING / "testing.h"))
 ffibuilder.set_source(
     "_uvx_testing",
-    '#include "testing.h"',
+    '#include "testing.h"\n' + product.stamp_comment(VERSION, DIGEST),
     sources=[str(p) for p in SOURCES],
     include_dirs=[str(TESTING)],
     define_macros=[
-        ("UVX_BUILD_VERSION", f'"{product.package_version()}"'),
-        ("UVX_SOURCE_DIGEST", f'"{product.source_digest(CSRC, TESTING)}"'),
+        ("UVX_BUILD_VERSION", f'"{VERSION}"'),
+        ("UVX_SOURCE_DIGEST", f'"{DIGEST}"'),
     ],
     extra_compile_args=product.CFLAGS,
     extra_link_args=product.LDFLAGS,

@@ -12,11 +12,11 @@ sources or for another version.
 from __future__ import annotations
 
 import errno
-import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
 from uvxlan.errors import ConfigError, NativeError, StaleBuildError
 from uvxlan.native import DROP_REASONS
@@ -32,16 +32,6 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 _CSRC = Path(__file__).resolve().parents[2] / "csrc"
 
 
-def _source_digest(*dirs: Path) -> str:
-    # Must match csrc/build_ffi.py:source_digest.
-    h = hashlib.sha256()
-    for d in dirs:
-        for path in sorted(d.glob("*.[ch]")):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _check_stamp() -> None:
     built = ffi.string(lib.uvx_testing_version()).decode()
     if built != __version__:
@@ -50,7 +40,7 @@ def _check_stamp() -> None:
             " run `make build`"
         )
     digest = ffi.string(lib.uvx_testing_source_digest()).decode()
-    if digest != _source_digest(_CSRC, _CSRC / "testing"):
+    if digest != source_digest(_CSRC, _CSRC / "testing"):
         raise StaleBuildError(
             "uvxlan's test module was built from other sources than csrc/:"
             " run `make build`"

@@ -330,7 +330,7 @@ BLAST_TIME_LIMIT = 20.0
 
 def _expected_reasons(sent: int) -> dict[str, int]:
     """How the agent must classify the first ``sent`` blast datagrams, by
-    the reference codec (uvxlan/wire.py) in rcv.c's order: header, VNI,
+    the reference codec (uvxlan/reference/wire.py) in rcv.c's order: header, VNI,
     inner frame."""
     pool, cuts = _load_junk().plan(BLAST_COUNT, BLAST_SEED, BLAST_MAX_LEN)
     out: dict[str, int] = {}

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import needs, root
-from tests.unit.test_bench import PNG_MAGIC
 from uvxlan.lab import bench
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # --- one real run -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from tests.conftest import root
-from tests.unit.test_wire import IMPLS, SRC_MAC, UNDER_DST, UNDER_SRC, zero_sum_frame
+from tests.support.codec_vectors import IMPLS, SRC_MAC, UNDER_DST, UNDER_SRC, zero_sum_frame
 from uvxlan.reference import wire
 
 # --- tshark: offline decode of our bytes --------------------------------------

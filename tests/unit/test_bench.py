@@ -1,5 +1,5 @@
 """``uvxlan bench``: the computations behind its figures, its outputs, the
-small-packet tools, and one tiny real run (root and iperf3 only)."""
+small-packet tools (the real run is tests/system/test_bench_run.py)."""
 
 from __future__ import annotations
 

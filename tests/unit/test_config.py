@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from uvxlan import config, proto, validate
+from uvxlan import config, control, proto, validate
 from uvxlan.config import DatapathConfig, HostConfig, parse
 from uvxlan.errors import ConfigError
 
@@ -81,11 +81,13 @@ def test_the_source_holds_each_default_once() -> None:
     dataclass's defaults appear once in config.py (choices such as "auto"
     are also listed as such), and the protocol's come from uvxlan.proto."""
     source = Path(config.__file__).read_text().partition("from __future__")[2]  # code only
-    for literal in ('"uvxlan"', '"/run/uvxlan"', "300_000", "1024", "65536", "10000",
-                    "setting(1500"):
+    for literal in ('"uvxlan"', "300_000", "1024", "65536", "10000", "setting(1500"):
         assert source.count(literal) == 1, literal
     for value in (proto.SRC_PORT_MIN, proto.SRC_PORT_MAX, proto.PORT_IANA):
         assert str(value) not in source
+    # The control directory is uvxlan.control's: the commands look there.
+    assert '"/run/uvxlan"' not in source
+    assert config.HostConfig(underlay="192.0.2.1").control_dir == control.CONTROL_DIR
 
 
 @pytest.mark.parametrize("name", sorted(n for n, f in HOST_FIELDS.items()

@@ -1,6 +1,6 @@
 """The forwarding database's rules, written once and run against both
 implementations: the C fast path (``native.Datapath``) and the pure-Python
-reference (``uvxlan.fdb.ReferenceFdb``).
+reference (``uvxlan.reference.fdb.ReferenceFdb``).
 
 ``FdbContract`` holds the tests; ``TestNativeFdb`` and ``TestReferenceFdb``
 each supply an adapter that speaks one small interface.  Times are explicit

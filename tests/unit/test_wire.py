@@ -23,11 +23,18 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
 from tests.support import native_testing as native
+from tests.support.codec_vectors import (
+    DST_MAC,
+    IMPLS,
+    SRC_MAC,
+    UNDER_DST,
+    UNDER_SRC,
+    verifies,
+    zero_sum_frame,
+)
 from uvxlan.errors import NativeError
 from uvxlan.proto import mac_to_str
 from uvxlan.reference import wire
-
-IMPLS = [pytest.param(native, id="c"), pytest.param(wire, id="py")]
 
 FUZZ = settings(
     derandomize=True,
@@ -35,12 +42,6 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-SRC_MAC = "02:00:00:00:00:01"
-DST_MAC = "02:00:00:00:00:02"
-UNDER_SRC = "192.0.2.1"
-UNDER_DST = "192.0.2.2"
-
 
 def parsed(p: Any) -> tuple[str, int | None, int | None]:
     """native.Parsed and wire.Parsed are distinct classes: compare fields."""
@@ -53,26 +54,6 @@ def inner_frame(**ip: Any) -> bytes:
 
 
 # --- independent checksum and hash helpers (not the code under test) ------
-
-
-def ones_sum(data: bytes) -> int:
-    """16-bit ones'-complement sum (folded, not complemented)."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def pseudo_header(saddr: str, daddr: str, udp_len: int) -> bytes:
-    return (socket.inet_aton(saddr) + socket.inet_aton(daddr)
-            + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_len))
-
-
-def verifies(dgram: bytes, saddr: str, daddr: str) -> bool:
-    """RFC 768/1071: the sum over pseudo header + datagram is all ones."""
-    return ones_sum(pseudo_header(saddr, daddr, len(dgram)) + dgram) == 0xFFFF
 
 
 def fnv1a(data: bytes) -> int:
@@ -574,20 +555,6 @@ def test_flow_port_always_in_range(frame: bytes, rng: tuple[int, int]) -> None:
 # --- checksum -----------------------------------------------------------------
 
 
-def zero_sum_frame(saddr: str, daddr: str, vni: int, sport: int, dport: int,
-                   size: int = 60) -> bytes:
-    """A frame whose datagram's computed checksum is exactly zero: the last
-    16-bit word is chosen to bring the sum to all ones."""
-    base = bytearray(bytes(Ether(src=SRC_MAC, dst=DST_MAC) / Raw(b"\x5a" * (size - 14))))
-    assert len(base) % 2 == 0
-    base[-2:] = b"\x00\x00"
-    udp_len = 16 + len(base)
-    head = struct.pack("!HHHH", sport, dport, udp_len, 0) + wire.build_header(vni)
-    s = ones_sum(pseudo_header(saddr, daddr, udp_len) + head + bytes(base))
-    base[-2:] = ((~s) & 0xFFFF).to_bytes(2, "big")
-    full = ones_sum(pseudo_header(saddr, daddr, udp_len) + head + bytes(base))
-    assert full == 0xFFFF  # so ~sum == 0: the checksum computes to zero
-    return bytes(base)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -1,4 +1,4 @@
-"""Send hostile UDP datagrams at a VXLAN port, for tests/test_badinput.py.
+"""Send hostile UDP datagrams at a VXLAN port, for tests/system/test_badinput.py.
 
 Run inside a lab host's namespace (``ip netns exec``); it sends plain UDP
 from a socket bound to ``--bind`` (an ephemeral port, never the VXLAN one)
