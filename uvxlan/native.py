@@ -25,7 +25,7 @@ from typing import Any
 from uvxlan import proto
 from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
-from uvxlan.config import DatapathConfig, HostConfig
+from uvxlan.config import ARP_SUPPRESSION, DatapathConfig, HostConfig
 from uvxlan.errors import NativeError, StaleBuildError
 from uvxlan.proto import mac_to_bytes, mac_to_str
 
@@ -105,10 +105,11 @@ DROP_REASONS: dict[str, int] = {
 }
 
 #: ARP suppression modes by their configuration names (``arp_suppression``).
+# The mode names are config's ([host] arp_suppression); each has its number
+# in C as UVX_ARP_<NAME> (enum uvx_arp_mode): a name without one fails here.
 ARP_MODES: dict[str, int] = {
-    "off": lib.UVX_ARP_OFF,
-    "answer": lib.UVX_ARP_ANSWER,
-    "answer-only": lib.UVX_ARP_ANSWER_ONLY,
+    name: getattr(lib, "UVX_ARP_" + name.upper().replace("-", "_"))
+    for name in ARP_SUPPRESSION
 }
 
 

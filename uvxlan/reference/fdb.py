@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uvxlan.config import DatapathConfig
 from uvxlan.native import LearnResult
 
 __all__ = ["Dest", "Entry", "ReferenceFdb", "LearnResult"]
@@ -31,8 +32,9 @@ class Entry:
 
 
 class ReferenceFdb:
-    def __init__(self, *, capacity: int = 65536, learn_limit: int = 1024,
-                 ageing_ms: int = 300_000) -> None:
+    def __init__(self, *, capacity: int = DatapathConfig.fdb_capacity,
+                 learn_limit: int = DatapathConfig.learn_limit,
+                 ageing_ms: int = DatapathConfig.ageing_ms) -> None:
         self.capacity = capacity
         self.learn_limit = learn_limit
         self.ageing_ms = ageing_ms
