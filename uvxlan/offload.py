@@ -76,13 +76,16 @@ def probe(mode: str) -> Features:
     """What to use in mode, given what the kernel accepts."""
     if mode == "none":
         return Features(False, False, False)
+    # One line per missing feature, saying what is used instead.
     try:
         vnet = bool(_tun_features() & IFF_VNET_HDR)
     except OSError as exc:
-        log.warning("TUNGETFEATURES failed (%s): TAP offloads off", exc.strerror)
+        log.warning("TUNGETFEATURES failed (%s): plain TAP frames, one per read and write",
+                    exc.strerror)
         vnet = False
-    if not vnet:
-        log.warning("TAP has no IFF_VNET_HDR: plain frames only")
+    else:
+        if not vnet:
+            log.warning("TAP has no IFF_VNET_HDR: plain TAP frames, one per read and write")
     if mode == "off":
         return Features(vnet, False, False)
     gso = _udp_opt(UDP_SEGMENT, 1400)
@@ -100,7 +103,8 @@ def enable_tap_offloads(fd: int) -> bool:
         fcntl.ioctl(fd, TUNSETOFFLOAD, TAP_OFFLOADS)
         return True
     except OSError as exc:
-        log.warning("TUNSETOFFLOAD refused (%s): TAP without TSO", exc.strerror)
+        log.warning("TUNSETOFFLOAD refused (%s): this TAP without TSO, frames of at most"
+                    " the MTU", exc.strerror)
         return False
 
 

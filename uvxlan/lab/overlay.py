@@ -5,10 +5,16 @@ container placements; this module turns that into one config file per
 host, runs ``uvxlan agent`` inside each host's namespace and waits until it
 answers on its control socket.  Every flood list names the other hosts of
 the overlay (static configuration, as for peers running Linux's vxlan).
+
+A prefix (``agent_prefix``, else ``$UVXLAN_AGENT_PREFIX`` split as a shell
+would) goes in front of each agent's command line: the tests run agents
+under the Linux 3.10 jail (``tests/support/jail``) this way.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -22,6 +28,9 @@ from uvxlan.errors import LabError, UvxlanError
 from uvxlan.lab.netns import Lab, terminate
 from uvxlan.proto import PORT_IANA
 
+# A command prefix for every agent a lab overlay starts (shell syntax).
+AGENT_PREFIX_ENV = "UVXLAN_AGENT_PREFIX"
+
 
 class AgentProcs:
     """The agents an overlay runs on lab hosts, one process each: start,
@@ -29,6 +38,7 @@ class AgentProcs:
 
     lab: Lab
     workdir: Path
+    agent_prefix: list[str]
     _procs: dict[str, subprocess.Popen[bytes]]
 
     def control_socket(self, host: str) -> str:
@@ -38,13 +48,18 @@ class AgentProcs:
         """The host's config (.toml) or log (.log) in the workdir."""
         raise NotImplementedError
 
+    def prefix(self) -> list[str]:
+        """What goes in front of each agent's command line: agent_prefix,
+        else $UVXLAN_AGENT_PREFIX, else nothing."""
+        return list(self.agent_prefix) or shlex.split(os.environ.get(AGENT_PREFIX_ENV, ""))
+
     def _spawn(self, host: str, argv: list[str], timeout: float,
                ready: Callable[[dict[str, Any]], bool]) -> subprocess.Popen[bytes]:
-        """Run ``uvxlan agent ARGV`` in the host's netns, logging to its
-        log file, and wait until its status satisfies ready()."""
+        """Run ``uvxlan agent ARGV`` (after the prefix) in the host's netns,
+        logging to its log file, and wait until its status satisfies ready()."""
         log = open(self.file(host, ".log"), "ab")  # noqa: SIM115
         proc = self.lab.spawn(self.lab.host(host).netns,
-                              [sys.executable, "-m", "uvxlan", "agent", *argv],
+                              [*self.prefix(), sys.executable, "-m", "uvxlan", "agent", *argv],
                               stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self._procs[host] = proc
@@ -109,6 +124,7 @@ class Overlay(AgentProcs):
     hosts: list[str] = field(default_factory=list)   # agents to run
     host_options: dict[str, Any] = field(default_factory=dict)
     extra_remotes: dict[str, list[str]] = field(default_factory=dict)  # net -> ["ip"]
+    agent_prefix: list[str] = field(default_factory=list)   # e.g. jailed([])
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def control_socket(self, host: str) -> str:
@@ -233,6 +249,7 @@ class ClusterOverlay(AgentProcs):
     store_url: str
     port: int = PORT_IANA
     host_options: dict[str, Any] = field(default_factory=dict)
+    agent_prefix: list[str] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def control_socket(self, host: str) -> str:
