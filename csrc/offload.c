@@ -20,8 +20,62 @@ int csum_complete(uint8_t *frame, size_t len, uint16_t start, uint16_t offset)
 	if ((size_t)start + offset + 2 > len)
 		return UVX_DROP_BAD_GSO;
 	uint64_t sum = csum_add(frame + start, len - start, 0);
-	csum_store(frame + start + offset, csum_final(sum));
+	/* A sum that comes out 0 is stored as 0xffff, its equal in ones'
+	 * complement: for UDP, 0 would mean no checksum at all (RFC 768),
+	 * and IPv6 forbids it (RFC 8200 section 8.1).  Linux does the same
+	 * (CSUM_MANGLED_0). */
+	uint16_t c = csum_final(sum);
+	csum_store(frame + start + offset, c ? c : 0xffff);
 	return UVX_PASS;
+}
+
+int csum_partial_find(const uint8_t *f, size_t len, uint16_t *start,
+		      uint16_t *offset, size_t *end)
+{
+	if (len < ETH_HLEN + 20)
+		return 0;
+	uint16_t proto = rd16(f + 12);
+	const uint8_t *ip = f + ETH_HLEN;
+	size_t l4off, l4len;
+	uint8_t l4proto;
+	uint64_t ph;
+	if (proto == ETH_P_IPV4) {
+		size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+		size_t iplen = rd16(ip + 2);
+		if ((ip[0] >> 4) != 4 || ihl < 20 || (rd16(ip + 6) & 0x3fff) ||
+		    iplen > len - ETH_HLEN || iplen < ihl)
+			return 0;
+		l4proto = ip[9];
+		l4off = ETH_HLEN + ihl;
+		l4len = iplen - ihl;
+		ph = csum_pseudo4(ip + 12, ip + 16, l4proto, (uint32_t)l4len);
+	} else if (proto == ETH_P_IPV6) {
+		if (len < ETH_HLEN + 40 || (ip[0] >> 4) != 6)
+			return 0;
+		l4proto = ip[6];
+		l4off = ETH_HLEN + 40;
+		l4len = rd16(ip + 4);
+		if (l4len > len - l4off)
+			return 0;
+		ph = csum_pseudo6(ip + 8, ip + 24, l4proto, (uint32_t)l4len);
+	} else {
+		return 0;
+	}
+	uint16_t coff;
+	if (l4proto == PROTO_TCP && l4len >= 20)
+		coff = 16;
+	else if (l4proto == PROTO_UDP && l4len >= 8)
+		coff = 6;
+	else
+		return 0;
+	uint16_t field;
+	memcpy(&field, f + l4off + coff, 2);   /* machine order, as the sum */
+	if (field != csum_fold16(ph))
+		return 0;
+	*start = (uint16_t)l4off;
+	*offset = coff;
+	*end = l4off + l4len;
+	return 1;
 }
 
 static void ipv4_set_csum(uint8_t *ip, size_t ihl)
@@ -170,9 +224,14 @@ int gro_candidate(const uint8_t *f, size_t len, struct tcp_view *v)
 	v->ack = rd32(th + 8);
 
 	size_t tcplen = ETH_HLEN + iplen - v->l4off;
-	uint64_t sum = tcp_pseudo(ip, v->v6, tcplen);
-	sum = csum_add(th, tcplen, sum);
-	return csum_fold16(sum) == 0xffff;
+	uint64_t ph = tcp_pseudo(ip, v->v6, tcplen);
+	if (csum_fold16(csum_add(th, tcplen, ph)) == 0xffff)
+		return 1;
+	/* Left partial: the field holds the pseudo-header sum alone. */
+	uint16_t field;
+	memcpy(&field, th + 16, 2);
+	v->partial = field == csum_fold16(ph);
+	return v->partial;
 }
 
 int gro_match(const struct gro_flow *f, const uint8_t *frame, const struct tcp_view *v)
@@ -236,6 +295,7 @@ void gro_start(struct gro_flow *f, int32_t port, const uint8_t *frame,
 	f->total = 0;
 	f->nseg = 0;
 	f->closed = 0;
+	f->partial = v->partial;
 	gro_add_payload(f, frame, v);
 }
 
@@ -251,7 +311,13 @@ int gro_finish(struct gro_flow *f)
 	size_t tcplen = f->hdrlen - f->l4off + f->total;
 
 	memset(&f->vh, 0, sizeof(f->vh));
-	if (f->nseg == 1) {
+	if (f->nseg == 1 && f->partial) {
+		/* Alone and left partial: the field holds the pseudo-header
+		 * sum already; the receiver completes it. */
+		f->vh.flags = VNET_F_NEEDS_CSUM;
+		f->vh.csum_start = (uint16_t)f->l4off;
+		f->vh.csum_offset = 16;
+	} else if (f->nseg == 1) {
 		/* Alone, it goes as it came: its checksum was verified. */
 		f->vh.flags = VNET_F_DATA_VALID;
 	} else {

@@ -51,6 +51,17 @@ struct vnet_hdr {
  * and store at csum_start + csum_offset.  Returns UVX_PASS or a drop. */
 int csum_complete(uint8_t *frame, size_t len, uint16_t start, uint16_t offset);
 
+/* Where an inner TCP or UDP checksum was left partial by its sender: the
+ * field holds the folded pseudo-header sum, as Linux leaves it on a
+ * CHECKSUM_PARTIAL skb (what a kernel vxlan host sends over a veth with
+ * its offloads on).  Plain IPv4 (no fragments) or IPv6 (no extension
+ * headers), untagged.  Returns 1 and fills start/offset (for NEEDS_CSUM or
+ * csum_complete) and end (the L4 end: Ethernet padding is not summed), or
+ * 0.  Header bytes only: the payload is not read.  See rcv.c for when it is
+ * trusted. */
+int csum_partial_find(const uint8_t *frame, size_t len, uint16_t *start,
+		      uint16_t *offset, size_t *end);
+
 /* What the headers of a TCP super-frame say; filled by tso_parse. */
 struct tso_info {
 	size_t l3off;          /* IP header */
@@ -92,6 +103,7 @@ struct gro_flow {
 	size_t total;          /* payload bytes held */
 	unsigned nseg;
 	int closed;            /* a short or PSH segment ended it */
+	int partial;           /* its first segment's checksum was partial */
 	struct vnet_hdr vh;
 	struct iovec iov[GRO_SEGS + 2];
 };
@@ -107,12 +119,14 @@ struct tcp_view {
 	uint32_t seq, ack;
 	uint8_t flags;
 	int v6;
+	int partial;           /* checksum left partial (csum_partial_find) */
 };
 
 /* Parse frame as a TCP segment that could be joined: structure, flags
  * (ACK, maybe PSH, nothing else), a payload, and a valid TCP checksum (the
- * container trusts a joined frame's checksum, so every part must be right).
- * Returns 1 and fills v, or 0. */
+ * container trusts a joined frame's checksum, so every part must be right)
+ * or one left partial by its sender (v->partial; rcv.c says why that is
+ * trusted as much).  Returns 1 and fills v, or 0. */
 int gro_candidate(const uint8_t *frame, size_t len, struct tcp_view *v);
 
 /* Same connection as the flow's first segment? */

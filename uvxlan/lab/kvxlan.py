@@ -14,12 +14,16 @@ from uvxlan.lab.netns import Lab
 
 
 def kernel_vxlan_host(lab: Lab, host: str, *, vni: int, port: int, peers: list[str],
-                      container: str, address: str, mtu: int = 1450) -> None:
+                      container: str, address: str, mtu: int = 1450,
+                      udpcsum: bool | None = None) -> None:
+    """udpcsum: the outer UDP checksum on (udpcsum) or off (noudpcsum);
+    None leaves the kernel's default (off over IPv4)."""
     h = lab.host(host)
     ns = lab.container_netns(container)
+    csum = [] if udpcsum is None else ["udpcsum" if udpcsum else "noudpcsum"]
     steps = [
         (h.netns, ["ip", "link", "add", "vxlan0", "type", "vxlan", "id", str(vni),
-                   "local", h.underlay_ip, "dstport", str(port), "learning"]),
+                   "local", h.underlay_ip, "dstport", str(port), "learning", *csum]),
         (h.netns, ["ip", "link", "set", "vxlan0", "mtu", str(mtu)]),
         (h.netns, ["ip", "link", "add", "br0", "type", "bridge"]),
         (h.netns, ["ip", "link", "set", "vxlan0", "master", "br0"]),
