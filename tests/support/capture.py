@@ -47,3 +47,30 @@ def capture_vxlan(lab: Lab, netns: str, iface: str, port: int, workdir: Path, sr
     assert ping.returncode == 0, f"ping during capture failed: {ping.stdout}"
     rows = [line.split("\t") for line in out.splitlines() if line.strip()]
     return rows, errpath.read_text()
+
+
+def assert_learned_remote(fdb: list[dict[str, object]], mac: str, vni: int, remote: str,
+                          port: int) -> None:
+    """A uvxlan agent's FDB (the control socket's "fdb" answer) learned mac
+    behind the VTEP remote:port in vni."""
+    entries = [e for e in fdb if e["mac"] == mac]
+    assert len(entries) == 1, f"uvxlan has no FDB entry for {mac}: {entries}"
+    (entry,) = entries
+    assert entry["vni"] == vni
+    assert entry["static"] is False
+    assert entry["remote"] == remote
+    assert entry["remote_port"] == port, (
+        f"uvxlan learned {mac} at {entry['remote']}:{entry['remote_port']}, not port {port}")
+
+
+def assert_wire_carries(rows: list[list[str]], err: str, port: int, vni: int,
+                        mac1: str, mac2: str) -> None:
+    """capture_vxlan's rows hold only vni, and frames mac1 -> mac2 and back
+    as inner Ethernet (eth.src and eth.dst are "outer,inner")."""
+    assert rows, f"tshark captured nothing on udp port {port}: {err.strip()}"
+    vnis = {r[0] for r in rows}
+    assert vnis == {str(vni)}, f"captured VNIs {vnis}, expected {vni}: {rows}"
+    inner = [(r[1].split(",")[-1], r[2].split(",")[-1]) for r in rows
+             if len(r) == 3 and "," in r[1] and "," in r[2]]
+    assert (mac1, mac2) in inner, f"no frame {mac1} -> {mac2} on the wire: {rows}"
+    assert (mac2, mac1) in inner, f"no frame {mac2} -> {mac1} on the wire: {rows}"

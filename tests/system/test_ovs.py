@@ -22,7 +22,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import OverlayFactory, checked_transfer, needs, root
-from tests.support.capture import capture_vxlan, ping_run
+from tests.support.capture import (
+    assert_learned_remote,
+    assert_wire_carries,
+    capture_vxlan,
+    ping_run,
+)
 from uvxlan import netlink
 from uvxlan.lab.netns import Lab
 from uvxlan.lab.overlay import Placement
@@ -122,28 +127,13 @@ def test_uvxlan_interoperates_with_ovs_userspace(
         assert c1_mac in fdb, f"OVS did not learn {c1_mac}: {fdb}"
 
         # uvxlan learned c2's MAC behind h2, reachable on the VXLAN port
-        entries = [e for e in ov.query("h1", "fdb")["fdb"] if e["mac"] == c2_mac]
-        assert len(entries) == 1, f"uvxlan has no FDB entry for {c2_mac}: {entries}"
-        (entry,) = entries
-        assert entry["vni"] == VNI
-        assert entry["static"] is False
-        assert entry["remote"] == h2_ip
-        assert entry["remote_port"] == port, (
-            f"uvxlan learned {c2_mac} at {entry['remote']}:{entry['remote_port']},"
-            f" not port {port}")
+        assert_learned_remote(ov.query("h1", "fdb")["fdb"], c2_mac, VNI, h2_ip, port)
 
         # on the wire at h2 (ul0, now br-phy's port): the VNI and both inner MACs
         t0 = time.monotonic()
         rows, err = capture_vxlan(lab, lab.host("h2").netns, "ul0", port, tmp_path, c1, C2_ADDR)
         timings["capture"] = time.monotonic() - t0
-        assert rows, f"tshark captured nothing on udp port {port}: {err.strip()}"
-        vnis = {r[0] for r in rows}
-        assert vnis == {str(VNI)}, f"captured VNIs {vnis}, expected {VNI}: {rows}"
-        # eth.src and eth.dst are "outer,inner" for a decoded VXLAN frame
-        inner = [(r[1].split(",")[-1], r[2].split(",")[-1]) for r in rows
-                 if len(r) == 3 and "," in r[1] and "," in r[2]]
-        assert (c1_mac, c2_mac) in inner, f"no frame c1 -> c2 ({c1_mac}) on the wire: {rows}"
-        assert (c2_mac, c1_mac) in inner, f"no frame c2 -> c1 ({c2_mac}) on the wire: {rows}"
+        assert_wire_carries(rows, err, port, VNI, c1_mac, c2_mac)
 
     # OVS is gone and h2 is as the lab made it: address back on ul0
     h2 = lab.host("h2")
