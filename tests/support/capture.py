@@ -17,26 +17,37 @@ def ping_run(lab: Lab, netns: str, dst: str, count: int = 3) -> subprocess.Compl
                    timeout=count + 15)
 
 
-def capture_vxlan(lab: Lab, netns: str, iface: str, port: int, workdir: Path, src_ns: str,
-             dst: str) -> tuple[list[list[str]], str]:
-    """tshark on netns's iface while src_ns pings dst; rows of (vni, eth.src, eth.dst)."""
-    errpath = workdir / "tshark.err"
-    count = 6
+def start_tshark(lab: Lab, netns: str, errpath: Path,
+                 args: list[str]) -> subprocess.Popen[str]:
+    """tshark ARGS in netns, stdout piped, stderr to errpath; returns once it
+    is capturing (so nothing sent after this is missed).  The caller ends
+    it with terminate()."""
     with open(errpath, "w") as err:
-        tshark = lab.spawn(
-            netns,
-            ["tshark", "-n", "-l", "-i", iface, "-f", f"udp port {port}",
-             "-d", f"udp.port=={port},vxlan", "-a", "duration:20", "-c", str(count),
-             "-T", "fields", "-E", "separator=/t",
-             "-e", "vxlan.vni", "-e", "eth.src", "-e", "eth.dst"],
-            stdout=subprocess.PIPE, stderr=err, text=True,
-        )
+        tshark = lab.spawn(netns, ["tshark", "-n", "-l", *args],
+                           stdout=subprocess.PIPE, stderr=err, text=True)
+    deadline = time.monotonic() + 15
     try:
-        deadline = time.monotonic() + 15
         while "Capturing on" not in errpath.read_text():
             assert tshark.poll() is None, f"tshark exited: {errpath.read_text().strip()}"
             assert time.monotonic() < deadline, "tshark did not start capturing"
             time.sleep(0.05)
+    except BaseException:
+        terminate(tshark)
+        raise
+    return tshark
+
+
+def capture_vxlan(lab: Lab, netns: str, iface: str, port: int, workdir: Path, src_ns: str,
+             dst: str) -> tuple[list[list[str]], str]:
+    """tshark on netns's iface while src_ns pings dst; rows of (vni, eth.src, eth.dst)."""
+    count = 6
+    errpath = workdir / "tshark.err"
+    tshark = start_tshark(
+        lab, netns, errpath,
+        ["-i", iface, "-f", f"udp port {port}", "-d", f"udp.port=={port},vxlan",
+         "-a", "duration:20", "-c", str(count), "-T", "fields", "-E", "separator=/t",
+         "-e", "vxlan.vni", "-e", "eth.src", "-e", "eth.dst"])
+    try:
         ping = ping_run(lab, src_ns, dst, count=4)
         try:
             out, _ = tshark.communicate(timeout=30)

@@ -23,7 +23,6 @@ Traffic goes only to addresses inside namespaces this test made.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tests.support.capture import (
     assert_wire_carries,
     capture_vxlan,
     ping_run,
+    start_tshark,
 )
 from uvxlan import netlink
 from uvxlan.lab.kvxlan import kernel_fdb, kernel_vxlan_host
@@ -96,23 +96,14 @@ def _h2_wire(lab: Lab, tmp_path: Path, port: int, c2: str) -> list[dict[str, str
     the inner TCP checksum (and verdict), and the inner addresses and length."""
     fields = ["udp.checksum", "udp.checksum.status", "tcp.checksum", "tcp.checksum.status",
               "ip.src", "ip.dst", "ip.len"]
-    errpath = tmp_path / "tshark-csum.err"
-    with open(errpath, "w") as err:
-        tshark = lab.spawn(
-            lab.host("h1").netns,
-            ["tshark", "-n", "-l", "-i", "ul0", "-f",
-             f"udp port {port} and src host {lab.host('h2').underlay_ip}",
-             "-d", f"udp.port=={port},vxlan", "-o", "tcp.check_checksum:TRUE",
-             "-o", "udp.check_checksum:TRUE", "-a", "duration:20", "-c", "20",
-             "-Y", "tcp.len > 0", "-T", "fields", "-E", "separator=/t"]
-            + [a for f in fields for a in ("-e", f)],
-            stdout=subprocess.PIPE, stderr=err, text=True)
+    tshark = start_tshark(
+        lab, lab.host("h1").netns, tmp_path / "tshark-csum.err",
+        ["-i", "ul0", "-f", f"udp port {port} and src host {lab.host('h2').underlay_ip}",
+         "-d", f"udp.port=={port},vxlan", "-o", "tcp.check_checksum:TRUE",
+         "-o", "udp.check_checksum:TRUE", "-a", "duration:20", "-c", "20",
+         "-Y", "tcp.len > 0", "-T", "fields", "-E", "separator=/t"]
+        + [a for f in fields for a in ("-e", f)])
     try:
-        deadline = time.monotonic() + 15
-        while "Capturing on" not in errpath.read_text():
-            assert tshark.poll() is None, f"tshark exited: {errpath.read_text().strip()}"
-            assert time.monotonic() < deadline, "tshark did not start capturing"
-            time.sleep(0.05)
         checked_transfer(lab, c2, lab.container_netns("c1"), C1_ADDR, 1 << 20,
                          port=TCP_PORT + 1)
         out, _ = tshark.communicate(timeout=30)
