@@ -27,7 +27,10 @@
 	X(UVX_DROP_UDP_ERROR,     "udp_error",       "sendmmsg refused the datagram")   \
 	X(UVX_DROP_NO_PORT,       "no_port",         "frame for a port that has been removed") \
 	X(UVX_DROP_BAD_GSO,       "bad_gso",         "a super-frame we cannot segment") \
-	X(UVX_DROP_ARP_UNKNOWN,   "arp_unknown",     "ARP request for an address the store does not know, with flooding them off")
+	X(UVX_DROP_ARP_UNKNOWN,   "arp_unknown",     "ARP request for an address the store does not know, with flooding them off") \
+	X(UVX_DROP_UNKNOWN_VTEP,  "unknown_vtep",    "from an address not admitted to the VNI") \
+	X(UVX_DROP_SPOOFED_MAC,   "spoofed_mac",     "source MAC is a static entry that points elsewhere") \
+	X(UVX_DROP_FRAG_NEEDED,   "frag_needed",     "larger than the underlay carries (ICMP sent back for IPv4 with DF)")
 
 #define UVX_DROP_ENUM(id, name, doc) id,
 enum uvx_drop_reason {
