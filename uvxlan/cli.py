@@ -535,8 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--store-key /etc/uvxlan/h1.key \\\n"
                        "      --store-user uvxlan --name h1 --advertise 192.0.2.1\n"
                        "  uvxlan agent --config h1.toml\n\n"
-                       "A store that refuses the agent's certificate, user or password "
-                       "ends it at start with one line; later, the agent logs it and "
+                       "A store that refuses the agent's certificate, user or password\n"
+                       "ends it at start with one line; later, the agent logs it and\n"
                        "keeps forwarding.  TLS and user settings: docs/security.md.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--config", metavar="FILE", help="a TOML file: [host] options, "
