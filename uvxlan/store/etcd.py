@@ -405,7 +405,7 @@ class EtcdStore:
                                    f"{c.cert_file} (not signed by a CA it trusts, or expired)")
             return StoreDenied(f"{where}: TLS: the server requires a client certificate "
                                "(--store-cert and --store-key)")
-        if c.tls and ("WRONG_VERSION_NUMBER" in detail or "handshake failed" in detail.lower()):
+        if c.tls and "WRONG_VERSION_NUMBER" in detail:
             return StoreDenied(f"{where}: TLS: the handshake failed (does the server speak "
                                f"TLS on this port?): {_last_error(detail)}")
         hint = ""
