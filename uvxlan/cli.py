@@ -73,6 +73,9 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         from uvxlan.store import open_store
 
         store = open_store(store_url, _store_auth(args))
+    elif given := _store_auth(args).given():
+        raise ConfigError(f"agent: {', '.join(given)} apply only with --store "
+                          "(with --config alone there is no store)")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"uvxlan-agent[{cfg.host.name}]: %(message)s",
