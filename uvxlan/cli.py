@@ -25,6 +25,7 @@ from uvxlan.proto import PORT_IANA
 if TYPE_CHECKING:
     from uvxlan.cluster import EndpointRecord, EndpointStatus, NetworkRecord
     from uvxlan.store import Store
+    from uvxlan.store.credentials import StoreAuth
 
 T = TypeVar("T")
 
@@ -71,13 +72,43 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if store_url:
         from uvxlan.store import open_store
 
-        store = open_store(store_url)
+        store = open_store(store_url, _store_auth(args))
+    elif given := _store_auth(args).given():
+        raise ConfigError(f"agent: {', '.join(given)} apply only with --store "
+                          "(with --config alone there is no store)")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"uvxlan-agent[{cfg.host.name}]: %(message)s",
     )
     run_agent(cfg, store)
     return 0
+
+
+def _store_auth(args: argparse.Namespace) -> StoreAuth:
+    """The TLS and authentication flags given (the URL and the environment
+    fill the rest: uvxlan.store.credentials)."""
+    from uvxlan.store.credentials import SETTINGS, StoreAuth
+
+    return StoreAuth(**{name: getattr(args, name) for name, _, _ in SETTINGS})
+
+
+def _add_store_auth(q: argparse.ArgumentParser) -> None:
+    """--store-ca, --store-cert, --store-key, --store-user,
+    --store-password-file (the same in every command that takes --store)."""
+    from uvxlan.store.credentials import SETTINGS
+
+    helps = {
+        "ca": "CA certificate (PEM) the etcd server's certificate must be signed by; "
+              "turns TLS on",
+        "cert": "client certificate (PEM) for etcd's --client-cert-auth; turns TLS on",
+        "key": "the client certificate's private key (PEM)",
+        "user": "etcd user (RBAC); its password from --store-password-file or the "
+                "environment, never the command line",
+        "password_file": "file whose first line is the etcd user's password",
+    }
+    for name, flag, var in SETTINGS:
+        meta = "NAME" if name == "user" else "FILE"
+        q.add_argument(flag, dest=name, metavar=meta, help=f"{helps[name]} (default: ${var})")
 
 
 def default_store_url() -> str:
@@ -164,7 +195,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 CLUSTER_EPILOG = """\
 The store is --store URL, else $UVXLAN_STORE, else the embedded
 sqlite:///var/lib/uvxlan/state.db; hosts on several machines share
-etcd://HOST:PORT[,HOST:PORT...].
+etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS).  TLS and the etcd user:
+--store-ca/--store-cert/--store-key/--store-user/--store-password-file, else
+the URL's ca=, cert=, key=, user=, password_file=, else $UVXLAN_STORE_CA,
+_CERT, _KEY, _USER, _PASSWORD_FILE or _PASSWORD.  A password never goes on
+the command line or in the URL (ps shows both); see docs/security.md.
 """
 
 
@@ -178,7 +213,7 @@ def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]]) -
     from uvxlan.store import open_store
 
     async def run() -> T:
-        store = open_store(_store_url(args))
+        store = open_store(_store_url(args), _store_auth(args))
         try:
             return await fn(store)
         finally:
@@ -366,8 +401,9 @@ def _add_cluster_commands(sub: Any) -> None:
     """network, attach, detach, endpoint, host: the cluster's state in the store."""
     def with_store(q: argparse.ArgumentParser) -> argparse.ArgumentParser:
         q.add_argument("--store", metavar="URL",
-                       help="sqlite:///ABS/PATH.db or etcd://HOST:PORT[,...] "
+                       help="sqlite:///ABS/PATH.db or etcd[s]://HOST:PORT[,...] "
                        "(default: $UVXLAN_STORE, else sqlite:///var/lib/uvxlan/state.db)")
+        _add_store_auth(q)
         return q
 
     def parser(parent: Any, name: str, help: str, description: str,
@@ -496,13 +532,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "  uvxlan agent --name h1 --advertise 192.0.2.1\n"
                        "  uvxlan agent --store etcd://192.0.2.10:2379 --name h1 "
                        "--advertise 192.0.2.1\n"
-                       "  uvxlan agent --config h1.toml",
+                       "  UVXLAN_STORE_PASSWORD_FILE=/etc/uvxlan/etcd.pw uvxlan agent "
+                       "--store etcds://192.0.2.10:2379 \\\n"
+                       "      --store-ca /etc/uvxlan/ca.pem --store-cert /etc/uvxlan/h1.pem "
+                       "--store-key /etc/uvxlan/h1.key \\\n"
+                       "      --store-user uvxlan --name h1 --advertise 192.0.2.1\n"
+                       "  uvxlan agent --config h1.toml\n\n"
+                       "A store that refuses the agent's certificate, user or password\n"
+                       "ends it at start with one line; later, the agent logs it and\n"
+                       "keeps forwarding.  TLS and user settings: docs/security.md.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--config", metavar="FILE", help="a TOML file: [host] options, "
                    "static networks, endpoints and peers")
     a.add_argument("--store", metavar="URL", help="sqlite:///PATH or "
-                   "etcd://HOST:PORT[,HOST:PORT...] (default without --config: "
+                   "etcd[s]://HOST:PORT[,HOST:PORT...] (default without --config: "
                    "$UVXLAN_STORE, else sqlite:///var/lib/uvxlan/state.db)")
+    _add_store_auth(a)
     a.add_argument("--name", help="this host's name in the cluster")
     a.add_argument("--advertise", metavar="IP",
                    help="this host's underlay IPv4: other hosts send VXLAN here")

@@ -20,7 +20,10 @@ places (the stale-entry bug of moby#35401).
 
 A broken watch (compaction, store restart) means a fresh list; a list
 every ``resync`` seconds repairs drift.  While the store is unreachable the
-datapath keeps its last state and the agent retries with backoff.
+datapath keeps its last state and the agent retries with backoff.  A store
+that refuses our credentials (StoreDenied) ends the agent before it first
+registers; after that, it is logged as an error and retried every
+BACKOFF_MAX seconds while forwarding goes on.
 
 The controller changes the host only through ``NodePort``, the handful of
 operations reconcile needs: ``uvxlan.node.Node`` implements it on the C
@@ -46,6 +49,7 @@ from uvxlan.errors import (
     NativeError,
     RecordError,
     StoreCompacted,
+    StoreDenied,
     StoreError,
     StoreUnavailable,
     UvxlanError,
@@ -217,9 +221,14 @@ class Controller:
 
     async def run(self) -> None:
         """Registration and the sync loop, until cancelled."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_registered())
-            tg.create_task(self._sync_forever())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._keep_registered())
+                tg.create_task(self._sync_forever())
+        except BaseExceptionGroup as group:
+            # One task's failure ends both: raise it as itself, so the
+            # agent ends with its one line rather than a group's.
+            raise group.exceptions[0] from None
 
     async def close(self) -> None:
         """On a clean stop: revoke the lease, so other hosts drop our
@@ -249,6 +258,15 @@ class Controller:
                 # a new lease and write them again.
                 log.warning("lease expired; registering again")
                 self.lease = 0
+            except StoreDenied as exc:
+                # Credentials refused: at start the agent ends with it;
+                # later it keeps forwarding and tries again slowly (the
+                # store's operator may mend the user or its role).
+                if not self._registered.is_set():
+                    raise
+                log.error("store refused us (%s); forwarding goes on, retry in %.0f s",
+                          exc, BACKOFF_MAX)
+                await asyncio.sleep(BACKOFF_MAX)
             except StoreUnavailable as exc:
                 log.warning("store unreachable (%s); forwarding goes on, retry in %.1f s",
                             exc, delay)
@@ -285,6 +303,10 @@ class Controller:
                 await self._watch(rev + 1)
             except StoreCompacted:
                 log.info("watch history compacted; listing again")
+            except StoreDenied as exc:
+                log.error("store refused us (%s); forwarding goes on with the last known "
+                          "state, retry in %.0f s", exc, BACKOFF_MAX)
+                await asyncio.sleep(BACKOFF_MAX)
             except StoreUnavailable as exc:
                 log.warning("store unreachable (%s); forwarding goes on with the last "
                             "known state, retry in %.1f s", exc, delay)

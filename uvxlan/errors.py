@@ -13,13 +13,16 @@ works as well as ``except UvxlanError``.  The CLI prints these as one line.
     │   └── BenchError                  ``uvxlan bench`` could not run
     ├── StoreError                      the store's transport and protocol
     │   ├── StoreUnavailable (ConnectionError)   unreachable, timed out, locked
+    │   ├── StoreDenied (PermissionError)        credentials or permissions refused
     │   ├── StoreCompacted              watch history gone
     │   └── LeaseExpired                lease (and its keys) gone
     ├── RecordError (ValueError)        a stored value that is not a usable record
     └── ClusterError                    the cluster's state refuses: taken, not found, busy
 
 The three store branches call for different handling: a ``StoreError``
-is retried (or the operation fails for now); a ``RecordError`` is one bad
+is retried (or the operation fails for now), except ``StoreDenied``,
+which no retry mends (a command and a starting agent end with it; a
+running agent logs it and keeps forwarding); a ``RecordError`` is one bad
 key, skipped with a warning while the rest is served; a ``ClusterError``
 is the answer to the user's request.
 """
@@ -63,6 +66,13 @@ class StoreError(UvxlanError):
 class StoreUnavailable(StoreError, ConnectionError):
     """The store cannot be reached now (server down, database locked too
     long): retry with backoff."""
+
+
+class StoreDenied(StoreError, PermissionError):
+    """The store will not serve us as configured: a TLS handshake that fails
+    on a certificate, a user or password it refuses, a user without
+    permission on uvxlan's keys, a database file others could change.
+    Retrying does not help; the configuration must.  Names what to fix."""
 
 
 class StoreCompacted(StoreError):

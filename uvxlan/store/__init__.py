@@ -17,7 +17,10 @@ Two backends speak the same ``Store`` interface:
 - ``etcd://HOST:PORT[,HOST:PORT...]`` (``uvxlan.store.etcd``): an etcd v3
   cluster for hosts on several machines; endpoints are tried in turn.
   Query option: ``timeout`` (seconds per request and per connection
-  attempt, default 5).
+  attempt, default 5).  ``etcds://`` is the same over TLS.  TLS and
+  authentication (``ca``, ``cert``, ``key``, ``user``, ``password_file``
+  as query options, flags or environment variables) are described in
+  ``uvxlan.store.credentials``.
 
 Rules both keep:
 
@@ -41,8 +44,9 @@ Rules both keep:
   the store no longer has the history from r, ``StoreUnavailable`` if it
   loses the store.  Either way the caller lists again and watches anew.
 - Errors are ``StoreError`` subclasses from ``uvxlan.errors``:
-  ``StoreUnavailable`` (retry with backoff), ``StoreCompacted``,
-  ``LeaseExpired``; a bad key or URL is a ``ConfigError``.  Values are
+  ``StoreUnavailable`` (retry with backoff), ``StoreDenied`` (credentials,
+  permissions: no retry), ``StoreCompacted``, ``LeaseExpired``; a bad key
+  or URL, or a credential file that cannot be read, is a ``ConfigError``.  Values are
   bytes to the store: one that is not a record is ``uvxlan.cluster``'s
   ``RecordError``, never a ``StoreError``.
 """
@@ -50,30 +54,48 @@ Rules both keep:
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from uvxlan.errors import ConfigError
 from uvxlan.store.base import KV, Event, Store
+from uvxlan.store.credentials import URL_OPTIONS, StoreAuth, resolve
 from uvxlan.validate import PORT
+
+# gRPC's C core writes its own lines to stderr (a failed TLS handshake, say)
+# beside the one-line error uvxlan gives; it reads this once, before grpc
+# loads, and this package always loads before its etcd backend.
+# GRPC_VERBOSITY=ERROR in the environment shows them again.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 DEFAULT_SQLITE_PATH = "/var/lib/uvxlan/state.db"
 DEFAULT_ETCD_PORT = 2379
 
-__all__ = ["DEFAULT_SQLITE_PATH", "KV", "Event", "Store", "open_store"]
+__all__ = ["DEFAULT_SQLITE_PATH", "KV", "Event", "Store", "StoreAuth", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """The store a URL names (see the module docstring).  Opens nothing
-    yet: the first operation connects, and raises StoreUnavailable if it
-    cannot.  A malformed URL is a one-line ConfigError."""
+def open_store(url: str, auth: StoreAuth | None = None,
+               env: Mapping[str, str] | None = None) -> Store:
+    """The store a URL names (see the module docstring), with the TLS and
+    authentication settings of flags (``auth``), the URL and the
+    environment (``env``, default ``os.environ``).  Opens nothing yet: the
+    first operation connects, and raises StoreUnavailable if it cannot.
+    A malformed URL or an unreadable credential file is a one-line
+    ConfigError."""
+    auth = auth or StoreAuth()
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
+        if auth.given():
+            raise ConfigError(f"store URL {url!r}: {', '.join(auth.given())} "
+                              "only apply to an etcd store")
         return _open_sqlite(url, parts.netloc, parts.path, parts.query)
-    if scheme == "etcd":
+    if scheme in ("etcd", "etcds"):
         if parts.path not in ("", "/"):
             raise ConfigError(f"store URL {url!r}: etcd takes no path")
-        return _open_etcd(url, parts.netloc, parts.query)
+        return _open_etcd(url, scheme, parts.netloc, parts.query, auth,
+                          os.environ if env is None else env)
     raise ConfigError(
         f"store URL {url!r}: expected sqlite:///ABS/PATH/state.db or etcd://HOST:PORT[,...]")
 
@@ -94,17 +116,31 @@ def _open_sqlite(url: str, netloc: str, path: str, query: str) -> Store:
     return SqliteStore(path, history=int(history), busy_timeout=busy_timeout)
 
 
-def _open_etcd(url: str, netloc: str, query: str) -> Store:
+def _open_etcd(url: str, scheme: str, netloc: str, query: str, auth: StoreAuth,
+               env: Mapping[str, str]) -> Store:
+    if "@" in netloc:
+        raise ConfigError("store URL: no user or password in the URL (they show "
+                          "in ps): use --store-user and --store-password-file, or "
+                          "$UVXLAN_STORE_USER and $UVXLAN_STORE_PASSWORD_FILE")
     endpoints: list[tuple[str, int]] = []
     for item in netloc.split(","):
         endpoints.append(_host_port(url, item.strip()))
-    opts = _query(url, query, {"timeout"})
+    if "password" in dict(parse_qsl(query, keep_blank_values=True)):
+        # Not echoed: the message must not show the password either.
+        raise ConfigError(f"store URL {url.split('?', 1)[0]!r}: no password in the URL "
+                          "(it shows in ps): "
+                          "use password_file=FILE, --store-password-file or "
+                          "$UVXLAN_STORE_PASSWORD_FILE")
+    opts = _query(url, query, {"timeout"} | URL_OPTIONS)
     timeout = _number(url, opts, "timeout", 5.0)
+    shown = url.split("?", 1)[0]
+    creds = resolve(shown, tls=scheme == "etcds", hosts=[h for h, _ in endpoints],
+                    given=auth, query=opts, env=env)
     try:
         from uvxlan.store.etcd import EtcdStore
     except ImportError as exc:
         raise ConfigError(f"store URL {url!r}: the etcd store needs aetcd ({exc})") from None
-    return EtcdStore(endpoints, timeout=timeout)
+    return EtcdStore(endpoints, timeout=timeout, credentials=creds)
 
 
 def _host_port(url: str, item: str) -> tuple[str, int]:

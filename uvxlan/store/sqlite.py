@@ -24,6 +24,16 @@ and every poll first deletes the keys of leases whose expiry has passed (with
 delete events), whichever process notices first.
 
 All database work runs on one thread per store, never on the event loop.
+
+The database says who may do what on every host, so only its owner may
+read or change it.  ``_secure`` runs before the first open: a missing
+directory is made 0700 and a missing file 0600, whatever the umask (SQLite
+gives its -wal and -shm files the database file's mode).  A directory
+others may write to (they could swap the file or plant a -wal), or a
+directory or file owned by another user (not root), is refused with one
+line (StoreDenied); an existing file others may read or write is tightened
+to 0600, with a warning, since it was ours already.  A directory others
+may only read is left as it is: it shows no more than the file's name.
 """
 
 from __future__ import annotations
@@ -31,7 +41,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +51,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from uvxlan.errors import LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
+from uvxlan.errors import (
+    LeaseExpired,
+    StoreCompacted,
+    StoreDenied,
+    StoreError,
+    StoreUnavailable,
+)
 from uvxlan.store.base import KV, Event, check_key, check_txn, prefix_range
 
 log = logging.getLogger("uvxlan.store")
@@ -165,11 +183,7 @@ class SqliteStore:
     def _db(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"store {self.path}: cannot create directory "
-                                   f"{self.path.parent}: {exc.strerror}") from None
+        _secure(self.path)
         with self._errors():
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                    check_same_thread=False)
@@ -407,6 +421,65 @@ class SqliteStore:
                 raise StoreError(f"store {self.path}: cannot compact at future revision "
                                  f"{revision}")
             self._drop_events(conn, revision)
+
+
+def _secure(path: Path) -> None:
+    """Make or check the database's directory and file: see the module
+    docstring."""
+    owners = {0, os.geteuid()}
+    missing = []
+    d = path.parent
+    while not os.path.lexists(d):
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+            os.chmod(d, 0o700)           # the umask may have taken bits away
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreUnavailable(f"store {path}: cannot create directory {d}: "
+                                   f"{exc.strerror}") from None
+    try:
+        st = os.stat(path.parent)
+    except OSError as exc:
+        raise StoreUnavailable(f"store {path}: cannot use directory {path.parent}: "
+                               f"{exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreUnavailable(f"store {path}: cannot create directory {path.parent}: "
+                               "a file is in the way")
+    if st.st_uid not in owners:
+        raise StoreDenied(f"store {path}: directory {path.parent} belongs to uid "
+                          f"{st.st_uid}, who could replace the database")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StoreDenied(f"store {path}: directory {path.parent} can be written by others "
+                          f"(mode {stat.S_IMODE(st.st_mode):o}), who could replace the "
+                          "database: chmod go-w it, or put the database elsewhere")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        os.chmod(path, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreUnavailable(f"store {path}: cannot create it: {exc.strerror}") from None
+    for f in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreUnavailable(f"store {path}: cannot use {f}: {exc.strerror}") from None
+        if st.st_uid not in owners:
+            raise StoreDenied(f"store {path}: {f} belongs to uid {st.st_uid}, not to us")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            try:
+                os.chmod(f, 0o600)
+            except OSError as exc:
+                raise StoreDenied(f"store {path}: {f} can be read by others and chmod "
+                                  f"failed: {exc.strerror}") from None
+            log.warning("store: %s could be read or written by others (mode %o): "
+                        "now 0600", f, stat.S_IMODE(st.st_mode))
 
 
 def _kv(row: tuple[bytes, bytes, int, int, int]) -> KV:
