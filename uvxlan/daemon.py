@@ -64,7 +64,9 @@ class Daemon:
         self.claim = claim
         self.controller = controller
         self._control: asyncio.AbstractServer | None = None
-        self._clients = 0
+        # Open connections: ended on stop, so no handler is left cancelled
+        # (Python 3.11's stream callback logs a cancelled one as an error).
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         # Connections ended by a limit, by limit: shown by "status".
         self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
 
@@ -140,12 +142,16 @@ class Daemon:
         if self._control is not None:
             self._control.close()
             await self._control.wait_closed()
+            for w in self._clients.values():
+                w.transport.abort()
+            if self._clients:
+                await asyncio.wait(list(self._clients), timeout=1.0)
             with suppress(FileNotFoundError):
                 os.unlink(self.claim.socket)
 
     async def _handle(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        if self._clients >= CONNECTIONS_MAX:
+        if len(self._clients) >= CONNECTIONS_MAX:
             # Refused before reading: a flood costs one accept and one
             # small write each, and no task that waits.
             self.refused["busy"] += 1
@@ -153,7 +159,9 @@ class Daemon:
                                           " try again"}))
             writer.close()
             return
-        self._clients += 1
+        me = asyncio.current_task()
+        assert me is not None
+        self._clients[me] = writer
         try:
             writer.write(_reply(await self._answer(reader)))
             await asyncio.wait_for(writer.drain(), SEND_S)
@@ -163,7 +171,7 @@ class Daemon:
         except ConnectionError:
             pass                         # the client went away
         finally:
-            self._clients -= 1
+            del self._clients[me]
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
