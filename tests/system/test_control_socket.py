@@ -29,7 +29,7 @@ import pytest
 from tests.conftest import ping, root
 from uvxlan import cli, netlink
 from uvxlan.control import query_agent
-from uvxlan.daemon import CONNECTIONS_MAX, IDLE_S, REQUEST_MAX
+from uvxlan.daemon import CONNECTIONS_MAX, IDLE_S, LOOP_NICE, REQUEST_MAX
 from uvxlan.lab.netns import Lab
 from uvxlan.lab.overlay import AgentProcs
 
@@ -358,3 +358,19 @@ def test_limits_end_connections_and_the_agent_answers_after(agents: Agents) -> N
     while open_fds(proc.pid) > base and time.monotonic() < deadline:
         time.sleep(0.05)
     assert open_fds(proc.pid) <= base
+
+
+def nice_of(pid: int, tid: int) -> int:
+    stat_line = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat_line.rsplit(")", 1)[1].split()[16])    # field 19: nice
+
+
+def test_datapath_threads_outrank_the_loop(agents: Agents) -> None:
+    """The loop thread (control socket, controller) runs at LOOP_NICE; the
+    datapath threads, started before, keep the agent's priority, so a flood
+    of queries yields the CPU to them (benchmarks/control_load.py)."""
+    proc = agents.start("h1")
+    tids = sorted(int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir())
+    nices = {tid: nice_of(proc.pid, tid) for tid in tids}
+    assert nices[proc.pid] == LOOP_NICE
+    assert sum(1 for n in nices.values() if n == 0) >= 2, nices     # the TX and RX threads
