@@ -76,17 +76,23 @@ def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str
             raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
         try:
             s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
+            chunks: list[bytes] = []
+            while not chunks or not chunks[-1].endswith(b"\n"):
                 chunk = s.recv(65536)
                 if not chunk:
                     break
-                data += chunk
+                chunks.append(chunk)
+            data = b"".join(chunks)
         except TimeoutError:
             raise UvxlanError(f"agent at {control_socket}: no answer within "
                               f"{timeout:g} s") from None
         except OSError as exc:   # reset or broken pipe: the agent went away
             raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
+    if data and not data.endswith(b"\n"):
+        # The agent ends a connection mid-reply when the reader is slower
+        # than its limit (daemon.SEND_S).
+        raise UvxlanError(f"agent at {control_socket}: the answer was cut off after "
+                          f"{len(data)} bytes (too slow to read it)")
     try:
         reply = json.loads(data)
     except ValueError:

@@ -176,3 +176,26 @@ def test_who_may_connect_names_the_sockets_group(tmp_path: Path) -> None:
         name = str(gid)
     assert who_may_connect(str(path)) == f"run as root or as a member of group {name}"
     assert who_may_connect(str(tmp_path / "missing.sock")) == "run as root"
+
+
+def test_an_answer_cut_off_is_one_line(tmp_path: Path) -> None:
+    """The agent ends a slow reader's connection mid-reply: the client says
+    so instead of calling the rest garbage."""
+    path = tmp_path / "cut.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(str(path))
+        srv.listen(1)
+
+        def answer_half() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                conn.makefile("rb").readline()
+                conn.sendall(b'{"fdb": [1, 2')
+
+        t = threading.Thread(target=answer_half)
+        t.start()
+        with pytest.raises(UvxlanError) as err:
+            query_agent(str(path), "fdb")
+        t.join()
+    assert str(err.value) == (f"agent at {path}: the answer was cut off after 13 bytes "
+                              "(too slow to read it)")
