@@ -173,10 +173,6 @@ class HostConfig:
     def endpoint_mtu(self) -> int:
         return self.mtu - ENCAP_OVERHEAD
 
-    @property
-    def control_socket(self) -> str:
-        return f"{self.control_dir}/{self.name}.sock"
-
 
 @dataclass
 class AgentConfig:
