@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import fcntl
+import glob
 import grp
 import json
 import logging
@@ -338,8 +339,11 @@ def bind_control(claim: ControlClaim) -> socket.socket:
     tmp = f"{claim.socket}.{os.getpid()}.tmp"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
+        # Left by an agent of this name that died between bind and rename
+        # (the lock says none is alive).
+        for old_tmp in glob.glob(f"{glob.escape(claim.socket)}.*.tmp"):
+            with suppress(FileNotFoundError):
+                os.unlink(old_tmp)
         old = os.umask(0o177)
         try:
             sock.bind(tmp)

@@ -119,6 +119,7 @@ def test_socket_mode_and_stale_socket_replaced(tmp_path: Path) -> None:
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(claim.socket)
         stale.close()
+        Path(f"{claim.socket}.999999.tmp").write_text("")     # died before its rename
         old = os.umask(0)
         try:
             s = bind_control(claim)
@@ -243,8 +244,8 @@ def test_a_slow_reader_loses_the_reply(tmp_path: Path, monkeypatch: pytest.Monke
                 s.settimeout(10)
                 s.connect(path)
                 s.sendall(b'{"cmd": "stats"}\n')
+                got = len(s.recv(1))                 # the reply has begun
                 time.sleep(1.0)                      # reads nothing past SEND_S
-                got = 0
                 try:
                     while chunk := s.recv(65536):
                         got += len(chunk)
