@@ -55,7 +55,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     # Flags win over the config file's [host] table.
     over: dict[str, object] = {}
     for flag, key in (("name", "name"), ("advertise", "underlay"), ("port", "port"),
-                      ("offload", "offload")):
+                      ("offload", "offload"), ("control_group", "control_group")):
         if getattr(args, flag) is not None:
             over[key] = getattr(args, flag)
     store_url = args.store
@@ -556,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: TAP TSO + UDP GSO/GRO where the kernel has them; "
                    "off: TAP TSO with sendmmsg/recvmmsg only (what Linux 3.10 offers); "
                    "none: plain frames (default: the config's [host] offload, else auto)")
+    a.add_argument("--control-group", metavar="GROUP",
+                   help="members of GROUP may use the control socket (uvxlan stats, "
+                   "fdb): mode 0660 (default: the config's [host] control_group, "
+                   "else root only, 0600)")
     a.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     a.set_defaults(func=_cmd_agent)
 

@@ -25,6 +25,7 @@ as one ``ConfigError`` line naming the file and the field.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import tomllib
@@ -51,6 +52,17 @@ def setting(default: T, bounds: Bounds | None = None, *, choices: tuple[str, ...
     choices or rule (``uvxlan.validate``) a value in the file must meet."""
     return field(default=default,
                  metadata={"bounds": bounds, "choices": choices, "rule": rule})
+
+
+def _group(name: object) -> str:
+    """A group of this host, or "" for none."""
+    if name == "":
+        return ""
+    try:
+        grp.getgrnam(str(name))
+    except KeyError:
+        raise ConfigError(f"no group {name!r} on this host") from None
+    return str(name)
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,9 @@ class HostConfig:
     udp_checksum: bool = setting(DatapathConfig.udp_csum)
     batch: int = setting(DatapathConfig.batch, Bounds(1, 64))     # the C side's UVX_BATCH_MAX
     control_dir: str = setting(CONTROL_DIR)
+    # The group whose members may use the control socket (mode 0660);
+    # empty: root only (0600).
+    control_group: str = setting("", rule=_group)
     offload: str = setting("auto", choices=OFFLOAD_MODES)
     send_sockets: int = setting(8, Bounds(1, 64))
     threads: bool = setting(True)
@@ -157,10 +172,6 @@ class HostConfig:
     @property
     def endpoint_mtu(self) -> int:
         return self.mtu - ENCAP_OVERHEAD
-
-    @property
-    def control_socket(self) -> str:
-        return f"{self.control_dir}/{self.name}.sock"
 
 
 @dataclass

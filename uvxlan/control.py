@@ -12,9 +12,11 @@ and ``uvxlan fdb`` only read a socket.
 from __future__ import annotations
 
 import glob
+import grp
 import json
 import os
 import socket
+import stat
 from typing import Any
 
 from uvxlan.errors import UvxlanError
@@ -39,6 +41,22 @@ def socket_for(name: str | None) -> str:
     raise UvxlanError(f"several agents run here ({names}): name one with --agent")
 
 
+def who_may_connect(control_socket: str) -> str:
+    """Advice for a user the socket refused: root, or the group the agent
+    opened it to (``control_group``)."""
+    try:
+        st = os.stat(control_socket)
+    except OSError:       # not even the directory is open to this user
+        return "run as root"
+    if st.st_gid == 0 or st.st_mode & (stat.S_IRGRP | stat.S_IWGRP) == 0:
+        return "run as root"
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"run as root or as a member of group {group}"
+
+
 def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
     """Ask a running agent over its control socket.  Every failure to get
     an answer is a UvxlanError of one line."""
@@ -49,7 +67,8 @@ def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str
         except (FileNotFoundError, ConnectionRefusedError):
             raise UvxlanError(f"no agent answers at {control_socket}") from None
         except PermissionError:
-            raise UvxlanError(f"agent at {control_socket}: permission denied") from None
+            raise UvxlanError(f"permission denied: {control_socket}; "
+                              f"{who_may_connect(control_socket)}") from None
         except TimeoutError:
             raise UvxlanError(f"agent at {control_socket}: no answer within "
                               f"{timeout:g} s") from None
@@ -57,17 +76,23 @@ def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str
             raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
         try:
             s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
+            chunks: list[bytes] = []
+            while not chunks or not chunks[-1].endswith(b"\n"):
                 chunk = s.recv(65536)
                 if not chunk:
                     break
-                data += chunk
+                chunks.append(chunk)
+            data = b"".join(chunks)
         except TimeoutError:
             raise UvxlanError(f"agent at {control_socket}: no answer within "
                               f"{timeout:g} s") from None
         except OSError as exc:   # reset or broken pipe: the agent went away
             raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
+    if data and not data.endswith(b"\n"):
+        # The agent ends a connection mid-reply when the reader is slower
+        # than its limit (daemon.SEND_S).
+        raise UvxlanError(f"agent at {control_socket}: the answer was cut off after "
+                          f"{len(data)} bytes (too slow to read it)")
     try:
         reply = json.loads(data)
     except ValueError:

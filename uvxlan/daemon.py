@@ -9,25 +9,38 @@ controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
 ``status`` queries as JSON (``uvxlan.control`` is its client).  On a stop:
 the controller leaves the cluster, the packet path stops, the TAPs are
 closed (the kernel deletes them), then the sockets.
+
+The control socket is for root (mode 0600) or one group (0660,
+``control_group``), in a directory only root can change; before it makes
+anything, an agent takes ``NAME.lock`` there, so a second agent of the
+same name stops with one line instead of taking the socket over.  Every
+connection is bounded: one request line of ``REQUEST_MAX`` bytes within
+``IDLE_S``, the reply taken within ``SEND_S``, ``CONNECTIONS_MAX`` at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import faulthandler
+import fcntl
+import glob
+import grp
 import json
 import logging
 import os
 import signal
+import socket
+import stat
+import threading
 from contextlib import suppress
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import uvloop
 
-from uvxlan.config import AgentConfig
+from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
-from uvxlan.errors import UvxlanError
+from uvxlan.errors import ConfigError, UvxlanError
 from uvxlan.node import Node
 from uvxlan.store import Store
 
@@ -35,15 +48,32 @@ log = logging.getLogger("uvxlan.daemon")
 
 AGEING_SWEEP_S = 10.0   # as Linux's vxlan: sweep every 10 s
 
+# Control socket limits.  A request is one short JSON line; the replies
+# are large (a full FDB), so a slow reader gets time, not forever.
+REQUEST_MAX = 4096      # bytes in a request line, newline included
+IDLE_S = 5.0            # for a client to send its request line
+SEND_S = 10.0           # for a client to take the whole reply
+CONNECTIONS_MAX = 16    # at once; more are refused at once with an error line
+# The event loop thread's nice value (with datapath threads): CFS gives a
+# nice-0 thread about 10 times its CPU when both want it.
+LOOP_NICE = 10
+
 
 class Daemon:
     """The event loop's work: node, controller and control socket."""
 
-    def __init__(self, node: Node, controller: Controller | None = None) -> None:
+    def __init__(self, node: Node, claim: ControlClaim,
+                 controller: Controller | None = None) -> None:
         self.node = node
         self.cfg = node.cfg
+        self.claim = claim
         self.controller = controller
         self._control: asyncio.AbstractServer | None = None
+        # Open connections: ended on stop, so no handler is left cancelled
+        # (Python 3.11's stream callback logs a cancelled one as an error).
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        # Connections ended by a limit, by limit: shown by "status".
+        self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
 
     async def run(self) -> None:
         node = self.node
@@ -59,6 +89,12 @@ class Daemon:
         # On two C threads, the loop only serves the control socket, the
         # ageing timer and signals; without them, it also reads the fds.
         node.serve(loop)
+        if threads:
+            # The packet path first: this thread (control socket, controller,
+            # ageing) yields the CPU to the datapath threads, started above
+            # at the old priority, whenever they want it; a flood of
+            # queries then costs the datapath only the CPU left over.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOOP_NICE)
 
         sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
         ager = asyncio.create_task(self._age(sweep))
@@ -109,41 +145,74 @@ class Daemon:
     # Control socket ------------------------------------------------------
 
     async def _serve_control(self) -> None:
-        path = Path(self.cfg.host.control_socket)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with suppress(FileNotFoundError):
-            path.unlink()
-        self._control = await asyncio.start_unix_server(self._handle, path=str(path))
+        sock = bind_control(self.claim)
+        self._control = await asyncio.start_unix_server(
+            self._handle, sock=sock, limit=REQUEST_MAX)
 
     async def _close_control(self) -> None:
         if self._control is not None:
             self._control.close()
             await self._control.wait_closed()
+            for w in self._clients.values():
+                w.transport.abort()
+            if self._clients:
+                await asyncio.wait(list(self._clients), timeout=1.0)
             with suppress(FileNotFoundError):
-                Path(self.cfg.host.control_socket).unlink()
+                os.unlink(self.claim.socket)
 
     async def _handle(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await reader.readline()
-            try:
-                cmd = json.loads(line or b"{}").get("cmd", "")
-                reply = self.query(cmd)
-            except (ValueError, AttributeError):
-                reply = {"error": "bad request"}
-            except UvxlanError as exc:   # a query the datapath refused
-                reply = {"error": str(exc)}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-        finally:
+        if len(self._clients) >= CONNECTIONS_MAX:
+            # Refused before reading: a flood costs one accept and one
+            # small write each, and no task that waits.
+            self.refused["busy"] += 1
+            writer.write(_reply({"error": f"busy: {CONNECTIONS_MAX} connections at once;"
+                                          " try again"}))
             writer.close()
+            return
+        me = asyncio.current_task()
+        assert me is not None
+        self._clients[me] = writer
+        try:
+            writer.write(_reply(await self._answer(reader)))
+            await asyncio.wait_for(writer.drain(), SEND_S)
+        except TimeoutError:
+            self.refused["slow_reader"] += 1
+            writer.transport.abort()     # drops the unsent rest of the reply
+        except ConnectionError:
+            pass                         # the client went away
+        finally:
+            del self._clients[me]
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        """The reply to the connection's one request line, or the error
+        that ends it."""
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_S)
+        except TimeoutError:
+            self.refused["idle"] += 1
+            return {"error": f"no request within {IDLE_S:g} s"}
+        except asyncio.LimitOverrunError:
+            self.refused["too_long"] += 1
+            return {"error": f"request longer than {REQUEST_MAX} bytes"}
+        except asyncio.IncompleteReadError as exc:   # closed without a newline
+            line = exc.partial
+        try:
+            cmd = json.loads(line or b"{}").get("cmd", "")
+            return self.query(cmd)
+        except (ValueError, AttributeError):
+            return {"error": "bad request"}
+        except UvxlanError as exc:   # a query the datapath refused
+            return {"error": str(exc)}
 
     def query(self, cmd: str) -> dict[str, Any]:
         """The answer to one control socket request."""
         if cmd == "status":
             st: dict[str, Any] = {
                 "ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
-                "offload": self.cfg.host.offload, "features": vars(self.node.features)}
+                "offload": self.cfg.host.offload, "features": vars(self.node.features),
+                "control_refused": dict(self.refused)}
             if self.controller is not None:
                 st["synced"] = self.controller.synced.is_set()
                 st["lease"] = self.controller.lease
@@ -156,14 +225,155 @@ class Daemon:
         return {"error": f"unknown command {cmd!r}"}
 
 
+def _reply(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+# The control directory, the lock and the socket ----------------------------
+
+
+@dataclass(frozen=True)
+class ControlClaim:
+    """An agent's hold on its name: the lock it keeps for its life, and
+    where and for whom its socket is made."""
+
+    socket: str         # DIR/NAME.sock, DIR with no symbolic link in it
+    gid: int | None     # the group allowed to connect; None: root only
+    lock_fd: int        # NAME.lock, flock'ed; closing it (or dying) frees the name
+
+    def release(self) -> None:
+        os.close(self.lock_fd)
+
+
+def _may_change(st: os.stat_result) -> bool:
+    """Whether a user other than root (and the agent's own) may change what
+    this directory holds.  A sticky directory (/tmp) lets a user remove or
+    rename only their own entries, which the next component's check catches."""
+    others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return (st.st_uid not in (0, os.geteuid())
+            or bool(others_write and not st.st_mode & stat.S_ISVTX))
+
+
+def secure_dir(path: str) -> str:
+    """The control directory, made (0755) if missing, and checked: neither
+    it nor any directory on the way to it may be changed by another user,
+    so nobody but root can plant a socket there or swap a symbolic link.
+    Symbolic links on the way are followed as the kernel would (in
+    directories already checked); returns the real path."""
+    if not path.startswith("/"):
+        raise ConfigError(f"control_dir {path!r}: must be an absolute path")
+    todo = [c for c in path.split("/") if c not in ("", ".")]
+    real, hops = "/", 0
+    while True:
+        st = os.lstat(real)
+        if _may_change(st) or (not todo and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            raise ConfigError(
+                f"control_dir {path}: {real} can be changed by other users (owner uid "
+                f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): refused")
+        if not todo:
+            return real
+        part = todo.pop(0)
+        if part == "..":
+            real = os.path.dirname(real)
+            continue
+        nxt = os.path.join(real, part)
+        try:
+            st = os.lstat(nxt)
+        except FileNotFoundError:
+            os.mkdir(nxt, 0o755)
+            os.chmod(nxt, 0o755)   # whatever the umask: clients need to pass through
+            st = os.lstat(nxt)
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:          # Linux's MAXSYMLINKS
+                raise ConfigError(f"control_dir {path}: too many symbolic links")
+            target = os.readlink(nxt)
+            todo = [c for c in target.split("/") if c not in ("", ".")] + todo
+            if target.startswith("/"):
+                real = "/"
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"control_dir {path}: {nxt} is not a directory")
+        real = nxt
+
+
+def claim_control(host: HostConfig) -> ControlClaim:
+    """Check the control directory and take the agent's name in it (a
+    flock on NAME.lock, held until the agent exits: a SIGKILL frees it
+    too).  A live agent of that name: one line with its pid."""
+    gid = None
+    if host.control_group:
+        try:
+            gid = grp.getgrnam(host.control_group).gr_gid
+        except KeyError:
+            raise ConfigError(f"control_group: no group {host.control_group!r} "
+                              "on this host") from None
+    try:
+        where = secure_dir(host.control_dir)
+        # O_NOFOLLOW: the directory is root's, but be plain about links.
+        fd = os.open(f"{where}/{host.name}.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"control_dir {host.control_dir}: "
+                          f"{exc.strerror or exc}") from None
+    sock = f"{where}/{host.name}.sock"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UvxlanError(f"agent {host.name!r} already runs (pid {pid}, "
+                          f"control socket {sock}): refused") from None
+    # The lock file stays after the agent: removing it would let two agents
+    # lock two different files of the same name.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return ControlClaim(socket=sock, gid=gid, lock_fd=fd)
+
+
+def bind_control(claim: ControlClaim) -> socket.socket:
+    """The control socket, bound and not yet listening, at its final path
+    with its final owner and mode: made under a private name (umask 0177:
+    0600 from the start), given its group, then renamed over the stale
+    socket of a dead agent, if any.  Nobody can connect before listen()."""
+    tmp = f"{claim.socket}.{os.getpid()}.tmp"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        # Left by an agent of this name that died between bind and rename
+        # (the lock says none is alive).
+        for old_tmp in glob.glob(f"{glob.escape(claim.socket)}.*.tmp"):
+            with suppress(FileNotFoundError):
+                os.unlink(old_tmp)
+        old = os.umask(0o177)
+        try:
+            sock.bind(tmp)
+        finally:
+            os.umask(old)
+        if claim.gid is not None:
+            os.chown(tmp, -1, claim.gid)
+            os.chmod(tmp, 0o660)
+        os.rename(tmp, claim.socket)
+    except OSError as exc:
+        sock.close()
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise ConfigError(f"control socket {claim.socket}: {exc.strerror or exc}") from None
+    return sock
+
+
 def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
     # kill -USR1 writes every thread's stack to the log: for a hung agent.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    node = Node(cfg)
-    node.start()
-    controller = None if store is None else Controller(node, cfg.host, store)
+    # The name first: a second agent of a live name makes nothing.
+    claim = claim_control(cfg.host)
     try:
-        uvloop.run(Daemon(node, controller).run())
+        node = Node(cfg)
+        node.start()
+        controller = None if store is None else Controller(node, cfg.host, store)
+        try:
+            uvloop.run(Daemon(node, claim, controller).run())
+        finally:
+            node.close()
+            log.info("stopped; endpoints removed")
     finally:
-        node.close()
-        log.info("stopped; endpoints removed")
+        claim.release()

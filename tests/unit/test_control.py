@@ -5,7 +5,9 @@ dir.  No root; and no C fast path loaded, which these commands never need.
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -153,3 +155,47 @@ def test_an_agent_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
         mute.listen(1)                     # accepts, never answers
         with pytest.raises(UvxlanError, match=r"no answer within 0.2 s"):
             query_agent(str(path), "stats", timeout=0.2)
+
+
+def test_who_may_connect_names_the_sockets_group(tmp_path: Path) -> None:
+    from uvxlan.control import who_may_connect
+
+    path = tmp_path / "h1.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))
+    path.chmod(0o600)
+    assert who_may_connect(str(path)) == "run as root"
+    # A group of the socket's: one this user may give it (root: any).
+    gid = 65534 if os.geteuid() == 0 else os.getgid()
+    os.chown(path, -1, gid)
+    assert who_may_connect(str(path)) == "run as root"          # 0600: not for the group
+    path.chmod(0o660)
+    try:
+        name = grp.getgrgid(gid).gr_name
+    except KeyError:
+        name = str(gid)
+    assert who_may_connect(str(path)) == f"run as root or as a member of group {name}"
+    assert who_may_connect(str(tmp_path / "missing.sock")) == "run as root"
+
+
+def test_an_answer_cut_off_is_one_line(tmp_path: Path) -> None:
+    """The agent ends a slow reader's connection mid-reply: the client says
+    so instead of calling the rest garbage."""
+    path = tmp_path / "cut.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(str(path))
+        srv.listen(1)
+
+        def answer_half() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                conn.makefile("rb").readline()
+                conn.sendall(b'{"fdb": [1, 2')
+
+        t = threading.Thread(target=answer_half)
+        t.start()
+        with pytest.raises(UvxlanError) as err:
+            query_agent(str(path), "fdb")
+        t.join()
+    assert str(err.value) == (f"agent at {path}: the answer was cut off after 13 bytes "
+                              "(too slow to read it)")
