@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
+import signal
 import socket
+import statistics
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -33,9 +39,13 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6PacketTooBig, IPv6, IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
-from tests.conftest import root, unique_name
+from tests.conftest import OverlayFactory, checked_transfer, needs, ping, root, unique_name
+from tests.support.capture import start_tshark
 from tests.system.test_switch import Remote, Switch, mac, recv_all
 from uvxlan import native
+from uvxlan.lab import bench
+from uvxlan.lab.netns import Lab, terminate
+from uvxlan.lab.overlay import Overlay, Placement
 
 pytestmark = root
 
@@ -416,3 +426,152 @@ def test_a_datagram_bigger_than_the_container_takes_is_delivered_and_counted() -
         c = sw.dp.port_counters(a)
         assert (c.tx_packets, c.tx_bytes) == (1, len(big))
         assert not any(sw.dp.drops().values())
+
+
+# --- real agents: a container with MTU 9000 on a 1500 underlay ---------------
+
+NETS = {"big": 4301, "other": 4302}
+PLACE = [
+    Placement("m1", "h1", "big", "10.0.0.2/24"),
+    Placement("m2", "h2", "big", "10.0.0.3/24"),
+    Placement("o1", "h1", "other", "10.0.1.2/24"),
+    Placement("o2", "h2", "other", "10.0.1.3/24"),
+]
+
+# Big UDP datagrams with DF, whatever path MTU the sender's kernel learned
+# (IP_PMTUDISC_PROBE): every one is too big for the underlay.  Paced (argv:
+# destination, seconds, datagrams per second) so that what is measured is
+# the agent's cost, not the sender's own CPU.
+FLOOD = ("import socket, sys, time\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.setsockopt(socket.IPPROTO_IP, 10, 3)     # IP_MTU_DISCOVER, IP_PMTUDISC_PROBE\n"
+         "start = time.monotonic(); end = start + float(sys.argv[2]); rate = int(sys.argv[3])\n"
+         "n = 0\n"
+         "while (now := time.monotonic()) < end:\n"
+         "    while n < (now - start) * rate:\n"
+         "        s.sendto(b'x' * 8000, (sys.argv[1], 9)); n += 1\n"
+         "    time.sleep(0.005)\n"
+         "print(n)\n")
+
+
+@pytest.fixture
+def big(lab: Lab, overlay: OverlayFactory) -> Overlay:
+    """Two hosts; m1 (h1) and m2 (h2) raised their MTU to 9000 in network
+    "big"; o1 and o2 kept theirs (1450) in "other"."""
+    ov = overlay(NETS, PLACE, host_options={"ageing": 2})   # ageing sweeps every 0.2 s
+    for c in ("m1", "m2"):
+        lab.run(lab.container_netns(c), ["ip", "link", "set", "eth0", "mtu", "9000"], check=True)
+    assert ov.query("h1", "status")["features"]["udp_gso"] is True
+    return ov
+
+
+def port_stats(ov: Overlay, host: str, netns: str) -> dict[str, Any]:
+    return next(p for p in ov.query(host, "stats")["ports"] if p["netns"] == netns)
+
+
+def net_stats(ov: Overlay, host: str, name: str) -> dict[str, Any]:
+    return next(n for n in ov.query(host, "stats")["networks"] if n["name"] == name)
+
+
+@needs("ping")
+def test_ping_with_df_over_the_underlay_gets_frag_needed(lab: Lab, big: Overlay) -> None:
+    m1 = lab.container_netns("m1")
+    done = lab.run(m1, ["ping", "-M", "do", "-s", "8000", "-c", "2", "-W", "1", "10.0.0.3"],
+                   timeout=20)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert re.search(r"Frag needed.*mtu ?= ?1450", out), out
+    # m1's kernel took the answer: its route to m2 now says 1450.
+    route = lab.run(m1, ["ip", "route", "get", "10.0.0.3"], check=True).stdout
+    assert "mtu 1450" in route, route
+    assert port_stats(big, "h1", m1)["drops"].get("frag_needed", 0) >= 1
+    assert net_stats(big, "h1", "big")["drops"].get("frag_needed", 0) >= 1
+    assert "frag_needed" not in net_stats(big, "h1", "other")["drops"]
+    # Small pings still pass.
+    assert ping(lab, m1, "10.0.0.3", 2) == 2
+
+
+@needs("tshark", "ethtool")
+def test_tcp_finds_the_path_mtu_and_nothing_fragments_on_the_underlay(
+        lab: Lab, big: Overlay, tmp_path: Path) -> None:
+    """A transfer from m1 (MTU 9000) completes byte-identical thanks to path
+    MTU discovery, one from o1 (MTU 1450) goes at full size as before, and
+    the underlay carries no IP fragment and no datagram over 1500."""
+    m1, m2 = lab.container_netns("m1"), lab.container_netns("m2")
+    o1, o2 = lab.container_netns("o1"), lab.container_netns("o2")
+    for h in ("h1", "h2"):
+        # The lab's veths pass UDP GSO packets whole, where a NIC would cut
+        # them: cut them before the capture point, so tshark sees what a
+        # wire would carry.
+        lab.run(lab.host(h).netns, ["ethtool", "-K", "ul0", "tx-udp-segmentation", "off"],
+                check=True)
+    errpath, pcap = tmp_path / "tshark.err", tmp_path / "underlay.pcap"
+    # Every VXLAN datagram, every fragment, every frame over 1514 bytes,
+    # written to a file as they come (decoding live would fall behind).
+    tshark = start_tshark(lab, lab.host("h1").netns, errpath, [
+        "-i", "ul0", "-f", "udp port 4789 or (ip[6:2] & 0x3fff != 0) or greater 1515",
+        "-w", str(pcap)])
+    try:
+        checked_transfer(lab, m1, m2, "10.0.0.3", 8 * 1024 * 1024)
+        checked_transfer(lab, o1, o2, "10.0.1.3", 8 * 1024 * 1024)
+        time.sleep(0.5)
+    finally:
+        terminate(tshark, sig=signal.SIGINT)
+    # VXLAN left undecoded, so each field is the outer header's.
+    done = subprocess.run(["tshark", "-n", "-r", str(pcap), "--disable-protocol", "vxlan",
+                           "-T", "fields", "-E", "separator=/t", "-e", "frame.len",
+                           "-e", "ip.len", "-e", "ip.flags.mf", "-e", "ip.frag_offset"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    rows = [line.split("\t") for line in done.stdout.splitlines() if line.strip()]
+    assert len(rows) > 8000, f"tshark saw too little: {len(rows)} {errpath.read_text()}"
+    frags = [r for r in rows if r[2] not in ("0", "False") or r[3] not in ("0", "")]
+    assert not frags, f"IP fragments on the underlay: {frags[:5]}"
+    sizes = [int(r[1]) for r in rows]
+    assert max(sizes) == 1500, f"largest outer IP packet {max(sizes)}, not 1500"
+    assert sum(1 for n in sizes if n == 1500) > 4000, "segments not at full size"
+    assert all(int(r[0]) <= 1514 for r in rows)
+    # m1 sent super-frames too big at first: dropped and answered.
+    assert port_stats(big, "h1", m1)["drops"].get("frag_needed", 0) >= 1
+    assert "frag_needed" not in port_stats(big, "h1", o1)["drops"]
+
+
+@needs("iperf3")
+def test_a_container_sending_big_frames_leaves_the_others_alone(
+        lab: Lab, big: Overlay) -> None:
+    """o1 -> o2 throughput (iperf3, one stream) alone and while m1 sends
+    2000 8000-byte DF datagrams a second, rounds interleaved (the machine is
+    shared): medians reported, asserted only not below half.  Every big
+    datagram is dropped as frag_needed, and GSO stays on."""
+    m1, o1, o2 = (lab.container_netns(c) for c in ("m1", "o1", "o2"))
+    rounds, seconds, rate = 3, 3.0, 2000
+
+    def gbits() -> float:
+        data = bench.iperf(lab, o1, o2, "10.0.1.3", seconds, 1)
+        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+    alone: list[float] = []
+    flooded: list[float] = []
+    sent = 0
+    before = port_stats(big, "h1", m1)["drops"].get("frag_needed", 0)
+    for _ in range(rounds):
+        alone.append(gbits())
+        flood = lab.spawn(m1, [sys.executable, "-c", FLOOD, "10.0.0.3", str(seconds + 1.5),
+                               str(rate)], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            flooded.append(gbits())
+            out, _ = flood.communicate(timeout=seconds + 20)
+            sent += int(out.strip() or 0)
+        finally:
+            terminate(flood)
+    dropped = port_stats(big, "h1", m1)["drops"].get("frag_needed", 0) - before
+    a, f = statistics.median(alone), statistics.median(flooded)
+    print(f"\no1 -> o2 TCP, median of {rounds} x {seconds:.0f} s: alone {a:.2f} Gbit/s "
+          f"{[round(x, 2) for x in alone]}, while m1 sends {rate}/s big frames "
+          f"({sent} sent, {dropped} dropped as frag_needed): {f:.2f} Gbit/s "
+          f"{[round(x, 2) for x in flooded]} ({f / a:.2f}x)")
+    assert dropped == sent > 0
+    assert f >= a / 2, (alone, flooded)
+    time.sleep(0.5)                                   # an ageing sweep reports GSO events
+    assert big.query("h1", "status")["features"]["udp_gso"] is True
+    assert "udp_error" not in port_stats(big, "h1", o1)["drops"]
