@@ -145,13 +145,13 @@ int uvx_tx_socket_open(uint32_t local_ip)
 int uvx_socket_nofrag(int fd)
 {
 	/* RFC 7348 section 4.3: VTEPs MUST NOT fragment VXLAN packets.
-	 * IP_PMTUDISC_INTERFACE (Linux 3.13) sends with the device's MTU,
+	 * IP_PMTUDISC_INTERFACE sends with the device's MTU,
 	 * never fragments (a larger datagram fails with EMSGSIZE, see
 	 * __ip_append_data's maxnonfragsize), leaves DF clear as Linux's
 	 * vxlan does by default, and ignores ICMP "fragmentation needed" from
-	 * the underlay, which anyone could forge.  Older kernels refuse it
-	 * (EINVAL): IP_PMTUDISC_PROBE (2.6.22) never fragments either, and
-	 * sets DF. */
+	 * the underlay, which anyone could forge.  Older kernels (3.10)
+	 * refuse it (EINVAL): IP_PMTUDISC_PROBE (2.6.22) never fragments
+	 * either, and sets DF. */
 	int v = IP_PMTUDISC_INTERFACE;
 	if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v)) == 0)
 		return 0;

@@ -6,10 +6,10 @@
  * Who calls whom (down the page only, never back up):
  *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c
  *   worker.c   the two threads             -> xmit.c, rcv.c
- *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c
+ *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c, pmtud.c
  *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c
  *   forward.c  switch, write to a port     -> fdb.c
- *   vxlan.c, offload.c (codecs)            -> csum.c
+ *   vxlan.c, offload.c, pmtud.c (codecs)   -> csum.c
  *   stats.c    counters as Python reads them; the packet path counts
  *              inline (stats.h), into per-worker sets
  */

@@ -147,10 +147,10 @@ static int xmit_gso(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 		 * (xfrm).  That is the underlay, not this frame: no
 		 * UDP_SEGMENT send can succeed there, so stop trying and say
 		 * so once.  Everything else is this super-frame's own (EINVAL
-		 * for too many segments, EMSGSIZE, EINVAL before Linux 5.10,
-		 * for a segment over the device's MTU: both refused before
-		 * now, see xmit_remote) or its route's (unreachable): it
-		 * alone goes with sendmmsg, and GSO stays on for the rest. */
+		 * for too many segments; EMSGSIZE, EINVAL on older kernels, for
+		 * a segment over the device's MTU: both refused before now,
+		 * see xmit_remote) or its route's (unreachable): it alone goes
+		 * with sendmmsg, and GSO stays on for the rest. */
 		if (errno == EIO) {
 			dp->gso = 0;
 			__atomic_fetch_or(&dp->events, UVX_EV_GSO_FAILED, __ATOMIC_RELAXED);

@@ -415,7 +415,7 @@ def test_a_plain_send_over_the_device_mtu_is_refused_not_fragmented() -> None:
 
 def test_a_datagram_bigger_than_the_container_takes_is_delivered_and_counted() -> None:
     """The receive side's mirror case: the wire brings a frame larger than
-    the container's MTU.  As Linux, it is written to the port (the
+    the container's MTU.  It is written to the port as it is (the
     container's kernel decides); nothing breaks and the port counts it."""
     with switch() as sw:
         a = sw.add_port(VNI)
