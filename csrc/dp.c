@@ -39,7 +39,8 @@ struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
 {
 	*err = 0;
 	if (cfg->batch < 1 || cfg->batch > UVX_BATCH_MAX ||
-	    cfg->src_port_min > cfg->src_port_max || cfg->fdb_capacity == 0) {
+	    cfg->src_port_min > cfg->src_port_max || cfg->fdb_capacity == 0 ||
+	    cfg->underlay_mtu <= VXLAN_OVERHEAD || cfg->underlay_mtu > 65535) {
 		*err = -EINVAL;
 		return NULL;
 	}
@@ -133,7 +134,31 @@ int uvx_tx_socket_open(uint32_t local_ip)
 		close(fd);
 		return -e;
 	}
+	int r = uvx_socket_nofrag(fd);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
 	return fd;
+}
+
+int uvx_socket_nofrag(int fd)
+{
+	/* RFC 7348 section 4.3: VTEPs MUST NOT fragment VXLAN packets.
+	 * IP_PMTUDISC_INTERFACE sends with the device's MTU,
+	 * never fragments (a larger datagram fails with EMSGSIZE, see
+	 * __ip_append_data's maxnonfragsize), leaves DF clear as Linux's
+	 * vxlan does by default, and ignores ICMP "fragmentation needed" from
+	 * the underlay, which anyone could forge.  Older kernels (3.10)
+	 * refuse it (EINVAL): IP_PMTUDISC_PROBE (2.6.22) never fragments
+	 * either, and sets DF. */
+	int v = IP_PMTUDISC_INTERFACE;
+	if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v)) == 0)
+		return 0;
+	v = IP_PMTUDISC_PROBE;
+	if (errno == EINVAL && setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v)) == 0)
+		return 0;
+	return -errno;
 }
 
 static int set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd)
@@ -405,6 +430,7 @@ static int port_add(struct uvx_dp *dp, int fd, uint32_t vni, uint32_t flags)
 		p->vni = vni;
 		p->v = v;
 		p->vnet = !!(flags & UVX_PORT_VNET_HDR);
+		p->pmtud_credit = UVX_PMTUD_BURST * 1000u;
 		v->ports[v->nports++] = i;
 		if (dp->running) {
 			struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)i };

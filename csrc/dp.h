@@ -6,10 +6,10 @@
  * Who calls whom (down the page only, never back up):
  *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c
  *   worker.c   the two threads             -> xmit.c, rcv.c
- *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c
+ *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c, pmtud.c
  *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c
  *   forward.c  switch, write to a port     -> fdb.c
- *   vxlan.c, offload.c (codecs)            -> csum.c
+ *   vxlan.c, offload.c, pmtud.c (codecs)   -> csum.c
  *   stats.c    counters as Python reads them; the packet path counts
  *              inline (stats.h), into per-worker sets
  */
@@ -25,6 +25,7 @@
 #include "arp.h"
 #include "fdb.h"
 #include "offload.h"
+#include "pmtud.h"
 #include "uvx.h"
 
 struct uvx_port {
@@ -37,6 +38,11 @@ struct uvx_port {
 	 * each is written by one thread only; readers add them up. */
 	struct uvx_counters ctr[UVX_WORKERS];
 	uint64_t drops[UVX_WORKERS][UVX_DROP__MAX];   /* see uvx_port_drops */
+	/* Token bucket for the ICMP answers to its frames too big for the
+	 * underlay (UVX_PMTUD_*), in thousandths of a reply; the TX worker's
+	 * alone. */
+	uint32_t pmtud_credit;
+	uint64_t pmtud_ms;         /* when it was last filled */
 };
 
 struct uvx_vni {
@@ -89,6 +95,7 @@ struct uvx_worker {
 	struct uvx_txq txq;
 	struct seg segs[UVX_SEGS_MAX];
 	struct gro_table gro;
+	uint8_t pmtud_reply[PMTUD_REPLY_MAX];   /* TX: an ICMP answer being sent */
 };
 
 #define UVX_SLOT (UVX_HEADROOM + UVX_FRAME_MAX + 1)

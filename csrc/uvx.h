@@ -46,6 +46,11 @@ struct uvx_config {
 	uint8_t accept_reserved;  /* accept reserved bits, as RFC 7348 says */
 	uint8_t udp_csum;         /* compute the outer UDP checksum */
 	uint32_t rx_linger_us;    /* mid-burst, wait this long for the rest */
+	/* The largest IPv4 packet the underlay carries: a frame whose
+	 * datagram (outer IPv4 + UDP + VXLAN + the frame) would be larger is
+	 * dropped as frag_needed, never fragmented; VXLAN_OVERHEAD + 1 up to
+	 * 65535. */
+	uint32_t underlay_mtu;
 };
 
 struct uvx_counters {
@@ -118,8 +123,20 @@ int uvx_port_del(struct uvx_dp *dp, int port);
 int uvx_dp_set_pool(struct uvx_dp *dp, const int *fds, const uint16_t *ports,
 		    unsigned n, int gso, int gro);
 
+/* Make a socket we send VXLAN on never fragment: a datagram larger than
+ * its device's MTU fails (EMSGSIZE) instead of leaving in fragments, and
+ * no ICMP from the underlay lowers what it sends.  0 or -errno. */
+int uvx_socket_nofrag(int fd);
+
+/* Answers to frames too big for the underlay (ICMP "fragmentation
+ * needed", ICMPv6 Packet Too Big), per port: a token bucket of this many,
+ * refilled at this many per second, so a flood of big frames costs the
+ * agent little. */
+#define UVX_PMTUD_BURST    16
+#define UVX_PMTUD_PER_SEC  100
+
 /* One-time events for the agent to log, cleared when read. */
-#define UVX_EV_GSO_FAILED 1u   /* UDP_SEGMENT failed at run time: off now */
+#define UVX_EV_GSO_FAILED 1u   /* the kernel cannot do UDP_SEGMENT on the underlay: off now */
 uint32_t uvx_dp_take_events(struct uvx_dp *dp);
 
 /* FDB.  port >= 0: a local port; port < 0: the remote VTEP ip:udp_port. */

@@ -8,8 +8,10 @@
  *                    destination in (VNI, MAC)
  *       deliver_local  a local port in the same VNI: write to its TAP
  *                      (a super-frame as it is, or cut for a plain port)
- *       xmit_remote    remote VTEPs: cut a super-frame into MSS segments
- *                      (tso_segment), encapsulate each, then
+ *       xmit_remote    remote VTEPs: a frame (or a super-frame's segment)
+ *                      too big for the underlay is dropped and answered
+ *                      (too_big, pmtud.c); else cut a super-frame into MSS
+ *                      segments (tso_segment), encapsulate each, then
  *         xmit_gso       one sendmsg with UDP_SEGMENT per super-frame, or
  *         txq_add        queue UDP+VXLAN header + frame for sendmmsg
  *       flood          broadcast, multicast, unknown unicast: every other
@@ -135,18 +137,55 @@ static int xmit_gso(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 
 	int pool = flow_socket(dp, w);
 	if (sendmsg(dp->pool_fd[pool], &mh, 0) < 0) {
-		if (errno == EAGAIN || errno == ENOBUFS) {
+		if (errno == EAGAIN || errno == ENOBUFS || errno == ENOMEM) {
+			/* A full send buffer: sendmmsg would not do better. */
 			drop(dp, v, w->port, UVX_DROP_UDP_ERROR);
 			return 0;
 		}
-		/* EIO from a device without checksum offload, EINVAL from
-		 * an old kernel: stop trying, fall back, say so once. */
-		dp->gso = 0;
-		__atomic_fetch_or(&dp->events, UVX_EV_GSO_FAILED, __ATOMIC_RELAXED);
+		/* net/ipv4/udp.c udp_send_skb: EIO when the route's device
+		 * cannot checksum for us or the route goes through IPsec
+		 * (xfrm).  That is the underlay, not this frame: no
+		 * UDP_SEGMENT send can succeed there, so stop trying and say
+		 * so once.  Everything else is this super-frame's own (EINVAL
+		 * for too many segments; EMSGSIZE, EINVAL on older kernels, for
+		 * a segment over the device's MTU: both refused before now,
+		 * see xmit_remote) or its route's (unreachable): it alone goes
+		 * with sendmmsg, and GSO stays on for the rest. */
+		if (errno == EIO) {
+			dp->gso = 0;
+			__atomic_fetch_or(&dp->events, UVX_EV_GSO_FAILED, __ATOMIC_RELAXED);
+		}
 		return -1;
 	}
 	count_n(v->ctr, 1, n, total + (size_t)n * UDP_HLEN);
 	return 0;
+}
+
+/* The frame (or a super-frame's segments) would not fit the underlay:
+ * drop it, and tell its sender what fits (pmtud.c), as Linux's vxlan does
+ * for a bridged device (skb_tunnel_check_pmtu).  The answer goes to the
+ * port the frame came from, at most UVX_PMTUD_PER_SEC a second after a
+ * burst of UVX_PMTUD_BURST per port. */
+static void too_big(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+		    const uint8_t *frame, size_t len)
+{
+	drop(dp, v, w->port, UVX_DROP_FRAG_NEEDED);
+	if (w->port < 0 || w->port >= UVX_MAX_PORTS)
+		return;
+	struct uvx_port *p = &dp->ports[w->port];
+	const uint32_t full = UVX_PMTUD_BURST * 1000u;
+	uint64_t gained = (w->now_ms - p->pmtud_ms) * UVX_PMTUD_PER_SEC;
+	p->pmtud_credit = gained >= full - p->pmtud_credit ? full
+		: p->pmtud_credit + (uint32_t)gained;
+	p->pmtud_ms = w->now_ms;
+	if (p->pmtud_credit < 1000)
+		return;
+	size_t room = dp->cfg.underlay_mtu - IPV4_HLEN - VXLAN_ENCAP_LEN;
+	size_t n = pmtud_build_reply(w->pmtud_reply, frame, len, room);
+	if (n == 0)
+		return;
+	p->pmtud_credit -= 1000;
+	tap_xmit(dp, w->port, w->pmtud_reply, n, NULL);
 }
 
 /* A frame to one or more VTEPs: plain frames are queued; super-frames are
@@ -155,10 +194,20 @@ static void xmit_remote(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni 
 			const struct fdb_dest *to, unsigned nto,
 			const uint8_t *frame, size_t len, const struct vnet_hdr *vh)
 {
-	/* The outer source port and the send socket follow the inner flow
-	 * (RFC 7348 section 5); only remote sends need it. */
-	w->hash = vxlan_flow_hash(frame, len);
+	/* Each datagram, outer IPv4 header included, must fit the underlay
+	 * (RFC 7348 section 4.3: VTEPs MUST NOT fragment).  A super-frame is
+	 * judged by its largest segment, as skb_gso_validate_network_len
+	 * does for Linux's vxlan; the inner Ethernet header and any VLAN tag
+	 * count, being inside the datagram. */
+	const size_t outer = IPV4_HLEN + VXLAN_ENCAP_LEN;
 	if (vh->gso_type == VNET_GSO_NONE) {
+		if (outer + len > dp->cfg.underlay_mtu) {
+			too_big(dp, w, v, frame, len);
+			return;
+		}
+		/* The outer source port and the send socket follow the
+		 * inner flow (RFC 7348 section 5). */
+		w->hash = vxlan_flow_hash(frame, len);
 		for (unsigned d = 0; d < nto; d++)
 			txq_add(dp, w, v, &to[d], frame, len, NULL, 0);
 		return;
@@ -169,6 +218,15 @@ static void xmit_remote(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni 
 		drop(dp, v, w->port, reason);
 		return;
 	}
+	size_t seg_max = ti.hdrlen + (ti.payload < ti.mss ? ti.payload : ti.mss);
+	if (outer + seg_max > dp->cfg.underlay_mtu) {
+		too_big(dp, w, v, frame, len);
+		return;
+	}
+	w->hash = vxlan_flow_hash(frame, len);
+	/* One UDP_SEGMENT send holds at most UVX_SEGS_MAX segments (Linux
+	 * takes UDP_MAX_SEGMENTS, 64 or more) and one IPv4 datagram's worth
+	 * of payload, so the kernel never refuses a pass for its size. */
 	size_t seg_dgram = VXLAN_HLEN + ti.hdrlen + ti.mss;
 	unsigned per_gso = (unsigned)(UDP_PAYLOAD_MAX / seg_dgram);
 	unsigned pass = UVX_SEGS_MAX < per_gso ? UVX_SEGS_MAX : per_gso;

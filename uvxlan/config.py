@@ -114,6 +114,9 @@ class DatapathConfig:
     # Without UDP GRO: how long the receive side waits for the rest of a
     # TCP burst before writing what it joined (0: never waits).
     rx_linger_us: int = 50
+    # The largest IPv4 packet the underlay carries; a frame whose VXLAN
+    # datagram would be larger is dropped (frag_needed), never fragmented.
+    underlay_mtu: int = 1500
 
 
 @dataclass
@@ -124,7 +127,8 @@ class HostConfig:
     underlay: str
     name: str = setting("uvxlan", rule=validate.name)
     port: int = setting(DatapathConfig.dst_port, validate.PORT)
-    mtu: int = setting(1500, validate.UNDERLAY_MTU)     # endpoints get mtu - ENCAP_OVERHEAD
+    # endpoints get mtu - ENCAP_OVERHEAD
+    mtu: int = setting(DatapathConfig.underlay_mtu, validate.UNDERLAY_MTU)
     ageing: float = setting(DatapathConfig.ageing_ms / 1000, Bounds(1, 1_000_000))
     learn_limit: int = setting(DatapathConfig.learn_limit, Bounds(0, 1 << 24))
     src_ports: tuple[int, int] = setting(
@@ -167,6 +171,7 @@ class HostConfig:
             accept_reserved=self.accept_reserved,
             udp_csum=self.udp_checksum,
             rx_linger_us=self.rx_linger_us,
+            underlay_mtu=self.mtu,
         )
 
     @property

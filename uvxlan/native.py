@@ -91,7 +91,7 @@ _check_stamp()
 _check_constants()
 
 __all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "LearnResult",
-           "FdbEntry", "Counters", "now_ms", "open_tx_socket"]
+           "FdbEntry", "Counters", "now_ms", "open_tx_socket", "nofrag"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX
@@ -177,8 +177,15 @@ def now_ms() -> int:
 
 
 def open_tx_socket(local_ip: str) -> int:
-    """The raw socket encapsulated datagrams leave on (needs CAP_NET_RAW)."""
+    """The raw socket encapsulated datagrams leave on (needs CAP_NET_RAW);
+    it never fragments (``nofrag``)."""
     return _check(lib.uvx_tx_socket_open(_ip(local_ip)), f"raw socket on {local_ip}")
+
+
+def nofrag(fd: int) -> None:
+    """Make a socket that sends VXLAN never fragment: a datagram larger
+    than the device's MTU fails instead (RFC 7348 section 4.3)."""
+    _check(lib.uvx_socket_nofrag(fd), "turning fragmentation off on a send socket")
 
 
 # struct uvx_config's fields that are copied as they are (local_ip is parsed).
@@ -251,7 +258,8 @@ class Datapath:
         lib.uvx_dp_stop_threads(self._dp)
 
     def gso_failed(self) -> bool:
-        """True once, after UDP_SEGMENT failed at run time (now off)."""
+        """True once, after the kernel showed it cannot do UDP_SEGMENT on
+        the underlay (now off); one frame's failed send never turns it off."""
         return bool(lib.uvx_dp_take_events(self._dp) & lib.UVX_EV_GSO_FAILED)
 
     def del_port(self, port: int) -> None:

@@ -18,6 +18,7 @@ module that holds a ``native.Datapath``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -80,6 +81,8 @@ class Node:
             self.features = offload.probe(h.offload)
             if self.features.udp_gso:
                 self._pool = offload.open_send_pool(h.underlay, *h.src_ports, h.send_sockets)
+                for sock in self._pool:
+                    native.nofrag(sock.fileno())
             if self.features.udp_gro:
                 offload.enable_udp_gro(self._udp)
             self.dp = native.Datapath(h.datapath())
@@ -187,7 +190,10 @@ class Node:
         if n:
             log.debug("aged out %d FDB entries", n)
         if dp.gso_failed():
-            log.warning("UDP_SEGMENT failed at run time: sending with sendmmsg from now on")
+            # What the agent reports ("status") is what it uses now.
+            self.features = dataclasses.replace(self.features, udp_gso=False)
+            log.warning("UDP_SEGMENT cannot be used on the underlay (EIO: no checksum offload"
+                        " or IPsec on the route): sending with sendmmsg from now on")
 
     # Networks, flood lists, FDB and ARP entries (NodePort) -------------------
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../offload.h"
+#include "../pmtud.h"
 #include "testing.h"
 
 #ifndef UVX_BUILD_VERSION
@@ -119,4 +120,15 @@ int uvx_gro_join(const uint8_t *segs, const size_t *lens, unsigned n,
 	vh[4] = f.vh.csum_start;
 	vh[5] = f.vh.csum_offset;
 	return (int)at;
+}
+
+int uvx_test_pmtud_reply(const uint8_t *frame, size_t len, size_t room,
+			 uint8_t *out, size_t cap)
+{
+	uint8_t reply[PMTUD_REPLY_MAX];
+	size_t n = pmtud_build_reply(reply, frame, len, room);
+	if (n > cap)
+		return -1;
+	memcpy(out, reply, n);
+	return (int)n;
 }

@@ -47,6 +47,12 @@ int uvx_tso_frames(const uint8_t *frame, size_t len, uint16_t mss, int v6,
 int uvx_gro_join(const uint8_t *segs, const size_t *lens, unsigned n,
 		 uint8_t *out, size_t cap, uint16_t *vh);
 
+/* The answer to a frame too big for the underlay (pmtud.h), room being
+ * the largest inner frame that fits: its bytes into out, and its length,
+ * 0 when none is due, or -1 if cap is too small for it. */
+int uvx_test_pmtud_reply(const uint8_t *frame, size_t len, size_t room,
+			 uint8_t *out, size_t cap);
+
 /* Timing loops for benchmarks/test_micro.py: nanoseconds per operation,
  * measured inside C so the figure is the fast path's cost and not cffi's
  * per-call crossing.  The FDB loops use an FDB of their own (65536

@@ -126,6 +126,15 @@ def tso_frames(frame: bytes, mss: int, *, v6: bool = False) -> list[bytes]:
     return segs
 
 
+def pmtud_reply(frame: bytes, room: int) -> bytes:
+    """The ICMP answer the fast path sends back for frame, too big for an
+    underlay that takes inner frames of room bytes; b"" when none is due."""
+    out = ffi.new("uint8_t[]", 2048)
+    n = lib.uvx_test_pmtud_reply(frame, len(frame), room, out, 2048)
+    assert n >= 0, "an answer larger than 2048 bytes"
+    return bytes(ffi.buffer(out, n))
+
+
 def gro_join(segments: list[bytes]) -> Joined:
     """The super-frame (and virtio-net header) the fast path joins
     in-order segments of one flow into."""

@@ -50,15 +50,16 @@ def test_the_datapath_gets_the_same_defaults() -> None:
     assert (h.learn_limit, h.batch, h.rx_linger_us) == \
         (dp.learn_limit, dp.batch, dp.rx_linger_us)
     assert (h.accept_reserved, h.udp_checksum) == (dp.accept_reserved, dp.udp_csum)
+    assert h.mtu == dp.underlay_mtu
 
 
 def test_datapath_carries_every_setting() -> None:
     h = host(port=8472, src_ports=[50000, 50010], ageing=7, learn_limit=0, batch=5,
-             accept_reserved=True, udp_checksum=True, rx_linger_us=0)
+             accept_reserved=True, udp_checksum=True, rx_linger_us=0, mtu=9000)
     assert h.datapath() == DatapathConfig(
         local_ip=UNDERLAY, dst_port=8472, src_port_min=50000, src_port_max=50010,
         ageing_ms=7000, learn_limit=0, batch=5, accept_reserved=True, udp_csum=True,
-        rx_linger_us=0)
+        rx_linger_us=0, underlay_mtu=9000)
 
 
 def test_every_field_is_a_key_and_its_default_reads_back() -> None:
@@ -81,7 +82,7 @@ def test_the_source_holds_each_default_once() -> None:
     dataclass's defaults appear once in config.py (choices such as "auto"
     are also listed as such), and the protocol's come from uvxlan.proto."""
     source = Path(config.__file__).read_text().partition("from __future__")[2]  # code only
-    for literal in ('"uvxlan"', "300_000", "1024", "65536", "10000", "setting(1500"):
+    for literal in ('"uvxlan"', "300_000", "1024", "65536", "10000", "1500"):
         assert source.count(literal) == 1, literal
     for value in (proto.SRC_PORT_MIN, proto.SRC_PORT_MAX, proto.PORT_IANA):
         assert str(value) not in source
