@@ -290,7 +290,10 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		return;
 	const struct fdb_dest here = { port, 0, 0 };
 	struct fdb_dest to;
-	if (!fdb_switch(dp, v, frame + ETH_ALEN, &here, frame, w->now_ms, &to))
+	int verdict = fdb_switch(dp, v, frame + ETH_ALEN, &here, frame, w->now_ms, &to);
+	if (verdict == FWD_DROPPED)
+		return;                                      /* counted */
+	if (verdict == FWD_FLOOD)
 		flood(dp, w, v, port, frame, len, vh);       /* BUM or unknown */
 	else if (to.port == port)
 		drop(dp, v, port, UVX_DROP_HAIRPIN);
