@@ -18,6 +18,7 @@ import enum
 import errno
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,18 +180,37 @@ def _ip_str(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "little"))
 
 
-def _entry(info: Any) -> FdbEntry:
-    remote = bool(info.is_remote)
-    return FdbEntry(
-        vni=info.vni,
-        mac=mac_to_str(bytes(info.mac)),
-        static=bool(info.is_static),
-        port=None if remote else info.port,
-        remote=_ip_str(info.remote_ip) if remote else None,
-        remote_port=info.remote_port if remote else None,
-        age_s=info.age_ms / 1000.0,
-        idle_s=info.idle_ms / 1000.0,
-    )
+def _info_struct() -> struct.Struct:
+    """struct uvx_fdb_info as Python's struct reads it, the offsets and size
+    from the compiler (cffi), so a dump is unpacked a chunk at a time
+    rather than a cffi attribute at a time (65,536 entries in a full
+    table)."""
+    fields = [("vni", "I"), ("mac", "6s"), ("is_static", "B"), ("is_remote", "B"),
+              ("port", "i"), ("remote_ip", "I"), ("remote_port", "H"), ("age_ms", "Q"),
+              ("idle_ms", "Q")]
+    fmt, at = "=", 0
+    for name, code in fields:
+        offset = ffi.offsetof("struct uvx_fdb_info", name)
+        fmt += "x" * (offset - at) + code
+        at = offset + struct.calcsize("=" + code)
+    return struct.Struct(fmt + "x" * (ffi.sizeof("struct uvx_fdb_info") - at))
+
+
+_INFO = _info_struct()
+
+
+def _entries(infos: Any, n: int) -> list[FdbEntry]:
+    out = []
+    for vni, mac, static, remote, port, ip, rport, age, idle in _INFO.iter_unpack(
+            ffi.buffer(infos, n * _INFO.size)):
+        out.append(FdbEntry(
+            vni=vni, mac=mac_to_str(mac), static=bool(static),
+            port=None if remote else port,
+            remote=_ip_str(ip) if remote else None,
+            remote_port=rport if remote else None,
+            age_s=age / 1000.0, idle_s=idle / 1000.0,
+        ))
+    return out
 
 
 def now_ms() -> int:
@@ -323,7 +343,7 @@ class Datapath:
         info = ffi.new("struct uvx_fdb_info *")
         if lib.uvx_fdb_lookup(self._dp, vni, mac_to_bytes(mac), info) < 0:
             return None
-        return _entry(info)
+        return _entries(info, 1)[0]
 
     def fdb_dump(self) -> list[FdbEntry]:
         """Every entry, read a chunk at a time (the workers wait for one
@@ -333,7 +353,7 @@ class Datapath:
         entries: list[FdbEntry] = []
         while cursor[0] != lib.UVX_FDB_DUMP_END:
             n = _check(lib.uvx_fdb_dump(self._dp, cursor, out, FDB_DUMP_CHUNK), "FDB dump")
-            entries.extend(_entry(out[i]) for i in range(n))
+            entries.extend(_entries(out, n))
         return entries
 
     def fdb_age(self, now_ms: int | None = None) -> int:
