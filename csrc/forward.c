@@ -16,6 +16,18 @@ static int static_owner(const struct fdb_entry *e, const struct fdb_dest *at)
 	return e->dest.ip == at->ip;
 }
 
+int fdb_src_spoofed(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+		    const struct fdb_dest *at)
+{
+	pthread_mutex_lock(&dp->fdb_lock);
+	const struct fdb_entry *s = fdb_lookup(&dp->fdb, v->vni, src);
+	int spoofed = s && (s->flags & FDB_F_STATIC) && !static_owner(s, at);
+	pthread_mutex_unlock(&dp->fdb_lock);
+	if (spoofed)
+		drop(dp, v, at->port, UVX_DROP_SPOOFED_MAC);
+	return spoofed;
+}
+
 int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
 	       struct fdb_dest *out)

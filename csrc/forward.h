@@ -24,6 +24,13 @@ int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
 	       struct fdb_dest *out);
 
+/* Is src a static entry's MAC that lives elsewhere than `at`?  Then the
+ * frame is counted as spoofed_mac (for the VNI, and the port at->port if
+ * it is one) and 1 is returned: for frames handled before fdb_switch
+ * (ARP requests answered locally). */
+int fdb_src_spoofed(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+		    const struct fdb_dest *at);
+
 /* Write one frame to a local port, with vh (NULL: a plain frame) when the
  * port takes virtio-net headers; counts the drop on failure, for the port.
  * Returns 0, or -1 if it was dropped. */

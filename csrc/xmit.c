@@ -252,6 +252,11 @@ static int arp_reduce(struct uvx_dp *dp, struct uvx_vni *v, int32_t port,
 	uint32_t tip;
 	if (!arp_request_target(frame, len, &tip))
 		return 0;
+	/* Answered here, it never reaches fdb_switch: refuse a spoofed
+	 * source first, as fdb_switch would. */
+	const struct fdb_dest here = { port, 0, 0 };
+	if (fdb_src_spoofed(dp, v, frame + ETH_ALEN, &here))
+		return 1;
 	const uint8_t *mac = arp_table_find(v->arp, tip);
 	if (!mac) {
 		if (v->arp_mode != UVX_ARP_ANSWER_ONLY)
