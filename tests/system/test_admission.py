@@ -292,6 +292,13 @@ def test_static_entries_and_new_endpoints_survive_a_spray_of_70000_macs(
     assert net1["limits"]["fdb_full"] > 0, net1
     assert len(learned) == 65536                 # stopped at the cap, not past it
     assert net1["drops"]["learn_limit"] == net1["limits"]["fdb_full"]
+    # The agent says so, once for the episode (at its next ageing sweep).
+    log = m.agents.file("h1", ".log")
+    reached = "network net1 (VNI 4097) reached a limit: fdb_full +"
+    deadline = time.monotonic() + 20
+    while reached not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert log.read_text().count(reached) == 1, m.agents.log_tail("h1", 10)
     # Static entries still answer: a1 and a2 reach each other through the
     # store's entries; a new endpoint attaches (its MAC pinned to its port)
     # and is reachable.
