@@ -285,7 +285,8 @@ def _cmd_network(args: argparse.Namespace) -> int:
                           "endpoints": [_endpoint_json(ep, st) for ep, st in eps]}, indent=2))
         return 0
     _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
-                   ("gateway", net.gateway), ("mtu", net.mtu),
+                   ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
+                   ("learning", "on" if net.learning else "off"),
                    ("created", _when(net.created)), ("endpoints", len(eps))])
     if eps:
         print()

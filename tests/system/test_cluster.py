@@ -672,6 +672,9 @@ def test_cli_networks(db: str) -> None:
     assert done.returncode == 0, done.stderr
     shown = dict(line.split(None, 1) for line in done.stdout.splitlines())
     assert (shown["admit"], shown["learning"]) == ("any", "on")
+    ins = cli("network", "inspect", "net2", store=db)
+    shown = dict(line.split(None, 1) for line in ins.stdout.splitlines())
+    assert (shown["admit"], shown["learning"]) == ("any", "on"), ins.stdout
 
     ls = cli("network", "ls", "--json", store=db)
     assert ls.returncode == 0, ls.stderr
