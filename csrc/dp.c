@@ -233,6 +233,8 @@ static int vni_add(struct uvx_dp *dp, uint32_t vni)
 		if (!v)
 			return -ENOMEM;
 		v->vni = vni;
+		v->admit = UVX_ADMIT_MEMBERS;   /* deny what is not known */
+		v->learning = 1;
 		dp->vnis[i] = v;
 		vni_reindex(dp);
 		return 0;
@@ -285,6 +287,7 @@ static int vni_del(struct uvx_dp *dp, uint32_t vni)
 		}
 	}
 	free(v->arp);
+	free(v->peers.slot);
 	free(v);
 	vni_reindex(dp);
 	return 0;
@@ -304,8 +307,10 @@ static int remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t por
 	for (unsigned i = 0; i < v->nremotes; i++)
 		if (v->remotes[i].ip == ip && v->remotes[i].udp_port == port)
 			return -EEXIST;
-	if (v->nremotes == UVX_VNI_REMOTES)
+	if (v->nremotes == UVX_VNI_REMOTES) {
+		v->flood_full++;            /* reported, never silent */
 		return -ENOSPC;
+	}
 	v->remotes[v->nremotes++] = (struct fdb_dest){ -1, ip, port };
 	return 0;
 }
@@ -332,6 +337,128 @@ static int remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t por
 int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port)
 {
 	LOCKED(dp, remote_del(dp, vni, ip, port));
+}
+
+/* --- Admission and learning ---------------------------------------------- */
+
+static int vni_set_admit(struct uvx_dp *dp, uint32_t vni, int mode)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	if (mode != UVX_ADMIT_MEMBERS && mode != UVX_ADMIT_ANY)
+		return -EINVAL;
+	v->admit = mode;
+	return 0;
+}
+
+int uvx_vni_set_admit(struct uvx_dp *dp, uint32_t vni, int mode)
+{
+	LOCKED(dp, vni_set_admit(dp, vni, mode));
+}
+
+static int vni_set_learning(struct uvx_dp *dp, uint32_t vni, int on)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	v->learning = !!on;
+	if (!on) {
+		/* What was learned before goes too: nothing learned stays. */
+		struct flush_ctx c = { dp, vni, -1, 1 };
+		fdb_sweep(&dp->fdb, flush_match, &c);
+	}
+	return 0;
+}
+
+int uvx_vni_set_learning(struct uvx_dp *dp, uint32_t vni, int on)
+{
+	LOCKED(dp, vni_set_learning(dp, vni, on));
+}
+
+/* Put ip in a set with room for it (no check for duplicates). */
+static void peer_insert(struct peer_set *ps, uint32_t ip)
+{
+	uint32_t s = peer_slot(ip) & ps->mask;
+	while (ps->slot[s])
+		s = (s + 1) & ps->mask;
+	ps->slot[s] = ip;
+	ps->n++;
+}
+
+/* The set rebuilt in size slots, without drop (0: none): growing, and
+ * removing without tombstones (peers change rarely; lookups stay short). */
+static int peer_rebuild(struct peer_set *ps, uint32_t size, uint32_t drop_ip)
+{
+	uint32_t *slot = calloc(size, sizeof(*slot));
+	if (!slot)
+		return -ENOMEM;
+	struct peer_set next = { slot, size - 1, 0 };
+	for (uint32_t i = 0; ps->slot && i <= ps->mask; i++)
+		if (ps->slot[i] && ps->slot[i] != drop_ip)
+			peer_insert(&next, ps->slot[i]);
+	free(ps->slot);
+	*ps = next;
+	return 0;
+}
+
+static int peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	if (ip == 0)
+		return -EINVAL;
+	struct peer_set *ps = &v->peers;
+	if (ps->n) {
+		for (uint32_t s = peer_slot(ip) & ps->mask; ps->slot[s]; s = (s + 1) & ps->mask)
+			if (ps->slot[s] == ip)
+				return -EEXIST;
+	}
+	/* At most half full, so a probe for a stranger ends soon. */
+	uint32_t size = ps->slot ? ps->mask + 1 : 0;
+	if (2 * (ps->n + 1) > size) {
+		int rc = peer_rebuild(ps, size ? 2 * size : 16, 0);
+		if (rc < 0)
+			return rc;
+	}
+	peer_insert(ps, ip);
+	return 0;
+}
+
+int uvx_peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
+{
+	LOCKED(dp, peer_add(dp, vni, ip));
+}
+
+static int peer_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	struct peer_set *ps = &v->peers;
+	int found = 0;
+	for (uint32_t i = 0; ps->n && i <= ps->mask; i++)
+		found |= ps->slot[i] == ip;
+	if (!found || ip == 0)
+		return -ENOENT;
+	return peer_rebuild(ps, ps->mask + 1, ip);
+}
+
+int uvx_peer_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
+{
+	LOCKED(dp, peer_del(dp, vni, ip));
+}
+
+static int peer_count(struct uvx_dp *dp, uint32_t vni)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	return v ? (int)v->peers.n : -ENOENT;
+}
+
+int uvx_peer_count(struct uvx_dp *dp, uint32_t vni)
+{
+	READ_LOCKED(dp, int, peer_count(dp, vni));
 }
 
 /* --- ARP suppression ----------------------------------------------------- */
@@ -369,7 +496,10 @@ static int arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *
 		return -ENOENT;
 	if (!vni_arp_table(v))
 		return -ENOMEM;
-	return arp_table_put(v->arp, ip, mac);
+	int rc = arp_table_put(v->arp, ip, mac);
+	if (rc == -ENOSPC)
+		v->arp_full++;              /* reported, never silent */
+	return rc;
 }
 
 int uvx_arp_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, const uint8_t *mac)
@@ -507,7 +637,7 @@ static int fdb_add(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		return rc;
 	int was_learned = 0;
 	if (fdb_add_static(&dp->fdb, vni, mac, &d, uvx_now_ms(), &was_learned) < 0)
-		return -ENOSPC;
+		return -ENOMEM;   /* the pool grows for static entries: never full */
 	if (was_learned && v->learned)
 		v->learned--;
 	return 0;
@@ -579,26 +709,51 @@ static int fdb_lookup_api(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 	return 0;
 }
 
+/* A read: the read lock (which the workers share) keeps the pool where it
+ * is, the FDB mutex keeps learning off the entry while it is copied. */
+static int fdb_read_locked(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
+			   struct uvx_fdb_info *out)
+{
+	pthread_mutex_lock(&dp->fdb_lock);
+	int rc = fdb_lookup_api(dp, vni, mac, out);
+	pthread_mutex_unlock(&dp->fdb_lock);
+	return rc;
+}
+
 int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		   struct uvx_fdb_info *out)
 {
-	LOCKED(dp, fdb_lookup_api(dp, vni, mac, out));
+	READ_LOCKED(dp, int, fdb_read_locked(dp, vni, mac, out));
 }
 
-static int fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max)
+/* One chunk of a dump: the read lock and the FDB mutex for max entries at
+ * most, so a worker waits for one chunk (a microsecond or so per hundred
+ * entries), never for the whole table. */
+static int fdb_dump_chunk(struct uvx_dp *dp, uint32_t *cursor,
+			  struct uvx_fdb_info *out, int max)
 {
 	uint64_t now = uvx_now_ms();
 	int n = 0;
-	for (uint32_t b = 0; b <= dp->fdb.mask && n < max; b++)
-		for (int32_t i = dp->fdb.buckets[b]; i >= 0 && n < max;
-		     i = dp->fdb.entries[i].next)
-			fdb_info(&dp->fdb.entries[i], now, &out[n++]);
+	uint32_t i = *cursor;
+	pthread_mutex_lock(&dp->fdb_lock);
+	for (; i < dp->fdb.capacity && n < max; i++) {
+		const struct fdb_entry *e = fdb_slot(&dp->fdb, i);
+		if (e)
+			fdb_info(e, now, &out[n++]);
+	}
+	*cursor = i < dp->fdb.capacity ? i : UVX_FDB_DUMP_END;
+	pthread_mutex_unlock(&dp->fdb_lock);
 	return n;
 }
 
-int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max)
+int uvx_fdb_dump(struct uvx_dp *dp, uint32_t *cursor, struct uvx_fdb_info *out,
+		 int max)
 {
-	LOCKED(dp, fdb_dump(dp, out, max));
+	if (max < 0)
+		return -EINVAL;
+	if (*cursor == UVX_FDB_DUMP_END)
+		return 0;
+	READ_LOCKED(dp, int, fdb_dump_chunk(dp, cursor, out, max));
 }
 
 struct age_ctx {

@@ -45,8 +45,21 @@ struct uvx_port {
 	uint64_t pmtud_ms;         /* when it was last filled */
 };
 
+/* The VTEP addresses admitted to a VNI: open addressing on the IPv4
+ * address (0, never a sender, marks a free slot), at most half full so a
+ * probe for an address that is not there ends soon.  Grown and rebuilt
+ * under the write lock (dp.c); read per datagram under the read lock. */
+struct peer_set {
+	uint32_t *slot;
+	uint32_t mask;             /* slots - 1, or 0 with none */
+	uint32_t n;
+};
+
 struct uvx_vni {
 	uint32_t vni;
+	int admit;                 /* enum uvx_admit_mode */
+	int learning;              /* learn sources (else static entries only) */
+	struct peer_set peers;
 	uint32_t learned;          /* learned FDB entries, for the cap */
 	uint32_t nports;
 	uint32_t nremotes;
@@ -57,6 +70,14 @@ struct uvx_vni {
 	int arp_mode;              /* enum uvx_arp_mode */
 	struct arp_table *arp;     /* IP -> MAC from the control plane, or NULL */
 	uint64_t arp_replied[UVX_WORKERS];
+	/* Limits reached (uvx_vni_limits): on the packet path per worker,
+	 * sources left unlearned at the VNI's cap or the FDB's; in the
+	 * configuration (under the write lock), refused flood-list and ARP
+	 * entries. */
+	uint64_t learn_capped[UVX_WORKERS];
+	uint64_t fdb_full[UVX_WORKERS];
+	uint64_t flood_full;
+	uint64_t arp_full;
 };
 
 /* Datagrams waiting to be sent.  Each is up to three pieces: its own
@@ -165,6 +186,26 @@ struct uvx_dp {
 		pthread_rwlock_unlock(&(dp)->cfg_lock);         \
 		return r_;                                      \
 	} while (0)
+
+static inline uint32_t peer_slot(uint32_t ip)
+{
+	return ip * 2654435761u;
+}
+
+/* Is ip (network byte order) admitted to send into v? */
+static inline int peer_admitted(const struct uvx_vni *v, uint32_t ip)
+{
+	if (v->admit == UVX_ADMIT_ANY)
+		return 1;
+	if (!v->peers.n || ip == 0)
+		return 0;
+	for (uint32_t s = peer_slot(ip) & v->peers.mask;; s = (s + 1) & v->peers.mask) {
+		if (v->peers.slot[s] == ip)
+			return 1;
+		if (v->peers.slot[s] == 0)
+			return 0;
+	}
+}
 
 static inline unsigned vni_slot(uint32_t vni)
 {

@@ -18,7 +18,7 @@
 	X(UVX_DROP_UNKNOWN_VNI,   "unknown_vni",     "VNI not configured on this host") \
 	X(UVX_DROP_BAD_INNER,     "bad_inner_frame", "inner frame too short, or bad source MAC") \
 	X(UVX_DROP_NO_DEST,       "no_destination",  "nowhere to send it (empty flood list)") \
-	X(UVX_DROP_LEARN_LIMIT,   "learn_limit",     "source not learned: VNI at its cap") \
+	X(UVX_DROP_LEARN_LIMIT,   "learn_limit",     "source not learned: the VNI or the FDB at its cap") \
 	X(UVX_DROP_HAIRPIN,       "hairpin",         "destination is the ingress port") \
 	X(UVX_DROP_SPLIT_HORIZON, "split_horizon",   "from the wire, for a MAC behind a VTEP") \
 	X(UVX_DROP_TOO_BIG,       "too_big",         "larger than a buffer")            \

@@ -7,27 +7,63 @@
 #include "forward.h"
 #include "stats.h"
 
+/* Is the static entry e where a frame from `at` may come from?  For a
+ * VTEP, its address alone: the UDP source port is a per-flow hash. */
+static int static_owner(const struct fdb_entry *e, const struct fdb_dest *at)
+{
+	if (e->dest.port >= 0 || at->port >= 0)
+		return e->dest.port == at->port;
+	return e->dest.ip == at->ip;
+}
+
+int fdb_src_spoofed(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+		    const struct fdb_dest *at)
+{
+	pthread_mutex_lock(&dp->fdb_lock);
+	const struct fdb_entry *s = fdb_lookup(&dp->fdb, v->vni, src);
+	int spoofed = s && (s->flags & FDB_F_STATIC) && !static_owner(s, at);
+	pthread_mutex_unlock(&dp->fdb_lock);
+	if (spoofed)
+		drop(dp, v, at->port, UVX_DROP_SPOOFED_MAC);
+	return spoofed;
+}
+
 int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
 	       struct fdb_dest *out)
 {
-	int found = 0;
+	int found = FWD_FLOOD;
+	enum fdb_learn_result r = FDB_LEARN_STATIC;
 	pthread_mutex_lock(&dp->fdb_lock);
-	enum fdb_learn_result r = fdb_learn(&dp->fdb, v->vni, src, at, now,
-					    dp->cfg.learn_limit, &v->learned);
+	/* A source MAC pinned elsewhere is spoofed: dropped, learning on or
+	 * off.  Linux's vxlan_snoop drops such a frame only while learning
+	 * (a permanent entry); uvxlan knows where each of its MACs lives. */
+	const struct fdb_entry *s = fdb_lookup(&dp->fdb, v->vni, src);
+	if (s && (s->flags & FDB_F_STATIC)) {
+		if (!static_owner(s, at)) {
+			pthread_mutex_unlock(&dp->fdb_lock);
+			drop(dp, v, at->port, UVX_DROP_SPOOFED_MAC);
+			return FWD_DROPPED;
+		}
+	} else if (v->learning) {
+		r = fdb_learn(&dp->fdb, v->vni, src, at, now,
+			      dp->cfg.learn_limit, &v->learned);
+	}
 	if (!mac_is_multicast(dst)) {
 		struct fdb_entry *e = fdb_lookup(&dp->fdb, v->vni, dst);
 		if (e) {
 			e->used_ms = now;
 			*out = e->dest;    /* a copy: the entry may move once unlocked */
-			found = 1;
+			found = FWD_UNICAST;
 		}
 	}
 	pthread_mutex_unlock(&dp->fdb_lock);
 	/* The frame is still forwarded, as Linux's bridge does when
 	 * fdb_max_learned is reached; only the address goes unlearned. */
-	if (r == FDB_LEARN_LIMIT || r == FDB_LEARN_FULL)
+	if (r == FDB_LEARN_LIMIT || r == FDB_LEARN_FULL) {
 		drop(dp, v, at->port, UVX_DROP_LEARN_LIMIT);
+		bump(r == FDB_LEARN_LIMIT ? &v->learn_capped[uvx_wid] : &v->fdb_full[uvx_wid], 1);
+	}
 	return found;
 }
 

@@ -7,13 +7,29 @@
 
 #include "dp.h"
 
-/* Learn src as reachable at `at` (the frame passed vxlan_check_inner),
- * then look up dst: 1 and *out if it is a known unicast address.  A source
- * left unlearned counts as learn_limit for the VNI (and the port at->port,
- * if it is one); the frame is still forwarded. */
+/* What fdb_switch says to do with a frame. */
+enum fwd_verdict {
+	FWD_DROPPED = -1,   /* spoofed source: counted, go no further */
+	FWD_FLOOD = 0,      /* BUM or unknown unicast */
+	FWD_UNICAST = 1,    /* to *out */
+};
+
+/* Check src against the static entries (a MAC pinned elsewhere: dropped,
+ * counted as spoofed_mac), learn it as reachable at `at` if the VNI
+ * learns (the frame passed vxlan_check_inner), then look up dst.  A
+ * source left unlearned counts as learn_limit for the VNI (and the port
+ * at->port, if it is one), and in the VNI's limits; the frame is still
+ * forwarded.  Returns an enum fwd_verdict. */
 int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
 	       struct fdb_dest *out);
+
+/* Is src a static entry's MAC that lives elsewhere than `at`?  Then the
+ * frame is counted as spoofed_mac (for the VNI, and the port at->port if
+ * it is one) and 1 is returned: for frames handled before fdb_switch
+ * (ARP requests answered locally). */
+int fdb_src_spoofed(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
+		    const struct fdb_dest *at);
 
 /* Write one frame to a local port, with vh (NULL: a plain frame) when the
  * port takes virtio-net headers; counts the drop on failure, for the port.

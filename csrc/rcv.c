@@ -5,8 +5,9 @@
  *   uvx_udp_rx       one recvmmsg for up to a batch of reads; with UDP_GRO
  *                    a read holds many datagrams of one size, cut apart here
  *     vxlan_rcv      per datagram: parse and check the header, find the
- *                    VNI, check the inner frame, learn its source as
- *                    behind the sending VTEP
+ *                    VNI, admit the sender (a member VTEP), check the
+ *                    inner frame, refuse a spoofed static source MAC,
+ *                    learn its source as behind the sending VTEP
  *       deliver        a local port: joined into a TCP super-frame when the
  *                      port takes virtio-net headers (gro_rcv), else
  *                      written as it is (tap_xmit)
@@ -182,6 +183,16 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 		drop(dp, NULL, -1, UVX_DROP_UNKNOWN_VNI);   /* no VNI of ours to count */
 		return;
 	}
+	/* Only members speak (issue 10): a VNI admits the VTEPs it knows,
+	 * unless it accepts anyone as Linux's vxlan does.  Checked before the
+	 * inner frame, so all a stranger sends counts as one reason, and
+	 * before anything is learned or delivered.  By the outer source
+	 * address only: the source port is a per-flow hash (RFC 7348
+	 * section 5). */
+	if (!peer_admitted(v, from->sin_addr.s_addr)) {
+		drop(dp, v, -1, UVX_DROP_UNKNOWN_VTEP);
+		return;
+	}
 	if (reason != UVX_PASS) {
 		drop(dp, v, -1, reason);
 		return;
@@ -194,7 +205,10 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 		-1, from->sin_addr.s_addr, vtep_port(dp, v, from->sin_addr.s_addr)
 	};
 	struct fdb_dest to;
-	if (!fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to))
+	int verdict = fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to);
+	if (verdict == FWD_DROPPED)
+		return;                                      /* counted */
+	if (verdict == FWD_FLOOD)
 		flood_local(dp, w, v, frame, flen);          /* BUM or unknown */
 	else if (to.port < 0)
 		drop(dp, v, -1, UVX_DROP_SPLIT_HORIZON);

@@ -131,3 +131,23 @@ uint64_t uvx_vni_arp_replies(struct uvx_dp *dp, uint32_t vni)
 {
 	READ_LOCKED(dp, uint64_t, vni_arp_replies(dp, vni));
 }
+
+static int vni_limits(struct uvx_dp *dp, uint32_t vni, struct uvx_limits *out)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	memset(out, 0, sizeof(*out));
+	for (unsigned k = 0; k < UVX_WORKERS; k++) {
+		out->learn_limit += load(&v->learn_capped[k]);
+		out->fdb_full += load(&v->fdb_full[k]);
+	}
+	out->flood_full = v->flood_full;     /* written under the write lock */
+	out->arp_full = v->arp_full;
+	return 0;
+}
+
+int uvx_vni_limits(struct uvx_dp *dp, uint32_t vni, struct uvx_limits *out)
+{
+	READ_LOCKED(dp, int, vni_limits(dp, vni, out));
+}

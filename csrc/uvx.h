@@ -92,6 +92,26 @@ int uvx_vni_del(struct uvx_dp *dp, uint32_t vni);
 int uvx_remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
 int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
 
+/* Who may send into a VNI (issue 10).  MEMBERS, every new VNI's mode: a
+ * datagram is accepted only from an admitted VTEP address (uvx_peer_add),
+ * anything else is dropped before learning or delivery and counted as
+ * unknown_vtep.  ANY: from anyone, as Linux's vxlan.  Admission is by the
+ * outer source address alone: the source port is a per-flow hash (RFC
+ * 7348 section 5).  Learning (on for a new VNI) off: no source is learned,
+ * from the wire or from a port; forwarding uses static entries alone.
+ * Whatever the modes, a frame whose source MAC is a static entry that
+ * points elsewhere (another port; a VTEP with another address) is dropped
+ * as spoofed_mac. */
+enum uvx_admit_mode {
+	UVX_ADMIT_MEMBERS,
+	UVX_ADMIT_ANY,
+};
+int uvx_vni_set_admit(struct uvx_dp *dp, uint32_t vni, int mode);
+int uvx_vni_set_learning(struct uvx_dp *dp, uint32_t vni, int on);
+int uvx_peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
+int uvx_peer_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
+int uvx_peer_count(struct uvx_dp *dp, uint32_t vni);
+
 /* ARP suppression per VNI (see arp.h).  Modes: OFF, every ARP request is
  * switched like any frame; ANSWER, requests for an address in the table
  * are answered to the asking port and go nowhere else, the rest flood;
@@ -147,7 +167,14 @@ int uvx_fdb_learn(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		  int32_t port, uint32_t ip, uint16_t udp_port, uint64_t now_ms);
 int uvx_fdb_lookup(struct uvx_dp *dp, uint32_t vni, const uint8_t *mac,
 		   struct uvx_fdb_info *out);
-int uvx_fdb_dump(struct uvx_dp *dp, struct uvx_fdb_info *out, int max);
+/* Up to max entries from pool slot *cursor on (0 to start); *cursor is
+ * left where the next call goes on, UVX_FDB_DUMP_END when all were seen.
+ * Each call holds the FDB's locks for its own chunk only, so a dump of a
+ * full table never stalls the workers for more than one chunk; an entry
+ * added or removed meanwhile may be missed. */
+#define UVX_FDB_DUMP_END 0xffffffff
+int uvx_fdb_dump(struct uvx_dp *dp, uint32_t *cursor, struct uvx_fdb_info *out,
+		 int max);
 /* Remove learned entries not refreshed for ageing_ms; returns how many. */
 int uvx_fdb_age(struct uvx_dp *dp, uint64_t now_ms);
 uint64_t uvx_now_ms(void);
@@ -178,5 +205,18 @@ int uvx_port_drops(struct uvx_dp *dp, int port, uint64_t *out);
 const char *uvx_drop_reason_name(int reason);
 int uvx_port_counters(struct uvx_dp *dp, int port, struct uvx_counters *out);
 int uvx_vni_counters(struct uvx_dp *dp, uint32_t vni, struct uvx_counters *out);
+
+/* Limits a VNI reached, since it was made: sources left unlearned at its
+ * learn_limit, or with the FDB's learned entries at fdb_capacity (both
+ * also counted as the learn_limit drop; the frame is still forwarded);
+ * VTEPs refused by a full flood list (UVX_VNI_REMOTES), addresses by a
+ * full ARP table. */
+struct uvx_limits {
+	uint64_t learn_limit;
+	uint64_t fdb_full;
+	uint64_t flood_full;
+	uint64_t arp_full;
+};
+int uvx_vni_limits(struct uvx_dp *dp, uint32_t vni, struct uvx_limits *out);
 
 #endif

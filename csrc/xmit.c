@@ -310,6 +310,11 @@ static int arp_reduce(struct uvx_dp *dp, struct uvx_vni *v, int32_t port,
 	uint32_t tip;
 	if (!arp_request_target(frame, len, &tip))
 		return 0;
+	/* Answered here, it never reaches fdb_switch: refuse a spoofed
+	 * source first, as fdb_switch would. */
+	const struct fdb_dest here = { port, 0, 0 };
+	if (fdb_src_spoofed(dp, v, frame + ETH_ALEN, &here))
+		return 1;
 	const uint8_t *mac = arp_table_find(v->arp, tip);
 	if (!mac) {
 		if (v->arp_mode != UVX_ARP_ANSWER_ONLY)
@@ -348,7 +353,10 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		return;
 	const struct fdb_dest here = { port, 0, 0 };
 	struct fdb_dest to;
-	if (!fdb_switch(dp, v, frame + ETH_ALEN, &here, frame, w->now_ms, &to))
+	int verdict = fdb_switch(dp, v, frame + ETH_ALEN, &here, frame, w->now_ms, &to);
+	if (verdict == FWD_DROPPED)
+		return;                                      /* counted */
+	if (verdict == FWD_FLOOD)
 		flood(dp, w, v, port, frame, len, vh);       /* BUM or unknown */
 	else if (to.port == port)
 		drop(dp, v, port, UVX_DROP_HAIRPIN);

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from uvxlan._version import __version__
+from uvxlan.config import ADMIT
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
 from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.proto import PORT_IANA
@@ -136,6 +137,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print(f"{p['port']:<4} {where:<28} {p['rx_packets']:>10} {p['tx_packets']:>10}"
               f"  {_drops_text(p.get('drops'))}")
     print("\ndrops: " + _drops_text(stats["drops"]))
+    limits = [f"{n['name']}: {_drops_text(n['limits'])}" for n in stats["networks"]
+              if any(n.get("limits", {}).values())]
+    print("limits reached: " + ("; ".join(limits) or "none"))
     return 0
 
 
@@ -274,9 +278,11 @@ def _cmd_network(args: argparse.Namespace) -> int:
     if args.network_cmd == "create":
         vni, mtu = _int_arg("--vni", args.vni), _int_arg("--mtu", args.mtu)
         net = _with_store(args, lambda s: cluster.create_network(
-            s, args.name, subnet=args.subnet, vni=vni, mtu=mtu))
+            s, args.name, subnet=args.subnet, vni=vni, mtu=mtu, admit=args.admit,
+            learning=args.learning))
         _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
-                       ("gateway", net.gateway), ("mtu", net.mtu)])
+                       ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
+                       ("learning", "on" if net.learning else "off")])
         return 0
     if args.network_cmd == "rm":
         async def rm(s: Store) -> None:
@@ -314,7 +320,8 @@ def _cmd_network(args: argparse.Namespace) -> int:
                           "endpoints": [_endpoint_json(ep, st) for ep, st in eps]}, indent=2))
         return 0
     _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
-                   ("gateway", net.gateway), ("mtu", net.mtu),
+                   ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
+                   ("learning", "on" if net.learning else "off"),
                    ("created", _when(net.created)), ("endpoints", len(eps))])
     if eps:
         print()
@@ -428,15 +435,23 @@ def _add_cluster_commands(sub: Any) -> None:
         "Create a network.  Without --vni it takes the first free VNI from 256; "
         "without --subnet the first /24 of 10.0.0.0/8 that overlaps no network and "
         "holds no host's underlay address; without --mtu the smallest registered "
-        "host's underlay MTU less 50 (VXLAN's overhead), or 1450.",
+        "host's underlay MTU less 50 (VXLAN's overhead), or 1450.  Its hosts accept "
+        "VXLAN for it from the other live hosts only (--admit any: from anyone), "
+        "and learn no MACs (the store programs every path; --learning: learn too).",
         "  uvxlan network create net1\n"
-        "  uvxlan network create db --subnet 10.20.0.0/16 --vni 1000 --mtu 1400\n"))
+        "  uvxlan network create db --subnet 10.20.0.0/16 --vni 1000 --mtu 1400\n"
+        "  uvxlan network create legacy --admit any --learning\n"))
     c.add_argument("name", metavar="NAME", help="1-64 characters of A-Z a-z 0-9 _ . -")
     c.add_argument("--subnet", metavar="CIDR", help="IPv4 network address/prefix, "
                    "prefix at most 30, e.g. 10.0.0.0/24")
     c.add_argument("--vni", metavar="N", help="VXLAN network identifier, 1-16777215")
     c.add_argument("--mtu", metavar="N", help="the endpoints' MTU (68 up to the "
                    "underlay MTU less 50)")
+    c.add_argument("--admit", choices=ADMIT, default="members",
+                   help="who may send VXLAN into it: members, the live hosts (default), "
+                   "or any address (as Linux's vxlan; for peers the store does not know)")
+    c.add_argument("--learning", action="store_true",
+                   help="learn source MACs (off by default: the store programs every path)")
     ls = with_store(parser(nsub, "ls", "list networks", "List the networks.",
                            "  uvxlan network ls\n  uvxlan network ls --json\n"))
     ls.add_argument("--json", action="store_true", help="machine-readable output")

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
 from uvxlan import validate as rules
+from uvxlan.config import ADMIT
 from uvxlan.errors import (
     ClusterError,
     ConfigError,
@@ -104,6 +105,11 @@ class NetworkRecord:
     gateway: str           # reserved address (first host), never handed out
     mtu: int               # the endpoints' MTU (underlay MTU - 50 at most)
     created: float = 0.0
+    # Who may send into it: "members" (the live hosts) or "any"; learning
+    # is off by default, as the store programs every path.  Records written
+    # before these fields decode with the defaults.
+    admit: str = "members"
+    learning: bool = False
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -242,6 +248,9 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
             check_vni(record.vni)
             record.network      # noqa: B018 - raises ValueError unless an IPv4 CIDR
             rules.check("mtu", rules.mtu, record.mtu)
+            if record.admit not in ADMIT or not isinstance(record.learning, bool):
+                raise ConfigError(f"admit {record.admit!r} / learning {record.learning!r}:"
+                                  f" expected {' or '.join(ADMIT)} / true or false")
         else:
             strings("name", "network", "host", "ifname")
             rules.check("netns", rules.netns, record.netns)
@@ -328,7 +337,8 @@ def _choose_subnet(taken: list[ipaddress.IPv4Network],
 
 
 async def create_network(store: Store, name: str, *, subnet: str | None = None,
-                         vni: int | None = None, mtu: int | None = None) -> NetworkRecord:
+                         vni: int | None = None, mtu: int | None = None,
+                         admit: str = "members", learning: bool = False) -> NetworkRecord:
     """A new network.  Unique name; vni given (1-16777215, unused) or the
     first free from 256; subnet given (IPv4 CIDR, prefix <= 30, the network
     address, overlapping no other) or the first free /24 of 10.0.0.0/8 that
@@ -340,6 +350,8 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
     want_subnet = None if subnet is None else rules.check("subnet", rules.subnet, subnet)
     if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
         raise ConfigError(f"mtu {mtu!r}: expected an integer")
+    if admit not in ADMIT:
+        raise ConfigError(f"admit {admit!r}: expected {' or '.join(ADMIT)}")
 
     async def attempt() -> NetworkRecord | None:
         guard = await store.get(NETWORKS_GUARD)          # before the listing: see above
@@ -375,7 +387,7 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
             raise ConfigError(f"MTU {the_mtu} is below the minimum ({MTU_MIN})")
         record = NetworkRecord(name=name, vni=the_vni, subnet=str(net),
                                gateway=str(net.network_address + 1), mtu=the_mtu,
-                               created=time.time())
+                               created=time.time(), admit=admit, learning=learning)
         key = network_key(name)
         ok = await store.txn(
             compare=[(NETWORKS_GUARD, 0 if guard is None else guard.mod_revision), (key, 0)],

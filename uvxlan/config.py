@@ -15,6 +15,9 @@ as one ``ConfigError`` line naming the file and the field.
     vni = 256
     remotes = ["10.77.0.2"]     # flood list: "ip" or "ip:port"
     static = [{ mac = "02:42:0a:00:00:03", remote = "10.77.0.2" }]
+    admit = "members"           # VXLAN from remotes and static peers only;
+                                # "any": from anyone (Linux's vxlan)
+    learning = true             # learn MACs behind peers and containers
 
     [[endpoint]]
     network = "net1"
@@ -44,6 +47,9 @@ from uvxlan.validate import Bounds
 T = TypeVar("T")
 
 ARP_SUPPRESSION = ("answer", "answer-only", "off")
+# Who may send into a network: its members only (the default: uvxlan knows
+# them), or anyone (Linux's vxlan; flood-and-learn with unknown peers).
+ADMIT = ("members", "any")
 
 
 def setting(default: T, bounds: Bounds | None = None, *, choices: tuple[str, ...] = (),
@@ -83,6 +89,14 @@ class NetworkConfig:
     vni: int
     remotes: list[Remote] = field(default_factory=list)
     static: list[StaticEntry] = field(default_factory=list)
+    admit: str = "members"          # one of ADMIT
+    learning: bool = True           # learn MACs behind remotes and ports
+
+    @property
+    def peers(self) -> list[str]:
+        """The VTEP addresses admitted: its remotes and static entries'."""
+        ips = [r.ip for r in self.remotes] + [s.remote.ip for s in self.static]
+        return list(dict.fromkeys(ips))
 
 
 @dataclass
@@ -253,6 +267,12 @@ class _Reader:
             raise self.fail(key, f"must be true or false, not {v!r}")
         return v
 
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        v = self.str_(key, default)
+        if v not in choices:
+            raise self.fail(key, f"{v!r} is not {_one_of(choices)}")
+        return v
+
     def rule(self, key: str, rule: Callable[[object], T], default: str | None = None) -> T:
         """A string that must meet a rule of ``uvxlan.validate``."""
         v = self.str_(key, default)
@@ -278,10 +298,9 @@ class _Reader:
             return float(self.int_(f.name, int(default), bounds))
         if isinstance(default, str):
             choices, rule = f.metadata["choices"], f.metadata["rule"]
-            v = self.rule(f.name, rule, default) if rule else self.str_(f.name, default)
-            if choices and v not in choices:
-                raise self.fail(f.name, f"{v!r} is not {_one_of(choices)}")
-            return v
+            if choices:
+                return self.choice(f.name, choices, default)
+            return self.rule(f.name, rule, default) if rule else self.str_(f.name, default)
         raise TypeError(f"[host] {f.name}: no reader for {default!r}")  # pragma: no cover
 
 
@@ -344,7 +363,9 @@ def parse(data: dict[str, Any], source: str = "config",
         n = _Reader(f"{source}: network #{i + 1}", raw, _NETWORK_KEYS)
         name = n.rule("name", validate.name)
         n.where = f"{source}: network {name!r}"
-        net = NetworkConfig(name=name, vni=n.int_("vni", None, validate.VNI))
+        net = NetworkConfig(name=name, vni=n.int_("vni", None, validate.VNI),
+                            admit=n.choice("admit", ADMIT, _default(NetworkConfig, "admit")),
+                            learning=n.bool_("learning", _default(NetworkConfig, "learning")))
         for other in networks:
             if other.name == name:
                 raise ConfigError(f"{n.where}: declared twice")

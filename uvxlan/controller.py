@@ -12,7 +12,9 @@ datapath should hold, and ``apply()`` makes the smallest change that gets
 there — removals first, so a MAC or IP that moved is never briefly at two
 places (the stale-entry bug of moby#35401).
 
-- networks → VNIs (with ARP suppression on);
+- networks → VNIs (with ARP suppression on, admission and learning as
+  the network's record says);
+- live hosts other than this one → the admitted VTEPs of every network;
 - endpoints of this host → TAPs in their netns, status written back;
 - endpoints of other live hosts → static FDB entries (MAC → VTEP), flood
   list membership of their VTEP, and ARP table entries;
@@ -64,6 +66,7 @@ BACKOFF_MAX = 10.0
 Fdb = tuple[int, str, str, int]        # vni, mac, VTEP ip, VTEP port
 Flood = tuple[int, str, int]           # vni, VTEP ip, VTEP port
 Arp = tuple[int, str, str]             # vni, ip, mac
+Peer = tuple[int, str]                 # vni, VTEP ip admitted
 
 
 class NodePort(Protocol):
@@ -87,6 +90,16 @@ class NodePort(Protocol):
 
     def set_arp(self, vni: int, mode: str) -> None:
         """ARP suppression of the VNI: answer, answer-only or off."""
+
+    def set_admission(self, vni: int, admit: str, learning: bool) -> None:
+        """Who may send into the VNI ("members" or "any"), and whether it
+        learns source MACs."""
+
+    def admit_peer(self, vni: int, ip: str) -> None:
+        """VTEP ip is a member of the VNI: its datagrams are accepted."""
+
+    def forget_peer(self, vni: int, ip: str) -> None:
+        """VTEP ip is no longer a member of the VNI."""
 
     def add_remote(self, vni: int, ip: str, port: int) -> None:
         """VTEP ip:port joins the VNI's flood list."""
@@ -121,6 +134,8 @@ class Desired:
     fdb: set[Fdb] = field(default_factory=set)
     flood: set[Flood] = field(default_factory=set)
     arp: set[Arp] = field(default_factory=set)
+    peers: set[Peer] = field(default_factory=set)
+    admission: dict[int, tuple[str, bool]] = field(default_factory=dict)   # vni -> admit, learning
 
 
 def desired_state(model: dict[str, bytes], me: str) -> Desired:
@@ -152,6 +167,9 @@ def desired_state(model: dict[str, bytes], me: str) -> Desired:
     for n in networks.values():
         d.vnis[n.vni] = n.name
         d.mtu[n.name] = n.mtu
+        # Members speak: every live host but this one, in every network.
+        d.admission[n.vni] = (n.admit, n.learning)
+        d.peers |= {(n.vni, h.underlay) for h in hosts.values() if h.name != me}
     for key, ep in endpoints:
         net = networks.get(ep.network)
         if net is None:
@@ -187,6 +205,8 @@ class Applied:
     fdb: set[Fdb] = field(default_factory=set)
     flood: set[Flood] = field(default_factory=set)
     arp: set[Arp] = field(default_factory=set)
+    peers: set[Peer] = field(default_factory=set)
+    admission: dict[int, tuple[str, bool]] = field(default_factory=dict)
 
 
 class Controller:
@@ -382,6 +402,9 @@ class Controller:
         for vni, ip, port in have.flood - want.flood:
             self._try(node.del_remote, vni, ip, port)
         have.flood &= want.flood
+        for vni, ip in have.peers - want.peers:
+            self._try(node.forget_peer, vni, ip)
+        have.peers &= want.peers
         for key in list(have.local):
             rec, epc = have.local[key]
             if want.local.get(key) != rec or want.vnis.get(self._vni_of(rec, have)) is None:
@@ -396,6 +419,7 @@ class Controller:
             if vni not in node.static_vnis:
                 self._try(node.remove_network, vni)
             del have.vnis[vni]
+            have.admission.pop(vni, None)
 
         for vni, name in want.vnis.items():
             if have.vnis.get(vni) not in (None, name):
@@ -439,6 +463,13 @@ class Controller:
             vni, ip, mac = a
             if vni in have.vnis and self._try(node.arp_add, vni, ip, mac):
                 have.arp.add(a)
+        for vni, mode in want.admission.items():
+            if (vni in have.vnis and have.admission.get(vni) != mode
+                    and self._try(node.set_admission, vni, *mode)):
+                have.admission[vni] = mode
+        for pe in want.peers - have.peers:
+            if pe[0] in have.vnis and self._try(node.admit_peer, *pe):
+                have.peers.add(pe)
         await self._flush_status()
 
     def _vni_of(self, rec: EndpointRecord, have: Applied) -> int:

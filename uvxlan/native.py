@@ -18,6 +18,7 @@ import enum
 import errno
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from uvxlan import proto
 from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
-from uvxlan.config import ARP_SUPPRESSION, DatapathConfig, HostConfig
+from uvxlan.config import ADMIT, ARP_SUPPRESSION, DatapathConfig, HostConfig
 from uvxlan.errors import NativeError, StaleBuildError
 from uvxlan.proto import mac_to_bytes, mac_to_str
 
@@ -90,8 +91,9 @@ def _check_constants() -> None:
 _check_stamp()
 _check_constants()
 
-__all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "LearnResult",
-           "FdbEntry", "Counters", "now_ms", "open_tx_socket", "nofrag"]
+__all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "ADMIT_MODES",
+           "LearnResult", "FdbEntry", "Counters", "Limits", "now_ms", "open_tx_socket",
+           "nofrag"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX
@@ -113,6 +115,16 @@ ARP_MODES: dict[str, int] = {
 }
 
 
+#: Admission modes by their configuration names (``admit``), each
+#: UVX_ADMIT_<NAME> in C (enum uvx_admit_mode): a name without one fails here.
+ADMIT_MODES: dict[str, int] = {
+    name: getattr(lib, "UVX_ADMIT_" + name.upper()) for name in ADMIT
+}
+
+#: Entries per uvx_fdb_dump call: the most the FDB is locked for at once.
+FDB_DUMP_CHUNK = 256
+
+
 class LearnResult(enum.IntEnum):
     NEW = lib.FDB_LEARN_NEW
     REFRESHED = lib.FDB_LEARN_REFRESHED
@@ -128,6 +140,18 @@ class Counters:
     rx_bytes: int
     tx_packets: int
     tx_bytes: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits a VNI reached (struct uvx_limits): sources left unlearned at
+    the VNI's learn_limit or the FDB's capacity, VTEPs a full flood list
+    refused, addresses a full ARP table refused."""
+
+    learn_limit: int
+    fdb_full: int
+    flood_full: int
+    arp_full: int
 
 
 @dataclass(frozen=True)
@@ -157,18 +181,37 @@ def _ip_str(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "little"))
 
 
-def _entry(info: Any) -> FdbEntry:
-    remote = bool(info.is_remote)
-    return FdbEntry(
-        vni=info.vni,
-        mac=mac_to_str(bytes(info.mac)),
-        static=bool(info.is_static),
-        port=None if remote else info.port,
-        remote=_ip_str(info.remote_ip) if remote else None,
-        remote_port=info.remote_port if remote else None,
-        age_s=info.age_ms / 1000.0,
-        idle_s=info.idle_ms / 1000.0,
-    )
+def _info_struct() -> struct.Struct:
+    """struct uvx_fdb_info as Python's struct reads it, the offsets and size
+    from the compiler (cffi), so a dump is unpacked a chunk at a time
+    rather than a cffi attribute at a time (65,536 entries in a full
+    table)."""
+    fields = [("vni", "I"), ("mac", "6s"), ("is_static", "B"), ("is_remote", "B"),
+              ("port", "i"), ("remote_ip", "I"), ("remote_port", "H"), ("age_ms", "Q"),
+              ("idle_ms", "Q")]
+    fmt, at = "=", 0
+    for name, code in fields:
+        offset = ffi.offsetof("struct uvx_fdb_info", name)
+        fmt += "x" * (offset - at) + code
+        at = offset + struct.calcsize("=" + code)
+    return struct.Struct(fmt + "x" * (ffi.sizeof("struct uvx_fdb_info") - at))
+
+
+_INFO = _info_struct()
+
+
+def _entries(infos: Any, n: int) -> list[FdbEntry]:
+    out = []
+    for vni, mac, static, remote, port, ip, rport, age, idle in _INFO.iter_unpack(
+            ffi.buffer(infos, n * _INFO.size)):
+        out.append(FdbEntry(
+            vni=vni, mac=mac_to_str(mac), static=bool(static),
+            port=None if remote else port,
+            remote=_ip_str(ip) if remote else None,
+            remote_port=rport if remote else None,
+            age_s=age / 1000.0, idle_s=idle / 1000.0,
+        ))
+    return out
 
 
 def now_ms() -> int:
@@ -309,20 +352,53 @@ class Datapath:
         info = ffi.new("struct uvx_fdb_info *")
         if lib.uvx_fdb_lookup(self._dp, vni, mac_to_bytes(mac), info) < 0:
             return None
-        return _entry(info)
+        return _entries(info, 1)[0]
 
     def fdb_dump(self) -> list[FdbEntry]:
-        size = 1024
-        while True:
-            out = ffi.new("struct uvx_fdb_info[]", size)
-            n = lib.uvx_fdb_dump(self._dp, out, size)
-            if n < size:
-                return [_entry(out[i]) for i in range(n)]
-            size *= 4
+        """Every entry, read a chunk at a time (the workers wait for one
+        chunk at most, never for the whole table)."""
+        out = ffi.new("struct uvx_fdb_info[]", FDB_DUMP_CHUNK)
+        cursor = ffi.new("uint32_t *", 0)
+        entries: list[FdbEntry] = []
+        while cursor[0] != lib.UVX_FDB_DUMP_END:
+            n = _check(lib.uvx_fdb_dump(self._dp, cursor, out, FDB_DUMP_CHUNK), "FDB dump")
+            entries.extend(_entries(out, n))
+        return entries
 
     def fdb_age(self, now_ms: int | None = None) -> int:
         """Remove learned entries older than the ageing time; how many."""
         return int(lib.uvx_fdb_age(self._dp, lib.uvx_now_ms() if now_ms is None else now_ms))
+
+    # Admission and learning ----------------------------------------------
+
+    def set_admit(self, vni: int, mode: str) -> None:
+        """members: datagrams from admitted VTEPs only (a new VNI's mode);
+        any: from anyone, as Linux's vxlan."""
+        if mode not in ADMIT_MODES:
+            raise NativeError(errno.EINVAL, f"admission {mode!r} is not one of "
+                              f"{', '.join(ADMIT_MODES)}")
+        _check(lib.uvx_vni_set_admit(self._dp, vni, ADMIT_MODES[mode]),
+               f"setting admission of VNI {vni}")
+
+    def set_learning(self, vni: int, on: bool) -> None:
+        """Learn sources in the VNI (a new VNI does); off forgets what was
+        learned there."""
+        _check(lib.uvx_vni_set_learning(self._dp, vni, on), f"setting learning of VNI {vni}")
+
+    def peer_add(self, vni: int, ip: str) -> None:
+        """VTEP ip may send into the VNI."""
+        _check(lib.uvx_peer_add(self._dp, vni, _ip(ip)), f"admitting VTEP {ip} to VNI {vni}")
+
+    def peer_del(self, vni: int, ip: str) -> None:
+        _check(lib.uvx_peer_del(self._dp, vni, _ip(ip)), f"removing VTEP {ip} from VNI {vni}")
+
+    def peer_count(self, vni: int) -> int:
+        return _check(lib.uvx_peer_count(self._dp, vni), f"VNI {vni}")
+
+    def limits(self, vni: int) -> Limits:
+        out = ffi.new("struct uvx_limits *")
+        _check(lib.uvx_vni_limits(self._dp, vni, out), f"VNI {vni}")
+        return Limits(out.learn_limit, out.fdb_full, out.flood_full, out.arp_full)
 
     # ARP suppression -----------------------------------------------------
 

@@ -67,6 +67,10 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.networks: dict[int, str] = {}        # VNI -> network name
         self.static_vnis: set[int] = set()        # from the config file
+        # Limits per VNI as last seen, and the VNIs in an episode of
+        # reaching one (logged once when it starts, once when it ends).
+        self._limits: dict[int, native.Limits] = {}
+        self._at_limit: set[int] = set()
 
     # Start-up and shut-down ----------------------------------------------
 
@@ -92,6 +96,9 @@ class Node:
             for net in self.cfg.networks:
                 self.add_network(net.name, net.vni)
                 self.static_vnis.add(net.vni)
+                self.set_admission(net.vni, net.admit, net.learning)
+                for ip in net.peers:
+                    self.admit_peer(net.vni, ip)
                 for r in net.remotes:
                     self.dp.add_remote(net.vni, r.ip, r.port)
                 for s in net.static:
@@ -194,6 +201,26 @@ class Node:
             self.features = dataclasses.replace(self.features, udp_gso=False)
             log.warning("UDP_SEGMENT cannot be used on the underlay (EIO: no checksum offload"
                         " or IPsec on the route): sending with sendmmsg from now on")
+        self._report_limits()
+
+    def _report_limits(self) -> None:
+        """Log once per network per episode: when a limit is first reached,
+        and when a sweep period passes without reaching one again."""
+        dp = self._datapath()
+        for vni, name in sorted(self.networks.items()):
+            now = dp.limits(vni)
+            before = self._limits.get(vni, native.Limits(0, 0, 0, 0))
+            self._limits[vni] = now
+            grew = {k: v - getattr(before, k) for k, v in vars(now).items()
+                    if v > getattr(before, k)}
+            if grew and vni not in self._at_limit:
+                self._at_limit.add(vni)
+                log.warning("network %s (VNI %d) reached a limit: %s", name, vni,
+                            ", ".join(f"{k} +{n}" for k, n in grew.items()))
+            elif not grew and vni in self._at_limit:
+                self._at_limit.discard(vni)
+                log.info("network %s (VNI %d): no limit reached since the last sweep",
+                         name, vni)
 
     # Networks, flood lists, FDB and ARP entries (NodePort) -------------------
 
@@ -205,6 +232,8 @@ class Node:
         """The VNI and everything in it (its ports must be gone)."""
         self._datapath().del_vni(vni)
         self.networks.pop(vni, None)
+        self._limits.pop(vni, None)
+        self._at_limit.discard(vni)
 
     def rename_network(self, vni: int, name: str) -> None:
         """The VNI now belongs to another network of that name."""
@@ -212,6 +241,20 @@ class Node:
 
     def set_arp(self, vni: int, mode: str) -> None:
         self._datapath().set_arp(vni, mode)
+
+    def set_admission(self, vni: int, admit: str, learning: bool) -> None:
+        """Who may send into the VNI (members or any), and whether it
+        learns."""
+        dp = self._datapath()
+        dp.set_admit(vni, admit)
+        dp.set_learning(vni, learning)
+
+    def admit_peer(self, vni: int, ip: str) -> None:
+        """VTEP ip is a member of the VNI: its datagrams are accepted."""
+        self._datapath().peer_add(vni, ip)
+
+    def forget_peer(self, vni: int, ip: str) -> None:
+        self._datapath().peer_del(vni, ip)
 
     def add_remote(self, vni: int, ip: str, port: int) -> None:
         self._datapath().add_remote(vni, ip, port)
@@ -282,13 +325,15 @@ class Node:
 
     def stats(self) -> dict[str, Any]:
         """Counters: drops by reason for the whole datapath, and for each
-        network and port its packets, bytes and drops (the reasons not 0)."""
+        network and port its packets, bytes and drops (the reasons not 0);
+        for each network the limits it reached (native.Limits)."""
         dp = self._datapath()
         return {
             "drops": dp.drops(),
             "networks": [
                 dict(name=name, vni=vni, arp_replies=dp.arp_replies(vni),
-                     **vars(dp.vni_counters(vni)), drops=dp.vni_drops(vni))
+                     **vars(dp.vni_counters(vni)), drops=dp.vni_drops(vni),
+                     limits=vars(dp.limits(vni)))
                 for vni, name in sorted(self.networks.items())
             ],
             "ports": [

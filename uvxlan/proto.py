@@ -35,7 +35,7 @@ def mac_to_bytes(mac: str) -> bytes:
 
 
 def mac_to_str(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
+    return mac.hex(":")
 
 
 def derived_mac(address: ipaddress.IPv4Address) -> str:

@@ -3,6 +3,7 @@
  * calls the same code the datapath runs (vxlan.c, offload.c). */
 #include <string.h>
 
+#include "../fdb.h"
 #include "../offload.h"
 #include "../pmtud.h"
 #include "testing.h"
@@ -45,6 +46,18 @@ uint32_t uvx_test_flow_hash(const uint8_t *frame, size_t len)
 uint16_t uvx_test_src_port(uint32_t hash, uint16_t min, uint16_t max)
 {
 	return vxlan_src_port(hash, min, max);
+}
+
+uint64_t uvx_test_siphash(const uint8_t *key, const uint8_t *in, size_t len,
+			  int c, int d)
+{
+	/* The key as two little-endian words, as the paper reads it. */
+	uint64_t k[2] = { 0, 0 };
+	for (int i = 7; i >= 0; i--) {
+		k[0] = (k[0] << 8) | key[i];
+		k[1] = (k[1] << 8) | key[8 + i];
+	}
+	return fdb_siphash(k, in, len, c, d);
 }
 
 size_t uvx_test_build_datagram(uint8_t *out, size_t cap, uint32_t vni,

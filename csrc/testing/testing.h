@@ -25,6 +25,11 @@ int uvx_test_parse(const uint8_t *pkt, size_t len, int accept_reserved,
 int uvx_test_check_inner(const uint8_t *frame, size_t len);
 uint32_t uvx_test_flow_hash(const uint8_t *frame, size_t len);
 uint16_t uvx_test_src_port(uint32_t hash, uint16_t min, uint16_t max);
+
+/* The FDB's keyed hash (fdb.h): SipHash-c-d of in under the 16-byte key,
+ * for a check against the paper's test vector. */
+uint64_t uvx_test_siphash(const uint8_t *key, const uint8_t *in, size_t len,
+			  int c, int d);
 size_t uvx_test_build_datagram(uint8_t *out, size_t cap, uint32_t vni,
 			       const uint8_t *frame, size_t len,
 			       uint16_t sport, uint16_t dport,

@@ -85,6 +85,11 @@ def flow_hash(frame: bytes) -> int:
     return int(lib.uvx_test_flow_hash(frame, len(frame)))
 
 
+def siphash(key: bytes, data: bytes, c: int = 2, d: int = 4) -> int:
+    """SipHash-c-d as the FDB computes it (csrc/fdb.c)."""
+    return int(lib.uvx_test_siphash(key, data, len(data), c, d))
+
+
 def src_port(hash_: int, lo: int, hi: int) -> int:
     return int(lib.uvx_test_src_port(hash_, lo, hi))
 

@@ -665,16 +665,23 @@ def test_cli_networks(db: str) -> None:
     assert done.returncode == 0, done.stderr
     shown = dict(line.split(None, 1) for line in done.stdout.splitlines())
     assert shown == {"name": "net1", "vni": "256", "subnet": "10.0.0.0/24",
-                     "gateway": "10.0.0.1", "mtu": "1450"}
+                     "gateway": "10.0.0.1", "mtu": "1450", "admit": "members",
+                     "learning": "off"}
     done = cli("network", "create", "net2", "--subnet", "10.7.0.0/16", "--vni", "77",
-               "--mtu", "1400", store=db)
+               "--mtu", "1400", "--admit", "any", "--learning", store=db)
     assert done.returncode == 0, done.stderr
+    shown = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert (shown["admit"], shown["learning"]) == ("any", "on")
+    ins = cli("network", "inspect", "net2", store=db)
+    shown = dict(line.split(None, 1) for line in ins.stdout.splitlines())
+    assert (shown["admit"], shown["learning"]) == ("any", "on"), ins.stdout
 
     ls = cli("network", "ls", "--json", store=db)
     assert ls.returncode == 0, ls.stderr
     nets = json.loads(ls.stdout)
     assert [(n["name"], n["vni"], n["subnet"], n["mtu"], n["endpoints"]) for n in nets] == \
         [("net1", 256, "10.0.0.0/24", 1450, 0), ("net2", 77, "10.7.0.0/16", 1400, 0)]
+    assert [(n["admit"], n["learning"]) for n in nets] == [("members", False), ("any", True)]
     table = cli("network", "ls", store=db)
     assert table.stdout.split("\n")[0].split() == ["NAME", "VNI", "SUBNET", "GATEWAY", "MTU",
                                                    "ENDPOINTS"]

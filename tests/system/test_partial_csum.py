@@ -20,6 +20,7 @@ Traffic goes only to addresses inside namespaces this test made.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import time
 
@@ -115,8 +116,13 @@ def _after(lab: Lab, netns: str, before: dict[str, int], key: str, want: int,
 def test_partial_checksum_completed_and_corrupt_segment_dropped(
     lab: Lab, overlay: OverlayFactory, mode: str
 ) -> None:
+    # h2 sends as a VTEP of net1: a member (a remote of h1), or h1 would
+    # refuse its datagrams (unknown_vtep).  Lab hosts are numbered from .1.
+    h2_ip = str(ipaddress.IPv4Network(lab.subnet).network_address + 2)
     overlay({"net1": VNI}, [Placement("c1", "h1", "net1", f"{C1_ADDR}/24")],
-            hosts=2, run=["h1"], port=PORT, host_options={"offload": mode})
+            hosts=2, run=["h1"], port=PORT, host_options={"offload": mode},
+            extra_remotes={"net1": [h2_ip]})
+    assert lab.host("h2").underlay_ip == h2_ip
     c1 = lab.container_netns("c1")
     c1_mac = netlink.link_info("eth0", netns=c1)["mac"]
     # c1 answers without asking ARP of a peer that is not there

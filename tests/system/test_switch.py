@@ -5,6 +5,7 @@ carry VXLAN between them.  Needs root for the raw socket."""
 
 from __future__ import annotations
 
+import ipaddress
 import select
 import socket
 from collections.abc import Iterator
@@ -74,11 +75,15 @@ class Switch:
         self._keep.append(ours)
         return pid
 
-    def add_remote(self, vni: int, ip: str) -> Remote:
+    def add_remote(self, vni: int, ip: str, *, admit: bool = True) -> Remote:
+        """A VTEP in the VNI's flood list and, unless admit is false, a
+        member of it (VNIs admit members only)."""
         r = next((x for x in self.remotes if x.ip == ip), None) or Remote(ip)
         if r not in self.remotes:
             self.remotes.append(r)
         self.dp.add_remote(vni, ip, r.port)
+        if admit:
+            self.dp.peer_add(vni, ip)
         return r
 
     def send_from_port(self, pid: int, data: bytes) -> None:
@@ -190,14 +195,19 @@ def test_hairpin_is_dropped(sw: Switch) -> None:
 
 
 def test_static_entries_are_never_moved_by_learning(sw: Switch) -> None:
-    a = sw.add_port(1)
+    a, b = sw.add_port(1), sw.add_port(1)
     r1, r2 = sw.add_remote(1, "127.0.0.2"), sw.add_remote(1, "127.0.0.3")
     sw.dp.fdb_add(1, mac(9), remote="127.0.0.2", remote_port=r1.port)
+    # Claiming mac(9) from another VTEP or from a port is spoofing: the
+    # frame is dropped, never delivered, and counted.
     sw.send_from_remote(r2, 1, frame(BCAST, mac(9)))
     sw.send_from_port(a, frame(BCAST, mac(9)))
+    assert sw.port_received(a) == [] and sw.port_received(b) == []
+    assert r1.received(0.1) == [] and r2.received(0.1) == []
+    assert sw.dp.vni_drops(1) == {"spoofed_mac": 2}
+    assert sw.dp.port_drops(a) == {"spoofed_mac": 1}
     e = sw.dp.fdb_lookup(1, mac(9))
     assert e is not None and e.static and e.remote == "127.0.0.2"
-    r1.received(), r2.received()
     f = frame(mac(9), mac(1))
     sw.send_from_port(a, f)
     assert r1.received() == [(1, f)] and r2.received(0.1) == []
@@ -223,6 +233,7 @@ def test_two_vnis_with_the_same_macs_stay_isolated(sw: Switch) -> None:
     a2, b2 = sw.add_port(2), sw.add_port(2)
     r = sw.add_remote(1, "127.0.0.2")
     sw.dp.add_remote(2, "127.0.0.2", r.port)
+    sw.dp.peer_add(2, "127.0.0.2")
     # The same source MAC, broadcast in both VNIs.
     f = frame(BCAST, mac(1))
     sw.send_from_port(a1, f)
@@ -312,6 +323,7 @@ def test_a_drop_counts_for_its_reason_its_vni_and_its_port(sw: Switch) -> None:
 def test_drops_from_the_wire_count_for_their_vni_if_it_is_ours(sw: Switch) -> None:
     a = sw.add_port(1)
     r = sw.add_remote(1, "127.0.0.2")
+    sw.dp.peer_add(2, "127.0.0.2")
     sw.send_from_remote(r, 2, frame(BCAST, BCAST))         # bad source, in VNI 2
     assert sw.dp.drops()["bad_inner_frame"] == 1
     assert sw.dp.vni_drops(2) == {"bad_inner_frame": 1}
@@ -359,3 +371,177 @@ def test_deleting_a_port_removes_its_entries(sw: Switch) -> None:
     with pytest.raises(native.NativeError):
         sw.dp.tap_rx(a)
     sw.port_received(b)
+
+
+# --- Only members speak (issue 10) ----------------------------------------------
+
+
+def test_a_stranger_is_dropped_before_learning_or_delivery(sw: Switch) -> None:
+    a = sw.add_port(1)
+    stranger = sw.add_remote(1, "127.0.0.5", admit=False)
+    for f in (frame(BCAST, mac(7)), frame(mac(99), mac(8)), frame(BCAST, BCAST)):
+        sw.send_from_remote(stranger, 1, f)
+    assert sw.port_received(a) == []
+    assert sw.dp.fdb_lookup(1, mac(7)) is None and sw.dp.fdb_lookup(1, mac(8)) is None
+    # Each counted once, for the VNI, as what it is: even the bad frame.
+    assert sw.dp.vni_drops(1) == {"unknown_vtep": 3}
+    assert sw.dp.vni_counters(1).rx_packets == 0
+    # Admitted, the same sender is heard; forgotten, it is not.
+    sw.dp.peer_add(1, "127.0.0.5")
+    sw.send_from_remote(stranger, 1, frame(BCAST, mac(7)))
+    assert sw.port_received(a) == [frame(BCAST, mac(7))]
+    sw.dp.peer_del(1, "127.0.0.5")
+    sw.send_from_remote(stranger, 1, frame(BCAST, mac(6)))
+    assert sw.port_received(a) == []
+    assert sw.dp.vni_drops(1)["unknown_vtep"] == 4
+
+
+def test_admit_any_accepts_anyone_as_linux_does(sw: Switch) -> None:
+    a = sw.add_port(1)
+    stranger = sw.add_remote(1, "127.0.0.5", admit=False)
+    sw.dp.set_admit(1, "any")
+    sw.send_from_remote(stranger, 1, frame(BCAST, mac(7)))
+    assert sw.port_received(a) == [frame(BCAST, mac(7))]
+    e = sw.dp.fdb_lookup(1, mac(7))
+    assert e is not None and e.remote == "127.0.0.5"
+    sw.dp.set_admit(1, "members")
+    sw.send_from_remote(stranger, 1, frame(BCAST, mac(8)))
+    assert sw.port_received(a) == []
+    with pytest.raises(native.NativeError):
+        sw.dp.set_admit(1, "some")
+
+
+def test_admission_is_per_vni_and_by_address_not_port(sw: Switch) -> None:
+    a1, a2 = sw.add_port(1), sw.add_port(2)
+    r = sw.add_remote(1, "127.0.0.2")                      # a member of VNI 1 only
+    sw.send_from_remote(r, 2, frame(BCAST, mac(1)))
+    assert sw.port_received(a2) == [] and sw.dp.vni_drops(2) == {"unknown_vtep": 1}
+    # Another socket of the same address (another flow's source port).
+    other = Remote("127.0.0.2")
+    try:
+        sw.send_from_remote(other, 1, frame(BCAST, mac(2)))
+        assert sw.port_received(a1) == [frame(BCAST, mac(2))]
+    finally:
+        other.sock.close()
+
+
+def test_the_admitted_set_has_no_small_cap(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2", admit=False)
+    # A 5,000-host cluster's VTEPs, the sender among them.
+    for i in range(5000):
+        sw.dp.peer_add(1, str(ipaddress.IPv4Address("10.0.0.1") + i))
+    sw.dp.peer_add(1, "127.0.0.2")
+    assert sw.dp.peer_count(1) == 5001
+    with pytest.raises(native.NativeError):
+        sw.dp.peer_add(1, "127.0.0.2")                     # once each
+    sw.send_from_remote(r, 1, frame(BCAST, mac(3)))
+    assert sw.port_received(a) == [frame(BCAST, mac(3))]
+    sw.dp.peer_del(1, "127.0.0.2")
+    assert sw.dp.peer_count(1) == 5000
+    with pytest.raises(native.NativeError):
+        sw.dp.peer_del(1, "127.0.0.2")
+    sw.send_from_remote(r, 1, frame(BCAST, mac(4)))
+    assert sw.port_received(a) == []
+
+
+def test_learning_off_learns_nothing_from_either_side(sw: Switch) -> None:
+    a, b = sw.add_port(1), sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2")
+    sw.send_from_port(a, frame(BCAST, mac(1)))              # learned while on
+    assert sw.dp.fdb_lookup(1, mac(1)) is not None
+    sw.dp.set_learning(1, False)
+    assert sw.dp.fdb_lookup(1, mac(1)) is None               # forgotten
+    sw.send_from_port(a, frame(BCAST, mac(2)))
+    sw.send_from_remote(r, 1, frame(BCAST, mac(3)))
+    # Still forwarded (flooded), never learned.
+    assert len(sw.port_received(b)) == 3
+    assert sw.dp.fdb_lookup(1, mac(2)) is None and sw.dp.fdb_lookup(1, mac(3)) is None
+    assert [e for e in sw.dp.fdb_dump() if not e.static] == []
+    assert "learn_limit" not in sw.dp.vni_drops(1)
+    sw.dp.set_learning(1, True)
+    sw.send_from_port(a, frame(BCAST, mac(2)))
+    assert sw.dp.fdb_lookup(1, mac(2)) is not None
+
+
+def test_a_port_spoofing_its_neighbours_mac_is_dropped_learning_on_or_off(
+        sw: Switch) -> None:
+    a, b, c = sw.add_port(1), sw.add_port(1), sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2")
+    sw.dp.fdb_add(1, mac(1), port=a)                        # a's container
+    sw.dp.fdb_add(1, mac(5), remote="127.0.0.2", remote_port=r.port)
+    for learning in (True, False):
+        sw.dp.set_learning(1, learning)
+        sw.send_from_port(b, frame(BCAST, mac(1)))          # b claims a's MAC
+        sw.send_from_port(b, frame(mac(5), mac(1)))
+        sw.send_from_port(c, frame(BCAST, mac(5)))          # c claims a remote one
+        assert sw.port_received(a) == [] and sw.port_received(c) == []
+        assert r.received(0.1) == []
+    assert sw.dp.port_drops(b) == {"spoofed_mac": 4}
+    assert sw.dp.port_drops(c) == {"spoofed_mac": 2}
+    e = sw.dp.fdb_lookup(1, mac(1))
+    assert e is not None and e.port == a                    # never moved
+    # The owners themselves are heard.
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    assert sw.port_received(b) == [frame(BCAST, mac(1))]
+    sw.send_from_remote(r, 1, frame(mac(1), mac(5)))
+    assert sw.port_received(a) == [frame(mac(1), mac(5))]
+
+
+def test_a_member_spoofing_another_members_mac_is_dropped(sw: Switch) -> None:
+    a = sw.add_port(1)
+    r1, r2 = sw.add_remote(1, "127.0.0.2"), sw.add_remote(1, "127.0.0.3")
+    sw.dp.fdb_add(1, mac(5), remote="127.0.0.2", remote_port=r1.port)
+    sw.dp.fdb_add(1, mac(1), port=a)
+    for f in (frame(BCAST, mac(5)), frame(mac(1), mac(5))):
+        sw.send_from_remote(r2, 1, f)
+    assert sw.port_received(a) == []
+    assert sw.dp.vni_drops(1) == {"spoofed_mac": 2}
+    # A frame from the wire claiming a local container's MAC, too.
+    sw.send_from_remote(r2, 1, frame(BCAST, mac(1)))
+    assert sw.port_received(a) == [] and sw.dp.vni_drops(1) == {"spoofed_mac": 3}
+    # The real owner still reaches the container, and back.
+    sw.send_from_remote(r1, 1, frame(mac(1), mac(5)))
+    assert sw.port_received(a) == [frame(mac(1), mac(5))]
+    sw.send_from_port(a, frame(mac(5), mac(1)))
+    assert r1.received() == [(1, frame(mac(5), mac(1)))] and r2.received(0.1) == []
+
+
+def test_limits_are_counted_per_vni() -> None:
+    s = Switch(learn_limit=4, fdb_capacity=6)
+    try:
+        s.dp.add_vni(1)
+        s.dp.add_vni(2)
+        a, b, c = s.add_port(1), s.add_port(1), s.add_port(2)
+        for i in range(6):
+            s.send_from_port(a, frame(BCAST, mac(100 + i)))  # 4 learned, 2 at the cap
+        for i in range(4):
+            s.send_from_port(c, frame(BCAST, mac(200 + i)))  # 2 learned, 2: FDB full
+        s.port_received(b)
+        assert s.dp.limits(1) == native.Limits(learn_limit=2, fdb_full=0, flood_full=0,
+                                               arp_full=0)
+        assert s.dp.limits(2) == native.Limits(learn_limit=0, fdb_full=2, flood_full=0,
+                                               arp_full=0)
+        assert s.dp.vni_drops(2) == {"learn_limit": 2, "no_destination": 4}
+        # Static entries still go in, as many as come.
+        for i in range(50):
+            s.dp.fdb_add(2, mac(300 + i), port=c)
+        assert all(s.dp.fdb_lookup(2, mac(300 + i)) for i in range(50))
+        # A full flood list refuses and counts.
+        for i in range(native.lib.UVX_VNI_REMOTES):
+            s.dp.add_remote(1, str(ipaddress.IPv4Address("10.9.0.1") + i), 4789)
+        with pytest.raises(native.NativeError):
+            s.dp.add_remote(1, "10.7.0.1", 4789)
+        assert s.dp.limits(1).flood_full == 1
+    finally:
+        s.close()
+
+
+def test_fdb_dump_in_chunks_sees_every_entry_once(sw: Switch) -> None:
+    a = sw.add_port(1)
+    macs = {mac(i) for i in range(1, 1001)}
+    for m in macs:
+        sw.dp.fdb_add(1, m, port=a)
+    dumped = [e.mac for e in sw.dp.fdb_dump() if e.vni == 1]
+    assert len(dumped) == len(macs) and set(dumped) == macs
+    assert len(macs) > native.FDB_DUMP_CHUNK               # it took several calls

@@ -178,3 +178,28 @@ def test_endpoints_and_protocol_facts() -> None:
     assert cfg.host.endpoint_mtu == 9000 - proto.ENCAP_OVERHEAD
     net = cfg.networks[0]
     assert net.remotes[0].port == net.static[0].remote.port == proto.PORT_IANA
+
+
+def network(**keys: Any) -> dict[str, Any]:
+    return {"host": {"underlay": UNDERLAY},
+            "network": [{"name": "n", "vni": 5, **keys}]}
+
+
+def test_admission_and_learning_default_to_members_and_learning() -> None:
+    net = parse(network(remotes=["192.0.2.2", "192.0.2.3:8472"],
+                        static=[{"mac": "02:00:00:00:00:09", "remote": "192.0.2.4"},
+                                {"mac": "02:00:00:00:00:0a", "remote": "192.0.2.2"}]),
+                "test").networks[0]
+    assert (net.admit, net.learning) == ("members", True)
+    # The admitted peers: the remotes and the static entries' VTEPs, once each.
+    assert net.peers == ["192.0.2.2", "192.0.2.3", "192.0.2.4"]
+    assert parse(network(), "test").networks[0].peers == []
+
+
+def test_admission_and_learning_are_read_and_checked() -> None:
+    net = parse(network(admit="any", learning=False), "test").networks[0]
+    assert (net.admit, net.learning) == ("any", False)
+    assert error(network(admit="all")) == \
+        "test: network 'n': admit: 'all' is not members or any"
+    assert error(network(learning="no")) == \
+        "test: network 'n': learning: must be true or false, not 'no'"

@@ -27,7 +27,9 @@ STATS: dict[str, Any] = {
     "drops": {"truncated": 0, "unknown_vni": 3, "tap_full": 0},
     "networks": [{"name": "net1", "vni": 42, "arp_replies": 1, "rx_packets": 10,
                   "rx_bytes": 1000, "tx_packets": 20, "tx_bytes": 2000,
-                  "drops": {"no_destination": 2}},
+                  "drops": {"no_destination": 2},
+                  "limits": {"learn_limit": 5, "fdb_full": 0, "flood_full": 0,
+                             "arp_full": 0}},
                  {"name": "net2", "vni": 43, "arp_replies": 0, "rx_packets": 0,
                   "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0, "drops": {}}],
     "ports": [{"port": 0, "network": "net1", "netns": "c1", "ifname": "eth0",
@@ -114,7 +116,9 @@ def test_stats_reads_the_socket_without_loading_the_fast_path(agent: FakeAgent) 
     assert lines[2].split() == ["net2", "43", "0", "0", "0", "0", "none"]
     assert lines[4].split() == ["port", "endpoint", "from", "ctr", "to", "ctr", "drops"]
     assert lines[5].split() == ["0", "c1/eth0", "(net1)", "5", "6", "tap_full=4"]
-    assert lines[-1] == "drops: unknown_vni=3"
+    assert lines[-2] == "drops: unknown_vni=3"
+    # Limits reached, per network (an agent from before issue 10 has none).
+    assert lines[-1] == "limits reached: net1: learn_limit=5"
 
 
 def test_stats_json_is_the_agents_answer(agent: FakeAgent) -> None:

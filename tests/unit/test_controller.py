@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -28,9 +29,9 @@ MTU = 1450
 
 Call = tuple[object, ...]
 
-REMOVALS = {"arp_del", "fdb_del", "del_remote", "detach", "remove_network"}
+REMOVALS = {"arp_del", "fdb_del", "del_remote", "forget_peer", "detach", "remove_network"}
 ADDITIONS = {"add_network", "rename_network", "set_arp", "attach", "fdb_add", "add_remote",
-             "arp_add"}
+             "arp_add", "set_admission", "admit_peer"}
 
 
 class FakeNode:
@@ -42,6 +43,8 @@ class FakeNode:
         self.calls: list[Call] = []
         self.vnis: dict[int, str] = {}
         self.arp_mode: dict[int, str] = {}
+        self.admission: dict[int, tuple[str, bool]] = {}
+        self.peers: set[tuple[int, str]] = set()
         self.flood: set[tuple[int, str, int]] = set()
         self.fdb: dict[tuple[int, str], str] = {}     # (vni, mac) -> "ip:port" | "local"
         self.arp: dict[tuple[int, str], str] = {}     # (vni, ip) -> mac
@@ -72,6 +75,8 @@ class FakeNode:
             raise NativeError(errno.EBUSY, f"VNI {vni} has ports")
         del self.vnis[vni]
         self.arp_mode.pop(vni, None)
+        self.admission.pop(vni, None)
+        self.peers = {p for p in self.peers if p[0] != vni}
         self.flood = {f for f in self.flood if f[0] != vni}
         self.fdb = {k: v for k, v in self.fdb.items() if k[0] != vni}
         self.arp = {k: v for k, v in self.arp.items() if k[0] != vni}
@@ -84,6 +89,23 @@ class FakeNode:
         self.calls.append(("set_arp", vni, mode))
         self._vni(vni)
         self.arp_mode[vni] = mode
+
+    def set_admission(self, vni: int, admit: str, learning: bool) -> None:
+        self.calls.append(("set_admission", vni, admit, learning))
+        self._vni(vni)
+        self.admission[vni] = (admit, learning)
+
+    def admit_peer(self, vni: int, ip: str) -> None:
+        self.calls.append(("admit_peer", vni, ip))
+        self._vni(vni)
+        if (vni, ip) in self.peers:
+            raise NativeError(errno.EEXIST, f"VTEP {ip} is already admitted to VNI {vni}")
+        self.peers.add((vni, ip))
+
+    def forget_peer(self, vni: int, ip: str) -> None:
+        self.calls.append(("forget_peer", vni, ip))
+        self._vni(vni)
+        self.peers.remove((vni, ip))
 
     def add_remote(self, vni: int, ip: str, port: int) -> None:
         self.calls.append(("add_remote", vni, ip, port))
@@ -206,8 +228,13 @@ def test_first_sync_programs_the_network_local_and_remote_endpoints(tmp_path: Pa
                              ("attach", "c1", 256, MTU)]
         assert calls[3:5] == [("fdb_add", 256, m2, VTEP["h2"], PORT),
                               ("add_remote", 256, VTEP["h2"], PORT)]
-        assert sorted(calls[5:]) == [("arp_add", 256, "10.0.0.11", m1),
-                                     ("arp_add", 256, "10.0.0.12", m2)]
+        assert sorted(calls[5:7]) == [("arp_add", 256, "10.0.0.11", m1),
+                                      ("arp_add", 256, "10.0.0.12", m2)]
+        # Members speak: the other live hosts, with the record's modes.
+        assert calls[7] == ("set_admission", 256, "members", False)
+        assert sorted(calls[8:]) == [("admit_peer", 256, VTEP["h2"]),
+                                     ("admit_peer", 256, VTEP["h3"])]
+        assert rig.node.peers == {(256, VTEP["h2"]), (256, VTEP["h3"])}
         assert rig.node.fdb == {(256, m1): "local", (256, m2): f"{VTEP['h2']}:{PORT}"}
         st = status(rig, "c1")
         assert st is not None and (st.state, st.mac, st.ip) == ("ready", m1, "10.0.0.11/24")
@@ -355,10 +382,13 @@ def test_a_host_that_dies_takes_its_paths_and_gets_them_back(tmp_path: Path) -> 
 
         await rig.store.lease_revoke(lease)                # h2's agent is gone
         calls = await rig.sync()
-        assert kinds(calls) == ["arp_del", "arp_del", "fdb_del", "fdb_del", "del_remote"]
+        assert kinds(calls) == ["arp_del", "arp_del", "fdb_del", "fdb_del", "del_remote",
+                                "forget_peer"]
         assert set(calls) == {("arp_del", 256, "10.0.0.12"), ("arp_del", 256, "10.0.0.13"),
                               ("fdb_del", 256, m2), ("fdb_del", 256, m3),
-                              ("del_remote", 256, VTEP["h2"], PORT)}
+                              ("del_remote", 256, VTEP["h2"], PORT),
+                              ("forget_peer", 256, VTEP["h2"])}
+        assert rig.node.peers == {(256, VTEP["h3"])}       # a dead host is no member
         assert rig.node.fdb == {(256, m1): "local"}
         assert rig.node.flood == set()
         assert rig.node.arp == {(256, "10.0.0.11"): m1}
@@ -366,7 +396,8 @@ def test_a_host_that_dies_takes_its_paths_and_gets_them_back(tmp_path: Path) -> 
 
         await rig.host("h2", await rig.store.lease_grant(60))    # it is back
         calls = await rig.sync()
-        assert kinds(calls) == ["fdb_add", "fdb_add", "add_remote", "arp_add", "arp_add"]
+        assert kinds(calls) == ["fdb_add", "fdb_add", "add_remote", "arp_add", "arp_add",
+                                "admit_peer"]
         assert rig.node.state() == alive
 
     run(tmp_path, scenario)
@@ -387,10 +418,13 @@ def test_a_network_that_changed_vni_is_moved_with_everything_in_it(tmp_path: Pat
         await rig.attach("c2", "h2", "10.0.0.12")
         calls = await rig.sync()
         assert_removals_first(calls)
-        assert kinds(calls) == ["arp_del", "arp_del", "fdb_del", "del_remote", "detach",
+        assert kinds(calls) == ["arp_del", "arp_del", "fdb_del", "del_remote",
+                                "forget_peer", "forget_peer", "detach",
                                 "remove_network", "add_network", "set_arp", "attach",
-                                "fdb_add", "add_remote", "arp_add", "arp_add"]
-        assert calls[2:10] == [("fdb_del", 256, m2), ("del_remote", 256, VTEP["h2"], PORT),
+                                "fdb_add", "add_remote", "arp_add", "arp_add",
+                                "set_admission", "admit_peer", "admit_peer"]
+        assert calls[2:4] + calls[6:12] == [
+                               ("fdb_del", 256, m2), ("del_remote", 256, VTEP["h2"], PORT),
                                ("detach", "c1"), ("remove_network", 256),
                                ("add_network", "net1", 300), ("set_arp", 300, "answer"),
                                ("attach", "c1", 300, MTU),
@@ -399,6 +433,31 @@ def test_a_network_that_changed_vni_is_moved_with_everything_in_it(tmp_path: Pat
         assert rig.node.fdb == {(300, m1): "local", (300, m2): f"{VTEP['h2']}:{PORT}"}
         assert rig.node.arp == {(300, "10.0.0.11"): m1, (300, "10.0.0.12"): m2}
         assert rig.node.flood == {(300, VTEP["h2"], PORT)}
+        assert rig.node.peers == {(300, VTEP["h2"]), (300, VTEP["h3"])}
+
+    run(tmp_path, scenario)
+
+
+def test_admission_and_learning_follow_the_network_record(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        await cluster.create_network(rig.store, "open", subnet="10.1.0.0/24", vni=400,
+                                     mtu=MTU, admit="any", learning=True)
+        await rig.sync()
+        assert rig.node.admission == {256: ("members", False), 400: ("any", True)}
+        # The members of every network: the live hosts but this one.
+        assert rig.node.peers == {(v, VTEP[h]) for v in (256, 400) for h in ("h2", "h3")}
+        # A record from before issue 10 has neither field: members only,
+        # no learning.
+        key = cluster.network_key("net1")
+        kv = await rig.store.get(key)
+        assert kv is not None
+        old = {k: v for k, v in json.loads(kv.value).items() if k not in ("admit", "learning")}
+        await rig.store.put(key, json.dumps(old).encode())
+        assert await rig.sync() == []
+        # A record with an admission this uvxlan does not know is skipped.
+        await rig.store.put(key, json.dumps({**old, "admit": "everyone"}).encode())
+        calls = await rig.sync()
+        assert ("remove_network", 256) in calls and 256 not in rig.node.admission
 
     run(tmp_path, scenario)
 

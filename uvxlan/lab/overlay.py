@@ -124,6 +124,8 @@ class Overlay(AgentProcs):
     hosts: list[str] = field(default_factory=list)   # agents to run
     host_options: dict[str, Any] = field(default_factory=dict)
     extra_remotes: dict[str, list[str]] = field(default_factory=dict)  # net -> ["ip"]
+    # [[network]] keys beyond name, vni and remotes: net -> {"admit": "any"}
+    network_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     agent_prefix: list[str] = field(default_factory=list)   # e.g. jailed([])
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -148,6 +150,7 @@ class Overlay(AgentProcs):
             remotes += self.extra_remotes.get(name, [])
             lines += ["", "[[network]]", f'name = "{name}"', f"vni = {vni}",
                       f"remotes = {_toml(remotes)}"]
+            lines += [f"{k} = {_toml(v)}" for k, v in self.network_options.get(name, {}).items()]
         for p in self.placements:
             if p.host != host:
                 continue

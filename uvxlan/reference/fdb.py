@@ -1,7 +1,9 @@
 """Pure-Python reference forwarding database, with the fast path's rules.
 
-Keyed by (VNI, MAC).  Learned entries age out and are capped per VNI;
-static entries are never moved by learning.  csrc/fdb.c implements the
+Keyed by (VNI, MAC).  Learned entries age out and are capped per VNI and,
+all VNIs together, at the capacity; static entries are never moved by
+learning and never refused for want of room: csrc/fdb.c grows its pool
+for them, keeping room for ``capacity`` learned entries beside them.  csrc/fdb.c implements the
 same rules; the tests run one suite against both.
 """
 
@@ -56,7 +58,7 @@ class ReferenceFdb:
             return LearnResult.MOVED
         if self.learn_limit and self.learned.get(vni, 0) >= self.learn_limit:
             return LearnResult.LIMIT
-        if len(self.entries) >= self.capacity:
+        if sum(self.learned.values()) >= self.capacity:
             return LearnResult.FULL
         self.entries[(vni, mac)] = Entry(dest, False, now_ms)
         self.learned[vni] = self.learned.get(vni, 0) + 1
@@ -66,8 +68,6 @@ class ReferenceFdb:
         e = self.entries.get((vni, mac))
         if e is not None and not e.static:
             self.learned[vni] -= 1
-        elif e is None and len(self.entries) >= self.capacity:
-            raise OverflowError("FDB full")
         self.entries[(vni, mac)] = Entry(dest, True, now_ms)
 
     def delete(self, vni: int, mac: str) -> bool:
