@@ -638,7 +638,7 @@ async def list_endpoints(store: Store, network: str | None = None
         try:
             record = checked(EndpointRecord, kv)
         except RecordError as exc:          # `uvxlan check` shows it
-            log.warning("%s: skipped", exc)
+            log.warning("%s (skipped)", exc)
             continue
         skv = statuses.get(status_key(record.host, record.network, record.name))
         out.append((record, _status_of(record, kv.create_revision, skv)))

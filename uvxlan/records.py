@@ -102,9 +102,7 @@ def screen(model: Mapping[str, bytes], created: Mapping[str, int],
             continue                                  # our own record: never acted on
         owner = vtep_of.setdefault(h.underlay, h.name)
         if owner != h.name:
-            out.refused[key] = (f"underlay {h.underlay} is host {owner}'s"
-                                + (" (this host)" if here is not None and owner == here.name
-                                   else " (registered first)"))
+            out.refused[key] = f"underlay {h.underlay} is host {owner}'s"
             continue
         out.hosts[h.name] = h
 
@@ -140,8 +138,7 @@ def screen(model: Mapping[str, bytes], created: Mapping[str, int],
             taken = [(w, claims[ep.network, w]) for w in whats if (ep.network, w) in claims]
             if taken:
                 what, holder = taken[0]
-                rule = f"local to host {holder.host}" if mine(holder) else "created first"
-                why = f"{what} is endpoint {ep.network}/{holder.name}'s ({rule})"
+                why = f"{what} is endpoint {ep.network}/{holder.name}'s"
             else:
                 claims.update({(ep.network, w): ep for w in whats})
         if why is None:
@@ -187,23 +184,18 @@ async def check_store(store: Store) -> dict[str, str]:
 
 
 def refusals(model: Mapping[str, bytes], created: Mapping[str, int]) -> dict[str, str]:
-    """screen() for every host (and for none): key -> why, each reason
-    once, with the hosts that refuse it unless every host does."""
+    """screen() from every registered host's point of view (from none when
+    no host is): key -> each reason once, with the hosts that refuse it
+    when not every host does (an endpoint's own host keeps it)."""
     everywhere = screen(model, created, None)
     views = [Here(h.name, h.underlay, h.mtu) for h in everywhere.hosts.values()]
+    if not views:
+        return dict(sorted(everywhere.refused.items()))
     seen: dict[str, dict[str, list[str]]] = {}        # key -> why -> hosts
     for here in views:
         for key, why in screen(model, created, here).refused.items():
             seen.setdefault(key, {}).setdefault(why, []).append(here.name)
-    out: dict[str, str] = {}
-    for key in sorted(set(everywhere.refused) | set(seen)):
-        reasons = []
-        if key in everywhere.refused:
-            reasons.append(everywhere.refused[key])
-        for why, names in seen.get(key, {}).items():
-            if why in reasons:
-                continue
-            reasons.append(why if len(names) == len(views) else
-                           f"{why} (on {', '.join(sorted(names))})")
-        out[key] = "; ".join(reasons)
-    return out
+    return {key: "; ".join(why if len(names) == len(views)
+                           else f"{why} (on {', '.join(sorted(names))})"
+                           for why, names in seen[key].items())
+            for key in sorted(seen)}
