@@ -70,7 +70,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         store_url = store_url or default_store_url()
     store = None
     if store_url:
+        from uvxlan import validate
         from uvxlan.store import open_store
+
+        # Every other agent would refuse a host record with this address
+        # (uvxlan.records): say so now, not by silence later.
+        validate.check("underlay (--advertise)", validate.vtep, cfg.host.underlay)
 
         store = open_store(store_url)
     logging.basicConfig(

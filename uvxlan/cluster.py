@@ -617,7 +617,13 @@ def _status_of(record: EndpointRecord, since: int, kv: KV | None) -> EndpointSta
     an older one is about an endpoint of the same name before it."""
     if kv is None or kv.mod_revision <= since:
         return None
-    status = decode(EndpointStatus, kv.value, kv.key)
+    try:
+        status = decode(EndpointStatus, kv.value, kv.key)
+    except RecordError:
+        return None                      # not an agent's: no word from the agent
+    if not all(isinstance(v, str) for v in (status.state, status.error, status.mac,
+                                              status.ip)):
+        return None
     if (status.mac.lower() != record.mac
             or status.ip.split("/")[0] != record.ip.split("/")[0]):
         return None

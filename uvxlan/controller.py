@@ -221,6 +221,7 @@ class Controller:
                     delay = BACKOFF_FIRST
                 await asyncio.sleep(self.ttl / 3)
                 await self.store.lease_keepalive(self.lease)
+                await self._reclaim_host_key()
                 await self._flush_status()
             except LeaseExpired:
                 # Kept away longer than the TTL: our keys are gone.  Take
@@ -251,6 +252,16 @@ class Controller:
         self._registered.set()
         log.info("registered host %s (%s:%d) with a %.0f s lease", self.me,
                  self.record.underlay, self.record.port, self.ttl)
+
+    async def _reclaim_host_key(self) -> None:
+        """Our host key holds our record, under our lease: a writer who
+        overwrote it (another address, or no lease: a key that would
+        outlive us) is undone at the next keepalive."""
+        key, mine = cluster.host_key(self.me), cluster.encode(self.record)
+        if self.synced.is_set() and self.model.get(key) != mine:
+            log.warning("store key %s: not this agent's record; writing it again", key)
+            await self.store.put(key, mine, lease=self.lease)
+            self.model[key] = mine
 
     async def _sync_forever(self) -> None:
         await self._registered.wait()

@@ -7,6 +7,7 @@ test_controller.py; ``uvxlan check`` runs the same rules (last tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -431,3 +432,54 @@ def test_the_cli_never_writes_what_the_agents_refuse(tmp_path: Path) -> None:
             cluster.network_key("net2"), cluster.endpoint_key("net2", "c1")}
 
     run(tmp_path, scenario)
+
+
+def test_our_own_host_key_overwritten_is_written_again(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    """Overwritten with another address and no lease (a key that would
+    outlive the agent): the next keepalive puts ours back, under our lease."""
+    async def scenario(rig: Rig) -> None:
+        rig.ctl.ttl = 2.0
+        task = asyncio.create_task(rig.ctl.run())
+        try:
+            async with asyncio.timeout(5):
+                await rig.ctl.synced.wait()
+            key = cluster.host_key("h1")
+            await rig.store.put(key, host("h1", "192.0.2.66"))
+            async with asyncio.timeout(5):
+                while True:
+                    kv = await rig.store.get(key)
+                    if kv is not None and kv.value == cluster.encode(rig.ctl.record):
+                        break
+                    await asyncio.sleep(0.05)
+            assert kv.lease == rig.ctl.lease != 0
+            assert "not this agent's record; writing it again" in caplog.text
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await rig.ctl.close()
+
+    run(tmp_path, scenario)
+
+
+def test_a_hostile_status_never_breaks_endpoint_ls(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        await base(rig)
+        for value in (b"[" * 3000, b'{"state": "ready", "mac": 5, "ip": []}'):
+            await rig.store.put(cluster.status_key("h2", "net1", "c2"), value)
+            rows = {ep.name: st for ep, st in await cluster.list_endpoints(rig.store)}
+            assert rows["c2"] is None
+
+    run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255"])
+def test_an_agent_never_advertises_what_the_others_would_refuse(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], address: str) -> None:
+    argv = ["agent", "--name", "hx", "--advertise", address,
+            "--store", f"sqlite://{tmp_path}/state.db"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"underlay (--advertise) '{address}' is" in err[0], err
+    assert not (tmp_path / "state.db").exists()                # refused before anything
