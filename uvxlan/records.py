@@ -48,7 +48,8 @@ class Here:
 
 @dataclass
 class Screened:
-    hosts: dict[str, HostRecord] = field(default_factory=dict)          # name -> record
+    # name -> record; never this host's own (what it says of us, we know)
+    hosts: dict[str, HostRecord] = field(default_factory=dict)
     networks: dict[str, NetworkRecord] = field(default_factory=dict)    # name -> record
     endpoints: dict[str, EndpointRecord] = field(default_factory=dict)  # key -> record
     refused: dict[str, str] = field(default_factory=dict)               # key -> why
@@ -67,30 +68,50 @@ def shown(key: str) -> str:
     return key if key.isprintable() else repr(key)
 
 
+@dataclass
+class Decoded:
+    """The model's records that pass their own checks, in the order their
+    keys were created (then by key), and the others (key -> why)."""
+
+    hosts: list[tuple[str, HostRecord]] = field(default_factory=list)
+    networks: list[tuple[str, NetworkRecord]] = field(default_factory=list)
+    endpoints: list[tuple[str, EndpointRecord]] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    created: Mapping[str, int] = field(default_factory=dict)
+
+
+def decode(model: Mapping[str, bytes], created: Mapping[str, int]) -> Decoded:
+    """Each record of model (key -> value) checked on its own
+    (``cluster.checked``).  created: each key's create revision (missing:
+    0), which decides who claimed something first."""
+    out = Decoded(created=created)
+    for key in sorted(model, key=lambda k: (created.get(k, 0), k)):
+        kv = KV(key, model[key], 0, 0, 0)
+        try:
+            if key.startswith(cluster.HOSTS):
+                out.hosts.append((key, cluster.checked(HostRecord, kv)))
+            elif key.startswith(cluster.NETWORKS):
+                out.networks.append((key, cluster.checked(NetworkRecord, kv)))
+            elif key.startswith(cluster.ENDPOINTS):
+                out.endpoints.append((key, cluster.checked(EndpointRecord, kv)))
+        except RecordError as exc:
+            out.refused[key] = str(exc).removeprefix(f"store key {key}: ")
+    return out
+
+
 def screen(model: Mapping[str, bytes], created: Mapping[str, int],
            here: Here | None) -> Screened:
     """The records of model (key -> value) that host ``here`` may act on,
-    and the refused ones with why.  created: each key's create revision
-    (missing: 0), which decides who claimed something first.  here None:
-    the checks that hold for every host."""
-    out = Screened()
+    and the refused ones with why (see ``decode`` for created).  here
+    None: the checks that hold for every host."""
+    return screen_decoded(decode(model, created), here)
 
-    def first(key: str) -> tuple[int, str]:
-        return created.get(key, 0), key
 
-    hosts: list[tuple[str, HostRecord]] = []
-    networks: list[tuple[str, NetworkRecord]] = []
-    endpoints: list[tuple[str, EndpointRecord]] = []
-    for key in sorted(model, key=first):
-        try:
-            if key.startswith(cluster.HOSTS):
-                hosts.append((key, cluster.checked(HostRecord, _kv(key, model[key]))))
-            elif key.startswith(cluster.NETWORKS):
-                networks.append((key, cluster.checked(NetworkRecord, _kv(key, model[key]))))
-            elif key.startswith(cluster.ENDPOINTS):
-                endpoints.append((key, cluster.checked(EndpointRecord, _kv(key, model[key]))))
-        except RecordError as exc:
-            out.refused[key] = str(exc).removeprefix(f"store key {key}: ")
+def screen_decoded(d: Decoded, here: Here | None) -> Screened:
+    """screen() of records decoded once (``uvxlan check`` screens them
+    from every host's point of view)."""
+    out = Screened(refused=dict(d.refused))
+    hosts, networks, endpoints = d.hosts, d.networks, d.endpoints   # first created first
 
     # Hosts: one VTEP address, one host.  Ours is ours; among the others
     # the one registered first keeps it.
@@ -131,8 +152,8 @@ def screen(model: Mapping[str, bytes], created: Mapping[str, int],
         return here is not None and ep.host == here.name
 
     claims: dict[tuple[str, str], EndpointRecord] = {}   # (network, "mac M"/"ip A") -> owner
-    for key, ep in sorted(endpoints, key=lambda e: (not mine(e[1]), first(e[0]))):
-        why = _endpoint_problem(ep, out)
+    for key, ep in sorted(endpoints, key=lambda e: not mine(e[1])):    # a stable sort
+        why = _endpoint_problem(ep, out, mine(ep))
         if why is None:
             whats = (f"mac {ep.mac}", f"ip {ep.address.ip}")
             taken = [(w, claims[ep.network, w]) for w in whats if (ep.network, w) in claims]
@@ -150,7 +171,7 @@ def screen(model: Mapping[str, bytes], created: Mapping[str, int],
     return out
 
 
-def _endpoint_problem(ep: EndpointRecord, s: Screened) -> str | None:
+def _endpoint_problem(ep: EndpointRecord, s: Screened, mine: bool) -> str | None:
     net = s.networks.get(ep.network)
     if net is None:                      # refused, or not there (then not served)
         why = s.refused.get(cluster.network_key(ep.network))
@@ -158,6 +179,8 @@ def _endpoint_problem(ep: EndpointRecord, s: Screened) -> str | None:
     why = cluster.address_problem(net, ep.address)
     if why is not None:
         return why
+    if mine:                             # our own record is never read (Screened.hosts)
+        return None
     host = s.hosts.get(ep.host)
     if host is None and cluster.host_key(ep.host) in s.refused:
         return f"host {ep.host} is refused: {s.refused[cluster.host_key(ep.host)]}"
@@ -165,10 +188,6 @@ def _endpoint_problem(ep: EndpointRecord, s: Screened) -> str | None:
         return (f"host {ep.host}'s underlay MTU {host.mtu} cannot carry network "
                 f"{net.name}'s MTU {net.mtu} (+{ENCAP_OVERHEAD} of VXLAN)")
     return None
-
-
-def _kv(key: str, value: bytes) -> KV:
-    return KV(key, value, 0, 0, 0)
 
 
 # `uvxlan check` ------------------------------------------------------------------
@@ -187,13 +206,14 @@ def refusals(model: Mapping[str, bytes], created: Mapping[str, int]) -> dict[str
     """screen() from every registered host's point of view (from none when
     no host is): key -> each reason once, with the hosts that refuse it
     when not every host does (an endpoint's own host keeps it)."""
-    everywhere = screen(model, created, None)
+    decoded = decode(model, created)
+    everywhere = screen_decoded(decoded, None)
     views = [Here(h.name, h.underlay, h.mtu) for h in everywhere.hosts.values()]
     if not views:
         return dict(sorted(everywhere.refused.items()))
     seen: dict[str, dict[str, list[str]]] = {}        # key -> why -> hosts
     for here in views:
-        for key, why in screen(model, created, here).refused.items():
+        for key, why in screen_decoded(decoded, here).refused.items():
             seen.setdefault(key, {}).setdefault(why, []).append(here.name)
     return {key: "; ".join(why if len(names) == len(views)
                            else f"{why} (on {', '.join(sorted(names))})"

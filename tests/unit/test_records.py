@@ -483,3 +483,16 @@ def test_an_agent_never_advertises_what_the_others_would_refuse(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and f"underlay (--advertise) '{address}' is" in err[0], err
     assert not (tmp_path / "state.db").exists()                # refused before anything
+
+
+def test_our_own_host_key_overwritten_never_costs_our_endpoints(
+        tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        await base(rig)
+        for value in (b"junk", host("h1", "224.0.0.1"), host("h1", VTEP["h2"])):
+            await rig.store.put(cluster.host_key("h1"), value)
+            await rig.sync()
+            assert cluster.endpoint_key("net1", "c1") not in rig.ctl.refused
+            assert_good_served(rig)
+
+    run(tmp_path, scenario)
