@@ -246,14 +246,24 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
     """RecordError unless the record's fields are what this uvxlan can use
     (decode() checks the field names only), by the same rules
     (``uvxlan.validate``) as the config file and the commands.  Names are
-    checked as store key components only, interface names for their type
-    only: a name an older uvxlan accepted must not make its agents drop a
-    working endpoint.  What depends on other records (the network of an
+    checked as store key components only, interface names as printable
+    text only: a name an older uvxlan accepted must not make its agents
+    drop a working endpoint.  What depends on other records (the network of an
     endpoint, who else claims an address) is ``uvxlan.records``'s."""
     def strings(*names: str) -> None:
+        # Printed by the commands: nothing that moves a terminal's cursor.
         for name in names:
-            if not isinstance(getattr(record, name), str):
-                raise ConfigError(f"{name} {getattr(record, name)!r} is not a string")
+            value = getattr(record, name)
+            if not isinstance(value, str) or not value.isprintable() or len(value) > 255:
+                raise ConfigError(f"{name} {value!r} is not a printable string "
+                                  "(255 characters at most)")
+
+    def times(*names: str) -> None:
+        for name in names:
+            value = getattr(record, name)
+            if not (isinstance(value, int | float) and not isinstance(value, bool)
+                    and 0 <= value < float("inf")):
+                raise ConfigError(f"{name} {value!r} is not a time")
 
     def key_components(*names: str) -> None:
         # Every name an older uvxlan accepted is one; no '/', no control
@@ -266,6 +276,8 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
     try:
         if isinstance(record, HostRecord):
             key_components("name")
+            strings("version")
+            times("started")
             rules.check("underlay", rules.vtep, record.underlay)
             rules.check("port", rules.port, record.port)
             if record.mtu not in rules.UNDERLAY_MTU:
@@ -273,6 +285,7 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
                                   f"({rules.UNDERLAY_MTU})")
         elif isinstance(record, NetworkRecord):
             key_components("name")
+            times("created")
             check_vni(record.vni)
             rules.check("subnet", rules.subnet, record.subnet)
             rules.check("mtu", rules.mtu, record.mtu)
@@ -283,7 +296,8 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
                                   f"subnet {record.subnet}")
         else:
             key_components("name", "network", "host")
-            strings("ifname")
+            strings("ifname", "netns")
+            times("created")
             rules.check("netns", rules.netns, record.netns)
             rules.check("ip", rules.interface, record.ip)
             check_mac(record.mac)
@@ -351,7 +365,7 @@ async def get_network(store: Store, name: str) -> NetworkRecord:
     if kv is None:
         known = [n.name for n in await list_networks(store)]
         raise ClusterError(f"no network named {name!r} (networks: {_names(known)})")
-    return decode(NetworkRecord, kv.value, kv.key)
+    return checked(NetworkRecord, kv)
 
 
 def _underlay_mtu(hosts: list[HostRecord]) -> int:

@@ -496,3 +496,30 @@ def test_our_own_host_key_overwritten_never_costs_our_endpoints(
             assert_good_served(rig)
 
     run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("version", "1.0\x1b[2J", "not a printable string"),
+    ("version", ["1"], "not a printable string"),
+    ("started", float("nan"), "not a time"),
+    ("started", True, "not a time"),
+])
+def test_what_host_ls_prints_is_checked_too(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                           capsys: pytest.CaptureFixture[str], field: str,
+                                           value: object, why: str) -> None:
+    """A value the commands print must not move the terminal's cursor nor
+    stop the command (json.dumps writes NaN; the store keeps it)."""
+    async def scenario(rig: Rig) -> None:
+        await base(rig)
+        record = json.loads(host("h4", "192.0.2.4"))
+        record[field] = value
+        key = cluster.host_key("h4")
+        await refused(rig, caplog, key, json.dumps(record).encode(), why)
+        await accepted(rig, caplog, key, host("h4", "192.0.2.4"))
+        await rig.store.put(key, json.dumps(record).encode())
+
+    run(tmp_path, scenario)
+    capsys.readouterr()
+    assert cli.main(["host", "ls", "--store", f"sqlite://{tmp_path}/state.db"]) == 0
+    out = capsys.readouterr().out
+    assert "h4" not in out and "\x1b" not in out
