@@ -16,7 +16,10 @@ places (the stale-entry bug of moby#35401).
 - endpoints of this host → TAPs in their netns, status written back;
 - endpoints of other live hosts → static FDB entries (MAC → VTEP), flood
   list membership of their VTEP, and ARP table entries;
-- a host whose lease ended (its agent died) takes all of that with it.
+- a host whose lease ended (its agent died) takes all of that with it;
+- a record the checks refuse (``uvxlan.records``: hostile or broken) is
+  not acted on: logged once per change, kept in ``refused`` (the control
+  socket's ``refused``), an error status for an endpoint of ours.
 
 A broken watch (compaction, store restart) means a fresh list; a list
 every ``resync`` seconds repairs drift.  While the store is unreachable the
