@@ -24,7 +24,7 @@ from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.proto import PORT_IANA
 
 if TYPE_CHECKING:
-    from uvxlan.cluster import EndpointRecord, EndpointStatus, NetworkRecord
+    from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, NetworkRecord
     from uvxlan.store import Store
     from uvxlan.store.credentials import StoreAuth
 
@@ -46,6 +46,7 @@ examples:
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
   uvxlan endpoint ls                  endpoints and their status
+  uvxlan check                        store records the agents refuse, and why
 """
 
 
@@ -71,7 +72,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         store_url = store_url or default_store_url()
     store = None
     if store_url:
+        from uvxlan import validate
         from uvxlan.store import open_store
+
+        # Every other agent would refuse a host record with this address
+        # (uvxlan.records): say so now, not by silence later.
+        validate.check("underlay (--advertise)", validate.vtep, cfg.host.underlay)
 
         store = open_store(store_url, _store_auth(args))
     elif given := _store_auth(args).given():
@@ -236,7 +242,9 @@ def _int_arg(flag: str, text: str | None) -> int | None:
         raise ConfigError(f"{flag} must be an integer, not {text!r}") from None
 
 
-def _status_text(status: EndpointStatus | None) -> str:
+def _status_text(status: EndpointStatus | None, refused: str | None = None) -> str:
+    if refused is not None:              # what the agents make of it, whatever it said
+        return f"refused: {refused}"
     if status is None:
         return "pending"
     if status.state == "error":
@@ -244,9 +252,11 @@ def _status_text(status: EndpointStatus | None) -> str:
     return status.state
 
 
-def _endpoint_json(ep: EndpointRecord, status: EndpointStatus | None) -> dict[str, object]:
+def _endpoint_json(ep: EndpointRecord, status: EndpointStatus | None,
+                   refused: str | None = None) -> dict[str, object]:
     return {**dataclasses.asdict(ep),
-            "status": None if status is None else dataclasses.asdict(status)}
+            "status": None if status is None else dataclasses.asdict(status),
+            "refused": refused}
 
 
 def _print_fields(pairs: list[tuple[str, object]]) -> None:
@@ -256,13 +266,15 @@ def _print_fields(pairs: list[tuple[str, object]]) -> None:
 
 
 def _print_endpoints(rows: list[tuple[EndpointRecord, EndpointStatus | None]],
-                     with_network: bool) -> None:
+                     with_network: bool, refused: dict[str, str] | None = None) -> None:
+    from uvxlan.cluster import key_of
+
     head = ["NETWORK"] if with_network else []
     table = [head + ["NAME", "HOST", "NETNS", "IFNAME", "IP", "MAC", "STATUS"]]
     for ep, st in rows:
         table.append(([ep.network] if with_network else [])
                      + [ep.name, ep.host, ep.netns, ep.ifname, ep.ip, ep.mac,
-                        _status_text(st)])
+                        _status_text(st, (refused or {}).get(key_of(ep)))])
     _print_table(table)
 
 
@@ -381,27 +393,59 @@ def _cmd_detach(args: argparse.Namespace) -> int:
 
 
 def _cmd_endpoint(args: argparse.Namespace) -> int:
-    from uvxlan import cluster
+    from uvxlan import cluster, records
 
-    rows = _with_store(args, lambda s: cluster.list_endpoints(s, args.network))
+    async def ls(s: Store) -> tuple[list[tuple[EndpointRecord, EndpointStatus | None]],
+                                    dict[str, str]]:
+        return await cluster.list_endpoints(s, args.network), await records.check_store(s)
+
+    rows, refused = _with_store(args, ls)
     if args.json:
-        print(json.dumps([_endpoint_json(ep, st) for ep, st in rows], indent=2))
+        print(json.dumps([_endpoint_json(ep, st, refused.get(cluster.key_of(ep)))
+                          for ep, st in rows], indent=2))
         return 0
-    _print_endpoints(rows, with_network=True)
+    _print_endpoints(rows, with_network=True, refused=refused)
     return 0
 
 
 def _cmd_host(args: argparse.Namespace) -> int:
-    from uvxlan import cluster
+    from uvxlan import cluster, records
 
-    hosts = _with_store(args, cluster.list_hosts)
+    async def ls(s: Store) -> tuple[list[HostRecord], dict[str, str]]:
+        return await cluster.list_hosts(s), await records.check_store(s)
+
+    hosts, refused = _with_store(args, ls)
     if args.json:
-        print(json.dumps([dataclasses.asdict(h) for h in hosts], indent=2))
+        print(json.dumps([{**dataclasses.asdict(h), "refused": refused.get(cluster.key_of(h))}
+                          for h in hosts], indent=2))
         return 0
-    _print_table([["NAME", "UNDERLAY", "MTU", "VERSION", "UP SINCE"]]
+    _print_table([["NAME", "UNDERLAY", "MTU", "VERSION", "UP SINCE", "STATUS"]]
                  + [[h.name, f"{h.underlay}:{h.port}", str(h.mtu), h.version or "-",
-                     _when(h.started)] for h in hosts])
+                     _when(h.started), _status_text(None, refused.get(cluster.key_of(h)))
+                     if cluster.key_of(h) in refused else "ok"] for h in hosts])
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Every record the agents would refuse, one line each; 1 if any."""
+    if args.agent:
+        from uvxlan.control import query_agent, socket_for
+
+        refused: dict[str, str] = query_agent(socket_for(args.agent), "refused")["refused"]
+    else:
+        from uvxlan import records
+
+        refused = _with_store(args, records.check_store)
+    if args.json:
+        print(json.dumps(refused, indent=2))
+    else:
+        from uvxlan.records import shown
+
+        for key, why in sorted(refused.items()):
+            print(f"{shown(key)}: {why}")
+        if not refused:
+            print("no refused records")
+    return 1 if refused else 0
 
 
 def _add_cluster_commands(sub: Any) -> None:
@@ -524,6 +568,22 @@ def _add_cluster_commands(sub: Any) -> None:
                             "  uvxlan host ls\n  uvxlan host ls --json\n"))
     hls.add_argument("--json", action="store_true", help="machine-readable output")
     h.set_defaults(func=_cmd_host)
+
+    k = with_store(parser(
+        sub, "check", "list the store records agents refuse",
+        "Check the store's hosts, networks and endpoints by the rules every agent "
+        "applies before acting on them (docs/security.md, 'Hostile records'), from the "
+        "point of view of each registered host, and print each record refused, with "
+        "why: KEY: REASON, and '(on HOST, ...)' when only some hosts refuse it.  Exits "
+        "1 if any record is refused, 0 if none.  With --agent, what that running "
+        "agent refuses now.",
+        "  uvxlan check\n  uvxlan check --json\n  uvxlan check --agent h1\n"))
+    k.add_argument("--agent", metavar="NAME",
+                   help="ask this running agent (host name or control socket path) "
+                   "instead of reading the store")
+    k.add_argument("--json", action="store_true",
+                   help="machine-readable output: {KEY: REASON}")
+    k.set_defaults(func=_cmd_check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -152,9 +152,18 @@ def encode(record: HostRecord | NetworkRecord | EndpointRecord | EndpointStatus)
     return json.dumps(asdict(record), sort_keys=True).encode()
 
 
+# The largest value read as a record: every record uvxlan writes is a few
+# hundred bytes; a writer of the store must not make every agent and
+# command parse megabytes.
+RECORD_MAX = 4096
+
+
 def decode(kind: type[R], value: bytes, key: str = "") -> R:
     """A record from its stored bytes; RecordError if it is not one (a
     key written by something else, or by a newer uvxlan)."""
+    if len(value) > RECORD_MAX:
+        raise RecordError(f"store key {key or '?'}: {len(value)} bytes, larger than any "
+                          f"record ({RECORD_MAX})")
     try:
         data: Any = json.loads(value)
         if not isinstance(data, dict):
@@ -163,6 +172,20 @@ def decode(kind: type[R], value: bytes, key: str = "") -> R:
         return kind(**{k: v for k, v in data.items() if k in names})
     except (ValueError, TypeError) as exc:
         raise RecordError(f"store key {key or '?'}: not a {kind.__name__}: {exc}") from None
+    except RecursionError:                    # [[[[...: nested deeper than the parser goes
+        raise RecordError(f"store key {key or '?'}: not a {kind.__name__}: nested too "
+                          "deep") from None
+
+
+def key_of(record: HostRecord | NetworkRecord | EndpointRecord) -> str:
+    """The key record belongs at.  A record found at another key (the
+    key /uvxlan/hosts/A holding host B) is refused: the key is what every
+    writer's transaction guards and what a lease covers."""
+    if isinstance(record, HostRecord):
+        return host_key(record.name)
+    if isinstance(record, NetworkRecord):
+        return network_key(record.name)
+    return endpoint_key(record.network, record.name)
 
 
 # Operations on the store ---------------------------------------------------------
@@ -228,37 +251,80 @@ async def _retrying(what: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
 def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "") -> None:
     """RecordError unless the record's fields are what this uvxlan can use
     (decode() checks the field names only), by the same rules
-    (``uvxlan.validate``) as the config file and the commands.  Names and
-    interface names are checked for their type only: a name an older
-    uvxlan accepted must not make its agents drop a working endpoint."""
+    (``uvxlan.validate``) as the config file and the commands.  Names are
+    checked as store key components only, interface names as printable
+    text only: a name an older uvxlan accepted must not make its agents
+    drop a working endpoint.  What depends on other records (the network of an
+    endpoint, who else claims an address) is ``uvxlan.records``'s."""
     def strings(*names: str) -> None:
+        # Printed by the commands: nothing that moves a terminal's cursor.
         for name in names:
-            if not isinstance(getattr(record, name), str):
-                raise ConfigError(f"{name} {getattr(record, name)!r} is not a string")
+            value = getattr(record, name)
+            if not isinstance(value, str) or not value.isprintable() or len(value) > 255:
+                raise ConfigError(f"{name} {value!r} is not a printable string "
+                                  "(255 characters at most)")
+
+    def times(*names: str) -> None:
+        for name in names:
+            value = getattr(record, name)
+            if not (isinstance(value, int | float) and not isinstance(value, bool)
+                    and 0 <= value < float("inf")):
+                raise ConfigError(f"{name} {value!r} is not a time")
+
+    def key_components(*names: str) -> None:
+        # Every name an older uvxlan accepted is one; no '/', no control
+        # characters that would forge lines in a log.
+        for name in names:
+            if not rules.is_key_component(getattr(record, name)):
+                raise ConfigError(f"{name} {getattr(record, name)!r} cannot be a store "
+                                  "key's component (A-Z a-z 0-9 _ . -)")
 
     try:
         if isinstance(record, HostRecord):
-            strings("name")
-            rules.check("underlay", rules.ipv4, record.underlay)
+            key_components("name")
+            strings("version")
+            times("started")
+            rules.check("underlay", rules.vtep, record.underlay)
             rules.check("port", rules.port, record.port)
-            if not rules.is_int(record.mtu):
-                raise ConfigError(f"mtu {record.mtu!r} is not a whole number")
+            if record.mtu not in rules.UNDERLAY_MTU:
+                raise ConfigError(f"mtu {record.mtu!r} is not an underlay MTU "
+                                  f"({rules.UNDERLAY_MTU})")
         elif isinstance(record, NetworkRecord):
-            strings("name")
+            key_components("name")
+            times("created")
             check_vni(record.vni)
-            record.network      # noqa: B018 - raises ValueError unless an IPv4 CIDR
+            rules.check("subnet", rules.subnet, record.subnet)
             rules.check("mtu", rules.mtu, record.mtu)
             if record.admit not in ADMIT or not isinstance(record.learning, bool):
                 raise ConfigError(f"admit {record.admit!r} / learning {record.learning!r}:"
                                   f" expected {' or '.join(ADMIT)} / true or false")
+            gateway = ipaddress.IPv4Address(rules.check("gateway", rules.ipv4, record.gateway))
+            if gateway not in record.network or gateway in (
+                    record.network.network_address, record.network.broadcast_address):
+                raise ConfigError(f"gateway {record.gateway} is not a host address of "
+                                  f"subnet {record.subnet}")
         else:
-            strings("name", "network", "host", "ifname")
+            key_components("name", "network", "host")
+            strings("ifname", "netns")
+            times("created")
             rules.check("netns", rules.netns, record.netns)
             rules.check("ip", rules.interface, record.ip)
             check_mac(record.mac)
     except (ValueError, TypeError) as exc:
         where = f"store key {key}: " if key else ""
         raise RecordError(f"{where}not a valid {type(record).__name__}: {exc}") from None
+
+
+def checked(kind: type[R], kv: KV) -> R:
+    """The record at kv, decoded and validated, and at its own key;
+    RecordError naming the key if not."""
+    record = decode(kind, kv.value, kv.key)
+    if not isinstance(record, EndpointStatus):
+        validate(record, kv.key)
+        if key_of(record) != kv.key:
+            raise RecordError(f"store key {kv.key}: holds the record of {key_of(record)}, "
+                              "not its own")
+    return record
 
 
 def _decode_all(kind: type[R], kvs: list[KV]) -> list[R]:
@@ -268,11 +334,9 @@ def _decode_all(kind: type[R], kvs: list[KV]) -> list[R]:
     out = []
     for kv in kvs:
         try:
-            record = decode(kind, kv.value, kv.key)
-            if not isinstance(record, EndpointStatus):
-                validate(record)
+            record = checked(kind, kv)
         except RecordError as exc:
-            log.warning("store key %s: skipped: %s", kv.key, exc)
+            log.warning("%s (skipped)", exc)
             continue
         out.append(record)
     return out
@@ -310,7 +374,7 @@ async def get_network(store: Store, name: str) -> NetworkRecord:
     if kv is None:
         known = [n.name for n in await list_networks(store)]
         raise ClusterError(f"no network named {name!r} (networks: {_names(known)})")
-    return decode(NetworkRecord, kv.value, kv.key)
+    return checked(NetworkRecord, kv)
 
 
 def _underlay_mtu(hosts: list[HostRecord]) -> int:
@@ -422,6 +486,24 @@ async def remove_network(store: Store, name: str) -> NetworkRecord:
     return await _retrying(f"remove network {name}", attempt)
 
 
+def address_problem(net: NetworkRecord, ip: ipaddress.IPv4Interface) -> str | None:
+    """Why ip cannot be an endpoint's address in net, or None if it can: it
+    has the subnet's prefix and is one of its hosts, not the gateway."""
+    subnet, address = net.network, ip.ip
+    if address not in subnet:
+        return f"ip {address} is not in network {net.name}'s subnet {subnet}"
+    if ip.network.prefixlen != subnet.prefixlen:
+        return (f"ip {ip}: the prefix must be the network's (/{subnet.prefixlen}); "
+                "another would route other subnets into the overlay")
+    if address == subnet.network_address:
+        return f"ip {address} is network {net.name}'s network address"
+    if str(address) == net.gateway:
+        return f"ip {address} is network {net.name}'s gateway"
+    if address == subnet.broadcast_address:
+        return f"ip {address} is network {net.name}'s broadcast address"
+    return None
+
+
 def _parse_ip(net: NetworkRecord, ip: object) -> ipaddress.IPv4Address:
     subnet = net.network
     try:
@@ -434,16 +516,10 @@ def _parse_ip(net: NetworkRecord, ip: object) -> ipaddress.IPv4Address:
     if "/" in ip and iface.network.prefixlen != subnet.prefixlen:
         raise ConfigError(f"ip {ip}: the prefix must be the network's "
                           f"(/{subnet.prefixlen}), or left out")
-    address = iface.ip
-    if address not in subnet:
-        raise ConfigError(f"ip {address} is not in network {net.name}'s subnet {subnet}")
-    if address == subnet.network_address:
-        raise ConfigError(f"ip {address} is network {net.name}'s network address")
-    if str(address) == net.gateway:
-        raise ConfigError(f"ip {address} is network {net.name}'s gateway")
-    if address == subnet.broadcast_address:
-        raise ConfigError(f"ip {address} is network {net.name}'s broadcast address")
-    return address
+    why = address_problem(net, ipaddress.IPv4Interface((iface.ip, subnet.prefixlen)))
+    if why is not None:
+        raise ConfigError(why)
+    return iface.ip
 
 
 async def attach(store: Store, network: str, *, host: str, netns: str,
@@ -465,13 +541,19 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
         if net_kv is None:
             await get_network(store, network)            # the not-found error
             return None
-        net = decode(NetworkRecord, net_kv.value, net_kv.key)
+        net = checked(NetworkRecord, net_kv)
         want_ip = None if ip is None else _parse_ip(net, ip)
-        host_kv = await store.get(host_key(host)) if isinstance(host, str) and host else None
+        host_kv = await store.get(host_key(host)) if _is_name(host) else None
         if host_kv is None:
             known = [h.name for h in await list_hosts(store)]
             raise ClusterError(f"host {host!r} is not registered (hosts: {_names(known)}; "
                                "is its agent running?)")
+        # What the agents would refuse, refused now (uvxlan.records).
+        the_host = checked(HostRecord, host_kv)
+        if not rules.carries(the_host.mtu, net.mtu):
+            raise ClusterError(f"host {host}'s underlay MTU {the_host.mtu} cannot carry "
+                               f"network {network}'s MTU {net.mtu} (+{ENCAP_OVERHEAD} of "
+                               "VXLAN)")
         # Read after the network key: its compare below covers these.
         ep_kvs, _ = await store.list(f"{ENDPOINTS}{network}/")
         ipam_kvs, _ = await store.list(f"{IPAM}{network}/")
@@ -561,7 +643,13 @@ def _status_of(record: EndpointRecord, since: int, kv: KV | None) -> EndpointSta
     an older one is about an endpoint of the same name before it."""
     if kv is None or kv.mod_revision <= since:
         return None
-    status = decode(EndpointStatus, kv.value, kv.key)
+    try:
+        status = decode(EndpointStatus, kv.value, kv.key)
+    except RecordError:
+        return None                      # not an agent's: no word from the agent
+    if not all(isinstance(v, str) for v in (status.state, status.error, status.mac,
+                                              status.ip)):
+        return None
     if (status.mac.lower() != record.mac
             or status.ip.split("/")[0] != record.ip.split("/")[0]):
         return None
@@ -579,7 +667,11 @@ async def list_endpoints(store: Store, network: str | None = None
     statuses = {kv.key: kv for kv in status_kvs}
     out = []
     for kv in ep_kvs:
-        record = decode(EndpointRecord, kv.value, kv.key)
+        try:
+            record = checked(EndpointRecord, kv)
+        except RecordError as exc:          # `uvxlan check` shows it
+            log.warning("%s (skipped)", exc)
+            continue
         skv = statuses.get(status_key(record.host, record.network, record.name))
         out.append((record, _status_of(record, kv.create_revision, skv)))
     return out

@@ -18,7 +18,10 @@ places (the stale-entry bug of moby#35401).
 - endpoints of this host → TAPs in their netns, status written back;
 - endpoints of other live hosts → static FDB entries (MAC → VTEP), flood
   list membership of their VTEP, and ARP table entries;
-- a host whose lease ended (its agent died) takes all of that with it.
+- a host whose lease ended (its agent died) takes all of that with it;
+- a record the checks refuse (``uvxlan.records``: hostile or broken) is
+  not acted on: logged once per change, kept in ``refused`` (the control
+  socket's ``refused``), an error status for an endpoint of ours.
 
 A broken watch (compaction, store restart) means a fresh list; a list
 every ``resync`` seconds repairs drift.  While the store is unreachable the
@@ -44,18 +47,18 @@ from typing import Protocol
 
 from uvxlan import cluster
 from uvxlan._version import __version__
-from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, NetworkRecord
+from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord
 from uvxlan.config import EndpointConfig, HostConfig
 from uvxlan.errors import (
     LeaseExpired,
     NativeError,
-    RecordError,
     StoreCompacted,
     StoreDenied,
     StoreError,
     StoreUnavailable,
     UvxlanError,
 )
+from uvxlan.records import Here, Screened, screen, shapes_datapath, shown
 from uvxlan.store import Event, Store
 
 log = logging.getLogger("uvxlan.controller")
@@ -138,31 +141,13 @@ class Desired:
     admission: dict[int, tuple[str, bool]] = field(default_factory=dict)   # vni -> admit, learning
 
 
-def desired_state(model: dict[str, bytes], me: str) -> Desired:
-    """What host ``me`` should hold, from the store's keys.  Records that
-    do not decode are skipped (and logged): one bad key must not stop a
-    host from serving the rest."""
-    hosts: dict[str, HostRecord] = {}
-    networks: dict[str, NetworkRecord] = {}
-    endpoints: list[tuple[str, EndpointRecord]] = []
-    for key, value in model.items():
-        try:
-            if key.startswith(cluster.HOSTS):
-                h = cluster.decode(HostRecord, value, key)
-                cluster.validate(h)
-                hosts[h.name] = h
-            elif key.startswith(cluster.NETWORKS):
-                n = cluster.decode(NetworkRecord, value, key)
-                cluster.validate(n)
-                networks[n.name] = n
-            elif key.startswith(cluster.ENDPOINTS):
-                ep = cluster.decode(EndpointRecord, value, key)
-                cluster.validate(ep)
-                endpoints.append((key, ep))
-        except (RecordError, ValueError, TypeError) as exc:
-            # A key written by hand or by a newer uvxlan: skip it, once
-            # per change of it, and serve the rest.
-            _warn_once(key, value, f"store key {key}: skipped: {exc}")
+def desired_state(screened: Screened, me: str) -> Desired:
+    """What host ``me`` should hold, from the store's records that
+    ``records.screen`` accepted (the refused ones are logged there and
+    listed in Controller.refused: one bad key never stops a host)."""
+    hosts = screened.hosts
+    networks = screened.networks
+    endpoints = list(screened.endpoints.items())
     d = Desired()
     for n in networks.values():
         d.vnis[n.vni] = n.name
@@ -186,15 +171,6 @@ def desired_state(model: dict[str, bytes], me: str) -> Desired:
             continue
         d.arp.add((net.vni, str(ep.address.ip), ep.mac))
     return d
-
-
-_warned: dict[str, bytes] = {}
-
-
-def _warn_once(key: str, value: bytes, msg: str) -> None:
-    if _warned.get(key) != value:
-        _warned[key] = value
-        log.warning("%s", msg)
 
 
 @dataclass
@@ -222,6 +198,12 @@ class Controller:
         self.resync = h.resync
         self.arp_mode = h.arp_suppression
         self.model: dict[str, bytes] = {}
+        self.created: dict[str, int] = {}     # key -> create revision: who claimed first
+        # Records the checks refuse (key -> why), for the control socket;
+        # and what was logged of each, so each is logged once per change.
+        self.refused: dict[str, str] = {}
+        self._told: dict[str, tuple[bytes, str]] = {}
+        self._refused_here: set[str] = set()
         self.applied = Applied()
         self.lease = 0
         self.synced = asyncio.Event()       # set after the first full apply
@@ -230,7 +212,6 @@ class Controller:
         self.statuses: dict[str, EndpointStatus] = {}
         self._status_todo: set[str] = set()
         self._flush_lock = asyncio.Lock()
-        self._vni_conflicts: set[int] = set()
         self._registered = asyncio.Event()
 
     def fdb_keys(self) -> set[tuple[int, str]]:
@@ -272,6 +253,7 @@ class Controller:
                     delay = BACKOFF_FIRST
                 await asyncio.sleep(self.ttl / 3)
                 await self.store.lease_keepalive(self.lease)
+                await self._reclaim_host_key()
                 await self._flush_status()
             except LeaseExpired:
                 # Kept away longer than the TTL: our keys are gone.  Take
@@ -312,6 +294,16 @@ class Controller:
         log.info("registered host %s (%s:%d) with a %.0f s lease", self.me,
                  self.record.underlay, self.record.port, self.ttl)
 
+    async def _reclaim_host_key(self) -> None:
+        """Our host key holds our record, under our lease: a writer who
+        overwrote it (another address, or no lease: a key that would
+        outlive us) is undone at the next keepalive."""
+        key, mine = cluster.host_key(self.me), cluster.encode(self.record)
+        if self.synced.is_set() and self.model.get(key) != mine:
+            log.warning("store key %s: not this agent's record; writing it again", key)
+            await self.store.put(key, mine, lease=self.lease)
+            self.model[key] = mine
+
     async def _sync_forever(self) -> None:
         await self._registered.wait()
         delay = BACKOFF_FIRST
@@ -336,7 +328,8 @@ class Controller:
     async def full_sync(self) -> int:
         """List the store, apply all of it; the revision listed."""
         kvs, rev = await self.store.list(cluster.ROOT)
-        self.model = {kv.key: kv.value for kv in kvs if _shapes_datapath(kv.key)}
+        self.model = {kv.key: kv.value for kv in kvs if shapes_datapath(kv.key)}
+        self.created = {kv.key: kv.create_revision for kv in kvs if kv.key in self.model}
         # A full list retries endpoints that failed (the netns may exist by
         # now): that is part of repairing drift.
         self.applied.failed.clear()
@@ -349,14 +342,17 @@ class Controller:
         # Statuses, address reservations and a network key put again
         # unchanged (every attach does that) cannot change what the
         # datapath should hold: no reconcile for them.
-        if not _shapes_datapath(ev.key):
+        if not shapes_datapath(ev.key):
             return False
         if ev.type == "put":
             if self.model.get(ev.key) == ev.value:
                 return False
+            self.created.setdefault(ev.key, ev.revision)   # a new key: created now
             self.model[ev.key] = ev.value
         elif self.model.pop(ev.key, None) is None:
             return False
+        else:
+            self.created.pop(ev.key, None)
         await self.apply()
         return True
 
@@ -389,7 +385,8 @@ class Controller:
 
     async def apply(self) -> None:
         """Make the datapath hold desired_state(model): removals first."""
-        want = desired_state(self.model, self.me)
+        screened = self._screen()
+        want = desired_state(screened, self.me)
         have = self.applied
         node = self.node
 
@@ -429,15 +426,6 @@ class Controller:
                 node.rename_network(vni, name)
             if vni in have.vnis:
                 continue
-            if vni in node.static_vnis:
-                # Two owners for one VNI would fight over its flood list and
-                # FDB: the config file's network wins, the store's is not
-                # served here.
-                if vni not in self._vni_conflicts:
-                    self._vni_conflicts.add(vni)
-                    log.error("network %s: VNI %d belongs to a network of the config file;"
-                              " not serving it", name, vni)
-                continue
             if not self._try(node.add_network, name, vni):
                 continue
             self._try(node.set_arp, vni, self.arp_mode)
@@ -470,7 +458,43 @@ class Controller:
         for pe in want.peers - have.peers:
             if pe[0] in have.vnis and self._try(node.admit_peer, *pe):
                 have.peers.add(pe)
+        self._report_refused(screened, want)
         await self._flush_status()
+
+    def _screen(self) -> Screened:
+        """The model's records this host may act on (``uvxlan.records``);
+        each refusal logged once per change of its key's value or reason,
+        never fatal."""
+        # Two owners for one VNI would fight over its flood list and FDB:
+        # the config file's network wins (Here.static_vnis).
+        here = Here(self.me, self.record.underlay, self.record.mtu,
+                    frozenset(self.node.static_vnis))
+        screened = screen(self.model, self.created, here)
+        for key, why in screened.refused.items():
+            told = (self.model[key], why)
+            if self._told.get(key) != told:
+                self._told[key] = told
+                log.warning("store key %s: refused: %s", shown(key), why)
+        for key in [k for k in self._told if k not in screened.refused]:
+            del self._told[key]
+            if key in self.model:
+                log.info("store key %s: accepted", shown(key))
+        self.refused = dict(screened.refused)
+        return screened
+
+    def _report_refused(self, screened: Screened, want: Desired) -> None:
+        """Our endpoints the checks refuse get an error status that says
+        why (``uvxlan attach`` fails at once, ``endpoint ls`` shows it)."""
+        for key, rec in screened.refused_here.items():
+            error = f"refused: {screened.refused[key]}"
+            st = self.statuses.get(key)
+            if st is None or st.error != error or (st.mac, st.ip) != (rec.mac, rec.ip):
+                self._set_status(key, EndpointStatus(state="error", error=error, mac=rec.mac,
+                                                     ip=rec.ip, at=time.time()))
+        for key in self._refused_here - set(screened.refused_here):
+            if key not in want.local:
+                self._set_status(key, None)
+        self._refused_here = set(screened.refused_here)
 
     def _vni_of(self, rec: EndpointRecord, have: Applied) -> int:
         return next((v for v, n in have.vnis.items() if n == rec.network), -1)
@@ -537,11 +561,6 @@ class Controller:
             log.exception("unexpected error from %s: %s", getattr(fn, "__name__", fn), exc)
             return False
         return True
-
-
-def _shapes_datapath(key: str) -> bool:
-    """Is key one desired_state() reads (a host, network or endpoint)?"""
-    return key.startswith((cluster.HOSTS, cluster.NETWORKS, cluster.ENDPOINTS))
 
 
 def _net_name(key: str) -> tuple[str, str]:

@@ -216,7 +216,11 @@ class Daemon:
             if self.controller is not None:
                 st["synced"] = self.controller.synced.is_set()
                 st["lease"] = self.controller.lease
+                st["refused"] = len(self.controller.refused)
             return st
+        if cmd == "refused":
+            # Store records this agent refuses to act on: key -> why.
+            return {"refused": dict(self.controller.refused) if self.controller else {}}
         if cmd == "stats":
             return self.node.stats()
         if cmd == "fdb":

@@ -154,6 +154,34 @@ def ipv4(value: object) -> str:
     raise ConfigError(f"{value!r} is not an IPv4 address")
 
 
+# Addresses a VTEP can never have: whoever claims one is lying or wrong,
+# and sending VXLAN there would loop it back or spray it.
+_NEVER_VTEP = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "'this network' (RFC 1122 3.2.1.3: a source, "
+                                         "never a destination)"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "loopback (RFC 1122 3.2.1.3: never leaves a host)"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "multicast (a VTEP is one unicast host)"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "reserved (RFC 1112 4; with 255.255.255.255, "
+                                           "the limited broadcast)"),
+)
+
+
+def vtep(value: object) -> str:
+    """A VTEP's underlay address: IPv4 unicast, reachable from another host."""
+    text = ipv4(value)
+    address = ipaddress.IPv4Address(text)
+    for net, what in _NEVER_VTEP:
+        if address in net:
+            raise ConfigError(f"{text!r} is {what}, not a VTEP address")
+    return text
+
+
+def carries(underlay_mtu: int, mtu: int) -> bool:
+    """Can an underlay of underlay_mtu carry a network's frames of mtu,
+    encapsulated, without fragments?"""
+    return mtu + ENCAP_OVERHEAD <= underlay_mtu
+
+
 def interface(value: object) -> ipaddress.IPv4Interface:
     """An IPv4 address with its prefix length, 10.0.0.2/24."""
     try:

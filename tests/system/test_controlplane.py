@@ -305,7 +305,7 @@ def test_known_addresses_never_arp_over_the_wire(cluster: Callable[[int], Cluste
     assert next(n for n in stats["networks"] if n["name"] == "net1")["arp_replies"] >= 1
 
 
-def test_records_that_do_not_decode_are_skipped_not_fatal(
+def test_records_that_do_not_decode_are_refused_not_fatal(
         cluster: Callable[[int], Cluster]) -> None:
     """Keys written by hand or by a newer uvxlan must not stop any agent."""
     c = cluster(2)
@@ -337,6 +337,6 @@ def test_records_that_do_not_decode_are_skipped_not_fatal(
         assert proc is not None and proc.poll() is None, c.ov.log_tail(h)
         assert c.ov.query(h, "status")["synced"] is True
     log = (c.ov.workdir / "h1.log").read_text()
-    assert "/uvxlan/endpoints/net1/v6: skipped" in log
+    assert "/uvxlan/endpoints/net1/v6: refused" in log
     assert "Traceback" not in log
     assert a["ip"] != b["ip"]

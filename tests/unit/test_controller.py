@@ -479,7 +479,13 @@ def test_a_vni_of_the_config_file_is_not_served_from_the_store(tmp_path: Path) -
         await rig.attach("c1", "h1", "10.0.0.11")
         await rig.attach("c2", "h2", "10.0.0.12")
         assert await rig.sync() == []
-        assert status(rig, "c1") is None
+        # Refused here (records.screen), and the attach learns why at once.
+        st = status(rig, "c1")
+        assert st is not None and st.state == "error" and "config file" in st.error
+        assert status(rig, "c2") is None                  # h2's agent reports that one
+        assert set(rig.ctl.refused) == {cluster.network_key("net1"),
+                                        cluster.endpoint_key("net1", "c1"),
+                                        cluster.endpoint_key("net1", "c2")}
 
     run(tmp_path, scenario, FakeNode(static_vnis={256}))
 
