@@ -10,40 +10,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from tests.conftest import TOOLS, needs, ping, root
-from tests.system.test_controlplane import Cluster, eventually, ip_of
+from tests.conftest import TOOLS, ping, root
+from tests.support.cluster import Cluster, eventually, ip_of
 from uvxlan import cluster as keys
-from uvxlan.lab.netns import Lab
-from uvxlan.lab.overlay import ETCD
 
 pytestmark = root
-
-
-@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=needs(ETCD))])
-def three_hosts(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path
-                ) -> Iterator[Callable[[], Cluster]]:
-    made: list[Cluster] = []
-
-    def make() -> Cluster:
-        c = Cluster(lab, tmp_path, request.param, 3)
-        made.append(c)
-        c.start()
-        return c
-
-    try:
-        yield make
-    finally:
-        codes: dict[str, int] = {}
-        for c in made:
-            codes.update(c.close())
-        bad = {h: rc for h, rc in codes.items() if rc != 0}
-        assert not bad, f"agents did not exit cleanly: {bad}"
 
 
 def endpoint(name: str, host: str, ip: str, mac: str, netns: str) -> dict[str, Any]:
@@ -52,8 +26,8 @@ def endpoint(name: str, host: str, ip: str, mac: str, netns: str) -> dict[str, A
 
 
 def test_hostile_records_are_refused_and_the_good_endpoints_keep_talking(
-        three_hosts: Callable[[], Cluster]) -> None:
-    c = three_hosts()
+        cluster: Callable[[int], Cluster]) -> None:
+    c = cluster(3)
     c.cli("network", "create", "net1")
     a = c.attach("net1", "h1", "a")
     b = c.attach("net1", "h2", "b")
