@@ -41,6 +41,22 @@ bench-micro: setup
 clean:
 	rm -rf build uvxlan/_native*.so tests/support/_uvx_testing*.so .pytest_cache .mypy_cache .ruff_cache
 
+# The datapath under ThreadSanitizer (gcc's runtime, preloaded into an
+# uninstrumented CPython), driven by the switch tests and by the two worker
+# threads moving traffic while Python changes everything
+# (tests/system/test_dp_threads.py).  Reports go to build/tsan/report.*; any
+# report fails the target.
+tsan: setup
+	UVX_SANITIZE=thread $(PY) setup.py -q build_ext --inplace --force
+	UVX_SANITIZE=thread $(PY) csrc/testing/build_testing.py >/dev/null
+	rm -rf build/tsan; mkdir -p build/tsan
+	LD_PRELOAD=$$(gcc -print-file-name=libtsan.so) \
+	  TSAN_OPTIONS="exitcode=66 log_path=$(CURDIR)/build/tsan/report" \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/system/test_switch.py tests/system/test_dp_threads.py; \
+	status=$$?; cat build/tsan/report.* 2>/dev/null && status=66; \
+	$(PY) setup.py -q build_ext --inplace --force; \
+	$(PY) csrc/testing/build_testing.py >/dev/null; exit $$status
+
 # libFuzzer (clang, ASan + UBSan) on three targets, each its own binary in
 # build/fuzz: the parsers and FDB (fuzz_vxlan), the whole receive path
 # (fuzz_rcv) and the transmit path with segmentation (fuzz_xmit) on a real
