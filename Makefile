@@ -2,7 +2,8 @@
 # Every target that needs it runs scripts/setup.sh first (as root).
 PY := .venv/bin/python
 
-.PHONY: setup build demo test test-unit test-system test-quick lint bench bench-micro sanitize fuzz clean
+.PHONY: setup build demo test test-unit test-system test-quick lint bench bench-micro sanitize tsan \
+	fuzz fuzz-build fuzz-vxlan fuzz-rcv fuzz-xmit clean
 
 setup:
 	@scripts/setup.sh
@@ -40,12 +41,49 @@ bench-micro: setup
 clean:
 	rm -rf build uvxlan/_native*.so tests/support/_uvx_testing*.so .pytest_cache .mypy_cache .ruff_cache
 
-# libFuzzer on the parsers (VXLAN, ARP, offloads) and FDB (installs clang's fuzzer runtime if missing).
-fuzz:
-	@command -v clang >/dev/null || (apt-get update -qq && apt-get install -y -qq clang libclang-rt-14-dev >/dev/null)
+# The datapath under ThreadSanitizer (gcc's runtime, preloaded into an
+# uninstrumented CPython), driven by the switch tests and by the two worker
+# threads moving traffic while Python changes everything
+# (tests/system/test_dp_threads.py).  Reports go to build/tsan/report.*; any
+# report fails the target.
+tsan: setup
+	UVX_SANITIZE=thread $(PY) setup.py -q build_ext --inplace --force
+	UVX_SANITIZE=thread $(PY) csrc/testing/build_testing.py >/dev/null
+	rm -rf build/tsan; mkdir -p build/tsan
+	LD_PRELOAD=$$(gcc -print-file-name=libtsan.so) \
+	  TSAN_OPTIONS="exitcode=66 log_path=$(CURDIR)/build/tsan/report" \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/system/test_switch.py tests/system/test_dp_threads.py; \
+	status=$$?; cat build/tsan/report.* 2>/dev/null && status=66; \
+	$(PY) setup.py -q build_ext --inplace --force; \
+	$(PY) csrc/testing/build_testing.py >/dev/null; exit $$status
+
+# libFuzzer (clang, ASan + UBSan) on three targets, each its own binary in
+# build/fuzz: the parsers and FDB (fuzz_vxlan), the whole receive path
+# (fuzz_rcv) and the transmit path with segmentation (fuzz_xmit) on a real
+# datapath.  Each runs FUZZ_RUNS executions, else FUZZ_SECONDS (60); a
+# finding stops it and leaves crash-* here.  Root: the transmit target's
+# raw socket.  Inputs found go to build/fuzz/corpus-*, seeds are written by
+# csrc/fuzz/seeds.py, past findings are in csrc/fuzz/regress-*.
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Wno-unused-parameter \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Icsrc
+FUZZ_LIMIT = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(or $(FUZZ_SECONDS),60))
+FUZZ_DP := csrc/fuzz/fuzz_dp.c $(wildcard csrc/*.c)
+
+fuzz: fuzz-vxlan fuzz-rcv fuzz-xmit
+
+fuzz-build: setup
 	mkdir -p build/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Icsrc csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c csrc/arp.c csrc/offload.c -o build/fuzz/fuzz_vxlan
-	build/fuzz/fuzz_vxlan -max_total_time=$${FUZZ_SECONDS:-60} -max_len=2048
+	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c csrc/arp.c csrc/offload.c -o build/fuzz/fuzz_vxlan
+	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_rcv.c $(FUZZ_DP) -lpthread -o build/fuzz/fuzz_rcv
+	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_xmit.c $(FUZZ_DP) -lpthread -o build/fuzz/fuzz_xmit
+	for t in rcv xmit; do python3 csrc/fuzz/seeds.py $$t build/fuzz/seeds-$$t; mkdir -p build/fuzz/corpus-$$t; done
+
+fuzz-vxlan: fuzz-build
+	build/fuzz/fuzz_vxlan $(FUZZ_LIMIT) -max_len=2048
+
+fuzz-rcv fuzz-xmit: fuzz-%: fuzz-build
+	build/fuzz/fuzz_$* $(FUZZ_LIMIT) -max_len=65600 -print_final_stats=1 \
+	  build/fuzz/corpus-$* build/fuzz/seeds-$* $(wildcard csrc/fuzz/regress-$*)
 
 # The C switch (and the test hooks' codec and offloads) under ASan/UBSan,
 # driven by the switch, FDB, codec and offload tests.

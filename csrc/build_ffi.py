@@ -348,10 +348,13 @@ def cdef_of(header: Path) -> str:
 
 
 CFLAGS = ["-std=gnu11", "-D_GNU_SOURCE", "-O2", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-if os.environ.get("UVX_SANITIZE"):
-    # ASan + UBSan build for the test suite; see the Makefile's `sanitize`.
-    CFLAGS += ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined"]
-LDFLAGS = ["-fsanitize=address,undefined"] if os.environ.get("UVX_SANITIZE") else []
+# Sanitizer builds for the test suite: UVX_SANITIZE=1, ASan + UBSan (the
+# Makefile's `sanitize`); UVX_SANITIZE=thread, ThreadSanitizer (`tsan`).
+_SANITIZE = os.environ.get("UVX_SANITIZE")
+_SANITIZERS = "thread" if _SANITIZE == "thread" else "address,undefined"
+if _SANITIZE:
+    CFLAGS += ["-O1", "-fno-omit-frame-pointer", f"-fsanitize={_SANITIZERS}"]
+LDFLAGS = [f"-fsanitize={_SANITIZERS}"] if _SANITIZE else []
 
 
 

@@ -121,6 +121,16 @@ struct uvx_worker {
 
 #define UVX_SLOT (UVX_HEADROOM + UVX_FRAME_MAX + 1)
 
+/* The packet path on buffers in memory, the fuzz harnesses' way in
+ * (csrc/fuzz/): the transmit path on frames from a port (xmit.c) and the
+ * receive path on datagrams from given senders (rcv.c).  Exact-sized
+ * buffers let AddressSanitizer see a read past a frame; a real datagram's
+ * source could not be chosen. */
+int uvx_xmit_frames(struct uvx_dp *dp, int port, uint8_t *const *frame,
+		    const size_t *len, struct vnet_hdr *vh, unsigned n);
+void uvx_rcv_datagrams(struct uvx_dp *dp, uint8_t *const *pkt, const size_t *len,
+		       const struct sockaddr_in *from, unsigned n);
+
 static inline uint8_t *slot_frame(struct uvx_worker *w, unsigned i)
 {
 	return w->bufs + (size_t)i * UVX_SLOT + UVX_HEADROOM;

@@ -17,7 +17,10 @@ static uint64_t tcp_pseudo(const uint8_t *ip, int v6, size_t tcplen)
 
 int csum_complete(uint8_t *frame, size_t len, uint16_t start, uint16_t offset)
 {
-	if ((size_t)start + offset + 2 > len)
+	/* Within the frame, and never over the Ethernet header: the MACs
+	 * were checked before this runs (vxlan_check_inner), and a sum
+	 * stored there would send a source MAC nobody checked. */
+	if (start < ETH_HLEN || (size_t)start + offset + 2 > len)
 		return UVX_DROP_BAD_GSO;
 	uint64_t sum = csum_add(frame + start, len - start, 0);
 	/* A sum that comes out 0 is stored as 0xffff, its equal in ones'
@@ -123,8 +126,18 @@ int tso_parse(const uint8_t *f, size_t len, const struct vnet_hdr *vh,
 		return UVX_DROP_BAD_GSO;
 	size_t doff = (size_t)(f[ti->l4off + 12] >> 4) * 4;
 	ti->hdrlen = ti->l4off + doff;
+	/* No MSS under Linux's floor for TCP (tcp_min_snd_mss, 48, since
+	 * CVE-2019-11479): no stack cuts finer, and one 64 KB frame cut
+	 * every byte would be 65,000 datagrams to every VTEP it floods to. */
 	if (doff < 20 || ti->hdrlen > SEG_HDR_MAX || ti->hdrlen > len ||
-	    vh->gso_size == 0)
+	    vh->gso_size < TSO_MSS_MIN)
+		return UVX_DROP_BAD_GSO;
+	/* A port that takes virtio-net headers gets the super-frame as it
+	 * is, so its header must be one Linux takes from a TAP: hdr_len
+	 * within the frame (tun_get_user), a checksum to complete within it
+	 * (virtio_net_hdr_to_skb, skb_partial_csum_set). */
+	if (vh->hdr_len > len || ((vh->flags & VNET_F_NEEDS_CSUM) &&
+	    (size_t)vh->csum_start + vh->csum_offset + 2 > len))
 		return UVX_DROP_BAD_GSO;
 	ti->mss = vh->gso_size;
 	ti->payload = len - ti->hdrlen;

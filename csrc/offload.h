@@ -46,9 +46,11 @@ struct vnet_hdr {
 
 #define SEG_HDR_MAX 160        /* Ethernet(+VLAN) + IPv4/6 + TCP with options */
 #define UVX_SEGS_MAX 64        /* segments cut per pass */
+#define TSO_MSS_MIN 48         /* smallest gso_size taken (tso_parse) */
 
 /* Complete a partial checksum (NEEDS_CSUM): sum from csum_start to the end
- * and store at csum_start + csum_offset.  Returns UVX_PASS or a drop. */
+ * and store at csum_start + csum_offset.  Returns UVX_PASS, or a drop if
+ * that is outside the frame or inside its Ethernet header. */
 int csum_complete(uint8_t *frame, size_t len, uint16_t start, uint16_t offset);
 
 /* Where an inner TCP or UDP checksum was left partial by its sender: the

@@ -321,3 +321,21 @@ static int udp_rx_locked(struct uvx_dp *dp)
 	gro_flush_port(dp, w, -1);
 	return n;
 }
+
+/* The receive path on datagrams already in memory, as if one recvmmsg had
+ * read them from the senders in from[]: vxlan_rcv on each, then the flush
+ * at the end of the batch.  For the fuzz harness (csrc/fuzz/fuzz_rcv.c),
+ * which cannot choose the source of a real datagram.  The buffers are
+ * written (checksums completed in place) and must stay until it returns. */
+void uvx_rcv_datagrams(struct uvx_dp *dp, uint8_t *const *pkt, const size_t *len,
+		       const struct sockaddr_in *from, unsigned n)
+{
+	struct uvx_worker *w = &dp->w[W_RX];
+	uvx_wid = W_RX;
+	pthread_rwlock_rdlock(&dp->cfg_lock);
+	w->now_ms = mono_ms();
+	for (unsigned i = 0; i < n; i++)
+		vxlan_rcv(dp, w, pkt[i], len[i], &from[i]);
+	gro_flush_port(dp, w, -1);
+	pthread_rwlock_unlock(&dp->cfg_lock);
+}
