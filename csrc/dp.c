@@ -149,7 +149,7 @@ int uvx_socket_nofrag(int fd)
 	 * never fragments (a larger datagram fails with EMSGSIZE, see
 	 * __ip_append_data's maxnonfragsize), leaves DF clear as Linux's
 	 * vxlan does by default, and ignores ICMP "fragmentation needed" from
-	 * the underlay, which anyone could forge.  Older kernels (3.10)
+	 * the underlay, which anyone could forge.  Kernels before 3.13
 	 * refuse it (EINVAL): IP_PMTUDISC_PROBE (2.6.22) never fragments
 	 * either, and sets DF. */
 	int v = IP_PMTUDISC_INTERFACE;

@@ -87,6 +87,9 @@ void fuzz_dp_setup(struct fuzz_dp *f)
 		.accept_reserved = 0,
 		.udp_csum = 1,
 		.rx_linger_us = 0,
+		/* A real underlay's: bigger frames and segments are dropped and
+		 * answered with ICMP (pmtud.c), smaller ones segmented. */
+		.underlay_mtu = 1500,
 	};
 	int err = 0;
 	f->dp = uvx_dp_new(&cfg, &err);
@@ -134,6 +137,12 @@ void fuzz_dp_setup(struct fuzz_dp *f)
 						     .sin_port = htons(40000) };
 		f->sender[i].sin_addr.s_addr = lo_addr(2 + i);
 	}
+	/* Only members speak: each VTEP is admitted where it floods; VNI 200
+	 * takes anyone (Linux's behaviour), so every sender reaches port 3,
+	 * and the stranger below is refused in VNI 100 and 300. */
+	for (unsigned i = 0; i < FZ_VTEPS; i++)
+		ok_or_die(uvx_peer_add(dp, vtep_vni[i], lo_addr(2 + i)), "uvx_peer_add");
+	ok_or_die(uvx_vni_set_admit(dp, FZ_VNI_B, UVX_ADMIT_ANY), "uvx_vni_set_admit");
 	f->sender[FZ_SENDERS - 1] = f->sender[0];
 	f->sender[FZ_SENDERS - 1].sin_addr.s_addr = lo_addr(9);   /* the stranger */
 

@@ -4,16 +4,20 @@
  * (fuzz_dp_setup).  Every frame the datapath writes lands in a socket of
  * the harness, and is checked and thrown away after each run.
  *
- *   VNI 100  ports 0 (virtio-net), 1 (plain), 2 (virtio-net); flood list:
- *            VTEPs 0 and 1; ARP answered; static entries to ports 0..2 and
- *            to VTEPs 0 and 1
- *   VNI 200  port 3 (plain); no flood list; ARP answer-only; a static
- *            entry to port 3
- *   VNI 300  no ports; flood list: VTEP 2
+ *   VNI 100  ports 0 (virtio-net), 1 (plain), 2 (virtio-net); flood list
+ *            and admitted: VTEPs 0 and 1; ARP answered; static entries to
+ *            ports 0..2 and to VTEPs 0 and 1
+ *   VNI 200  port 3 (plain); no flood list; admits anyone; ARP
+ *            answer-only; a static entry to port 3
+ *   VNI 300  no ports; flood list and admitted: VTEP 2
+ *
+ * The underlay MTU is 1500: bigger frames and segments are answered with
+ * ICMP through their port (pmtud.c).
  *
  * The VTEPs are loopback addresses 127.0.0.2-4, each a UDP socket of ours
  * that the transmit path's datagrams land in: nothing leaves the machine.
- * A fifth sender, 127.0.0.9, is a stranger to every VNI.
+ * A fourth sender, 127.0.0.9, is a stranger to every VNI (heard only in
+ * VNI 200, which admits anyone).
  */
 #ifndef UVX_FUZZ_DP_H
 #define UVX_FUZZ_DP_H
