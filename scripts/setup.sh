@@ -15,9 +15,10 @@ cd "$(dirname "$0")/.."
 # etcd-server: tests/system/test_store.py runs a real etcd.
 # openvswitch-switch: tests/system/test_ovs.py runs OVS's userspace datapath
 # (private daemons per lab host; the system's service is not used).
+# openssl: tests/system/test_store_tls.py makes its CA and certificates.
 # clang, libclang-rt-14-dev: libFuzzer and its sanitizers (make fuzz,
 # tests/system/test_fuzz.py).
-DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch gcc libc6-dev clang libclang-rt-14-dev"
+DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch openssl gcc libc6-dev clang libclang-rt-14-dev"
 if [ "${1:-}" = "--unit" ]; then
 	DEBS="gcc libc6-dev"
 fi
