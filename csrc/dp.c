@@ -287,7 +287,7 @@ static int vni_del(struct uvx_dp *dp, uint32_t vni)
 		}
 	}
 	free(v->arp);
-	free(v->peers.slot);
+	peer_set_free(&v->peers);
 	free(v);
 	vni_reindex(dp);
 	return 0;
@@ -376,54 +376,10 @@ int uvx_vni_set_learning(struct uvx_dp *dp, uint32_t vni, int on)
 	LOCKED(dp, vni_set_learning(dp, vni, on));
 }
 
-/* Put ip in a set with room for it (no check for duplicates). */
-static void peer_insert(struct peer_set *ps, uint32_t ip)
-{
-	uint32_t s = peer_slot(ip) & ps->mask;
-	while (ps->slot[s])
-		s = (s + 1) & ps->mask;
-	ps->slot[s] = ip;
-	ps->n++;
-}
-
-/* The set rebuilt in size slots, without drop (0: none): growing, and
- * removing without tombstones (peers change rarely; lookups stay short). */
-static int peer_rebuild(struct peer_set *ps, uint32_t size, uint32_t drop_ip)
-{
-	uint32_t *slot = calloc(size, sizeof(*slot));
-	if (!slot)
-		return -ENOMEM;
-	struct peer_set next = { slot, size - 1, 0 };
-	for (uint32_t i = 0; ps->slot && i <= ps->mask; i++)
-		if (ps->slot[i] && ps->slot[i] != drop_ip)
-			peer_insert(&next, ps->slot[i]);
-	free(ps->slot);
-	*ps = next;
-	return 0;
-}
-
 static int peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
-	if (!v)
-		return -ENOENT;
-	if (ip == 0)
-		return -EINVAL;
-	struct peer_set *ps = &v->peers;
-	if (ps->n) {
-		for (uint32_t s = peer_slot(ip) & ps->mask; ps->slot[s]; s = (s + 1) & ps->mask)
-			if (ps->slot[s] == ip)
-				return -EEXIST;
-	}
-	/* At most half full, so a probe for a stranger ends soon. */
-	uint32_t size = ps->slot ? ps->mask + 1 : 0;
-	if (2 * (ps->n + 1) > size) {
-		int rc = peer_rebuild(ps, size ? 2 * size : 16, 0);
-		if (rc < 0)
-			return rc;
-	}
-	peer_insert(ps, ip);
-	return 0;
+	return v ? peer_set_add(&v->peers, ip) : -ENOENT;
 }
 
 int uvx_peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
@@ -434,15 +390,7 @@ int uvx_peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
 static int peer_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip)
 {
 	struct uvx_vni *v = vni_find(dp, vni);
-	if (!v)
-		return -ENOENT;
-	struct peer_set *ps = &v->peers;
-	int found = 0;
-	for (uint32_t i = 0; ps->n && i <= ps->mask; i++)
-		found |= ps->slot[i] == ip;
-	if (!found || ip == 0)
-		return -ENOENT;
-	return peer_rebuild(ps, ps->mask + 1, ip);
+	return v ? peer_set_del(&v->peers, ip) : -ENOENT;
 }
 
 int uvx_peer_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip)

@@ -4,7 +4,7 @@
  * lookup, the clock).  Not part of the public API.
  *
  * Who calls whom (down the page only, never back up):
- *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c
+ *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c, peers.c
  *   worker.c   the two threads             -> xmit.c, rcv.c
  *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c, pmtud.c
  *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c
@@ -25,6 +25,7 @@
 #include "arp.h"
 #include "fdb.h"
 #include "offload.h"
+#include "peers.h"
 #include "pmtud.h"
 #include "uvx.h"
 
@@ -49,12 +50,6 @@ struct uvx_port {
  * address (0, never a sender, marks a free slot), at most half full so a
  * probe for an address that is not there ends soon.  Grown and rebuilt
  * under the write lock (dp.c); read per datagram under the read lock. */
-struct peer_set {
-	uint32_t *slot;
-	uint32_t mask;             /* slots - 1, or 0 with none */
-	uint32_t n;
-};
-
 struct uvx_vni {
 	uint32_t vni;
 	int admit;                 /* enum uvx_admit_mode */
@@ -197,24 +192,10 @@ struct uvx_dp {
 		return r_;                                      \
 	} while (0)
 
-static inline uint32_t peer_slot(uint32_t ip)
-{
-	return ip * 2654435761u;
-}
-
 /* Is ip (network byte order) admitted to send into v? */
 static inline int peer_admitted(const struct uvx_vni *v, uint32_t ip)
 {
-	if (v->admit == UVX_ADMIT_ANY)
-		return 1;
-	if (!v->peers.n || ip == 0)
-		return 0;
-	for (uint32_t s = peer_slot(ip) & v->peers.mask;; s = (s + 1) & v->peers.mask) {
-		if (v->peers.slot[s] == ip)
-			return 1;
-		if (v->peers.slot[s] == 0)
-			return 0;
-	}
+	return v->admit == UVX_ADMIT_ANY || peer_set_has(&v->peers, ip);
 }
 
 static inline unsigned vni_slot(uint32_t vni)

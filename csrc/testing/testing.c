@@ -5,6 +5,7 @@
 
 #include "../fdb.h"
 #include "../offload.h"
+#include "../peers.h"
 #include "../pmtud.h"
 #include "testing.h"
 
@@ -144,4 +145,17 @@ int uvx_test_pmtud_reply(const uint8_t *frame, size_t len, size_t room,
 		return -1;
 	memcpy(out, reply, n);
 	return (int)n;
+}
+
+int64_t uvx_test_peer_longest_run(const uint32_t *ips, size_t n)
+{
+	struct peer_set ps = { 0 };
+	int64_t r = 0;
+	for (size_t i = 0; i < n && r == 0; i++)
+		if (peer_set_add(&ps, ips[i]) < 0)
+			r = -1;
+	if (r == 0)
+		r = peer_set_longest_run(&ps);
+	peer_set_free(&ps);
+	return r;
 }

@@ -30,6 +30,11 @@ uint16_t uvx_test_src_port(uint32_t hash, uint16_t min, uint16_t max);
  * for a check against the paper's test vector. */
 uint64_t uvx_test_siphash(const uint8_t *key, const uint8_t *in, size_t len,
 			  int c, int d);
+/* The admitted-VTEP set (peers.h) filled with ips[0..n): the longest
+ * run of occupied slots, i.e. the most a lookup for a stranger reads;
+ * -1 if an add failed. */
+int64_t uvx_test_peer_longest_run(const uint32_t *ips, size_t n);
+
 size_t uvx_test_build_datagram(uint8_t *out, size_t cap, uint32_t vni,
 			       const uint8_t *frame, size_t len,
 			       uint16_t sport, uint16_t dport,

@@ -85,6 +85,15 @@ def flow_hash(frame: bytes) -> int:
     return int(lib.uvx_test_flow_hash(frame, len(frame)))
 
 
+def peer_longest_run(addrs: list[str]) -> int:
+    """The admitted-VTEP set (csrc/peers.h) holding addrs: its longest run
+    of occupied slots, the most a lookup for a stranger reads."""
+    ips = ffi.new("uint32_t[]", [_ip(a) for a in addrs])
+    run = int(lib.uvx_test_peer_longest_run(ips, len(addrs)))
+    assert run >= 0, "an address was refused"
+    return run
+
+
 def siphash(key: bytes, data: bytes, c: int = 2, d: int = 4) -> int:
     """SipHash-c-d as the FDB computes it (csrc/fdb.c)."""
     return int(lib.uvx_test_siphash(key, data, len(data), c, d))

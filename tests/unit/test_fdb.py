@@ -712,3 +712,17 @@ def test_the_keyed_hash_is_siphash() -> None:
     hashes = {t.siphash(key, bytes(range(n)), 1, 3) for n in range(17)}
     assert len(hashes) == 17
     assert t.siphash(bytes(16), msg, 1, 3) != t.siphash(key, msg, 1, 3)
+
+
+def test_a_subnet_of_members_leaves_strangers_short_lookups() -> None:
+    # The admitted VTEPs of a VNI (csrc/peers.h): members of one subnet share
+    # their first octets, which are the low bits of the address in network
+    # byte order.  A slot from those bits alone put 5,000 members of one /16
+    # in one run that every stranger of the subnet walked to its end; the
+    # slot must mix every bit, so the longest run stays short.
+    from tests.support import native_testing as t
+
+    one_16 = [f"10.0.{i >> 8}.{i & 0xFF}" for i in range(1, 5001)]
+    one_24s = [f"10.{i % 200}.{i // 200}.7" for i in range(5000)]
+    for members in (one_16, one_24s):
+        assert t.peer_longest_run(members) < 64
