@@ -439,7 +439,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(refused, indent=2))
     else:
-        from uvxlan.records import shown
+        from uvxlan.cluster import shown
 
         for key, why in sorted(refused.items()):
             print(f"{shown(key)}: {why}")

@@ -238,6 +238,23 @@ def check_mac(mac: object) -> str:
     return rules.check("mac", rules.mac, mac)
 
 
+def check_stored_mac(mac: object) -> str:
+    """A record's MAC, which must be in the one form uvxlan writes (lower
+    case, colons): the claim checks compare MACs as text, and another
+    spelling of a container's MAC would slip past them."""
+    normal = check_mac(mac)
+    if normal != mac:
+        raise ConfigError(f"mac {mac!r} is not written as {normal!r}")
+    return normal
+
+
+def shown(text: str) -> str:
+    """A key, or a message that holds one, for a log line or a terminal:
+    quoted if it holds anything that is not printable (a forged line
+    break, a terminal escape)."""
+    return text if text.isprintable() else repr(text)
+
+
 async def _retrying(what: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
     """Run attempt until it returns a result (None: it lost a race)."""
     for n in range(_ATTEMPTS):
@@ -309,7 +326,7 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
             times("created")
             rules.check("netns", rules.netns, record.netns)
             rules.check("ip", rules.interface, record.ip)
-            check_mac(record.mac)
+            check_stored_mac(record.mac)
     except (ValueError, TypeError) as exc:
         where = f"store key {key}: " if key else ""
         raise RecordError(f"{where}not a valid {type(record).__name__}: {exc}") from None
@@ -336,7 +353,7 @@ def _decode_all(kind: type[R], kvs: list[KV]) -> list[R]:
         try:
             record = checked(kind, kv)
         except RecordError as exc:
-            log.warning("%s (skipped)", exc)
+            log.warning("%s (skipped)", shown(str(exc)))
             continue
         out.append(record)
     return out
@@ -348,7 +365,7 @@ def _reserved(ipam_kvs: list[KV]) -> set[ipaddress.IPv4Address]:
         try:
             out.add(ipaddress.IPv4Address(kv.key.rsplit("/", 1)[1]))
         except ValueError:
-            log.warning("store key %s: skipped: not an address reservation", kv.key)
+            log.warning("store key %s: skipped: not an address reservation", shown(kv.key))
     return out
 
 
@@ -670,7 +687,7 @@ async def list_endpoints(store: Store, network: str | None = None
         try:
             record = checked(EndpointRecord, kv)
         except RecordError as exc:          # `uvxlan check` shows it
-            log.warning("%s (skipped)", exc)
+            log.warning("%s (skipped)", shown(str(exc)))
             continue
         skv = statuses.get(status_key(record.host, record.network, record.name))
         out.append((record, _status_of(record, kv.create_revision, skv)))

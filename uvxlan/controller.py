@@ -47,7 +47,7 @@ from typing import Protocol
 
 from uvxlan import cluster
 from uvxlan._version import __version__
-from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord
+from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, shown
 from uvxlan.config import EndpointConfig, HostConfig
 from uvxlan.errors import (
     LeaseExpired,
@@ -58,7 +58,7 @@ from uvxlan.errors import (
     StoreUnavailable,
     UvxlanError,
 )
-from uvxlan.records import Here, Screened, screen, shapes_datapath, shown
+from uvxlan.records import Here, Screened, screen, shapes_datapath
 from uvxlan.store import Event, Store
 
 log = logging.getLogger("uvxlan.controller")

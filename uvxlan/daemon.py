@@ -28,6 +28,7 @@ import grp
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -201,7 +202,7 @@ class Daemon:
         try:
             cmd = json.loads(line or b"{}").get("cmd", "")
             return self.query(cmd)
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):   # not JSON, not an object, too deep
             return {"error": "bad request"}
         except UvxlanError as exc:   # a query the datapath refused
             return {"error": str(exc)}
@@ -345,9 +346,13 @@ def bind_control(claim: ControlClaim) -> socket.socket:
     try:
         # Left by an agent of this name that died between bind and rename
         # (the lock says none is alive).
+        # Names may hold dots: match the pid part exactly, so another
+        # agent's (say NAME.sock.x's) temporary socket is never taken.
+        left = re.compile(re.escape(claim.socket) + r"\.\d+\.tmp")
         for old_tmp in glob.glob(f"{glob.escape(claim.socket)}.*.tmp"):
-            with suppress(FileNotFoundError):
-                os.unlink(old_tmp)
+            if left.fullmatch(old_tmp):
+                with suppress(FileNotFoundError):
+                    os.unlink(old_tmp)
         old = os.umask(0o177)
         try:
             sock.bind(tmp)

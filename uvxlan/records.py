@@ -62,12 +62,6 @@ def shapes_datapath(key: str) -> bool:
     return key.startswith((cluster.HOSTS, cluster.NETWORKS, cluster.ENDPOINTS))
 
 
-def shown(key: str) -> str:
-    """key for a log line or a terminal: quoted if it holds anything that
-    is not printable (a forged line break)."""
-    return key if key.isprintable() else repr(key)
-
-
 @dataclass
 class Decoded:
     """The model's records that pass their own checks, in the order their

@@ -193,6 +193,12 @@ def test_a_request_and_an_over_long_line(tmp_path: Path) -> None:
         assert await asyncio.to_thread(talk, path, long) == (
             b'{"error": "request longer than %d bytes"}\n' % daemon.REQUEST_MAX)
         assert await asyncio.to_thread(talk, path, b"[1]\n") == b'{"error": "bad request"}\n'
+        # Nested past the parser's depth, yet under the line limit: an
+        # error reply, not an exception out of the handler.
+        deep = b"[" * (daemon.REQUEST_MAX - 2) + b"\n"
+        assert await asyncio.to_thread(talk, path, deep) == b'{"error": "bad request"}\n'
+        assert await asyncio.to_thread(talk, path, b'{"cmd": "stats"}\n') == (
+            b'{"networks": []}\n')
 
     d = run(tmp_path, body)
     assert d.refused == {"busy": 0, "too_long": 1, "idle": 0, "slow_reader": 0}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,26 @@ def test_a_remote_endpoint_claiming_a_local_ones_address_is_refused(
         await accepted(rig, caplog, key, endpoint("x", "h3", "10.0.0.30/24",
                                                   "02:00:00:00:00:30"))
         assert rig.node.fdb[256, "02:00:00:00:00:30"] == f"{VTEP['h3']}:{PORT}"
+
+    run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("spelling", [str.upper, lambda m: m.replace(":", "-")])
+def test_a_local_mac_spelled_otherwise_is_no_way_around_the_claim(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        spelling: Callable[[str], str]) -> None:
+    """02:42:0A:... is c1's MAC too: a record must hold the one form uvxlan
+    writes, or a text comparison of MACs would let it take c1's traffic."""
+    async def scenario(rig: Rig) -> None:
+        key = cluster.endpoint_key("net1", "x")
+        await rig.store.put(cluster.endpoint_key("net1", "c1"),
+                            endpoint("c1", "h1", "10.0.0.11/24", M1))
+        await rig.store.put(key, endpoint("x", "h3", "10.0.0.30/24", spelling(M1)))
+        await rig.attach("c2", "h2", "10.0.0.12")
+        await rig.sync()
+        assert_good_served(rig)
+        assert key in rig.ctl.refused and "is not written as" in rig.ctl.refused[key]
+        assert all(where != f"{VTEP['h3']}:{PORT}" for where in rig.node.fdb.values())
 
     run(tmp_path, scenario)
 

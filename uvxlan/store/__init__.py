@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
 
 from uvxlan.errors import ConfigError
 from uvxlan.store.base import KV, Event, Store
@@ -86,6 +86,9 @@ def open_store(url: str, auth: StoreAuth | None = None,
     auth = auth or StoreAuth()
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    # Every message names the URL without what may hold a secret (a user
+    # and password before "@", the query's values): errors reach logs.
+    url = _redacted(parts)
     if scheme == "sqlite":
         if auth.given():
             raise ConfigError(f"store URL {url!r}: {', '.join(auth.given())} "
@@ -98,6 +101,12 @@ def open_store(url: str, auth: StoreAuth | None = None,
                           os.environ if env is None else env)
     raise ConfigError(
         f"store URL {url!r}: expected sqlite:///ABS/PATH/state.db or etcd://HOST:PORT[,...]")
+
+
+def _redacted(parts: SplitResult) -> str:
+    """The URL as messages show it: no user or password, no query."""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _open_sqlite(url: str, netloc: str, path: str, query: str) -> Store:
