@@ -57,9 +57,19 @@ def who_may_connect(control_socket: str) -> str:
     return f"run as root or as a member of group {group}"
 
 
-def query_agent(control_socket: str, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
+# Seconds to wait for an answer.  A whole forwarding table (65,536 learned
+# entries and the static ones) takes the agent seconds of Python to turn
+# into JSON on a busy machine, at the low priority its loop runs at.
+QUERY_TIMEOUT = 5.0
+QUERY_TIMEOUTS = {"fdb": 30.0}
+
+
+def query_agent(control_socket: str, cmd: str,
+                timeout: float | None = None) -> dict[str, Any]:
     """Ask a running agent over its control socket.  Every failure to get
     an answer is a UvxlanError of one line."""
+    if timeout is None:
+        timeout = QUERY_TIMEOUTS.get(cmd, QUERY_TIMEOUT)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
