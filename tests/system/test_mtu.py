@@ -41,6 +41,7 @@ from scapy.packet import Packet, Raw
 
 from tests.conftest import OverlayFactory, checked_transfer, needs, ping, root, unique_name
 from tests.support.capture import start_tshark
+from tests.support.codec_vectors import ones_sum
 from tests.system.test_switch import Remote, Switch, mac, recv_all
 from uvxlan import native
 from uvxlan.lab import bench
@@ -81,16 +82,6 @@ def ipv6(size: int, *, hlim: int = 57, ext: Packet | None = None,
 def eth(l3: Packet, *, vlan: int | None = None, prio: int = 0, dst: str = DST_MAC) -> bytes:
     e = Ether(src=SRC_MAC, dst=dst)
     return bytes(e / Dot1Q(vlan=vlan, prio=prio) / l3 if vlan is not None else e / l3)
-
-
-def ones_sum(data: bytes) -> int:
-    """The Internet checksum's folded sum: 0xffff over a correct packet."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def check_v4_reply(reply: bytes, sent: bytes, mtu: int, vlan: int | None = None) -> None:
@@ -143,9 +134,9 @@ def switch(**kw: object) -> Iterator[Switch]:
         sw.close()
 
 
-def unicast_rig(sw: Switch) -> tuple[int, Remote]:
+def unicast_rig(sw: Switch, *, vnet_hdr: bool = False) -> tuple[int, Remote]:
     """A port, and a VTEP that DST_MAC is statically behind."""
-    a = sw.add_port(VNI)
+    a = sw.add_port(VNI, vnet_hdr=vnet_hdr)
     r = sw.add_remote(VNI, "127.0.0.2")
     sw.dp.fdb_add(VNI, DST_MAC, remote="127.0.0.2", remote_port=r.port)
     return a, r
@@ -288,9 +279,9 @@ def super_frame(mss: int, nseg: int) -> bytes:
     return eth(ip / Raw(payload))
 
 
-def add_pool(sw: Switch, n: int = 2) -> list[socket.socket]:
+def add_pool(sw: Switch, n: int = 2) -> None:
     """UDP sockets to send super-frames from with UDP_SEGMENT, as the agent
-    makes them (never fragmenting)."""
+    makes them (never fragmenting); closed with the switch."""
     pool = []
     for _ in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -298,44 +289,36 @@ def add_pool(sw: Switch, n: int = 2) -> list[socket.socket]:
         s.setblocking(False)
         native.nofrag(s.fileno())
         pool.append(s)
+    sw.own(*pool)
     sw.dp.set_pool([(s.fileno(), s.getsockname()[1]) for s in pool], gso=True, gro=False)
-    return pool
 
 
 @pytest.mark.parametrize("gso", [False, True])
 def test_super_frames_pass_at_full_size_unless_their_segments_do_not_fit(gso: bool) -> None:
     with switch() as sw:
-        pool = add_pool(sw) if gso else []
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        ours.setblocking(False)
-        a = sw.dp.add_port(ours.fileno(), VNI, vnet_hdr=True)
-        r = sw.add_remote(VNI, "127.0.0.2")
-        sw.dp.fdb_add(VNI, DST_MAC, remote="127.0.0.2", remote_port=r.port)
-        try:
-            # 14 + 20 + 20 + 1410 = 1464: the largest segment that fits.
-            sf = super_frame(1410, 20)
-            theirs.send(vnet_hdr(1410, 54) + sf)
-            assert sw.dp.tap_rx(a) == 1
-            got = r.received()
-            assert len(got) == 20 and all(len(f) == 1464 for _, f in got)
-            assert b"".join(bytes(Ether(f)[TCP].payload) for _, f in got) == \
-                bytes(Ether(sf)[TCP].payload)
-            # One byte more per segment: dropped whole, and answered.
-            sf = super_frame(1411, 20)
-            theirs.send(vnet_hdr(1411, 54) + sf)
-            assert sw.dp.tap_rx(a) == 1
-            assert r.received(0.1) == []
-            (reply,) = recv_all(theirs, 0.1)
-            # A port with virtio-net headers gets one first: a plain frame.
-            assert reply[:10] == b"\0" * 10
-            check_v4_reply(reply[10:], sf, 1450)
-            assert sw.dp.port_drops(a) == {"frag_needed": 1}
-            assert not sw.dp.gso_failed()
-        finally:
-            ours.close()
-            theirs.close()
-            for s in pool:
-                s.close()
+        if gso:
+            add_pool(sw)
+        a, r = unicast_rig(sw, vnet_hdr=True)
+        theirs = sw.ports[a]
+        # 14 + 20 + 20 + 1410 = 1464: the largest segment that fits.
+        sf = super_frame(1410, 20)
+        theirs.send(vnet_hdr(1410, 54) + sf)
+        assert sw.dp.tap_rx(a) == 1
+        got = r.received()
+        assert len(got) == 20 and all(len(f) == 1464 for _, f in got)
+        assert b"".join(bytes(Ether(f)[TCP].payload) for _, f in got) == \
+            bytes(Ether(sf)[TCP].payload)
+        # One byte more per segment: dropped whole, and answered.
+        sf = super_frame(1411, 20)
+        theirs.send(vnet_hdr(1411, 54) + sf)
+        assert sw.dp.tap_rx(a) == 1
+        assert r.received(0.1) == []
+        (reply,) = recv_all(theirs, 0.1)
+        # A port with virtio-net headers gets one first: a plain frame.
+        assert reply[:10] == b"\0" * 10
+        check_v4_reply(reply[10:], sf, 1450)
+        assert sw.dp.port_drops(a) == {"frag_needed": 1}
+        assert not sw.dp.gso_failed()
 
 
 @contextmanager
@@ -375,30 +358,21 @@ def test_one_frame_the_kernel_refuses_never_turns_gso_off_nor_leaves_in_fragment
     refused, counted udp_error), nothing leaves in fragments, and GSO stays
     on for the next one."""
     with netns_of_our_own(1400) as ns, entered(ns), switch() as sw:
-        pool = add_pool(sw)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        ours.setblocking(False)
-        a = sw.dp.add_port(ours.fileno(), VNI, vnet_hdr=True)
-        r = sw.add_remote(VNI, "127.0.0.2")
-        sw.dp.fdb_add(VNI, DST_MAC, remote="127.0.0.2", remote_port=r.port)
-        try:
-            theirs.send(vnet_hdr(1410, 54) + super_frame(1410, 8))
-            assert sw.dp.tap_rx(a) == 1
-            assert r.received(0.2) == [], "datagrams over the device MTU left (fragmented)"
-            drops = sw.dp.port_drops(a)
-            assert set(drops) == {"udp_error"}, drops
-            assert not sw.dp.gso_failed(), "one frame's failure turned GSO off"
-            # The next super-frame whose datagrams fit the device goes.
-            theirs.send(vnet_hdr(1300, 54) + super_frame(1300, 8))
-            assert sw.dp.tap_rx(a) == 1
-            got = r.received()
-            assert len(got) == 8 and all(len(f) == 1354 for _, f in got)
-            assert not sw.dp.gso_failed()
-        finally:
-            ours.close()
-            theirs.close()
-            for s in pool:
-                s.close()
+        add_pool(sw)
+        a, r = unicast_rig(sw, vnet_hdr=True)
+        theirs = sw.ports[a]
+        theirs.send(vnet_hdr(1410, 54) + super_frame(1410, 8))
+        assert sw.dp.tap_rx(a) == 1
+        assert r.received(0.2) == [], "datagrams over the device MTU left (fragmented)"
+        drops = sw.dp.port_drops(a)
+        assert set(drops) == {"udp_error"}, drops
+        assert not sw.dp.gso_failed(), "one frame's failure turned GSO off"
+        # The next super-frame whose datagrams fit the device goes.
+        theirs.send(vnet_hdr(1300, 54) + super_frame(1300, 8))
+        assert sw.dp.tap_rx(a) == 1
+        got = r.received()
+        assert len(got) == 8 and all(len(f) == 1354 for _, f in got)
+        assert not sw.dp.gso_failed()
 
 
 def test_a_plain_send_over_the_device_mtu_is_refused_not_fragmented() -> None:

@@ -67,13 +67,19 @@ class Switch:
         self._keep: list[socket.socket] = []
         self.remotes: list[Remote] = []
 
-    def add_port(self, vni: int) -> int:
+    def add_port(self, vni: int, *, vnet_hdr: bool = False) -> int:
+        """A port (a socketpair standing for a TAP); vnet_hdr: its frames
+        carry a virtio-net header.  The test's end is self.ports[pid]."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         ours.setblocking(False)
-        pid = self.dp.add_port(ours.fileno(), vni)
+        pid = self.dp.add_port(ours.fileno(), vni, vnet_hdr=vnet_hdr)
         self.ports[pid] = theirs
         self._keep.append(ours)
         return pid
+
+    def own(self, *socks: socket.socket) -> None:
+        """Close socks with the switch, after the datapath that uses them."""
+        self._keep.extend(socks)
 
     def add_remote(self, vni: int, ip: str, *, admit: bool = True) -> Remote:
         """A VTEP in the VNI's flood list and, unless admit is false, a

@@ -18,6 +18,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from tests.support import native_testing as native
+from tests.support.codec_vectors import ones_sum
 
 SRC_MAC, DST_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 ROOM = 1500 - 36           # the largest inner frame a 1500 underlay carries
@@ -31,15 +32,6 @@ def ipv4(size: int, ttl: int = 61) -> Packet:
 def ipv6(size: int, hlim: int = 57) -> Packet:
     pkt = IPv6(src="fd00::2", dst="fd00::3", hlim=hlim) / UDP(sport=1, dport=2)
     return pkt / Raw(bytes(i & 0xFF for i in range(size - len(pkt))))
-
-
-def ones_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 @pytest.mark.parametrize("vlan", [None, 100])
