@@ -120,7 +120,7 @@ def one_mode(mode: str, sig: str, runs: int) -> list[dict[str, float]]:
             clu.start("h2")
             clu.cli("network", "create", "net1", "--subnet", "10.0.0.0/24")
             clu.cli("attach", "net1", "--host", "h1", "--netns", ns1, "--name", "c1",
-                    "--ip", "10.0.0.1")
+                    "--ip", "10.0.0.3")
             clu.cli("attach", "net1", "--host", "h2", "--netns", ns2, "--name", "c2",
                     "--ip", "10.0.0.2")
             ip2, start = "10.0.0.2", clu.start

@@ -149,12 +149,12 @@ class Daemon:
 
     async def _check_endpoints(self) -> None:
         """Lost endpoints reported (status error), made again when their
-        netns is back; once the store's endpoints are all taken up (or
-        at once without a store), the TAPs left over from the previous
-        agent that nobody wants any more are removed."""
+        netns is back; once the store's state is applied (at once without
+        a store), the node settles (Node.settle: adopted containers ask
+        for their neighbours again, leftover TAPs go)."""
         if self.controller is not None:
             await self.controller.synced.wait()
-        self.node.remove_leftovers()
+        self.node.settle()
         while True:
             for epc, error in self.node.check_endpoints():
                 if self.controller is not None:

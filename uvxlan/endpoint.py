@@ -168,6 +168,12 @@ class Endpoint:
             with suppress(OSError):
                 fcntl.ioctl(self._fd, TUNSETOFFLOAD, 0)
 
+    def ask_neighbours_again(self) -> None:
+        """While no agent ran, the container's ARP/ND requests went nowhere,
+        and it would wait its retry time (1 s) before asking again: make it
+        ask now (once the switch can answer)."""
+        netlink.neigh_flush_unresolved(self.cfg.ifname, self.cfg.netns)
+
     def fileno(self) -> int:
         return self._fd
 

@@ -39,6 +39,7 @@ __all__ = [
     "link_index",
     "link_info",
     "link_state",
+    "neigh_flush_unresolved",
     "link_move",
     "link_set_master",
     "netns_create",
@@ -390,6 +391,33 @@ def link_state(ifname: str, netns: str | None = None) -> LinkState | None:
         return LinkState(index=index, mac=str(link.get("address")), mtu=int(link.get("mtu")),
                          txqlen=int(link.get("txqlen")),
                          alias=None if alias is None else str(alias))
+
+
+_NUD_INCOMPLETE = 0x01
+_NUD_FAILED = 0x20
+
+
+@_outside_event_loop
+def neigh_flush_unresolved(ifname: str, netns: str | None = None) -> int:
+    """Delete the neighbour entries of a link still being resolved or
+    failed; how many.  The next packet to one of them asks again at once
+    instead of waiting for the kernel's retry (retrans_time, 1 s)."""
+    _check_ifname(ifname)
+    flushed = 0
+    with _iproute(netns) as ipr:
+        index = _lookup(ipr, ifname)
+        if index is None:
+            return 0
+        for n in ipr.neigh("dump", ifindex=index):
+            if not int(n["state"]) & (_NUD_INCOMPLETE | _NUD_FAILED):
+                continue
+            dst = n.get("NDA_DST")
+            if dst is None:
+                continue
+            with suppress(Pyroute2NetlinkError):     # resolved or gone meanwhile
+                ipr.neigh("del", ifindex=index, dst=dst, family=int(n["family"]))
+                flushed += 1
+    return flushed
 
 
 @_outside_event_loop

@@ -71,6 +71,7 @@ class Node:
         self.lost: dict[int, tuple[EndpointConfig, int, int, str]] = {}   # id(epc) ->
         self._changes: list[tuple[EndpointConfig, str | None]] = []
         self.port_vni: dict[int, int] = {}        # id(endpoint) -> its VNI
+        self._settled = False                     # settle() ran
         self._udp: socket.socket | None = None
         self._tx_fd = -1
         self._pool: list[socket.socket] = []
@@ -127,10 +128,16 @@ class Node:
             self.close()
             raise
 
-    def remove_leftovers(self) -> None:
-        """Remove the TAPs the previous agent left that this one did not
-        take up (an endpoint dropped from the config file, or detached
-        while no agent ran): once everything wanted is adopted."""
+    def settle(self) -> None:
+        """Once everything wanted is taken up (and the switch knows every
+        path): make the containers of adopted TAPs resolve their
+        neighbours again, and remove the TAPs the previous agent left that
+        this one did not take up (an endpoint dropped from the config
+        file, or detached while no agent ran)."""
+        self._settled = True
+        for ep in self.endpoints:
+            if ep.adopted:
+                self._ask_neighbours(ep)
         held = {(ep.cfg.netns, ep.cfg.ifname) for ep in self.endpoints}
         held |= {(epc.netns, epc.ifname) for epc, _, _, _ in self.lost.values()}
         for netns, ifname in [k for k in self.state.endpoints if k not in held]:
@@ -145,6 +152,12 @@ class Node:
                 log.warning("endpoint %s in netns %s: not removed: %s", ifname, netns, exc)
             del self.state.endpoints[(netns, ifname)]
         self.state.save()
+
+    def _ask_neighbours(self, ep: Endpoint) -> None:
+        try:
+            ep.ask_neighbours_again()
+        except UvxlanError as exc:
+            log.warning("endpoint %s in netns %s: %s", ep.cfg.ifname, ep.cfg.netns, exc)
 
     def close(self, *, leave: bool = False) -> None:
         """Stop; the TAPs stay for the next agent unless leave."""
@@ -371,6 +384,8 @@ class Node:
         self.state.save()
         if self._loop is not None:
             self._loop.add_reader(ep.fileno(), self._tap_ready, ep)
+        if ep.adopted and self._settled:
+            self._ask_neighbours(ep)
         return ep
 
     def _unplug(self, ep: Endpoint) -> None:
