@@ -69,7 +69,12 @@ def preflight(ep: EndpointConfig, owner: str) -> None:
     holds a TAP of agent ``owner`` (adopted)."""
     if not netlink.netns_exists(ep.netns):
         raise NetlinkError(f"endpoint {ep.address}: netns {ep.netns!r} does not exist")
-    found = netlink.link_state(ep.ifname, netns=ep.netns)
+    _check_ours(ep, netlink.link_state(ep.ifname, netns=ep.netns), owner)
+
+
+def _check_ours(ep: EndpointConfig, found: netlink.LinkState | None, owner: str) -> None:
+    """An interface of the endpoint's name is adopted only if it carries
+    owner's alias: anything else is somebody else's."""
     if found is not None and found["alias"] != marker(owner):
         raise NetlinkError(
             f"endpoint {ep.address}: netns {ep.netns!r} already has an interface"
@@ -105,9 +110,7 @@ class Endpoint:
         flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
         found = netlink.link_state(cfg.ifname, netns=cfg.netns)
         self.adopted = found is not None
-        if found is not None and found["alias"] != marker(owner):
-            raise NetlinkError(f"endpoint {cfg.address}: netns {cfg.netns!r} already has an"
-                               f" interface {cfg.ifname!r} (not one of agent {owner!r}'s)")
+        _check_ours(cfg, found, owner)
         try:
             if found is None:
                 self._create(flags)
