@@ -680,11 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     lv = sub.add_parser(
         "leave", help="stop an agent for good: remove its endpoints, withdraw its host",
-        description="Stop a running agent and remove everything it made: every "
-        "container's eth0 it holds, and (with a store) its host record, at once, so "
-        "the other hosts drop its paths now.  A plain stop (SIGTERM, Ctrl-C, a crash) "
-        "leaves the endpoints and the host's lease for the next agent of the same "
-        "name, which adopts them.  Waits until the agent has exited.",
+        description="Stop a running agent and remove everything it made: every\n"
+        "container's eth0 it holds, and (with a store) its host record, at once,\n"
+        "so the other hosts drop its paths now.  A plain stop (SIGTERM, Ctrl-C,\n"
+        "a crash) leaves the endpoints and the host's lease for the next agent\n"
+        "of the same name, which adopts them.  Waits until the agent has exited.",
         epilog="examples:\n  uvxlan leave --agent h1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     lv.add_argument("--agent", metavar="NAME",
