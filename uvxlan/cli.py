@@ -42,6 +42,7 @@ examples:
   uvxlan lab up --hosts 2             make hosts uvx-lab-h1, uvx-lab-h2
   uvxlan agent --config h1.toml       run the agent of one host
   uvxlan stats --agent h1             counters and drops of a running agent
+  uvxlan leave --agent h1             stop an agent for good, removing its endpoints
   uvxlan lab down                     remove everything the lab made
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
