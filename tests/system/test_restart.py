@@ -5,9 +5,10 @@ detach or the endpoint's removal from the config removes an eth0; an
 adopted eth0 that drifted is repaired; an endpoint whose netns goes away
 is reported and made again when the netns is back.
 
-Config mode (a TOML file per host) and cluster mode (the embedded store)
-on real lab hosts; nothing is mocked.  Timing is not asserted here: the
-restart gap is measured by benchmarks/restart_gap.py."""
+Config mode (a TOML file per host) and cluster mode (the embedded store,
+and a real etcd on a lab host) on real lab hosts; nothing is mocked.
+Timing is not asserted here: the restart gap is measured by
+benchmarks/restart_gap.py."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TOOLS, OverlayFactory, ping, root
+from tests.conftest import TOOLS, OverlayFactory, needs, ping, root
 from uvxlan import netlink
 from uvxlan.lab.netns import Lab
-from uvxlan.lab.overlay import ClusterOverlay, Overlay, Placement
+from uvxlan.lab.overlay import ETCD, ClusterOverlay, LabEtcd, Overlay, Placement
 
 pytestmark = root
 
@@ -200,10 +201,18 @@ def test_netns_deleted_is_reported_and_made_again(
 # --- Cluster mode -------------------------------------------------------------
 
 class Cluster:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
-        lab.up(2)
+    """h1 and h2 on the embedded store, or on a real etcd on lab host h3."""
+
+    def __init__(self, lab: Lab, tmp: Path, backend: str) -> None:
+        lab.up(3 if backend == "etcd" else 2)
         self.lab = lab
-        self.ov = ClusterOverlay(lab, tmp / "agents", f"sqlite://{tmp}/state/state.db",
+        self.etcd: LabEtcd | None = None
+        url = f"sqlite://{tmp}/state/state.db"
+        if backend == "etcd":
+            self.etcd = LabEtcd(lab, "h3", tmp / "etcd-data")
+            self.etcd.start()
+            url = self.etcd.url
+        self.ov = ClusterOverlay(lab, tmp / "agents", url,
                                  host_options={"lease_ttl": 3, "resync": 5})
         for h in ("h1", "h2"):
             self.ov.start(h)
@@ -219,13 +228,15 @@ class Cluster:
         return {h["name"] for h in json.loads(done.stdout)}
 
 
-@pytest.fixture
-def two_hosts(lab: Lab, tmp_path: Path) -> Any:
-    c = Cluster(lab, tmp_path)
+@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=needs(ETCD))])
+def two_hosts(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Any:
+    c = Cluster(lab, tmp_path, request.param)
     try:
         yield c
     finally:
         codes = c.ov.stop_all()
+        if c.etcd is not None:
+            c.etcd.stop()
         assert all(rc == 0 for rc in codes.values()), codes
 
 
