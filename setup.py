@@ -7,7 +7,7 @@ setup(
     packages=find_packages(include=["uvxlan", "uvxlan.*"]),
     setup_requires=["cffi>=1.15"],
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
-    install_requires=["cffi>=1.15", "uvloop", "pyroute2", "python-pytun"],
+    install_requires=["cffi>=1.15", "uvloop", "pyroute2"],
     entry_points={"console_scripts": ["uvxlan = uvxlan.cli:main"]},
     python_requires=">=3.11",
     zip_safe=False,

@@ -42,6 +42,7 @@ examples:
   uvxlan lab up --hosts 2             make hosts uvx-lab-h1, uvx-lab-h2
   uvxlan agent --config h1.toml       run the agent of one host
   uvxlan stats --agent h1             counters and drops of a running agent
+  uvxlan leave --agent h1             stop an agent for good, removing its endpoints
   uvxlan lab down                     remove everything the lab made
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
@@ -142,10 +143,41 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         where = f"{p['netns']}/{p['ifname']} ({p['network']})"
         print(f"{p['port']:<4} {where:<28} {p['rx_packets']:>10} {p['tx_packets']:>10}"
               f"  {_drops_text(p.get('drops'))}")
+    for p in stats.get("lost", []):
+        where = f"{p['netns']}/{p['ifname']} ({p['network']})"
+        print(f"{'-':<4} {where:<28} lost: {p['error']}")
     print("\ndrops: " + _drops_text(stats["drops"]))
     limits = [f"{n['name']}: {_drops_text(n['limits'])}" for n in stats["networks"]
               if any(n.get("limits", {}).values())]
     print("limits reached: " + ("; ".join(limits) or "none"))
+    return 0
+
+
+def _cmd_leave(args: argparse.Namespace) -> int:
+    import fcntl
+    import time
+
+    from uvxlan.control import query_agent, socket_for
+
+    sock = socket_for(args.agent)
+    reply = query_agent(sock, "leave")
+    # The agent holds NAME.lock until it has removed everything and exits.
+    fd = os.open(sock.removesuffix(".sock") + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + args.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UvxlanError(f"agent {reply['name']!r} (pid {reply['pid']}) is still"
+                                      f" leaving after {args.timeout:g} s") from None
+                time.sleep(0.05)
+    finally:
+        os.close(fd)
+    print(f"agent {reply['name']!r} left: its endpoints are removed and its host is gone"
+          " from the store")
     return 0
 
 
@@ -602,7 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "alone, it runs the static setup of a TOML file (README.md, "
                        "'The config file'); both together add the file's static "
                        "networks and peers to the store's.  Stop it with SIGTERM or "
-                       "Ctrl-C: it removes the TAPs it made and leaves the cluster.",
+                       "Ctrl-C: the containers' interfaces and the host's lease stay, "
+                       "and the next agent of the same name adopts them without a "
+                       "break; 'uvxlan leave' stops it and removes them.",
                        epilog="examples:\n"
                        "  uvxlan agent --name h1 --advertise 192.0.2.1\n"
                        "  uvxlan agent --store etcd://192.0.2.10:2379 --name h1 "
@@ -644,6 +678,22 @@ def build_parser() -> argparse.ArgumentParser:
                    " (default: the one agent running here)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=_cmd_stats)
+
+    lv = sub.add_parser(
+        "leave", help="stop an agent for good: remove its endpoints, withdraw its host",
+        description="Stop a running agent and remove everything it made: every\n"
+        "container's eth0 it holds, and (with a store) its host record, at once,\n"
+        "so the other hosts drop its paths now.  A plain stop (SIGTERM, Ctrl-C,\n"
+        "a crash) leaves the endpoints and the host's lease for the next agent\n"
+        "of the same name, which adopts them.  Waits until the agent has exited.",
+        epilog="examples:\n  uvxlan leave --agent h1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    lv.add_argument("--agent", metavar="NAME",
+                    help="the agent's host name, or its control socket's path"
+                    " (default: the one agent running here)")
+    lv.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                    help="seconds to wait for the agent to exit (default 30)")
+    lv.set_defaults(func=_cmd_leave)
 
     f = sub.add_parser("fdb", help="forwarding table of a running agent")
     fsub = f.add_subparsers(dest="fdb_cmd", required=True, metavar="ACTION")

@@ -59,6 +59,7 @@ from uvxlan.errors import (
     UvxlanError,
 )
 from uvxlan.records import Here, Screened, screen, shapes_datapath
+from uvxlan.state import AgentState
 from uvxlan.store import Event, Store
 
 log = logging.getLogger("uvxlan.controller")
@@ -186,10 +187,13 @@ class Applied:
 
 
 class Controller:
-    def __init__(self, node: NodePort, h: HostConfig, store: Store) -> None:
+    def __init__(self, node: NodePort, h: HostConfig, store: Store,
+                 state: AgentState | None = None) -> None:
         """node: where reconcile applies its changes; h: this host (name,
-        underlay address and port, lease TTL, resync period, ARP mode)."""
+        underlay address and port, lease TTL, resync period, ARP mode);
+        state: where the lease is kept for the next agent of this name."""
         self.node = node
+        self.state = state if state is not None else AgentState(None)
         self.store = store
         self.me = h.name
         self.record = HostRecord(name=h.name, underlay=h.underlay, port=h.port, mtu=h.mtu,
@@ -231,18 +235,32 @@ class Controller:
             # agent ends with its one line rather than a group's.
             raise group.exceptions[0] from None
 
-    async def close(self) -> None:
-        """On a clean stop: revoke the lease, so other hosts drop our
-        entries now rather than after the TTL."""
-        if self.lease:
+    async def close(self, *, leave: bool = False) -> None:
+        """On a stop, the lease stays: the next agent of this name keeps it
+        alive (state file) and the other hosts never see the host go.  On a
+        leave: revoke it, so other hosts drop our entries now, and remove
+        our endpoints."""
+        if leave and self.lease:
             with contextlib.suppress(StoreError, OSError):
                 await asyncio.wait_for(self.store.lease_revoke(self.lease), 3)
         with contextlib.suppress(StoreError, OSError):
             await self.store.close()
-        for _, epc in self.applied.local.values():
-            with contextlib.suppress(UvxlanError, OSError):
-                self.node.detach(epc)
+        if leave:
+            for _, epc in self.applied.local.values():
+                with contextlib.suppress(UvxlanError, OSError):
+                    self.node.detach(epc)
         self.applied.local.clear()
+
+    async def endpoint_health(self, epc: EndpointConfig, error: str | None) -> None:
+        """An endpoint of ours was lost (error: why; its netns went away)
+        or made again (None): its status says so."""
+        key = next((k for k, (_, e) in self.applied.local.items() if e is epc), None)
+        if key is None:
+            return
+        rec = self.applied.local[key][0]
+        self._set_status(key, EndpointStatus(state="error" if error else "ready", error=error or "",
+                                             mac=rec.mac, ip=rec.ip, at=time.time()))
+        await self._flush_status()
 
     async def _keep_registered(self) -> None:
         delay = BACKOFF_FIRST
@@ -276,23 +294,36 @@ class Controller:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     async def _register(self) -> None:
+        # The lease the previous agent of this name held, if still alive:
+        # our keys never went, and the other hosts saw nothing.
+        lease, kept = self.state.lease, True
+        try:
+            if lease:
+                await self.store.lease_keepalive(lease)
+        except LeaseExpired:
+            lease = 0
+        if not lease:
+            lease, kept = await self.store.lease_grant(self.ttl), False
         # The lease is ours only once the host key is written under it: a
         # failed put leaves self.lease 0, so the next round registers again.
-        lease = await self.store.lease_grant(self.ttl)
         try:
             await self.store.put(cluster.host_key(self.me), cluster.encode(self.record),
                                  lease=lease)
         except BaseException:
-            with contextlib.suppress(StoreError, OSError):
-                await self.store.lease_revoke(lease)
+            if not kept:
+                with contextlib.suppress(StoreError, OSError):
+                    await self.store.lease_revoke(lease)
             raise
         self.lease = lease
+        self.state.lease = lease
+        self.state.save()
         # Statuses live under the lease too: write them all again.
         self._status_todo |= set(self.statuses)
         await self._flush_status()
         self._registered.set()
-        log.info("registered host %s (%s:%d) with a %.0f s lease", self.me,
-                 self.record.underlay, self.record.port, self.ttl)
+        log.info("registered host %s (%s:%d) with a %.0f s lease%s", self.me,
+                 self.record.underlay, self.record.port, self.ttl,
+                 " (the previous agent's, still alive)" if kept else "")
 
     async def _reclaim_host_key(self) -> None:
         """Our host key holds our record, under our lease: a writer who

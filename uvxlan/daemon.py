@@ -6,9 +6,13 @@ until SIGTERM or SIGINT.  The packet path runs on the datapath's two C
 threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
-``status`` queries as JSON (``uvxlan.control`` is its client).  On a stop:
-the controller leaves the cluster, the packet path stops, the TAPs are
-closed (the kernel deletes them), then the sockets.
+``status`` queries as JSON (``uvxlan.control`` is its client), and a
+timer that finds endpoints whose netns went away (and makes them again).
+On a stop (SIGTERM, SIGINT): the packet path stops and the sockets close;
+the TAPs and the store lease stay for the next agent of the name, which
+adopts them (NAME.state beside the socket).  On a leave (``uvxlan leave``:
+the control socket's ``leave``): the lease is revoked and the TAPs are
+removed too.
 
 The control socket is for root (mode 0600) or one group (0660,
 ``control_group``), in a directory only root can change; before it makes
@@ -43,11 +47,13 @@ from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.errors import ConfigError, UvxlanError
 from uvxlan.node import Node
+from uvxlan.state import AgentState
 from uvxlan.store import Store
 
 log = logging.getLogger("uvxlan.daemon")
 
 AGEING_SWEEP_S = 10.0   # as Linux's vxlan: sweep every 10 s
+ENDPOINT_CHECK_S = 1.0  # how often lost endpoints are looked for (one ioctl each)
 
 # Control socket limits.  A request is one short JSON line; the replies
 # are large (a full FDB), so a slow reader gets time, not forever.
@@ -75,11 +81,13 @@ class Daemon:
         self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         # Connections ended by a limit, by limit: shown by "status".
         self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
+        self.leaving = False            # a leave was asked for: remove everything
+        self._stop = asyncio.Event()
 
     async def run(self) -> None:
         node = self.node
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self._stop
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
@@ -99,6 +107,7 @@ class Daemon:
 
         sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
         ager = asyncio.create_task(self._age(sweep))
+        checker = asyncio.create_task(self._check_endpoints())
         await self._serve_control()
         control_plane = None
         if self.controller is not None:
@@ -124,9 +133,10 @@ class Daemon:
                     control_plane.result()
         finally:
             log.info("stopping")
-            ager.cancel()
-            with suppress(asyncio.CancelledError):
-                await ager
+            for task in (ager, checker):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             if control_plane is not None and self.controller is not None:
                 # Whether it failed or is still running, the cleanup below
                 # must happen: a failure was already raised from the try.
@@ -134,9 +144,23 @@ class Daemon:
                     control_plane.cancel()
                 with suppress(BaseException):
                     await control_plane
-                await self.controller.close()
+                await self.controller.close(leave=self.leaving)
             node.unserve()
             await self._close_control()
+
+    async def _check_endpoints(self) -> None:
+        """Lost endpoints reported (status error), made again when their
+        netns is back; once the store's state is applied (at once without
+        a store), the node settles (Node.settle: adopted containers ask
+        for their neighbours again, leftover TAPs go)."""
+        if self.controller is not None:
+            await self.controller.synced.wait()
+        self.node.settle()
+        while True:
+            for epc, error in self.node.check_endpoints():
+                if self.controller is not None:
+                    await self.controller.endpoint_health(epc, error)
+            await asyncio.sleep(ENDPOINT_CHECK_S)
 
     async def _age(self, interval: float) -> None:
         while True:
@@ -222,6 +246,11 @@ class Daemon:
         if cmd == "refused":
             # Store records this agent refuses to act on: key -> why.
             return {"refused": dict(self.controller.refused) if self.controller else {}}
+        if cmd == "leave":
+            # Reply first; the stop that follows removes everything.
+            self.leaving = True
+            asyncio.get_running_loop().call_soon(self._stop.set)
+            return {"leaving": True, "name": self.cfg.host.name, "pid": os.getpid()}
         if cmd == "stats":
             return self.node.stats()
         if cmd == "fdb":
@@ -376,13 +405,16 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
     # The name first: a second agent of a live name makes nothing.
     claim = claim_control(cfg.host)
     try:
-        node = Node(cfg)
+        state = AgentState.load(claim.socket.removesuffix(".sock") + ".state")
+        node = Node(cfg, state)
         node.start()
-        controller = None if store is None else Controller(node, cfg.host, store)
+        controller = None if store is None else Controller(node, cfg.host, store, state)
+        daemon = Daemon(node, claim, controller)
         try:
-            uvloop.run(Daemon(node, claim, controller).run())
+            uvloop.run(daemon.run())
         finally:
-            node.close()
-            log.info("stopped; endpoints removed")
+            node.close(leave=daemon.leaving)
+            log.info("left: endpoints removed" if daemon.leaving
+                     else "stopped; endpoints kept for the next agent")
     finally:
         claim.release()

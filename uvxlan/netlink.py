@@ -38,14 +38,18 @@ __all__ = [
     "link_delete",
     "link_index",
     "link_info",
+    "link_state",
+    "neigh_flush_unresolved",
     "link_move",
     "link_set_master",
     "netns_create",
     "netns_exists",
+    "netns_inode",
     "netns_list",
     "netns_remove",
     "route_add_default",
     "routes",
+    "run_in_netns",
     "veth_create",
 ]
 
@@ -61,6 +65,14 @@ class LinkInfo(TypedDict):
     mac: str
     mtu: int
     up: bool
+
+
+class LinkState(TypedDict):
+    index: int
+    mac: str
+    mtu: int
+    txqlen: int
+    alias: str | None   # ifalias: uvxlan marks its TAPs with it
 
 
 class RouteInfo(TypedDict):
@@ -154,27 +166,34 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _netlink_socket_in(netns: str) -> int:
-    """A NETLINK_ROUTE socket created inside ``netns``; its fd.
+def run_in_netns(netns: str, fn: Callable[[], _R]) -> _R:
+    """fn() called with this thread inside ``netns``, then back.
 
-    A socket belongs to the netns it was created in, whatever thread uses
-    it later.  So this thread enters the netns, creates the socket and
-    comes back.  pyroute2's own ``netns=`` forks a child to do this, and a
-    fork of the running agent (datapath threads, the store's thread, the
-    event loop) can deadlock in the child; setns on one thread cannot."""
+    A socket (or a /dev/net/tun file) belongs to the netns it was created
+    in, whatever thread uses it later.  pyroute2's own ``netns=`` forks a
+    child to do this, and a fork of the running agent (datapath threads,
+    the store's thread, the event loop) can deadlock in the child; setns
+    on one thread cannot."""
+    _check_netns_name(netns)
     target = _open_netns_fd(netns)
     home = _open_netns_fd(None)
     try:
         _setns(target)
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                                 socket.NETLINK_ROUTE)
+            return fn()
         finally:
             _setns(home)
-        return sock.detach()
     finally:
         os.close(target)
         os.close(home)
+
+
+def _netlink_socket_in(netns: str) -> int:
+    """A NETLINK_ROUTE socket created inside ``netns``; its fd."""
+    def make() -> int:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                             socket.NETLINK_ROUTE).detach()
+    return run_in_netns(netns, make)
 
 
 @contextmanager
@@ -231,6 +250,18 @@ def _netns_path(name: str) -> str:
 def netns_exists(name: str) -> bool:
     _check_netns_name(name)
     return name in pyroute2_netns.listnetns(NETNS_DIR)
+
+
+def netns_inode(name: str) -> tuple[int, int] | None:
+    """(device, inode) of the namespace mounted at /run/netns/NAME: which
+    namespace it is, so one deleted and made again under the same name is
+    told apart; None if there is none."""
+    _check_netns_name(name)
+    try:
+        st = os.stat(_netns_path(name))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def netns_list() -> list[str]:
@@ -339,6 +370,54 @@ def link_info(ifname: str, netns: str | None = None) -> LinkInfo:
             mtu=int(link.get("mtu")),
             up=bool(int(link["flags"]) & _IFF_UP),
         )
+
+
+@_outside_event_loop
+def link_state(ifname: str, netns: str | None = None) -> LinkState | None:
+    """What adoption compares: index, MAC, MTU, queue and alias of a link;
+    None if there is no such link."""
+    _check_ifname(ifname)
+    with _iproute(netns) as ipr:
+        index = _lookup(ipr, ifname)
+        if index is None:
+            return None
+        try:
+            (link,) = ipr.link("get", index=index)
+        except Pyroute2NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            _fail(f"cannot read interface '{ifname}' in {_where(netns)}", exc)
+        alias = link.get("ifalias")
+        return LinkState(index=index, mac=str(link.get("address")), mtu=int(link.get("mtu")),
+                         txqlen=int(link.get("txqlen")),
+                         alias=None if alias is None else str(alias))
+
+
+_NUD_INCOMPLETE = 0x01
+_NUD_FAILED = 0x20
+
+
+@_outside_event_loop
+def neigh_flush_unresolved(ifname: str, netns: str | None = None) -> int:
+    """Delete the neighbour entries of a link still being resolved or
+    failed; how many.  The next packet to one of them asks again at once
+    instead of waiting for the kernel's retry (retrans_time, 1 s)."""
+    _check_ifname(ifname)
+    flushed = 0
+    with _iproute(netns) as ipr:
+        index = _lookup(ipr, ifname)
+        if index is None:
+            return 0
+        for n in ipr.neigh("dump", ifindex=index):
+            if not int(n["state"]) & (_NUD_INCOMPLETE | _NUD_FAILED):
+                continue
+            dst = n.get("NDA_DST")
+            if dst is None:
+                continue
+            with suppress(Pyroute2NetlinkError):     # resolved or gone meanwhile
+                ipr.neigh("del", ifindex=index, dst=dst, family=int(n["family"]))
+                flushed += 1
+    return flushed
 
 
 @_outside_event_loop
@@ -497,12 +576,15 @@ def link_configure(
     up: bool = True,
     gso_max_size: int | None = None,
     txqlen: int | None = None,
-) -> None:
+    alias: str | None = None,
+) -> list[str]:
     """Set MAC, MTU, the largest super-frame the stack may hand the link
-    (gso_max_size), add missing CIDR addresses and set the link up or down.
+    (gso_max_size), its queue and alias, add missing CIDR addresses and set
+    the link up or down; what differed, as "what: old -> new" lines.
 
-    Addresses already on the link are left alone, so a repeat is harmless.
-    ``lo`` in the same netns is brought up too.
+    Only what differs is changed, so a repeat is harmless (a MAC set again
+    would flush the link's neighbours).  ``lo`` in the same netns is
+    brought up too.
     """
     _check_ifname(ifname)
     if mac is not None:
@@ -511,19 +593,27 @@ def link_configure(
         raise ConfigError(f"invalid MTU {mtu!r}")
     wanted = _parse_interfaces(addresses)
     where = _where(netns)
+    changed: list[str] = []
     with _iproute(netns) as ipr:
         index = _require(ipr, ifname, netns)
-        settings = (("address", None if mac is None else mac.lower(), f"MAC {mac}"),
-                    ("mtu", mtu, f"MTU {mtu}"),
-                    ("txqlen", txqlen, f"txqueuelen {txqlen}"),
-                    ("gso_max_size", gso_max_size, f"gso_max_size {gso_max_size}"))
+        try:
+            (link,) = ipr.link("get", index=index)
+        except Pyroute2NetlinkError as exc:
+            _fail(f"cannot read interface '{ifname}' in {where}", exc)
+        settings = (("address", None if mac is None else mac.lower(), "MAC"),
+                    ("mtu", mtu, "MTU"),
+                    ("txqlen", txqlen, "txqueuelen"),
+                    ("gso_max_size", gso_max_size, "gso_max_size"),
+                    ("ifalias", alias, "alias"))
         for attr, value, what in settings:
-            if value is None:
+            old = link.get(attr)
+            if value is None or old == value:
                 continue
             try:
                 ipr.link("set", index=index, **{attr: value})
             except Pyroute2NetlinkError as exc:
-                _fail(f"cannot set {what} on '{ifname}' in {where}", exc)
+                _fail(f"cannot set {what} {value} on '{ifname}' in {where}", exc)
+            changed.append(f"{what}: {old} -> {value}")
         present = {
             (str(a.get("local") or a.get("address")), int(a["prefixlen"]))
             for a in ipr.addr("dump", index=index)
@@ -536,13 +626,17 @@ def link_configure(
                 ipr.addr("add", index=index, address=key[0], prefixlen=key[1])
             except Pyroute2NetlinkError as exc:
                 _fail(f"cannot add address {iface} to '{ifname}' in {where}", exc)
+            changed.append(f"address: {iface} added")
         try:
-            ipr.link("set", index=index, state="up" if up else "down")
+            if bool(int(link["flags"]) & _IFF_UP) != up:
+                ipr.link("set", index=index, state="up" if up else "down")
+                changed.append(f"state: {'up' if up else 'down'}")
             loopback = _lookup(ipr, "lo")
             if loopback is not None:
                 ipr.link("set", index=loopback, state="up")
         except Pyroute2NetlinkError as exc:
             _fail(f"cannot set '{ifname}' {'up' if up else 'down'} in {where}", exc)
+    return changed
 
 
 # --- addresses and routes -----------------------------------------------------

@@ -4,9 +4,13 @@ one endpoint (TAP) per container.
 ``Node.start()`` checks everything it can before making anything (netns,
 interface names, the UDP port), then builds the datapath, the config
 file's VNIs, flood lists and static entries, and one endpoint per
-configured container.  If any step fails, what was made is undone and the
-error is one line.  ``close()`` stops the datapath threads before closing
-any fd they use.
+configured container (adopting the TAP a previous agent of the same name
+left, ``uvxlan.endpoint``).  If any step fails, what was made is undone
+and the error is one line.  ``close()`` stops the datapath threads before
+closing any fd they use; it leaves the TAPs for the next agent, unless the
+agent leaves (``close(leave=True)``).  ``check_endpoints()`` finds the
+endpoints whose interface went away (their netns deleted) and makes them
+again when the netns is back.
 
 The rest of the agent changes the node only through its methods: the
 daemon (``uvxlan.daemon``) runs it on an event loop and asks it for
@@ -25,10 +29,11 @@ import os
 import socket
 from typing import Any
 
-from uvxlan import native, offload
+from uvxlan import native, netlink, offload
 from uvxlan.config import AgentConfig, EndpointConfig
 from uvxlan.endpoint import Endpoint, preflight
 from uvxlan.errors import ConfigError, NativeError, UvxlanError
+from uvxlan.state import AgentState, marker
 
 log = logging.getLogger("uvxlan.node")
 
@@ -54,10 +59,19 @@ def bind_vxlan_socket(address: str, port: int) -> socket.socket:
 class Node:
     """The datapath, the VXLAN sockets and the endpoints of one host."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, state: AgentState | None = None) -> None:
+        """state: what the previous agent of this name left (its TAPs), kept
+        up to date here; None: in memory only."""
         self.cfg = cfg
+        self.state = state if state is not None else AgentState(None)
         self.dp: native.Datapath | None = None
         self.endpoints: list[Endpoint] = []
+        # Endpoints whose interface went away (their netns deleted): the
+        # config and VNI to make them again with, and why.
+        self.lost: dict[int, tuple[EndpointConfig, int, int, str]] = {}   # id(epc) ->
+        self._changes: list[tuple[EndpointConfig, str | None]] = []
+        self.port_vni: dict[int, int] = {}        # id(endpoint) -> its VNI
+        self._settled = False                     # settle() ran
         self._udp: socket.socket | None = None
         self._tx_fd = -1
         self._pool: list[socket.socket] = []
@@ -79,7 +93,7 @@ class Node:
         h = self.cfg.host
         try:
             for epc in self.cfg.endpoints:
-                preflight(epc)
+                preflight(epc, h.name)
             self._udp = bind_vxlan_socket(h.underlay, h.port)
             self._tx_fd = native.open_tx_socket(h.underlay)
             self.features = offload.probe(h.offload)
@@ -107,17 +121,55 @@ class Node:
             for epc in self.cfg.endpoints:
                 self.add_endpoint(epc, self.cfg.network(epc.network).vni, h.endpoint_mtu)
         except BaseException:
+            # Nothing made is left behind; what was adopted stays as found.
+            for ep in list(self.endpoints):
+                if not ep.adopted:
+                    self.remove_endpoint(ep)
             self.close()
             raise
 
-    def close(self) -> None:
+    def settle(self) -> None:
+        """Once everything wanted is taken up (and the switch knows every
+        path): make the containers of adopted TAPs resolve their
+        neighbours again, and remove the TAPs the previous agent left that
+        this one did not take up (an endpoint dropped from the config
+        file, or detached while no agent ran)."""
+        self._settled = True
+        for ep in self.endpoints:
+            if ep.adopted:
+                self._ask_neighbours(ep)
+        held = {(ep.cfg.netns, ep.cfg.ifname) for ep in self.endpoints}
+        held |= {(epc.netns, epc.ifname) for epc, _, _, _ in self.lost.values()}
+        for netns, ifname in [k for k in self.state.endpoints if k not in held]:
+            try:
+                found = (netlink.link_state(ifname, netns)
+                         if netlink.netns_exists(netns) else None)
+                if found is not None and found["alias"] == marker(self.cfg.host.name):
+                    netlink.link_delete(ifname, netns)
+                    log.info("endpoint %s in netns %s: no longer wanted, removed", ifname,
+                             netns)
+            except UvxlanError as exc:
+                log.warning("endpoint %s in netns %s: not removed: %s", ifname, netns, exc)
+            del self.state.endpoints[(netns, ifname)]
+        self.state.save()
+
+    def _ask_neighbours(self, ep: Endpoint) -> None:
+        try:
+            ep.ask_neighbours_again()
+        except UvxlanError as exc:
+            log.warning("endpoint %s in netns %s: %s", ep.cfg.ifname, ep.cfg.netns, exc)
+
+    def close(self, *, leave: bool = False) -> None:
+        """Stop; the TAPs stay for the next agent unless leave."""
         # The threads read the TAPs and sockets: stop them before any fd
         # they use is closed (and its number reused).
         if self.dp is not None:
             self.dp.stop_threads()
         for ep in list(self.endpoints):
-            ep.close()
+            ep.close(remove=leave)
         self.endpoints.clear()
+        if leave:
+            self.state.remove()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -184,11 +236,43 @@ class Node:
             self.dp.tap_rx(ep.port)
         except NativeError as exc:
             # A TAP whose interface is gone (its netns deleted) stays
-            # readable and fails every read: stop listening to it.
-            log.error("endpoint %s in netns %s: %s; no longer served",
-                      ep.cfg.ifname, ep.cfg.netns, os.strerror(exc.errno or errno.EIO))
-            assert self._loop is not None
-            self._loop.remove_reader(ep.fileno())
+            # readable and fails every read: stop listening to it (the
+            # datapath threads do the same), and report it as lost.
+            self._lose(ep, f"interface {ep.cfg.ifname} in netns {ep.cfg.netns} fails: "
+                           f"{os.strerror(exc.errno or errno.EIO)}")
+
+    def _lose(self, ep: Endpoint, why: str) -> None:
+        """Out of the switch, fd closed (so its netns can go); kept to be
+        made again, and reported."""
+        log.error("endpoint %s: %s; made again when its netns is back", ep.cfg.address, why)
+        vni = self.port_vni.pop(id(ep), -1)
+        self._unplug(ep)
+        ep.close(remove=False)
+        self.endpoints.remove(ep)
+        self.lost[id(ep.cfg)] = (ep.cfg, vni, ep.mtu, why)
+        self._changes.append((ep.cfg, why))
+
+    def check_endpoints(self) -> list[tuple[EndpointConfig, str | None]]:
+        """Find the endpoints whose interface is gone and make again those
+        whose netns is back: each change as (endpoint, error or None)."""
+        for ep in [e for e in self.endpoints if not e.alive()]:
+            gone = not netlink.netns_exists(ep.cfg.netns)
+            self._lose(ep, f"netns {ep.cfg.netns} is gone" if gone
+                       else f"interface {ep.cfg.ifname} in netns {ep.cfg.netns} is gone")
+        for key, (epc, vni, mtu, _why) in list(self.lost.items()):
+            if not netlink.netns_exists(epc.netns):
+                continue
+            try:
+                self.add_endpoint(epc, vni, mtu)
+            except (UvxlanError, OSError) as exc:
+                log.warning("endpoint %s in netns %s: not made again yet: %s", epc.address,
+                            epc.netns, exc)
+                continue
+            del self.lost[key]
+            log.info("endpoint %s in netns %s: made again", epc.address, epc.netns)
+            self._changes.append((epc, None))
+        changes, self._changes = self._changes, []
+        return changes
 
     def age(self) -> None:
         """One ageing sweep of the FDB; report a runtime GSO failure."""
@@ -278,11 +362,12 @@ class Node:
     # Endpoints --------------------------------------------------------------
 
     def add_endpoint(self, epc: EndpointConfig, vni: int, mtu: int) -> Endpoint:
-        """A TAP in the container's netns, switched in VNI vni."""
+        """A TAP in the container's netns (the one a previous agent left
+        there, adopted, or a new one), switched in VNI vni."""
         dp = self._datapath()
-        preflight(epc)
-        ep = Endpoint(epc, mtu, vnet_hdr=self.features.tap_vnet_hdr,
-                      queue=self.cfg.host.tap_queue)
+        preflight(epc, self.cfg.host.name)
+        ep = Endpoint(epc, mtu, owner=self.cfg.host.name,
+                      vnet_hdr=self.features.tap_vnet_hdr, queue=self.cfg.host.tap_queue)
         try:
             ep.port = dp.add_port(ep.fileno(), vni, vnet_hdr=ep.vnet_hdr)
             # Our own containers' MACs are known: pin them, so a frame
@@ -291,24 +376,34 @@ class Node:
         except BaseException:
             if ep.port is not None:
                 dp.del_port(ep.port)
-            ep.close()
+            ep.close(remove=not ep.adopted)
             raise
         self.endpoints.append(ep)
+        self.port_vni[id(ep)] = vni
+        self.state.endpoints[(epc.netns, epc.ifname)] = epc.network
+        self.state.save()
         if self._loop is not None:
             self._loop.add_reader(ep.fileno(), self._tap_ready, ep)
+        if ep.adopted and self._settled:
+            self._ask_neighbours(ep)
         return ep
 
-    def remove_endpoint(self, ep: Endpoint) -> None:
-        """Out of the switch first (the threads let go of its fd), then
-        closed: the kernel removes the interface."""
-        dp = self._datapath()
+    def _unplug(self, ep: Endpoint) -> None:
+        """Out of the switch: the threads let go of its fd."""
         if self._loop is not None:
             self._loop.remove_reader(ep.fileno())
         if ep.port is not None:
-            dp.del_port(ep.port)
+            self._datapath().del_port(ep.port)
             ep.port = None
-        ep.close()
+
+    def remove_endpoint(self, ep: Endpoint) -> None:
+        """Out of the switch first, then deleted."""
+        self._unplug(ep)
+        ep.close(remove=True)
         self.endpoints.remove(ep)
+        self.port_vni.pop(id(ep), None)
+        self.state.endpoints.pop((ep.cfg.netns, ep.cfg.ifname), None)
+        self.state.save()
 
     def attach(self, epc: EndpointConfig, vni: int, mtu: int) -> None:
         """NodePort: add_endpoint, known afterwards by epc itself."""
@@ -316,6 +411,10 @@ class Node:
 
     def detach(self, epc: EndpointConfig) -> None:
         """NodePort: remove the endpoint attach(epc, ...) made."""
+        if self.lost.pop(id(epc), None) is not None:
+            self.state.endpoints.pop((epc.netns, epc.ifname), None)
+            self.state.save()
+            return
         ep = next((e for e in self.endpoints if e.cfg is epc), None)
         if ep is None:
             raise UvxlanError(f"endpoint {epc.address} in netns {epc.netns!r} is not here")
@@ -342,6 +441,9 @@ class Node:
                      **vars(dp.port_counters(ep.port)), drops=dp.port_drops(ep.port))
                 for ep in self.endpoints if ep.port is not None
             ],
+            "lost": [dict(network=epc.network, netns=epc.netns, ifname=epc.ifname,
+                          mac=epc.mac, error=why)
+                     for epc, _, _, why in self.lost.values()],
         }
 
     def fdb(self, from_store: set[tuple[int, str]]) -> list[dict[str, Any]]:

@@ -188,9 +188,14 @@ def test_socket_and_directory_modes(agents: Agents, control_dir: Path) -> None:
     lock = control_dir / f"{agents.lab.name}-h1.lock"
     assert lock.read_text().strip() == str(proc.pid)
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
-    # Nothing else in the directory: no temporary name left behind.
-    assert sorted(p.name for p in control_dir.iterdir()) == sorted(
-        [Path(path).name, lock.name])
+    # Nothing else in the directory but the state file (root's, 0600, once
+    # the agent has something to keep): no temporary name left behind.
+    state = control_dir / f"{agents.lab.name}-h1.state"
+    assert {p.name for p in control_dir.iterdir()} - {state.name} == {Path(path).name,
+                                                                       lock.name}
+    if state.exists():
+        st = state.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
 
     rc, out, err = as_user(NOBODY, NOBODY, ["stats", "--agent", path])
     assert rc == 1 and out == ""

@@ -20,6 +20,7 @@ from uvxlan.cluster import EndpointStatus, HostRecord
 from uvxlan.config import EndpointConfig, HostConfig
 from uvxlan.controller import Controller, NodePort
 from uvxlan.errors import NativeError, NetlinkError
+from uvxlan.state import AgentState
 from uvxlan.store import Event, Store, open_store
 
 ME = "h1"
@@ -516,7 +517,7 @@ def test_an_endpoint_that_fails_is_reported_and_retried_by_the_next_list(
 
 def test_the_running_controller_registers_reports_and_leaves(tmp_path: Path) -> None:
     """run(): register under a lease, list, watch; an attach is realised and
-    reported ready; close() detaches and revokes the lease."""
+    reported ready; close(leave=True) detaches and revokes the lease."""
     async def scenario(rig: Rig) -> None:
         await rig.store.delete(cluster.host_key(ME))       # the controller registers itself
         task = asyncio.create_task(rig.ctl.run())
@@ -532,7 +533,7 @@ def test_the_running_controller_registers_reports_and_leaves(tmp_path: Path) -> 
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         rig.node.calls.clear()
-        await rig.ctl.close()
+        await rig.ctl.close(leave=True)
         assert rig.node.calls == [("detach", "c1")]
 
     async def after(store: Store) -> None:
@@ -546,6 +547,67 @@ def test_the_running_controller_registers_reports_and_leaves(tmp_path: Path) -> 
         store = open_store(f"sqlite://{tmp_path}/state.db")
         try:
             await after(store)
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
+def test_a_stop_keeps_the_lease_and_the_next_controller_takes_it_up(tmp_path: Path) -> None:
+    """close() without leave detaches nothing and revokes nothing: the host
+    key and the statuses stay under the lease, which the state file hands
+    to the next controller of the name; it keeps that lease alive instead
+    of granting one (the other hosts never see the host go).  A lease that
+    expired meanwhile is replaced by a new one."""
+    path = str(tmp_path / "h1.state")
+
+    async def scenario(rig: Rig) -> None:
+        await rig.store.delete(cluster.host_key(ME))
+        rig.ctl = Controller(_typed(rig.node), HostConfig(underlay=VTEP[ME], name=ME),
+                             rig.store, AgentState.load(path))
+        task = asyncio.create_task(rig.ctl.run())
+        try:
+            async with asyncio.timeout(5):
+                await rig.ctl.synced.wait()
+            rec = await cluster.attach(rig.store, "net1", host=ME, netns="c1", ip="10.0.0.11")
+            await cluster.wait_ready(rig.store, rec, 5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        first = rig.ctl.lease
+        rig.node.calls.clear()
+        await rig.ctl.close()
+        assert rig.node.calls == []
+        assert AgentState.load(path).lease == first
+
+    async def again(store: Store, expect_same: bool) -> None:
+        assert await store.get(cluster.host_key(ME)) is not None   # never went
+        ctl = Controller(_typed(FakeNode()), HostConfig(underlay=VTEP[ME], name=ME), store,
+                         AgentState.load(path))
+        before = AgentState.load(path).lease
+        await ctl._register()
+        assert (ctl.lease == before) is expect_same
+        assert AgentState.load(path).lease == ctl.lease
+        st = await store.get(cluster.status_key(ME, "net1", "c1"))
+        assert st is not None                                      # statuses too
+        if expect_same:
+            await store.lease_revoke(ctl.lease)    # as if it expired before the next start
+
+    run(tmp_path, scenario)
+
+    async def check() -> None:
+        store = open_store(f"sqlite://{tmp_path}/state.db")
+        try:
+            await again(store, expect_same=True)
+            # Revoked (as expired): the next start takes a new lease.
+            state = AgentState.load(path)
+            ctl = Controller(_typed(FakeNode()), HostConfig(underlay=VTEP[ME], name=ME),
+                             store, state)
+            revoked = state.lease
+            await ctl._register()
+            assert ctl.lease not in (0, revoked)
+            assert AgentState.load(path).lease == ctl.lease
+            assert await store.get(cluster.host_key(ME)) is not None
         finally:
             await store.close()
 

@@ -3,11 +3,12 @@
     tcpcheck.py server ADDR PORT [TIMEOUT]
         Listen on ADDR:PORT, accept one connection, read until EOF and print
         one JSON line: {"sha256": ..., "bytes": N}.
-    tcpcheck.py client ADDR PORT NBYTES SEED [TIMEOUT]
+    tcpcheck.py client ADDR PORT NBYTES SEED [TIMEOUT [RATE]]
         Connect (retrying until TIMEOUT while the server is not yet up), send
-        NBYTES deterministic pseudo-random bytes made from SEED, close the
-        write side, wait for the server to close, and print the same JSON
-        line for what was sent.
+        NBYTES deterministic pseudo-random bytes made from SEED (at most RATE
+        bytes a second, so the transfer spans some event), close the write
+        side, wait for the server to close, and print the same JSON line for
+        what was sent.
 
 Every socket operation has a timeout; any failure exits non-zero with one
 line on stderr.
@@ -47,7 +48,8 @@ def server(addr: str, port: int, timeout: float) -> int:
     return 0
 
 
-def client(addr: str, port: int, nbytes: int, seed: int, timeout: float) -> int:
+def client(addr: str, port: int, nbytes: int, seed: int, timeout: float,
+           rate: float = 0.0) -> int:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -60,6 +62,7 @@ def client(addr: str, port: int, nbytes: int, seed: int, timeout: float) -> int:
     rng = random.Random(seed)
     digest = hashlib.sha256()
     sent = 0
+    start = time.monotonic()
     with conn:
         conn.settimeout(timeout)
         while sent < nbytes:
@@ -67,6 +70,8 @@ def client(addr: str, port: int, nbytes: int, seed: int, timeout: float) -> int:
             conn.sendall(data)
             digest.update(data)
             sent += len(data)
+            if rate:
+                time.sleep(max(0.0, start + sent / rate - time.monotonic()))
         conn.shutdown(socket.SHUT_WR)
         # the server closes after it has read everything
         while conn.recv(CHUNK):
@@ -79,9 +84,10 @@ def main(argv: list[str]) -> int:
     try:
         if len(argv) in (3, 4) and argv[0] == "server":
             return server(argv[1], int(argv[2]), float(argv[3]) if len(argv) > 3 else 60.0)
-        if len(argv) in (5, 6) and argv[0] == "client":
+        if len(argv) in (5, 6, 7) and argv[0] == "client":
             return client(argv[1], int(argv[2]), int(argv[3]), int(argv[4]),
-                          float(argv[5]) if len(argv) > 5 else 60.0)
+                          float(argv[5]) if len(argv) > 5 else 60.0,
+                          float(argv[6]) if len(argv) > 6 else 0.0)
     except (OSError, ValueError) as exc:
         print(f"tcpcheck {argv[0]}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
