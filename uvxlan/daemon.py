@@ -221,6 +221,12 @@ class Daemon:
         if cmd == "refused":
             # Store records this agent refuses to act on: key -> why.
             return {"refused": dict(self.controller.refused) if self.controller else {}}
+        if cmd == "control":
+            # The controller's sizes and work counters, cheap to ask often
+            # (benchmarks/control_scale.py polls it for convergence).
+            if self.controller is None:
+                return {"error": "no store: this agent runs from its config file alone"}
+            return {"synced": self.controller.synced.is_set(), **self.controller.counts()}
         if cmd == "stats":
             return self.node.stats()
         if cmd == "fdb":

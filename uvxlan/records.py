@@ -303,8 +303,10 @@ class Screener:
             # network's refusal, which its endpoints quote.
             if key.startswith(cluster.HOSTS):
                 host_names.add(key[len(cluster.HOSTS):])
+                t.hosts.add(key[len(cluster.HOSTS):])
             elif key.startswith(cluster.NETWORKS):
                 net_names.add(key[len(cluster.NETWORKS):])
+                t.networks.add(key[len(cluster.NETWORKS):])
             elif key.startswith(cluster.ENDPOINTS):
                 t.endpoints.add(key)
                 self.out.endpoints.pop(key, None)
