@@ -216,7 +216,7 @@ class Controller:
         self.dirty = Dirty()
         # Work done, for ``counts()``: store events that changed the model,
         # records re-screened, calls into the node.
-        self.work: Counter[str] = Counter()
+        self.work: Counter[str] = Counter(events=0, rescreened=0, node_calls=0, full_syncs=0)
         self.lease = 0
         self.synced = asyncio.Event()       # set after the first full apply
         # Our endpoints' statuses as they should be in the store, and the
