@@ -1,16 +1,19 @@
 """The agent's control plane: keep the datapath in step with the store.
 
-    store ──list──▶ model (key -> value) ──desired()──▶ Desired
-      │                 ▲                                 │ apply(): diff
-      └─watch(rev+1)────┘                                 ▼ against Applied
+    store ──list──▶ model ──Screener──▶ accepted records ──▶ Desired + dirty
+      │               ▲                                           │ apply(): the
+      └─watch(rev+1)──┘                                           ▼ dirty entries
                                                    NodePort: datapath + TAPs
 
 The agent registers its host under a lease, lists everything under
 /uvxlan/ at one revision, and watches from the next one.  Every change
-updates the model; ``desired()`` turns the model into what this host's
-datapath should hold, and ``apply()`` makes the smallest change that gets
-there — removals first, so a MAC or IP that moved is never briefly at two
-places (the stale-entry bug of moby#35401).
+updates the model; ``records.Screener`` re-screens the records it can
+affect, ``_rewant`` updates what this host's datapath should hold from
+those, marking each entry whose wanting changed, and ``apply()`` makes
+the smallest change that gets there, looking at those entries only — so
+an event costs in proportion to the change, not to the cluster — and
+removals first, so a MAC or IP that moved is never briefly at two places
+(the stale-entry bug of moby#35401).
 
 - networks → VNIs (with ARP suppression on, admission and learning as
   the network's record says);
