@@ -1,8 +1,10 @@
 /* ARP suppression: the table and the request/reply codec (RFC 826). */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arp.h"
+#include "uvx.h"
 #include "bytes.h"
 #include "vxlan.h"
 
@@ -11,59 +13,93 @@
 /* Fibonacci hashing: the product's high bits mix every bit of the
  * address (its low bits would depend on the first octets only, and a
  * whole subnet would share one slot). */
-static unsigned arp_slot(uint32_t ip)
+_Static_assert((3u << ARP_BITS_MAX) / 4 == UVX_VNI_ARP_MAX, "UVX_VNI_ARP_MAX is 3/4 of the largest table");
+
+static unsigned arp_slot(const struct arp_table *t, uint32_t ip)
 {
-	return (ip * 2654435761u) >> (32 - ARP_SLOTS_LOG2);
+	return (ip * 2654435761u) >> (32 - t->bits);
+}
+
+static unsigned arp_mask(const struct arp_table *t)
+{
+	return (1u << t->bits) - 1;
+}
+
+/* The slot holding ip, or the empty one where it would go. */
+static unsigned arp_probe(const struct arp_table *t, uint32_t ip)
+{
+	unsigned s = arp_slot(t, ip);
+	while (t->slot[s].ip && t->slot[s].ip != ip)
+		s = (s + 1) & arp_mask(t);
+	return s;
+}
+
+/* Rehash into 2^bits slots. */
+static int arp_table_resize(struct arp_table *t, uint32_t bits)
+{
+	struct arp_table next = { 0, bits, calloc(1u << bits, sizeof(struct arp_entry)) };
+	if (!next.slot)
+		return -ENOMEM;
+	for (unsigned i = 0; t->bits && i <= arp_mask(t); i++) {
+		if (t->slot[i].ip) {
+			next.slot[arp_probe(&next, t->slot[i].ip)] = t->slot[i];
+			next.n++;
+		}
+	}
+	free(t->slot);
+	*t = next;
+	return 0;
 }
 
 int arp_table_put(struct arp_table *t, uint32_t ip, const uint8_t *mac)
 {
 	if (ip == 0)
 		return -EINVAL;
-	unsigned s = arp_slot(ip);
-	for (;; s = (s + 1) & (ARP_SLOTS - 1)) {
-		if (t->slot[s].ip == ip)
-			break;
-		if (t->slot[s].ip == 0) {
-			if (t->n >= ARP_SLOTS / 4 * 3)
-				return -ENOSPC;
-			t->n++;
-			t->slot[s].ip = ip;
-			break;
-		}
+	if (!t->bits || (arp_table_find(t, ip) == NULL
+			 && t->n + 1 > (3u << t->bits) / 4)) {
+		/* At most 3/4 full, so probes stay short. */
+		if (t->bits == ARP_BITS_MAX)
+			return -ENOSPC;
+		int rc = arp_table_resize(t, t->bits ? t->bits + 1 : ARP_BITS_MIN);
+		if (rc < 0)
+			return rc;
+	}
+	unsigned s = arp_probe(t, ip);
+	if (!t->slot[s].ip) {
+		t->n++;
+		t->slot[s].ip = ip;
 	}
 	memcpy(t->slot[s].mac, mac, 6);
 	return 0;
 }
 
+void arp_table_free(struct arp_table *t)
+{
+	if (t)
+		free(t->slot);
+	free(t);
+}
+
 const uint8_t *arp_table_find(const struct arp_table *t, uint32_t ip)
 {
-	if (ip == 0)
+	if (ip == 0 || !t->bits)
 		return NULL;
-	for (unsigned s = arp_slot(ip);; s = (s + 1) & (ARP_SLOTS - 1)) {
-		if (t->slot[s].ip == ip)
-			return t->slot[s].mac;
-		if (t->slot[s].ip == 0)
-			return NULL;
-	}
+	unsigned s = arp_probe(t, ip);
+	return t->slot[s].ip ? t->slot[s].mac : NULL;
 }
 
 int arp_table_del(struct arp_table *t, uint32_t ip)
 {
-	if (ip == 0)
+	if (ip == 0 || !t->bits)
 		return -ENOENT;
-	unsigned s = arp_slot(ip);
-	while (t->slot[s].ip != ip) {
-		if (t->slot[s].ip == 0)
-			return -ENOENT;
-		s = (s + 1) & (ARP_SLOTS - 1);
-	}
+	unsigned s = arp_probe(t, ip);
+	if (!t->slot[s].ip)
+		return -ENOENT;
 	/* Backward-shift deletion: pull later entries of the probe run
 	 * into the hole, so lookups need no tombstones. */
 	unsigned hole = s;
-	for (unsigned j = (s + 1) & (ARP_SLOTS - 1); t->slot[j].ip;
-	     j = (j + 1) & (ARP_SLOTS - 1)) {
-		unsigned home = arp_slot(t->slot[j].ip);
+	for (unsigned j = (s + 1) & arp_mask(t); t->slot[j].ip; j = (j + 1) & arp_mask(t)) {
+		unsigned home = arp_slot(t, t->slot[j].ip);
 		/* Movable if its home is not in (hole, j], cyclically. */
 		int between = hole <= j ? (home > hole && home <= j)
 					: (home > hole || home <= j);

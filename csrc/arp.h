@@ -9,8 +9,11 @@
 #include <stdint.h>
 
 #define ARP_FRAME_LEN 42           /* Ethernet + ARP for IPv4, unpadded */
-#define ARP_SLOTS_LOG2 12
-#define ARP_SLOTS     (1u << ARP_SLOTS_LOG2)   /* per VNI */
+/* A VNI's table starts with 2^ARP_BITS_MIN slots and doubles, under the
+ * write lock (arp_table_put is configuration, never the packet path), up
+ * to 2^ARP_BITS_MAX: 786,432 addresses at 3/4 full. */
+#define ARP_BITS_MIN  6
+#define ARP_BITS_MAX  20
 
 struct arp_entry {
 	uint32_t ip;               /* network byte order; 0: empty slot */
@@ -19,14 +22,17 @@ struct arp_entry {
 
 struct arp_table {
 	uint32_t n;
-	struct arp_entry slot[ARP_SLOTS];
+	uint32_t bits;             /* 2^bits slots; 0: none yet */
+	struct arp_entry *slot;
 };
 
 /* 0, -EEXIST-free (an existing address is updated), -EINVAL for 0.0.0.0,
- * -ENOSPC when the table is 3/4 full (probes stay short). */
+ * -ENOMEM, -ENOSPC when the largest table is 3/4 full (probes stay
+ * short).  May allocate: call it with the write lock held. */
 int arp_table_put(struct arp_table *t, uint32_t ip, const uint8_t *mac);
 int arp_table_del(struct arp_table *t, uint32_t ip);
 const uint8_t *arp_table_find(const struct arp_table *t, uint32_t ip);
+void arp_table_free(struct arp_table *t);
 
 /* 1 and the target address if the frame is an ARP request for IPv4 over
  * Ethernet (RFC 826) that is not a probe or announcement; else 0. */

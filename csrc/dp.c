@@ -286,7 +286,8 @@ static int vni_del(struct uvx_dp *dp, uint32_t vni)
 			break;
 		}
 	}
-	free(v->arp);
+	arp_table_free(v->arp);
+	free(v->remotes);
 	peer_set_free(&v->peers);
 	free(v);
 	vni_reindex(dp);
@@ -307,9 +308,18 @@ static int remote_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t por
 	for (unsigned i = 0; i < v->nremotes; i++)
 		if (v->remotes[i].ip == ip && v->remotes[i].udp_port == port)
 			return -EEXIST;
-	if (v->nremotes == UVX_VNI_REMOTES) {
-		v->flood_full++;            /* reported, never silent */
-		return -ENOSPC;
+	if (v->nremotes == v->remotes_cap) {
+		/* Grown here, under the write lock, never on the packet path. */
+		if (v->nremotes == UVX_VNI_REMOTES) {
+			v->flood_full++;            /* reported, never silent */
+			return -ENOSPC;
+		}
+		uint32_t cap = v->remotes_cap ? 2 * v->remotes_cap : 16;
+		struct fdb_dest *r = realloc(v->remotes, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		v->remotes = r;
+		v->remotes_cap = cap;
 	}
 	v->remotes[v->nremotes++] = (struct fdb_dest){ -1, ip, port };
 	return 0;

@@ -58,8 +58,9 @@ struct uvx_vni {
 	uint32_t learned;          /* learned FDB entries, for the cap */
 	uint32_t nports;
 	uint32_t nremotes;
+	uint32_t remotes_cap;      /* grown under the write lock, up to UVX_VNI_REMOTES */
 	int32_t ports[UVX_VNI_PORTS];
-	struct fdb_dest remotes[UVX_VNI_REMOTES];   /* the flood list */
+	struct fdb_dest *remotes;  /* the flood list */
 	struct uvx_counters ctr[UVX_WORKERS];   /* rx: decapsulated; tx: encapsulated */
 	uint64_t drops[UVX_WORKERS][UVX_DROP__MAX];   /* see uvx_vni_drops */
 	int arp_mode;              /* enum uvx_arp_mode */

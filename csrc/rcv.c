@@ -201,8 +201,12 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	size_t flen = len - off;
 	count(v->ctr, 0, len);
 
+	/* The port matters only to an entry learned from this datagram (a
+	 * static entry is matched by address): no walk of a flood list of
+	 * thousands of VTEPs per datagram where the VNI does not learn. */
 	const struct fdb_dest there = {
-		-1, from->sin_addr.s_addr, vtep_port(dp, v, from->sin_addr.s_addr)
+		-1, from->sin_addr.s_addr,
+		v->learning ? vtep_port(dp, v, from->sin_addr.s_addr) : dp->cfg.dst_port
 	};
 	struct fdb_dest to;
 	int verdict = fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to);

@@ -27,7 +27,8 @@
 #define UVX_MAX_PORTS     1024   /* local ports per datapath */
 #define UVX_MAX_VNIS      4096
 #define UVX_VNI_PORTS     256    /* local ports in one VNI */
-#define UVX_VNI_REMOTES   256    /* remote VTEPs in one VNI's flood list */
+#define UVX_VNI_REMOTES   4096   /* remote VTEPs in one VNI's flood list (grown to it) */
+#define UVX_VNI_ARP_MAX   786432 /* addresses in one VNI's ARP table (grown to it) */
 #define UVX_HEADROOM      64     /* room before each frame for outer headers */
 #define UVX_FRAME_MAX     65535  /* largest frame or datagram a buffer holds */
 #define UVX_WORKERS       2      /* the TAP side and the UDP side */

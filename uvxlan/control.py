@@ -2,7 +2,7 @@
 
 A running agent (``uvxlan.daemon``) listens on a Unix socket,
 ``CONTROL_DIR/HOST.sock`` by default.  A request is one line of JSON,
-``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``); the
+``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``, ``"control"``); the
 answer is one line of JSON, ``{"error": "..."}`` when the agent refuses.
 
 This module imports nothing that loads the C fast path: ``uvxlan stats``

@@ -1,16 +1,19 @@
 """The agent's control plane: keep the datapath in step with the store.
 
-    store ──list──▶ model (key -> value) ──desired()──▶ Desired
-      │                 ▲                                 │ apply(): diff
-      └─watch(rev+1)────┘                                 ▼ against Applied
+    store ──list──▶ model ──Screener──▶ accepted records ──▶ Desired + dirty
+      │               ▲                                           │ apply(): the
+      └─watch(rev+1)──┘                                           ▼ dirty entries
                                                    NodePort: datapath + TAPs
 
 The agent registers its host under a lease, lists everything under
 /uvxlan/ at one revision, and watches from the next one.  Every change
-updates the model; ``desired()`` turns the model into what this host's
-datapath should hold, and ``apply()`` makes the smallest change that gets
-there — removals first, so a MAC or IP that moved is never briefly at two
-places (the stale-entry bug of moby#35401).
+updates the model; ``records.Screener`` re-screens the records it can
+affect, ``_rewant`` updates what this host's datapath should hold from
+those, marking each entry whose wanting changed, and ``apply()`` makes
+the smallest change that gets there, looking at those entries only — so
+an event costs in proportion to the change, not to the cluster — and
+removals first, so a MAC or IP that moved is never briefly at two places
+(the stale-entry bug of moby#35401).
 
 - networks → VNIs (with ARP suppression on, admission and learning as
   the network's record says);
@@ -41,13 +44,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Set
+from collections import Counter
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from uvxlan import cluster
 from uvxlan._version import __version__
-from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, shown
+from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, NetworkRecord, shown
 from uvxlan.config import EndpointConfig, HostConfig
 from uvxlan.errors import (
     LeaseExpired,
@@ -58,7 +62,7 @@ from uvxlan.errors import (
     StoreUnavailable,
     UvxlanError,
 )
-from uvxlan.records import Here, Screened, screen, shapes_datapath
+from uvxlan.records import Here, Screener, Touched, shapes_datapath
 from uvxlan.state import AgentState
 from uvxlan.store import Event, Store
 
@@ -71,6 +75,7 @@ Fdb = tuple[int, str, str, int]        # vni, mac, VTEP ip, VTEP port
 Flood = tuple[int, str, int]           # vni, VTEP ip, VTEP port
 Arp = tuple[int, str, str]             # vni, ip, mac
 Peer = tuple[int, str]                 # vni, VTEP ip admitted
+T = TypeVar("T")
 
 
 class NodePort(Protocol):
@@ -132,52 +137,51 @@ class NodePort(Protocol):
 
 @dataclass
 class Desired:
+    """What this host's datapath should hold, kept up to date from the
+    records ``records.Screener`` accepts, one changed record at a time.
+    The multisets count the records that want an entry (a flood-list entry
+    is wanted by every endpoint behind that VTEP); admitted peers are every
+    VNI here times every live host's VTEP but ours."""
+
     vnis: dict[int, str] = field(default_factory=dict)           # vni -> network
+    vni_of: dict[str, int] = field(default_factory=dict)         # network -> vni
     local: dict[str, EndpointRecord] = field(default_factory=dict)   # key -> record
     mtu: dict[str, int] = field(default_factory=dict)            # network -> MTU
+    fdb: Counter[Fdb] = field(default_factory=Counter)
+    flood: Counter[Flood] = field(default_factory=Counter)
+    arp: Counter[Arp] = field(default_factory=Counter)
+    vteps: Counter[str] = field(default_factory=Counter)        # live hosts' underlays
+    admission: dict[int, tuple[str, bool]] = field(default_factory=dict)   # vni -> admit, learning
+
+    def wants_peer(self, pe: Peer) -> bool:
+        return pe[0] in self.vnis and pe[1] in self.vteps
+
+
+@dataclass
+class Dirty:
+    """What apply() must look at: entries whose wanting changed since the
+    last apply, or that did not take then (retried at the next)."""
+
+    vnis: set[int] = field(default_factory=set)
+    local: set[str] = field(default_factory=set)
     fdb: set[Fdb] = field(default_factory=set)
     flood: set[Flood] = field(default_factory=set)
     arp: set[Arp] = field(default_factory=set)
     peers: set[Peer] = field(default_factory=set)
-    admission: dict[int, tuple[str, bool]] = field(default_factory=dict)   # vni -> admit, learning
+    admission: set[int] = field(default_factory=set)
 
 
-def desired_state(screened: Screened, me: str) -> Desired:
-    """What host ``me`` should hold, from the store's records that
-    ``records.screen`` accepted (the refused ones are logged there and
-    listed in Controller.refused: one bad key never stops a host)."""
-    hosts = screened.hosts
-    networks = screened.networks
-    endpoints = list(screened.endpoints.items())
-    d = Desired()
-    for n in networks.values():
-        d.vnis[n.vni] = n.name
-        d.mtu[n.name] = n.mtu
-        # Members speak: every live host but this one, in every network.
-        d.admission[n.vni] = (n.admit, n.learning)
-        d.peers |= {(n.vni, h.underlay) for h in hosts.values() if h.name != me}
-    for key, ep in endpoints:
-        net = networks.get(ep.network)
-        if net is None:
-            continue
-        if ep.host == me:
-            d.local[key] = ep
-        elif ep.host in hosts:
-            # Only live hosts: a host whose lease ended is gone, and so
-            # are the paths to its endpoints.
-            h = hosts[ep.host]
-            d.fdb.add((net.vni, ep.mac, h.underlay, h.port))
-            d.flood.add((net.vni, h.underlay, h.port))
-        else:
-            continue
-        d.arp.add((net.vni, str(ep.address.ip), ep.mac))
-    return d
+# What one accepted endpoint wants: its local record, or its FDB and flood
+# entries; and its ARP entry.
+Wants = tuple[EndpointRecord | None, Fdb | None, Flood | None, Arp | None]
 
 
 @dataclass
 class Applied:
     vnis: dict[int, str] = field(default_factory=dict)
-    local: dict[str, tuple[EndpointRecord, EndpointConfig]] = field(default_factory=dict)
+    vni_of: dict[str, int] = field(default_factory=dict)         # network -> vni
+    # key -> record, its interface and the VNI it was attached to
+    local: dict[str, tuple[EndpointRecord, EndpointConfig, int]] = field(default_factory=dict)
     failed: dict[str, EndpointRecord] = field(default_factory=dict)
     fdb: set[Fdb] = field(default_factory=set)
     flood: set[Flood] = field(default_factory=set)
@@ -203,12 +207,23 @@ class Controller:
         self.arp_mode = h.arp_suppression
         self.model: dict[str, bytes] = {}
         self.created: dict[str, int] = {}     # key -> create revision: who claimed first
-        # Records the checks refuse (key -> why), for the control socket;
-        # and what was logged of each, so each is logged once per change.
-        self.refused: dict[str, str] = {}
+        # The model screened (its ``refused``: key -> why, for the control
+        # socket); what was logged of each refusal, so each is logged once
+        # per change; our endpoints refused.
+        self._screener = Screener(self._here())
         self._told: dict[str, tuple[bytes, str]] = {}
         self._refused_here: set[str] = set()
+        # What the accepted records want, what each of them adds to it,
+        # what the datapath holds, and what apply must look at.
+        self.want = Desired()
+        self._wants: dict[str, Wants] = {}                  # endpoint key ->
+        self._net_wants: dict[str, NetworkRecord] = {}      # network name ->
+        self._host_wants: dict[str, HostRecord] = {}        # host name ->
         self.applied = Applied()
+        self.dirty = Dirty()
+        # Work done, for ``counts()``: store events that changed the model,
+        # records re-screened, calls into the node.
+        self.work: Counter[str] = Counter(events=0, rescreened=0, node_calls=0, full_syncs=0)
         self.lease = 0
         self.synced = asyncio.Event()       # set after the first full apply
         # Our endpoints' statuses as they should be in the store, and the
@@ -217,6 +232,19 @@ class Controller:
         self._status_todo: set[str] = set()
         self._flush_lock = asyncio.Lock()
         self._registered = asyncio.Event()
+
+    def counts(self) -> dict[str, int]:
+        """What the datapath holds from the store, what is left to apply,
+        and the work done so far (cheap: sizes and counters)."""
+        have, dirty = self.applied, self.dirty
+        return {"networks": len(have.vnis), "local": len(have.local),
+                "failed": len(have.failed), "fdb": len(have.fdb), "flood": len(have.flood),
+                "arp": len(have.arp), "peers": len(have.peers),
+                "refused": len(self.refused),
+                "pending": (len(dirty.vnis) + len(dirty.local) + len(dirty.fdb)
+                            + len(dirty.flood) + len(dirty.arp) + len(dirty.peers)
+                            + len(dirty.admission)),
+                **self.work}
 
     def fdb_keys(self) -> set[tuple[int, str]]:
         """(VNI, MAC) of every FDB entry this controller put there."""
@@ -246,7 +274,7 @@ class Controller:
         with contextlib.suppress(StoreError, OSError):
             await self.store.close()
         if leave:
-            for _, epc in self.applied.local.values():
+            for _, epc, _ in self.applied.local.values():
                 with contextlib.suppress(UvxlanError, OSError):
                     self.node.detach(epc)
         self.applied.local.clear()
@@ -254,7 +282,7 @@ class Controller:
     async def endpoint_health(self, epc: EndpointConfig, error: str | None) -> None:
         """An endpoint of ours was lost (error: why; its netns went away)
         or made again (None): its status says so."""
-        key = next((k for k, (_, e) in self.applied.local.items() if e is epc), None)
+        key = next((k for k, (_, e, _) in self.applied.local.items() if e is epc), None)
         if key is None:
             return
         rec = self.applied.local[key][0]
@@ -362,28 +390,58 @@ class Controller:
         self.model = {kv.key: kv.value for kv in kvs if shapes_datapath(kv.key)}
         self.created = {kv.key: kv.create_revision for kv in kvs if kv.key in self.model}
         # A full list retries endpoints that failed (the netns may exist by
-        # now): that is part of repairing drift.
+        # now) and looks at everything the datapath holds and should hold:
+        # that is what repairs drift.
         self.applied.failed.clear()
+        self._screener = Screener(self._here())
+        self.want, self._wants = Desired(), {}
+        self._net_wants.clear()
+        self._host_wants.clear()
+        touched = self._screener.update({k: (v, self.created[k]) for k, v in self.model.items()})
+        self.work["full_syncs"] += 1
+        self.work["rescreened"] += len(touched.keys)
+        self._rewant(touched)
+        have, dirty = self.applied, self.dirty
+        dirty.vnis |= set(have.vnis) | set(self.want.vnis)
+        dirty.admission |= dirty.vnis
+        dirty.local |= set(have.local) | set(self.want.local)
+        dirty.fdb |= have.fdb | set(self.want.fdb)
+        dirty.flood |= have.flood | set(self.want.flood)
+        dirty.arp |= have.arp | set(self.want.arp)
+        dirty.peers |= have.peers | {(v, u) for v in self.want.vnis for u in self.want.vteps}
+        self._told_refused(touched.keys | set(self._told))
+        self._report_refused(touched.endpoints | self._refused_here)
         await self.apply()
         return rev
 
     async def on_event(self, ev: Event) -> bool:
         """One change from the watch, applied if it changes what the
-        datapath should hold: whether it did."""
+        datapath should hold: whether it did.  The work is in proportion
+        to what the change touches (``records.Screener``), not to the
+        cluster."""
         # Statuses, address reservations and a network key put again
         # unchanged (every attach does that) cannot change what the
         # datapath should hold: no reconcile for them.
         if not shapes_datapath(ev.key):
             return False
+        change: tuple[bytes, int] | None
         if ev.type == "put":
             if self.model.get(ev.key) == ev.value:
                 return False
             self.created.setdefault(ev.key, ev.revision)   # a new key: created now
             self.model[ev.key] = ev.value
+            change = (ev.value, self.created[ev.key])
         elif self.model.pop(ev.key, None) is None:
             return False
         else:
             self.created.pop(ev.key, None)
+            change = None
+        touched = self._screener.update({ev.key: change})
+        self.work["events"] += 1
+        self.work["rescreened"] += len(touched.keys)
+        self._rewant(touched)
+        self._told_refused(touched.keys)
+        self._report_refused(touched.endpoints)
         await self.apply()
         return True
 
@@ -412,141 +470,263 @@ class Controller:
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    # Reconcile -------------------------------------------------------------
+    # What the datapath should hold -----------------------------------------------
+
+    def _here(self) -> Here:
+        # Two owners for one VNI would fight over its flood list and FDB:
+        # the config file's network wins (Here.static_vnis).
+        return Here(self.me, self.record.underlay, self.record.mtu,
+                    frozenset(self.node.static_vnis))
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Records the checks refuse (key -> why), for the control socket."""
+        return self._screener.out.refused
+
+    def _rewant(self, t: Touched) -> None:
+        """Update ``want`` for what the screener re-screened: what those
+        records wanted goes, what they want now comes (each change marked
+        dirty for apply)."""
+        for key in t.endpoints:
+            self._unwant_endpoint(key)
+        for name in t.networks:
+            self._unwant_network(name)
+        for name in t.hosts:
+            self._unwant_host(name)
+        out = self._screener.out
+        for name in t.hosts:
+            if name in out.hosts:
+                self._want_host(out.hosts[name])
+        for name in t.networks:
+            if name in out.networks:
+                self._want_network(out.networks[name])
+        for key in t.endpoints:
+            self._want_endpoint(key)
+
+    def _want_network(self, n: NetworkRecord) -> None:
+        want, dirty = self.want, self.dirty
+        self._net_wants[n.name] = n
+        want.vnis[n.vni] = n.name
+        want.vni_of[n.name] = n.vni
+        want.mtu[n.name] = n.mtu
+        # Members speak: every live host but this one, in every network.
+        want.admission[n.vni] = (n.admit, n.learning)
+        dirty.vnis.add(n.vni)
+        dirty.admission.add(n.vni)
+        dirty.peers.update((n.vni, u) for u in want.vteps)
+
+    def _unwant_network(self, name: str) -> None:
+        n = self._net_wants.pop(name, None)
+        if n is None:
+            return
+        want, dirty = self.want, self.dirty
+        if want.vnis.get(n.vni) == name:
+            del want.vnis[n.vni]
+            want.admission.pop(n.vni, None)
+        want.vni_of.pop(name, None)
+        want.mtu.pop(name, None)
+        dirty.vnis.add(n.vni)
+        dirty.admission.add(n.vni)
+        dirty.peers.update((n.vni, u) for u in want.vteps)
+
+    def _want_host(self, h: HostRecord) -> None:
+        self._host_wants[h.name] = h
+        self.want.vteps[h.underlay] += 1
+        self.dirty.peers.update((v, h.underlay) for v in self.want.vnis)
+
+    def _unwant_host(self, name: str) -> None:
+        h = self._host_wants.pop(name, None)
+        if h is None:
+            return
+        _uncount(self.want.vteps, h.underlay)
+        self.dirty.peers.update((v, h.underlay) for v in self.want.vnis)
+
+    def _want_endpoint(self, key: str) -> None:
+        ep = self._screener.out.endpoints.get(key)
+        self.dirty.local.add(key)
+        vni = None if ep is None else self.want.vni_of.get(ep.network)
+        if ep is None or vni is None:
+            return
+        local: EndpointRecord | None = None
+        fdb: Fdb | None = None
+        flood: Flood | None = None
+        if ep.host == self.me:
+            local = ep
+            self.want.local[key] = ep
+        elif ep.host in self._host_wants:
+            # Only live hosts: a host whose lease ended is gone, and so
+            # are the paths to its endpoints.
+            h = self._host_wants[ep.host]
+            fdb, flood = (vni, ep.mac, h.underlay, h.port), (vni, h.underlay, h.port)
+            self.want.fdb[fdb] += 1
+            self.want.flood[flood] += 1
+            self.dirty.fdb.add(fdb)
+            self.dirty.flood.add(flood)
+        else:
+            return
+        arp = (vni, str(ep.address.ip), ep.mac)
+        self.want.arp[arp] += 1
+        self.dirty.arp.add(arp)
+        self._wants[key] = (local, fdb, flood, arp)
+
+    def _unwant_endpoint(self, key: str) -> None:
+        wants = self._wants.pop(key, None)
+        self.dirty.local.add(key)
+        if wants is None:
+            return
+        local, fdb, flood, arp = wants
+        if local is not None:
+            self.want.local.pop(key, None)
+        if fdb is not None:
+            _uncount(self.want.fdb, fdb)
+            self.dirty.fdb.add(fdb)
+        if flood is not None:
+            _uncount(self.want.flood, flood)
+            self.dirty.flood.add(flood)
+        if arp is not None:
+            _uncount(self.want.arp, arp)
+            self.dirty.arp.add(arp)
+
+    # Reconcile ---------------------------------------------------------------------
 
     async def apply(self) -> None:
-        """Make the datapath hold desired_state(model): removals first."""
-        screened = self._screen()
-        want = desired_state(screened, self.me)
-        have = self.applied
-        node = self.node
+        """Make the datapath hold ``want``, looking only at what is dirty:
+        removals first.  What does not take stays dirty, for the next
+        apply to try again."""
+        want, have, dirty, node = self.want, self.applied, self.dirty, self.node
 
-        for vni, ip, _mac in have.arp - want.arp:
-            self._try(node.arp_del, vni, ip)
-        have.arp &= want.arp
-        for vni, mac, _ip, _port in have.fdb - want.fdb:
-            self._try(node.fdb_del, vni, mac)
-        have.fdb &= want.fdb
-        for vni, ip, port in have.flood - want.flood:
-            self._try(node.del_remote, vni, ip, port)
-        have.flood &= want.flood
-        for vni, ip in have.peers - want.peers:
-            self._try(node.forget_peer, vni, ip)
-        have.peers &= want.peers
-        for key in list(have.local):
-            rec, epc = have.local[key]
-            if want.local.get(key) != rec or want.vnis.get(self._vni_of(rec, have)) is None:
+        for a in _gone(dirty.arp, have.arp, want.arp):
+            self._try(node.arp_del, a[0], a[1])
+            have.arp.discard(a)
+        for f in _gone(dirty.fdb, have.fdb, want.fdb):
+            self._try(node.fdb_del, f[0], f[1])
+            have.fdb.discard(f)
+        for fl in _gone(dirty.flood, have.flood, want.flood):
+            self._try(node.del_remote, *fl)
+            have.flood.discard(fl)
+        for pe in [p for p in dirty.peers if p in have.peers and not want.wants_peer(p)]:
+            self._try(node.forget_peer, *pe)
+            have.peers.discard(pe)
+            dirty.peers.discard(pe)
+        for key in [k for k in dirty.local if k in have.local]:
+            rec, epc, vni = have.local[key]
+            if want.local.get(key) != rec or vni not in want.vnis:
                 log.info("endpoint %s/%s: removing", rec.network, rec.name)
                 self._try(node.detach, epc)
                 del have.local[key]
                 self._set_status(key, None)
-        for key in [k for k, r in have.failed.items() if want.local.get(k) != r]:
-            del have.failed[key]
-            self._set_status(key, None)
-        for vni in [v for v in have.vnis if v not in want.vnis]:
+        for key in [k for k in dirty.local if k in have.failed]:
+            if want.local.get(key) != have.failed[key]:
+                del have.failed[key]
+                self._set_status(key, None)
+        for vni in [v for v in dirty.vnis if v in have.vnis and v not in want.vnis]:
             if vni not in node.static_vnis:
                 self._try(node.remove_network, vni)
-            del have.vnis[vni]
+            have.vni_of.pop(have.vnis.pop(vni), None)
             have.admission.pop(vni, None)
 
-        for vni, name in want.vnis.items():
-            if have.vnis.get(vni) not in (None, name):
+        for vni in list(dirty.vnis):
+            name = want.vnis.get(vni)
+            if name is not None and have.vnis.get(vni) not in (None, name):
                 # The VNI now belongs to another network (removed and made
                 # anew between two lists): same datapath VNI, new name.
-                have.vnis[vni] = name
+                have.vni_of.pop(have.vnis[vni], None)
+                have.vnis[vni], have.vni_of[name] = name, vni
                 node.rename_network(vni, name)
-            if vni in have.vnis:
-                continue
-            if not self._try(node.add_network, name, vni):
-                continue
-            self._try(node.set_arp, vni, self.arp_mode)
-            have.vnis[vni] = name
-        for key, rec in want.local.items():
-            if key in have.local or have.failed.get(key) == rec:
-                continue
-            if self._vni_of(rec, have) < 0:
-                continue                       # its network is not served (yet)
-            self._realise(key, rec, want, have)
-            # Creating TAPs takes netlink round trips: let the keepalive
-            # run between them, so a long list cannot outlast the lease.
-            await asyncio.sleep(0)
-        for f in want.fdb - have.fdb:
-            vni, mac, ip, port = f
-            if vni in have.vnis and self._try(node.fdb_add, vni, mac, ip, port):
+            if name is not None and vni not in have.vnis:
+                if not self._try(node.add_network, name, vni):
+                    continue
+                self._try(node.set_arp, vni, self.arp_mode)
+                have.vnis[vni], have.vni_of[name] = name, vni
+            dirty.vnis.discard(vni)
+        for key in list(dirty.local):
+            wanted = want.local.get(key)
+            if wanted is not None and key not in have.local and have.failed.get(key) != wanted:
+                if wanted.network not in have.vni_of:
+                    continue                   # its network is not served (yet)
+                self._realise(key, wanted)
+                # Creating TAPs takes netlink round trips: let the keepalive
+                # run between them, so a long list cannot outlast the lease.
+                await asyncio.sleep(0)
+            dirty.local.discard(key)
+        for f in _new(dirty.fdb, have.fdb, want.fdb):
+            if f[0] in have.vnis and self._try(node.fdb_add, *f):
                 have.fdb.add(f)
-        for fl in want.flood - have.flood:
-            vni, ip, port = fl
-            if vni in have.vnis and self._try(node.add_remote, vni, ip, port):
+                dirty.fdb.discard(f)
+        for fl in _new(dirty.flood, have.flood, want.flood):
+            if fl[0] in have.vnis and self._try(node.add_remote, *fl):
                 have.flood.add(fl)
-        for a in want.arp - have.arp:
-            vni, ip, mac = a
-            if vni in have.vnis and self._try(node.arp_add, vni, ip, mac):
+                dirty.flood.discard(fl)
+        for a in _new(dirty.arp, have.arp, want.arp):
+            if a[0] in have.vnis and self._try(node.arp_add, *a):
                 have.arp.add(a)
-        for vni, mode in want.admission.items():
-            if (vni in have.vnis and have.admission.get(vni) != mode
-                    and self._try(node.set_admission, vni, *mode)):
+                dirty.arp.discard(a)
+        for vni in list(dirty.admission):
+            mode = want.admission.get(vni)
+            if mode is None or have.admission.get(vni) == mode:
+                dirty.admission.discard(vni)
+            elif vni in have.vnis and self._try(node.set_admission, vni, *mode):
                 have.admission[vni] = mode
-        for pe in want.peers - have.peers:
-            if pe[0] in have.vnis and self._try(node.admit_peer, *pe):
+                dirty.admission.discard(vni)
+        for pe in list(dirty.peers):
+            if not want.wants_peer(pe) or pe in have.peers:
+                dirty.peers.discard(pe)
+            elif pe[0] in have.vnis and self._try(node.admit_peer, *pe):
                 have.peers.add(pe)
-        self._report_refused(screened, want)
+                dirty.peers.discard(pe)
         await self._flush_status()
 
-    def _screen(self) -> Screened:
-        """The model's records this host may act on (``uvxlan.records``);
-        each refusal logged once per change of its key's value or reason,
-        never fatal."""
-        # Two owners for one VNI would fight over its flood list and FDB:
-        # the config file's network wins (Here.static_vnis).
-        here = Here(self.me, self.record.underlay, self.record.mtu,
-                    frozenset(self.node.static_vnis))
-        screened = screen(self.model, self.created, here)
-        for key, why in screened.refused.items():
-            told = (self.model[key], why)
-            if self._told.get(key) != told:
-                self._told[key] = told
-                log.warning("store key %s: refused: %s", shown(key), why)
-        for key in [k for k in self._told if k not in screened.refused]:
-            del self._told[key]
-            if key in self.model:
+    def _told_refused(self, keys: Iterable[str]) -> None:
+        """Log each refusal among keys once per change of its key's value
+        or reason, and a refused key accepted again; never fatal."""
+        refused = self._screener.out.refused
+        for key in keys:
+            why = refused.get(key)
+            if why is not None:
+                told = (self.model[key], why)
+                if self._told.get(key) != told:
+                    self._told[key] = told
+                    log.warning("store key %s: refused: %s", shown(key), why)
+            elif self._told.pop(key, None) is not None and key in self.model:
                 log.info("store key %s: accepted", shown(key))
-        self.refused = dict(screened.refused)
-        return screened
 
-    def _report_refused(self, screened: Screened, want: Desired) -> None:
+    def _report_refused(self, keys: Iterable[str]) -> None:
         """Our endpoints the checks refuse get an error status that says
         why (``uvxlan attach`` fails at once, ``endpoint ls`` shows it)."""
-        for key, rec in screened.refused_here.items():
-            error = f"refused: {screened.refused[key]}"
-            st = self.statuses.get(key)
-            if st is None or st.error != error or (st.mac, st.ip) != (rec.mac, rec.ip):
-                self._set_status(key, EndpointStatus(state="error", error=error, mac=rec.mac,
-                                                     ip=rec.ip, at=time.time()))
-        for key in self._refused_here - set(screened.refused_here):
-            if key not in want.local:
-                self._set_status(key, None)
-        self._refused_here = set(screened.refused_here)
+        out = self._screener.out
+        for key in list(keys):
+            rec = out.refused_here.get(key)
+            if rec is not None:
+                error = f"refused: {out.refused[key]}"
+                st = self.statuses.get(key)
+                if st is None or st.error != error or (st.mac, st.ip) != (rec.mac, rec.ip):
+                    self._set_status(key, EndpointStatus(state="error", error=error,
+                                                         mac=rec.mac, ip=rec.ip,
+                                                         at=time.time()))
+                self._refused_here.add(key)
+            elif key in self._refused_here:
+                self._refused_here.discard(key)
+                if key not in self.want.local:
+                    self._set_status(key, None)
 
-    def _vni_of(self, rec: EndpointRecord, have: Applied) -> int:
-        return next((v for v, n in have.vnis.items() if n == rec.network), -1)
-
-    def _realise(self, key: str, rec: EndpointRecord, want: Desired, have: Applied) -> None:
-        vni = self._vni_of(rec, have)
+    def _realise(self, key: str, rec: EndpointRecord) -> None:
+        vni = self.applied.vni_of[rec.network]
         epc = EndpointConfig(network=rec.network, netns=rec.netns, address=rec.address,
                              mac=rec.mac, ifname=rec.ifname)
+        self.work["node_calls"] += 1
         try:
             # A learned or store entry for this MAC (it lived elsewhere
             # before) gives way to the local port.
-            self.node.attach(epc, vni, want.mtu[rec.network])
+            self.node.attach(epc, vni, self.want.mtu[rec.network])
         except Exception as exc:  # noqa: BLE001 - reported in its status, never fatal
             log.error("endpoint %s/%s in netns %s: %s", rec.network, rec.name, rec.netns, exc)
-            have.failed[key] = rec
+            self.applied.failed[key] = rec
             self._set_status(key, EndpointStatus(state="error", error=str(exc),
                                                  mac=rec.mac, ip=rec.ip, at=time.time()))
             return
         log.info("endpoint %s/%s: %s %s in netns %s", rec.network, rec.name, rec.ip,
                  rec.mac, rec.netns)
-        have.local[key] = (rec, epc)
+        self.applied.local[key] = (rec, epc, vni)
         self._set_status(key, EndpointStatus(state="ready", mac=rec.mac, ip=rec.ip,
                                              at=time.time()))
 
@@ -579,10 +759,10 @@ class Controller:
                 if self.statuses.get(key) is status:
                     self._status_todo.discard(key)
 
-    @staticmethod
-    def _try(fn: Callable[..., object], *args: object, **kw: object) -> bool:
+    def _try(self, fn: Callable[..., object], *args: object, **kw: object) -> bool:
         """One datapath change; a refusal is logged, not fatal: the next
         apply tries again what did not take."""
+        self.work["node_calls"] += 1
         try:
             fn(*args, **kw)
         except (NativeError, UvxlanError, OSError) as exc:
@@ -592,6 +772,27 @@ class Controller:
             log.exception("unexpected error from %s: %s", getattr(fn, "__name__", fn), exc)
             return False
         return True
+
+
+def _uncount(c: Counter[T], item: T) -> None:
+    c[item] -= 1
+    if c[item] <= 0:
+        del c[item]
+
+
+def _gone(dirty: set[T], have: set[T], want: Counter[T]) -> list[T]:
+    """Dirty entries the datapath holds and nothing wants (now clean)."""
+    out = [x for x in dirty if x in have and x not in want]
+    dirty.difference_update(out)
+    return out
+
+
+def _new(dirty: set[T], have: set[T], want: Counter[T]) -> list[T]:
+    """Dirty entries wanted and not held (they stay dirty until they
+    take); the others are clean."""
+    out = [x for x in dirty if x in want and x not in have]
+    dirty.intersection_update(out)
+    return out
 
 
 def _net_name(key: str) -> tuple[str, str]:

@@ -251,6 +251,12 @@ class Daemon:
             self.leaving = True
             asyncio.get_running_loop().call_soon(self._stop.set)
             return {"leaving": True, "name": self.cfg.host.name, "pid": os.getpid()}
+        if cmd == "control":
+            # The controller's sizes and work counters, cheap to ask often
+            # (benchmarks/control_scale.py polls it for convergence).
+            if self.controller is None:
+                return {"error": "no store: this agent runs from its config file alone"}
+            return {"synced": self.controller.synced.is_set(), **self.controller.counts()}
         if cmd == "stats":
             return self.node.stats()
         if cmd == "fdb":

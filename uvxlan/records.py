@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from uvxlan import cluster
 from uvxlan import validate as rules
@@ -213,3 +214,266 @@ def refusals(model: Mapping[str, bytes], created: Mapping[str, int]) -> dict[str
                            else f"{why} (on {', '.join(sorted(names))})"
                            for why, names in seen[key].items())
             for key in sorted(seen)}
+
+
+# Incremental screening (the controller's) -----------------------------------------
+
+Record = HostRecord | NetworkRecord | EndpointRecord
+K = TypeVar("K")
+
+
+@dataclass
+class Touched:
+    """What one Screener.update re-screened: their outcome may have
+    changed (and nothing else's did)."""
+
+    hosts: set[str] = field(default_factory=set)         # host names
+    networks: set[str] = field(default_factory=set)      # network names
+    endpoints: set[str] = field(default_factory=set)     # endpoint keys
+    keys: set[str] = field(default_factory=set)          # every key re-screened
+
+
+class Screener:
+    """screen() kept up to date one change at a time, for the agent: its
+    ``out`` always equals ``screen(model, created, here)``, and an update
+    re-screens only what the changed keys can affect, so a store event
+    costs the agent work in proportion to the change, not to the cluster:
+
+    - a host key: the hosts claiming its underlay (old and new);
+    - a network key: the networks claiming its VNI (old and new);
+    - endpoints: those of a host or network whose outcome changed, the
+      changed ones, and every endpoint linked to them through a MAC or IP
+      claimed in the same network (who wins a claim depends on all who
+      claim it, and what a loser would claim next).
+    """
+
+    def __init__(self, here: Here) -> None:
+        self.here = here
+        self.out = Screened()
+        self._rec: dict[str, Record] = {}              # key -> record that passed its own checks
+        self._bad: dict[str, str] = {}                 # key -> why its own checks failed
+        self._created: dict[str, int] = {}
+        self._by_underlay: dict[str, set[str]] = {}    # underlay -> host keys
+        self._by_vni: dict[int, set[str]] = {}         # VNI -> network keys
+        self._of_network: dict[str, set[str]] = {}     # network name -> endpoint keys
+        self._of_host: dict[str, set[str]] = {}        # host name -> endpoint keys
+        self._claimants: dict[tuple[str, str], set[str]] = {}   # (network, "mac M"/"ip A") -> keys
+
+    def update(self, changes: Mapping[str, tuple[bytes, int] | None]) -> Touched:
+        """Apply changes (key -> (value, create revision), or None: gone)
+        to the keys screen() reads; what was re-screened."""
+        t = Touched()
+        underlays: set[str] = set()
+        vnis: set[int] = set()
+        claims: set[tuple[str, str]] = set()
+        host_names: set[str] = set()
+        net_names: set[str] = set()
+        for key, change in changes.items():
+            old = self._rec.pop(key, None)
+            if old is not None:
+                self._unindex(key, old)
+            self._bad.pop(key, None)
+            self._created.pop(key, None)
+            self.out.refused.pop(key, None)
+            t.keys.add(key)
+            new: Record | None = None
+            if change is not None:
+                value, created = change
+                self._created[key] = created
+                new = self._decode(key, value)
+                if new is None:
+                    self.out.refused[key] = self._bad[key]
+                else:
+                    self._rec[key] = new
+                    self._index(key, new)
+            for rec in (old, new):
+                if isinstance(rec, HostRecord):
+                    underlays.add(rec.underlay)
+                elif isinstance(rec, NetworkRecord):
+                    vnis.add(rec.vni)
+                elif isinstance(rec, EndpointRecord):
+                    claims.update(_claims(rec))
+            # A key that decodes no more still decides its host's or
+            # network's refusal, which its endpoints quote.
+            if key.startswith(cluster.HOSTS):
+                host_names.add(key[len(cluster.HOSTS):])
+                t.hosts.add(key[len(cluster.HOSTS):])
+            elif key.startswith(cluster.NETWORKS):
+                net_names.add(key[len(cluster.NETWORKS):])
+                t.networks.add(key[len(cluster.NETWORKS):])
+            elif key.startswith(cluster.ENDPOINTS):
+                t.endpoints.add(key)
+                self.out.endpoints.pop(key, None)
+                self.out.refused_here.pop(key, None)
+
+        for u in underlays:
+            host_names |= self._screen_hosts(u, t)
+        for v in vnis:
+            net_names |= self._screen_networks(v, t)
+        seeds = {k for k in t.endpoints if k in self._rec}
+        for name in host_names:
+            seeds |= self._of_host.get(name, set())
+        for name in net_names:
+            seeds |= self._of_network.get(name, set())
+        t.endpoints |= self._screen_endpoints(seeds, claims)
+        t.keys |= t.endpoints
+        return t
+
+    # One group at a time, in screen()'s order ------------------------------------
+
+    def _order(self, key: str) -> tuple[int, str]:
+        return self._created.get(key, 0), key
+
+    def _screen_hosts(self, underlay: str, t: Touched) -> set[str]:
+        """Re-screen the hosts claiming underlay: the names whose outcome
+        (what their endpoints depend on) changed."""
+        here, out = self.here, self.out
+        owner: str | None = here.name if underlay == here.underlay else None
+        changed = set()
+        for key in sorted(self._by_underlay.get(underlay, ()), key=self._order):
+            h = self._rec[key]
+            assert isinstance(h, HostRecord)
+            if h.name == here.name:
+                continue                                  # our own record: never acted on
+            t.keys.add(key)
+            t.hosts.add(h.name)
+            before = (_host_view(out.hosts.get(h.name)), out.refused.pop(key, None))
+            out.hosts.pop(h.name, None)
+            owner = owner or h.name
+            if owner != h.name:
+                out.refused[key] = f"underlay {h.underlay} is host {owner}'s"
+            else:
+                out.hosts[h.name] = h
+            if before != (_host_view(out.hosts.get(h.name)), out.refused.get(key)):
+                changed.add(h.name)
+        return changed
+
+    def _screen_networks(self, vni: int, t: Touched) -> set[str]:
+        here, out = self.here, self.out
+        owner: str | None = None
+        changed = set()
+        for key in sorted(self._by_vni.get(vni, ()), key=self._order):
+            n = self._rec[key]
+            assert isinstance(n, NetworkRecord)
+            t.keys.add(key)
+            t.networks.add(n.name)
+            before = (out.networks.pop(n.name, None), out.refused.pop(key, None))
+            owner = owner or n.name
+            if owner != n.name:
+                out.refused[key] = f"VNI {n.vni} is network {owner}'s (created first)"
+            elif n.vni in here.static_vnis:
+                out.refused[key] = (f"VNI {n.vni} belongs to a network of host {here.name}'s "
+                                    "config file; not served there")
+            elif not rules.carries(here.mtu, n.mtu):
+                out.refused[key] = (f"MTU {n.mtu} needs an underlay MTU of "
+                                    f"{n.mtu + ENCAP_OVERHEAD}; host {here.name}'s is "
+                                    f"{here.mtu}: not served there")
+            else:
+                out.networks[n.name] = n
+            if before != (out.networks.get(n.name), out.refused.get(key)):
+                changed.add(n.name)
+        return changed
+
+    def _screen_endpoints(self, seeds: set[str], claims: set[tuple[str, str]]) -> set[str]:
+        """Re-screen seeds and every endpoint that shares a claim with them
+        (transitively): that group's claims are nobody else's."""
+        group, todo = set(), list(claims)
+        for key in seeds:
+            group.add(key)
+            todo.extend(_claims(self._endpoint(key)))
+        seen = set(claims)
+        while todo:
+            for key in self._claimants.get(todo.pop(), ()):
+                if key not in group:
+                    group.add(key)
+                    for c in _claims(self._endpoint(key)):
+                        if c not in seen:
+                            seen.add(c)
+                            todo.append(c)
+        here, out = self.here, self.out
+
+        def order(key: str) -> tuple[bool, int, str]:
+            return self._endpoint(key).host != here.name, *self._order(key)
+
+        held: dict[tuple[str, str], EndpointRecord] = {}
+        for key in sorted(group, key=order):
+            ep = self._endpoint(key)
+            out.endpoints.pop(key, None)
+            out.refused.pop(key, None)
+            out.refused_here.pop(key, None)
+            mine = ep.host == here.name
+            why = _endpoint_problem(ep, out, mine)
+            if why is None:
+                taken = [(w[1], held[w]) for w in _claims(ep) if w in held]
+                if taken:
+                    what, holder = taken[0]
+                    why = f"{what} is endpoint {ep.network}/{holder.name}'s"
+                else:
+                    held.update(dict.fromkeys(_claims(ep), ep))
+            if why is None:
+                out.endpoints[key] = ep
+                continue
+            out.refused[key] = why
+            if mine:
+                out.refused_here[key] = ep
+        return group
+
+    # Records and indexes -----------------------------------------------------------
+
+    def _decode(self, key: str, value: bytes) -> Record | None:
+        kv = KV(key, value, 0, 0, 0)
+        try:
+            if key.startswith(cluster.HOSTS):
+                return cluster.checked(HostRecord, kv)
+            if key.startswith(cluster.NETWORKS):
+                return cluster.checked(NetworkRecord, kv)
+            return cluster.checked(EndpointRecord, kv)
+        except RecordError as exc:
+            self._bad[key] = str(exc).removeprefix(f"store key {key}: ")
+            return None
+
+    def _endpoint(self, key: str) -> EndpointRecord:
+        ep = self._rec[key]
+        assert isinstance(ep, EndpointRecord)
+        return ep
+
+    def _index(self, key: str, rec: Record) -> None:
+        if isinstance(rec, HostRecord):
+            self._by_underlay.setdefault(rec.underlay, set()).add(key)
+        elif isinstance(rec, NetworkRecord):
+            self._by_vni.setdefault(rec.vni, set()).add(key)
+        else:
+            self._of_network.setdefault(rec.network, set()).add(key)
+            self._of_host.setdefault(rec.host, set()).add(key)
+            for c in _claims(rec):
+                self._claimants.setdefault(c, set()).add(key)
+
+    def _unindex(self, key: str, rec: Record) -> None:
+        if isinstance(rec, HostRecord):
+            _forget(self._by_underlay, rec.underlay, key)
+            self.out.hosts.pop(rec.name, None)
+        elif isinstance(rec, NetworkRecord):
+            _forget(self._by_vni, rec.vni, key)
+            self.out.networks.pop(rec.name, None)
+        else:
+            _forget(self._of_network, rec.network, key)
+            _forget(self._of_host, rec.host, key)
+            for c in _claims(rec):
+                _forget(self._claimants, c, key)
+
+
+def _forget(index: dict[K, set[str]], k: K, key: str) -> None:
+    keys = index[k]
+    keys.discard(key)
+    if not keys:
+        del index[k]
+
+
+def _claims(ep: EndpointRecord) -> tuple[tuple[str, str], tuple[str, str]]:
+    """What an endpoint claims in its network: its MAC and its IP."""
+    return (ep.network, f"mac {ep.mac}"), (ep.network, f"ip {ep.address.ip}")
+
+
+def _host_view(h: HostRecord | None) -> tuple[str, int, int] | None:
+    """What a host's endpoints depend on (not its version or start time)."""
+    return None if h is None else (h.underlay, h.port, h.mtu)

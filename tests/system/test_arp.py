@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scapy.layers.l2 import ARP, Ether
 
 from tests.conftest import root
+from uvxlan import native
 from uvxlan.errors import NativeError
 from uvxlan.reference import wire
 
@@ -173,11 +174,19 @@ def test_table_matches_a_dict(ops: list[tuple[bool, int]], seed: int) -> None:
         s.close()
 
 
-def test_full_table_says_so(sw: Switch) -> None:
+def test_the_table_grows_to_its_limit_and_a_full_one_says_so(sw: Switch) -> None:
+    """A VNI's table starts small and grows (10,000 endpoints in one
+    network fit: the fixed table held 3,072) up to UVX_VNI_ARP_MAX; then an
+    add is refused and counted."""
+    limit = native.lib.UVX_VNI_ARP_MAX
     added = 0
     with pytest.raises(NativeError):
-        for n in range(1, 5000):
-            sw.dp.arp_add(VNI, f"10.{n >> 16}.{(n >> 8) & 0xFF}.{n & 0xFF}", mac(n))
+        for n in range(1, limit + 2):
+            sw.dp.arp_add(VNI, f"10.{n >> 16}.{(n >> 8) & 0xFF}.{n & 0xFF}", mac(n & 0xFFFF))
             added += 1
-    assert added == 3072
+    assert added == limit
+    assert sw.dp.limits(VNI).arp_full == 1
+    for n in (1, 3073, 10000, limit):
+        got = sw.dp.arp_lookup(VNI, f"10.{n >> 16}.{(n >> 8) & 0xFF}.{n & 0xFF}")
+        assert wire.mac_to_bytes(got or "") == wire.mac_to_bytes(mac(n & 0xFFFF))
     assert wire.mac_to_bytes(sw.dp.arp_lookup(VNI, "10.0.0.1") or "") == wire.mac_to_bytes(mac(1))

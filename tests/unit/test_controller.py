@@ -612,3 +612,69 @@ def test_a_stop_keeps_the_lease_and_the_next_controller_takes_it_up(tmp_path: Pa
             await store.close()
 
     asyncio.run(check())
+
+
+def _simulated(hosts: int, endpoints: int) -> dict[str, bytes]:
+    """A cluster written as its agents and commands would: hosts h2…,
+    network big (10.64.0.0/12, VNI 300), endpoints spread over the hosts."""
+    from uvxlan.cluster import EndpointRecord, NetworkRecord
+
+    kv = {cluster.network_key("big"): cluster.encode(NetworkRecord(
+        name="big", vni=300, subnet="10.64.0.0/12", gateway="10.64.0.1", mtu=MTU))}
+    for i in range(hosts):
+        kv[cluster.host_key(f"s{i}")] = cluster.encode(HostRecord(
+            name=f"s{i}", underlay=f"198.18.{i // 250}.{i % 250 + 1}", port=PORT))
+    for i in range(endpoints):
+        kv[cluster.endpoint_key("big", f"e{i}")] = cluster.encode(EndpointRecord(
+            name=f"e{i}", network="big", host=f"s{i % hosts}", netns=f"e{i}", ifname="eth0",
+            mac=f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",
+            ip=f"10.64.{i // 250}.{i % 250 + 2}/12"))
+    return kv
+
+
+def test_the_work_per_event_does_not_grow_with_the_cluster(tmp_path: Path) -> None:
+    """The same attach, detach, host death and host return, seen by an
+    agent following 5 hosts / 50 endpoints and 100 hosts / 1,000 endpoints
+    (10 on each host in both): the same node calls and the same number of
+    records re-screened (the whole model used to be screened and diffed on
+    every event)."""
+    async def work(hosts: int, endpoints: int) -> list[tuple[list[object], int]]:
+        store = open_store(f"sqlite://{tmp_path}/{hosts}.db")
+        try:
+            rig = Rig(store, FakeNode())
+            await rig.host("h2")
+            for key, value in _simulated(hosts, endpoints).items():
+                await store.put(key, value)
+            await rig.sync()
+            assert len(rig.node.fdb) == endpoints and rig.ctl.counts()["pending"] == 0
+            new = _simulated(hosts, endpoints + 1)
+            key = cluster.endpoint_key("big", f"e{endpoints}")
+            host = cluster.host_key("s1")
+            events = [Event("put", key, new[key], 10**6), Event("delete", key, b"", 10**6 + 1),
+                      Event("delete", host, b"", 10**6 + 2),
+                      Event("put", host, new[host], 10**6 + 3)]
+            seen = []
+            for ev in events:
+                rig.node.calls.clear()
+                before = rig.ctl.work["rescreened"]
+                assert await rig.ctl.on_event(ev)
+                seen.append((sorted(c[0] for c in rig.node.calls),
+                             rig.ctl.work["rescreened"] - before))
+            assert len(rig.node.fdb) == endpoints and rig.ctl.counts()["pending"] == 0
+            return seen
+        finally:
+            await store.close()
+
+    async def main() -> None:
+        small = await work(5, 50)
+        large = await work(100, 1000)
+        assert small == large, (small, large)
+        attach, detach, death, back = small
+        assert attach == (["arp_add", "fdb_add"], 1) and detach == (["arp_del", "fdb_del"], 1)
+        # A host takes its 10 endpoints' paths, its flood-list entry and
+        # its admission with it, and brings them back.
+        assert death[0].count("fdb_del") == 10 and death[0].count("forget_peer") == 1
+        assert back[0].count("fdb_add") == 10 and back[0].count("admit_peer") == 1
+        assert death[1] == back[1] == 11
+
+    asyncio.run(main())

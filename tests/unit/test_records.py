@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -544,3 +545,58 @@ def test_what_host_ls_prints_is_checked_too(tmp_path: Path, caplog: pytest.LogCa
     assert cli.main(["host", "ls", "--store", f"sqlite://{tmp_path}/state.db"]) == 0
     out = capsys.readouterr().out
     assert "h4" not in out and "\x1b" not in out
+
+
+# Incremental screening: the controller's Screener equals screen() -----------------
+
+
+def test_the_incremental_screener_equals_a_full_screen_after_every_change() -> None:
+    """Random puts and deletes of hosts (some sharing an underlay, one with
+    a small MTU, ours), networks (some sharing a VNI, one too big for us),
+    endpoints (some sharing a MAC or IP, some of hosts or networks that are
+    not there) and bad values: after each change, the Screener's outcome
+    is exactly screen()'s over the whole model."""
+    import random
+
+    rnd = random.Random(11)
+    here = records.Here("h1", VTEP["h1"], 1500, frozenset({999}))
+    hosts = [host("h1", VTEP["h1"]), host("h2", VTEP["h2"]), host("h3", VTEP["h2"]),
+             host("h4", "192.0.2.4", mtu=1400), host("h5", VTEP["h1"])]
+    nets = [network("net1", 256, "10.0.0.0/24"), network("net1", 257, "10.0.0.0/24"),
+            network("net2", 256, "10.0.1.0/24"), network("net2", 999, "10.0.1.0/24"),
+            network("net3", 258, "10.0.2.0/24", mtu=9000)]
+    macs = [M1, M2, "02:42:0a:00:00:0d"]
+    values: dict[str, list[bytes]] = {}
+    for h in hosts:
+        values.setdefault(cluster.host_key(json.loads(h)["name"]), []).append(h)
+    for n in nets:
+        values.setdefault(cluster.network_key(json.loads(n)["name"]), []).append(n)
+    for net in ("net1", "net2", "net4"):
+        third = {"net1": 0, "net2": 1, "net4": 3}[net]
+        for i in range(5):
+            key = cluster.endpoint_key(net, f"c{i}")
+            values[key] = [endpoint(f"c{i}", h, f"10.0.{third}.{a}/24", m, network=net)
+                           for h in ("h1", "h2", "h4", "h9") for a in (11, 12, 1)
+                           for m in macs]
+    for key in list(values)[::4]:
+        values[key].append(b"{not json")
+    model: dict[str, bytes] = {}
+    created: dict[str, int] = {}
+    inc = records.Screener(here)
+    seen: set[str] = set()
+    for rev in range(1, 1500):
+        key = rnd.choice(list(values))
+        if key in model and rnd.random() < 0.3:
+            del model[key], created[key]
+            inc.update({key: None})
+        else:
+            model[key] = rnd.choice(values[key])
+            created.setdefault(key, rev)
+            inc.update({key: (model[key], created[key])})
+        assert inc.out == records.screen(model, created, here), (rev, key)
+        seen |= set(inc.out.refused.values())
+    # Every kind of refusal came and went on the way.
+    for kind in (r"^mac .* is endpoint", r"^ip .* is endpoint", r"^underlay .* is host",
+                 r"created first", r"config file", r"^MTU .* not served", r"^network .* refused",
+                 r"^host .* refused", r"gateway"):
+        assert any(re.search(kind, why) for why in seen), (kind, seen)
