@@ -212,8 +212,10 @@ class Cluster:
             self.etcd = LabEtcd(lab, "h3", tmp / "etcd-data")
             self.etcd.start()
             url = self.etcd.url
+        # The default TTL: a restart must fit in it, and a stop and a start
+        # took over 3 s at load 15 (the lease then rightly expired).
         self.ov = ClusterOverlay(lab, tmp / "agents", url,
-                                 host_options={"lease_ttl": 3, "resync": 5})
+                                 host_options={"lease_ttl": 10, "resync": 5})
         for h in ("h1", "h2"):
             self.ov.start(h)
         self.ov.cli("network", "create", "net1", "--subnet", "10.0.0.0/24")
