@@ -396,16 +396,21 @@ class Controller:
                 if not self._registered.is_set():
                     raise
                 self.health.failed("registration", exc)
-                wait = backoff.next(slow=True)
+                wait = self._retry_in(backoff.next(slow=True))
             except StoreError as exc:
                 self.health.failed("registration", exc)
-                wait = backoff.next()
+                wait = self._retry_in(backoff.next())
             else:
                 self.health.ok("registration")
                 backoff.reset()
                 wait = self.ttl / 3
             if not self.lease:
                 await asyncio.sleep(wait)
+
+    def _retry_in(self, delay: float) -> float:
+        """A lease we hold is tried at least every ttl/3, whatever the
+        backoff: once the store is back it must be renewed before it ends."""
+        return min(delay, self.ttl / 3) if self.lease else delay
 
     async def _register(self) -> None:
         # The lease the previous agent of this name held, if still alive:
