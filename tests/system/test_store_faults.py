@@ -142,6 +142,7 @@ def assert_one_episode(rig: Rig, mark: dict[str, int], host: str, *words: str) -
     assert 1 <= len(lines) <= 2, text
     for w in words:
         assert w in lines[0], lines
+    print(f"\nstore-faults: log: {lines}")
     eventually(lambda: BACK in rig.since(mark, host), 30, f"{host}: the store back")
     return lines[0]
 
@@ -411,8 +412,7 @@ def test_sqlite_corrupt_then_restored(tmp_path: Path, rig_factory: Callable[...,
     after = rig.ping()
     shutil.copyfile(backup, db)
     for h in ("h1", "h2"):
-        print("\nstore-faults: log:",
-              assert_one_episode(rig, mark, h, "store failing", "restore the file"))
+        assert_one_episode(rig, mark, h, "store failing", "restore the file")
     eventually(lambda: rig.hosts() == {"h1", "h2"}, 15, "both registered again")
     d = rig.attach("d", "h2")
     assert rig.reaches(ip_of(d))
@@ -440,8 +440,7 @@ def test_sqlite_corrupt_then_made_anew(tmp_path: Path, rig_factory: Callable[...
     eventually(lambda: not rig.ov.query("h1", "stats")["ports"], 15,
                "h1 follows the new store: a goes")
     for h in ("h1", "h2"):
-        print("\nstore-faults: log:",
-              assert_one_episode(rig, mark, h, "store failing", "restore the file"))
+        assert_one_episode(rig, mark, h, "store failing", "restore the file")
     e = rig.attach("e", "h1")
     f = rig.attach("f", "h2")
     done = rig.lab.run(rig.lab.container_netns("e"),
