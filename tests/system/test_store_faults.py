@@ -129,6 +129,12 @@ class Rig:
             assert proc.poll() is None, f"agent {h} ended: {self.ov.log_tail(h)}"
 
 
+def assert_forwarded(p: Ping) -> None:
+    """Forwarding went on: at most 3 % lost (a loaded 2-CPU machine loses
+    a few; an agent that stopped forwarding loses them all)."""
+    assert p.sent - p.received <= max(2, p.sent * 3 // 100), (p.sent, p.received)
+
+
 def report(fault: str, p: Ping, **more: object) -> None:
     extra = "".join(f" {k}={v}" for k, v in more.items())
     print(f"\nstore-faults: {fault}: ping sent={p.sent} received={p.received}{extra}")
@@ -207,7 +213,7 @@ def test_etcd_stopped_then_started(lab: Lab, tmp_path: Path,
     d = rig.attach("d", "h2")
     assert rig.reaches(ip_of(d))
     report("etcd stopped", p.stop(), outage_s=TTL * 3)
-    assert p.received >= p.sent - 2, (p.sent, p.received)
+    assert_forwarded(p)
 
 
 @etcdserver.needs_etcd
@@ -251,7 +257,7 @@ def test_etcd_nospace_alarm(lab: Lab, tmp_path: Path, rig_factory: Callable[...,
     d = rig.attach("d", "h2")
     assert rig.reaches(ip_of(d))
     report("etcd NOSPACE", p.stop())
-    assert p.received >= p.sent - 2, (p.sent, p.received)
+    assert_forwarded(p)
 
 
 @etcdserver.needs_etcd
@@ -282,7 +288,7 @@ def test_etcd_permission_revoked_then_granted(lab: Lab, tmp_path: Path,
     d = rig.attach("d", "h2")
     assert rig.reaches(ip_of(d))
     report("etcd permission revoked", p.stop())
-    assert p.received >= p.sent - 2, (p.sent, p.received)
+    assert_forwarded(p)
 
 
 @etcdserver.needs_etcd
@@ -334,7 +340,11 @@ def test_etcd_three_members_one_killed(lab: Lab, tmp_path: Path,
         d = rig.attach(name, "h2")                  # on a surviving member
         ready = eventually(lambda: rig.state(name) == "ready", 10,
                            "the attach made meanwhile ready")
-        eventually(lambda: rig.reaches(ip_of(d)), 10, "the new endpoint reached from h1")
+        deadline = time.monotonic() + 10
+        while not rig.reaches(ip_of(d)):
+            assert time.monotonic() < deadline, (
+                f"{name} ({d['ip']} {d['mac']}) not reached from h1 in 10 s; h1's FDB: "
+                f"{rig.ov.query('h1', 'fdb')['fdb']}")
         reached = time.monotonic() - t0
         rig.ov.cli("detach", "net1", "c" if kill else name)
         time.sleep(2)
@@ -374,7 +384,7 @@ def test_sqlite_locked(tmp_path: Path, rig_factory: Callable[..., Rig]) -> None:
     d = rig.attach("d", "h2")
     assert rig.reaches(ip_of(d))
     report("SQLite locked", p.stop(), locked_s=12)
-    assert p.received >= p.sent - 2, (p.sent, p.received)
+    assert_forwarded(p)
 
 
 def corrupt(db: Path) -> None:
@@ -406,7 +416,7 @@ def test_sqlite_corrupt_then_restored(tmp_path: Path, rig_factory: Callable[...,
     time.sleep(6)
     rig.alive()
     report("SQLite corrupt (before the restore)", p.stop(), corrupt_s=6)
-    assert p.received >= p.sent - 2, (p.sent, p.received)
+    assert_forwarded(p)
     # The copy's leases ended while the file was bad (SQLite's expire by
     # the clock): both hosts vanish at the restore and register again.
     after = rig.ping()
@@ -430,7 +440,7 @@ def test_sqlite_corrupt_then_made_anew(tmp_path: Path, rig_factory: Callable[...
     time.sleep(6)
     rig.alive()
     report("SQLite corrupt (before it is made anew)", p.stop(), corrupt_s=6)
-    assert p.received >= p.sent - 2, (p.sent, p.received)
+    assert_forwarded(p)
     for f in (db, db.with_name("state.db-wal"), db.with_name("state.db-shm")):
         f.unlink(missing_ok=True)
     time.sleep(1)
