@@ -125,8 +125,9 @@ class Rig:
 
     def alive(self) -> None:
         for h in ("h1", "h2"):
-            proc = self.ov._procs[h]
-            assert proc.poll() is None, f"agent {h} ended: {self.ov.log_tail(h)}"
+            proc = self.ov.proc(h)
+            assert proc is not None and proc.poll() is None, \
+                f"agent {h} ended: {self.ov.log_tail(h)}"
 
 
 def assert_forwarded(p: Ping) -> None:

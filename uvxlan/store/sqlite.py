@@ -25,6 +25,14 @@ delete events), whichever process notices first.
 
 All database work runs on one thread per store, never on the event loop.
 
+A file that turns corrupt fails every call (StoreError, saying to restore
+it) and its connection is dropped, so each call opens the path again until
+the file is good.  A file removed or replaced under an open connection is
+noticed at the next call (its inode); once opened, a file that is gone is
+never made anew here (StoreUnavailable until it is restored or a command
+makes it), and a watch whose store goes back in revision raises
+StoreCompacted.
+
 The database says who may do what on every host, so only its owner may
 read or change it.  ``_secure`` runs before the first open: a missing
 directory is made 0700 and a missing file 0600, whatever the umask (SQLite
