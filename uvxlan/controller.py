@@ -26,12 +26,16 @@ removals first, so a MAC or IP that moved is never briefly at two places
   not acted on: logged once per change, kept in ``refused`` (the control
   socket's ``refused``), an error status for an endpoint of ours.
 
-A broken watch (compaction, store restart) means a fresh list; a list
-every ``resync`` seconds repairs drift.  While the store is unreachable the
-datapath keeps its last state and the agent retries with backoff.  A store
-that refuses our credentials (StoreDenied) ends the agent before it first
-registers; after that, it is logged as an error and retried every
-BACKOFF_MAX seconds while forwarding goes on.
+A broken watch (compaction, cancellation, store restart) means a fresh
+list; a list every ``resync`` seconds repairs drift.  Whatever the store
+fails with (unreachable, full, permission revoked, locked, corrupt), the
+datapath keeps its last state, the agent retries with capped exponential
+backoff and jitter (``Backoff``), and logs one line when the episode
+starts and one when the store is back (``StoreHealth``); a lease that went
+while the store was away is granted anew and our keys written again.  A
+store that refuses our credentials (StoreDenied) ends the agent before it
+first registers; after that, it is logged as an error and retried every
+5-10 s (BACKOFF_MAX with jitter) while forwarding goes on.
 
 The controller changes the host only through ``NodePort``, the handful of
 operations reconcile needs: ``uvxlan.node.Node`` implements it on the C
@@ -43,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Set
@@ -190,6 +195,73 @@ class Applied:
     admission: dict[int, tuple[str, bool]] = field(default_factory=dict)
 
 
+class Backoff:
+    """Capped exponential backoff with jitter: BACKOFF_FIRST, doubling up
+    to BACKOFF_MAX, each delay drawn from its upper half, so agents that
+    lost the store together do not all come back at the same instant."""
+
+    def __init__(self, rand: Callable[[], float] = random.random) -> None:
+        self._rand = rand
+        self._delay = BACKOFF_FIRST
+
+    def next(self, *, slow: bool = False) -> float:
+        """The delay before the next try (slow: a refusal, which only an
+        operator mends: the cap at once)."""
+        delay = BACKOFF_MAX if slow else self._delay
+        self._delay = min(self._delay * 2, BACKOFF_MAX)
+        return delay / 2 + self._rand() * delay / 2
+
+    def reset(self) -> None:
+        self._delay = BACKOFF_FIRST
+
+
+class StoreHealth:
+    """One log line per store episode, whatever the retries: the first
+    failure of any task (and the first of each other kind of failure while
+    it lasts) is logged, and once every task that failed has succeeded
+    again, one line says the store is back.  ``episodes`` and ``failing``
+    are for the control socket and the tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.failing: dict[str, str] = {}       # task -> its last error
+        self.episodes = 0
+        self._kinds: set[str] = set()
+        self._since = 0.0
+        self._retries = 0
+
+    def failed(self, task: str, exc: StoreError) -> None:
+        kind = _fault(exc)
+        if not self.failing:
+            self.episodes += 1
+            self._since, self._retries, self._kinds = self._clock(), 0, set()
+        self._retries += 1
+        self.failing[task] = f"{kind}: {exc}"
+        if kind in self._kinds:
+            return
+        self._kinds.add(kind)
+        level = logging.ERROR if isinstance(exc, StoreDenied) else logging.WARNING
+        log.log(level, "store %s (%s); forwarding goes on with the last known state, "
+                "retrying with backoff", kind, exc)
+
+    def ok(self, task: str) -> None:
+        if self.failing.pop(task, None) is None or self.failing:
+            return
+        log.info("store back after %.1f s (%d failed tries); in step again",
+                 self._clock() - self._since, self._retries)
+
+
+def _fault(exc: StoreError) -> str:
+    """What kind of store failure exc is, in the words the log uses."""
+    if isinstance(exc, StoreDenied):
+        return "refused us"
+    if isinstance(exc, StoreUnavailable):
+        return "unreachable"
+    if isinstance(exc, LeaseExpired):
+        return "dropped our new lease"
+    return "failing"
+
+
 class Controller:
     def __init__(self, node: NodePort, h: HostConfig, store: Store,
                  state: AgentState | None = None) -> None:
@@ -232,6 +304,7 @@ class Controller:
         self._status_todo: set[str] = set()
         self._flush_lock = asyncio.Lock()
         self._registered = asyncio.Event()
+        self.health = StoreHealth()
 
     def counts(self) -> dict[str, int]:
         """What the datapath holds from the store, what is left to apply,
@@ -288,38 +361,56 @@ class Controller:
         rec = self.applied.local[key][0]
         self._set_status(key, EndpointStatus(state="error" if error else "ready", error=error or "",
                                              mac=rec.mac, ip=rec.ip, at=time.time()))
-        await self._flush_status()
+        await self._flush_status_later()
 
     async def _keep_registered(self) -> None:
-        delay = BACKOFF_FIRST
+        """Register, then keep the lease alive every ttl/3 and write the
+        statuses still queued.  A store error is retried with backoff (an
+        expired lease at once, by registering again); only a refusal
+        before the first registration ends the controller."""
+        backoff = Backoff()
+        wait = 0.0
         while True:
             try:
-                if not self.lease:
+                if self.lease:
+                    await asyncio.sleep(wait)
+                    await self.store.lease_keepalive(self.lease)
+                    await self._reclaim_host_key()
+                    await self._flush_status()
+                else:
                     await self._register()
-                    delay = BACKOFF_FIRST
-                await asyncio.sleep(self.ttl / 3)
-                await self.store.lease_keepalive(self.lease)
-                await self._reclaim_host_key()
-                await self._flush_status()
-            except LeaseExpired:
-                # Kept away longer than the TTL: our keys are gone.  Take
-                # a new lease and write them again.
-                log.warning("lease expired; registering again")
-                self.lease = 0
+            except LeaseExpired as exc:
+                if self.lease:
+                    # Kept away longer than the TTL, or revoked by hand:
+                    # our keys are gone.  Take a new lease, write them again.
+                    log.warning("lease %x expired or was revoked; registering again",
+                                self.lease)
+                    self.lease = 0
+                    continue
+                self.health.failed("registration", exc)     # the new lease went at once
+                wait = backoff.next()
             except StoreDenied as exc:
                 # Credentials refused: at start the agent ends with it;
                 # later it keeps forwarding and tries again slowly (the
                 # store's operator may mend the user or its role).
                 if not self._registered.is_set():
                     raise
-                log.error("store refused us (%s); forwarding goes on, retry in %.0f s",
-                          exc, BACKOFF_MAX)
-                await asyncio.sleep(BACKOFF_MAX)
-            except StoreUnavailable as exc:
-                log.warning("store unreachable (%s); forwarding goes on, retry in %.1f s",
-                            exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                self.health.failed("registration", exc)
+                wait = self._retry_in(backoff.next(slow=True))
+            except StoreError as exc:
+                self.health.failed("registration", exc)
+                wait = self._retry_in(backoff.next())
+            else:
+                self.health.ok("registration")
+                backoff.reset()
+                wait = self.ttl / 3
+            if not self.lease:
+                await asyncio.sleep(wait)
+
+    def _retry_in(self, delay: float) -> float:
+        """A lease we hold is tried at least every ttl/3, whatever the
+        backoff: once the store is back it must be renewed before it ends."""
+        return min(delay, self.ttl / 3) if self.lease else delay
 
     async def _register(self) -> None:
         # The lease the previous agent of this name held, if still alive:
@@ -364,25 +455,25 @@ class Controller:
             self.model[key] = mine
 
     async def _sync_forever(self) -> None:
+        """List, apply, watch until the resync period ends; again.  A store
+        error (a watch cancelled or cut, a list refused) means listing
+        again after a backoff; the datapath keeps what it has meanwhile."""
         await self._registered.wait()
-        delay = BACKOFF_FIRST
+        backoff = Backoff()
         while True:
             try:
                 rev = await self.full_sync()
                 self.synced.set()
-                delay = BACKOFF_FIRST
+                self.health.ok("sync")
+                backoff.reset()
                 await self._watch(rev + 1)
             except StoreCompacted:
+                # Not a fault: the history we asked for is gone (another
+                # agent compacted, or we were away long): list again now.
                 log.info("watch history compacted; listing again")
-            except StoreDenied as exc:
-                log.error("store refused us (%s); forwarding goes on with the last known "
-                          "state, retry in %.0f s", exc, BACKOFF_MAX)
-                await asyncio.sleep(BACKOFF_MAX)
-            except StoreUnavailable as exc:
-                log.warning("store unreachable (%s); forwarding goes on with the last "
-                            "known state, retry in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+            except StoreError as exc:
+                self.health.failed("sync", exc)
+                await asyncio.sleep(backoff.next(slow=isinstance(exc, StoreDenied)))
 
     async def full_sync(self) -> int:
         """List the store, apply all of it; the revision listed."""
@@ -758,6 +849,16 @@ class Controller:
                     return
                 if self.statuses.get(key) is status:
                     self._status_todo.discard(key)
+
+    async def _flush_status_later(self) -> None:
+        """Flush now if the store takes it; if not, what is left stays
+        queued and the registration task writes it at its next round (and
+        reports the episode): a status write that fails (a full etcd, a
+        locked file) must not break the watch that keeps the datapath."""
+        try:
+            await self._flush_status()
+        except StoreError as exc:
+            log.debug("statuses not written now (%s); queued", exc)
 
     def _try(self, fn: Callable[..., object], *args: object, **kw: object) -> bool:
         """One datapath change; a refusal is logged, not fatal: the next

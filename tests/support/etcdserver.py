@@ -10,7 +10,13 @@ and skip with ``etcdserver.needs_etcd`` where /usr/bin/etcd is missing.
 secured kind: TLS with client certificates the test made (openssl CLI),
 JWT auth tokens that end after ``jwt_ttl`` seconds, and ``enable_auth()``
 for a root user and RBAC users limited to a prefix; optionally inside a
-lab host's netns (on its loopback).
+lab host's netns (on its loopback, or on ``ip``: its underlay address,
+which every lab host reaches).  ``args`` adds etcd flags (a tiny
+``--quota-backend-bytes``, say); ``etcdctl()`` runs etcdctl against it.
+
+``etcd_cluster(base, 3, lab=..., netns=..., ip=...)`` starts three members
+of one cluster, each an ``EtcdServer`` on its own ports, each stopped or
+killed (``kill()``: SIGKILL) and started again on its own.
 """
 
 from __future__ import annotations
@@ -104,8 +110,14 @@ class EtcdServer:
     namespace (ready when its log says so, as the test cannot reach it)."""
 
     def __init__(self, base: Path, *, pki: Pki | None = None, jwt_ttl: float | None = None,
-                 lab: Lab | None = None, netns: str | None = None) -> None:
+                 lab: Lab | None = None, netns: str | None = None, ip: str = "127.0.0.1",
+                 args: tuple[str, ...] = ()) -> None:
         self.name = "uvx" + secrets.token_hex(4)
+        self.ip, self.args = ip, list(args)
+        # A member of a cluster: every member's name=peer URL, and its token.
+        self.initial_cluster: str | None = None
+        self.cluster_token = self.name
+        self._ready_seen = 0
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.data_dir = base / "etcd-data"
@@ -118,17 +130,37 @@ class EtcdServer:
     @property
     def client_url(self) -> str:
         scheme = "https" if self.pki else "http"
-        return f"{scheme}://127.0.0.1:{self.client_port}"
+        return f"{scheme}://{self.ip}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.ip}:{self.peer_port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.ip}:{self.client_port}"
 
     @property
     def store_url(self) -> str:
         """The uvxlan store URL of this server (etcds:// with TLS; the
         credentials are the test's to add)."""
-        return f"etcd{'s' if self.pki else ''}://127.0.0.1:{self.client_port}?timeout=2"
+        return f"etcd{'s' if self.pki else ''}://{self.endpoint}?timeout=2"
 
     def start(self) -> None:
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        args = etcd_argv(self.name, self.data_dir, self.client_url, peer)
+        self.launch()
+        try:
+            self.wait_ready(20.0)
+        except BaseException:
+            self.stop()
+            raise
+
+    def launch(self) -> None:
+        """Start the process (on its data dir, if it has one already)."""
+        args = etcd_argv(self.name, self.data_dir, self.client_url, self.peer_url)
+        if self.initial_cluster is not None:
+            args[args.index("--initial-cluster") + 1] = self.initial_cluster
+            args[args.index("--initial-cluster-token") + 1] = self.cluster_token
+        args += self.args
         if self.pki:
             args += ["--cert-file", str(self.pki.server_cert),
                      "--key-file", str(self.pki.server_key),
@@ -137,6 +169,7 @@ class EtcdServer:
             assert self.pki, "JWT keys come with the Pki"
             args += ["--auth-token", f"jwt,pub-key={self.pki.jwt_pub},"
                      f"priv-key={self.pki.jwt_key},sign-method=RS256,ttl={self.jwt_ttl:g}s"]
+        self._ready_seen = self._ready_lines()
         with open(self.logfile, "ab") as log:
             if self.lab is not None:
                 assert self.netns is not None
@@ -145,11 +178,12 @@ class EtcdServer:
             else:
                 self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _ready_lines(self) -> int:
         try:
-            self.wait_ready(20.0)
-        except BaseException:
-            self.stop()
-            raise
+            return self.logfile.read_text(errors="replace").count("ready to serve client requests")
+        except FileNotFoundError:
+            return 0
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -159,7 +193,7 @@ class EtcdServer:
                 tail = self.logfile.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{tail}")
             if self.pki or self.lab:
-                if "ready to serve client requests" in self.logfile.read_text(errors="replace"):
+                if self._ready_lines() > self._ready_seen:       # this run's, not the last
                     return
             else:
                 try:
@@ -184,7 +218,7 @@ class EtcdServer:
             spec |= {"ca": str(self.pki.ca), "cert": str(self.pki.client_cert),
                      "key": str(self.pki.client_key)}
         argv = [sys.executable, str(Path(__file__).with_name("etcd_auth.py")),
-                f"127.0.0.1:{self.client_port}", json.dumps(spec)]
+                self.endpoint, json.dumps(spec)]
         if self.lab is not None:
             assert self.netns is not None
             done = self.lab.run(self.netns, argv, timeout=60)
@@ -207,11 +241,64 @@ class EtcdServer:
         self._auth_script({"root": self.passwords["root"], "passwd": [user, password]})
         self.passwords[user] = password
 
+    def etcdctl(self, *args: str, root: bool = False, timeout: float = 30
+                ) -> subprocess.CompletedProcess[str]:
+        """``etcdctl ARGS`` against this member (as root: with its
+        password), in its netns; not checked."""
+        argv = ["etcdctl", f"--endpoints={self.client_url}", "--command-timeout=10s"]
+        if self.pki:
+            argv += [f"--cacert={self.pki.ca}", f"--cert={self.pki.client_cert}",
+                     f"--key={self.pki.client_key}"]
+        if root:
+            argv.append(f"--user=root:{self.passwords['root']}")
+        argv += args
+        env = {"ETCDCTL_API": "3"}
+        if self.lab is not None:
+            assert self.netns is not None
+            return self.lab.run(self.netns, ["env", *(f"{k}={v}" for k, v in env.items()),
+                                             *argv], timeout=timeout)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False, env={**os.environ, **env})
+
+    def role(self, user: str, grant: bool) -> None:
+        """As root: give user back its role (grant), or take it away."""
+        done = self.etcdctl("user", "grant-role" if grant else "revoke-role", user, user,
+                            root=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"etcdctl user role {user}: {done.stderr.strip()}")
+
+    def kill(self) -> None:
+        """SIGKILL now, by pid: a member that dies without a goodbye."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; by pid."""
         proc, self.proc = self.proc, None
         if proc is not None:
             terminate(proc, 5)
+
+
+def etcd_cluster(base: Path, members: int, *, lab: Lab | None = None,
+                 netns: str | None = None, ip: str = "127.0.0.1") -> list[EtcdServer]:
+    """``members`` etcd processes forming one cluster on ``ip`` (free ports,
+    a data dir each), started together and ready; the caller stops them."""
+    servers = [EtcdServer(base / f"m{i}", lab=lab, netns=netns, ip=ip) for i in range(members)]
+    initial = ",".join(f"{s.name}={s.peer_url}" for s in servers)
+    for s in servers:
+        s.initial_cluster, s.cluster_token = initial, servers[0].name
+    try:
+        for s in servers:
+            s.launch()
+        for s in servers:
+            s.wait_ready(30.0)
+    except BaseException:
+        for s in servers:
+            s.stop()
+        raise
+    return servers
 
 
 @pytest.fixture(scope="module")

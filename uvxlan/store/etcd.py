@@ -244,6 +244,10 @@ class EtcdStore:
                 if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
                     return                      # close() ends watches quietly
                 raise await self._error(exc, client) from None
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - gRPC may raise others: never raw
+                raise await self._error(exc, client) from None
             finally:
                 call.cancel()
 
@@ -317,6 +321,10 @@ class EtcdStore:
                     renewed = True
                     await self._renew(client, token)
                     continue
+                err = await self._error(exc, client)
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - gRPC/aetcd may raise others: never raw
                 err = await self._error(exc, client)
             attempt += 1
             if not isinstance(err, StoreUnavailable) or attempt >= attempts:
@@ -485,6 +493,11 @@ class EtcdStore:
             return StoreUnavailable(f"{where}: {detail}")
         if code == grpc.StatusCode.NOT_FOUND and "lease not found" in detail:
             return LeaseExpired(f"{where}: {detail}")
+        if "database space exceeded" in detail:
+            # etcd's NOSPACE alarm: it takes reads and deletes, no writes,
+            # until an operator compacts, defragments and disarms it.
+            return StoreError(f"{where}: {detail} (the NOSPACE alarm is raised: compact, "
+                              "defrag, then 'etcdctl alarm disarm')")
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return StoreDenied(f"{self._where(self._endpoint)}: permission denied to "
                                f"{self._who()}: its etcd role needs readwrite on uvxlan's "
@@ -492,6 +505,13 @@ class EtcdStore:
         if code == grpc.StatusCode.UNAUTHENTICATED or "user name is empty" in detail:
             return StoreDenied(f"{self._where(self._endpoint)}: {detail}: the server wants "
                                "a user (--store-user) or a client certificate")
+        if not isinstance(exc, aetcd.ClientError) and code is None:
+            # Not an answer from etcd (a gRPC or aetcd failure of its own):
+            # a new connection is the best chance of a good next call.
+            if self._client is client:
+                self._client = None
+                await client.close()
+            return StoreError(f"{where}: {type(exc).__name__}: {detail}")
         return StoreError(f"{where}: {detail}")
 
 

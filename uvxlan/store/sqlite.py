@@ -25,6 +25,14 @@ delete events), whichever process notices first.
 
 All database work runs on one thread per store, never on the event loop.
 
+A file that turns corrupt fails every call (StoreError, saying to restore
+it) and its connection is dropped, so each call opens the path again until
+the file is good.  A file removed or replaced under an open connection is
+noticed at the next call (its inode); once opened, a file that is gone is
+never made anew here (StoreUnavailable until it is restored or a command
+makes it), and a watch whose store goes back in revision raises
+StoreCompacted.
+
 The database says who may do what on every host, so only its owner may
 read or change it.  ``_secure`` runs before the first open: a missing
 directory is made 0700 and a missing file 0600, whatever the umask (SQLite
@@ -42,12 +50,13 @@ import asyncio
 import builtins
 import logging
 import os
+import secrets
 import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -94,6 +103,7 @@ class SqliteStore:
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None     # (st_dev, st_ino) _conn has open
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uvxlan-store")
         self._closed = False
 
@@ -132,9 +142,16 @@ class SqliteStore:
 
     async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[Event]:
         bounds = prefix_range(prefix)
-        next_rev = start_revision
+        next_rev, seen = start_revision, 0
         while not self._closed:
-            events, next_rev = await self._run(self._poll, bounds, next_rev)
+            events, next_rev, rev = await self._run(self._poll, bounds, next_rev)
+            if rev < seen:
+                # The store went back in time: the file was restored from
+                # a backup or made anew.  What we watched is no longer its
+                # history: list again.
+                raise StoreCompacted(f"store {self.path}: revision {rev} follows {seen} "
+                                     "(the file was restored or made anew)")
+            seen = rev
             for event in events:
                 yield event
             if not events:
@@ -179,10 +196,29 @@ class SqliteStore:
             if self._closed:
                 raise StoreError(f"{self!r} is closed") from None
             raise exc
+        except StoreError:                  # some are OSErrors too
+            raise
+        except OSError as exc:              # the directory or file, beyond _secure's
+            raise StoreUnavailable(f"store {self.path}: {exc.strerror or exc}") from None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is not None:
-            return self._conn
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) == self._file:
+                return self._conn
+            # Removed or replaced (a backup moved over it, say): the open
+            # connection would go on with the old file, unseen by every
+            # other process.  Open what the path names now.
+            self._disconnect()
+        if self._file is not None and not self.path.exists():
+            # Once opened, a file that is gone is not made anew here: an
+            # empty store would make this agent remove every endpoint.
+            # Restoring it, or a uvxlan command that makes it, brings it back.
+            raise StoreUnavailable(f"store {self.path}: the file is gone; waiting for it "
+                                   "to be restored or made again")
         _secure(self.path)
         with self._errors():
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
@@ -208,13 +244,15 @@ class SqliteStore:
             except BaseException:
                 conn.close()
                 raise
-        self._conn = conn
+        st = os.stat(self.path)
+        self._conn, self._file = conn, (st.st_dev, st.st_ino)
         return conn
 
     def _disconnect(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            with suppress(sqlite3.Error):
+                conn.close()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -223,6 +261,14 @@ class SqliteStore:
             yield
         except sqlite3.OperationalError as exc:    # locked, busy, cannot open, I/O
             raise StoreUnavailable(f"store {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            # Corrupt ("file is not a database", "disk image is malformed"):
+            # the connection keeps what it read, so only a new one sees the
+            # file restored.  Each call opens it again until it is good.
+            self._disconnect()
+            raise StoreError(f"store {self.path}: {exc} (restore the file, or remove it "
+                             "with its -wal and -shm: the next uvxlan command makes "
+                             "it anew)") from None
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from None
 
@@ -373,20 +419,20 @@ class SqliteStore:
         return [_kv(r) for r in rows], rev
 
     def _poll(self, bounds: tuple[bytes, bytes | None],
-              next_rev: int) -> tuple[builtins.list[Event], int]:
-        """Events from next_rev on under the prefix, and the revision to
-        poll from next time."""
+              next_rev: int) -> tuple[builtins.list[Event], int, int]:
+        """Events from next_rev on under the prefix, the revision to poll
+        from next time, and the store's revision."""
         lo, hi = bounds
         with self._read() as conn:
             rev = self._revision(conn)
             if next_rev <= 0:
-                return [], rev + 1
+                return [], rev + 1, rev
             compacted = self._compacted(conn)
             if next_rev <= compacted:
                 raise StoreCompacted(f"store {self.path}: revision {next_rev} is compacted "
                                      f"(history starts at {compacted + 1})")
             if next_rev > rev:
-                return [], next_rev
+                return [], next_rev, rev
             rows = conn.execute(
                 "SELECT revision, type, key, value FROM events WHERE revision BETWEEN ? AND ? "
                 "AND key >= ? AND (? IS NULL OR key < ?) ORDER BY revision LIMIT ?",
@@ -394,15 +440,20 @@ class SqliteStore:
         events = [Event(type=r[1], key=bytes(r[2]).decode(), value=bytes(r[3]),
                         revision=int(r[0])) for r in rows]
         if len(rows) == _WATCH_BATCH:
-            return events, events[-1].revision + 1
-        return events, rev + 1
+            return events, events[-1].revision + 1, rev
+        return events, rev + 1, rev
 
     def _lease_grant(self, ttl: float) -> int:
         with self._write() as conn:
-            cur = conn.execute("INSERT INTO leases (ttl, expiry) VALUES (?, ?)",
-                               (ttl, time.time() + ttl))
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            # A random id, as etcd's are: after the file is made anew, an
+            # agent's old id must not name another agent's new lease.
+            while True:
+                lease = secrets.randbelow(1 << 62) + 1
+                if conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
+                    break
+            conn.execute("INSERT INTO leases (id, ttl, expiry) VALUES (?, ?, ?)",
+                         (lease, ttl, time.time() + ttl))
+            return lease
 
     def _lease_keepalive(self, lease: int) -> None:
         with self._write() as conn:
