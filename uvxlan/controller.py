@@ -170,6 +170,15 @@ class Dirty:
     peers: set[Peer] = field(default_factory=set)
     admission: set[int] = field(default_factory=set)
 
+    def shrink(self) -> None:
+        """Copy each set into one sized for what it holds now.  A set
+        emptied one discard at a time keeps the table of its largest size,
+        and iterating it scans all of that table: after a full list filled
+        them with the whole cluster, every apply would cost in proportion
+        to the cluster.  A copy costs what one iteration does."""
+        for name in ("vnis", "local", "fdb", "flood", "arp", "peers", "admission"):
+            setattr(self, name, set(getattr(self, name)))
+
 
 # What one accepted endpoint wants: its local record, or its FDB and flood
 # entries; and its ARP entry.
@@ -674,6 +683,7 @@ class Controller:
             elif pe[0] in have.vnis and self._try(node.admit_peer, *pe):
                 have.peers.add(pe)
                 dirty.peers.discard(pe)
+        dirty.shrink()
         await self._flush_status()
 
     def _told_refused(self, keys: Iterable[str]) -> None:

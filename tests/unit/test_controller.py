@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from pathlib import Path
 
 from uvxlan import cluster
 from uvxlan.cluster import EndpointStatus, HostRecord
 from uvxlan.config import EndpointConfig, HostConfig
-from uvxlan.controller import Controller, NodePort
+from uvxlan.controller import Controller, Dirty, NodePort
 from uvxlan.errors import NativeError, NetlinkError
 from uvxlan.state import AgentState
 from uvxlan.store import Event, Store, open_store
@@ -676,5 +678,35 @@ def test_the_work_per_event_does_not_grow_with_the_cluster(tmp_path: Path) -> No
         assert death[0].count("fdb_del") == 10 and death[0].count("forget_peer") == 1
         assert back[0].count("fdb_add") == 10 and back[0].count("admit_peer") == 1
         assert death[1] == back[1] == 11
+
+    asyncio.run(main())
+
+
+def test_what_a_full_list_made_dirty_leaves_no_table_behind(tmp_path: Path) -> None:
+    """A full list marks the whole cluster dirty (1,000 endpoints, 100
+    hosts); once it is applied, the sets apply() walks on every event are
+    as small as if the list had never happened.  A set emptied one discard
+    at a time keeps its largest table, and walking it scans all of it: the
+    CPU per event then grew with the cluster (0.28 ms at 100 endpoints,
+    0.69 ms at 10,000 in benchmarks/control_scale.py)."""
+    empty = sys.getsizeof(set())
+
+    async def main() -> None:
+        store = open_store(f"sqlite://{tmp_path}/state.db")
+        try:
+            rig = Rig(store, FakeNode())
+            await rig.host("h2")
+            for key, value in _simulated(100, 1000).items():
+                await store.put(key, value)
+            await rig.sync()
+            assert len(rig.node.fdb) == 1000 and rig.ctl.counts()["pending"] == 0
+            # A host dies: its 10 endpoints are dirty for one apply.
+            assert await rig.ctl.on_event(Event("delete", cluster.host_key("s1"), b"", 10**6))
+            assert rig.ctl.counts()["pending"] == 0
+            sizes = {f.name: sys.getsizeof(getattr(rig.ctl.dirty, f.name))
+                     for f in fields(Dirty)}
+            assert sizes == dict.fromkeys(sizes, empty), sizes
+        finally:
+            await store.close()
 
     asyncio.run(main())
