@@ -24,6 +24,12 @@ Convergence is read from the agent's control socket (``{"cmd":
 "control"}``: entry counts and the work still pending), polled every
 20 ms.  The agent's resync is set to an hour so a periodic full list does
 not land inside a burst.  Prints one table row per run.
+
+The CPU is the whole agent's (its loop, the store's thread or gRPC's,
+the datapath threads) and the times are wall clock: on a machine whose
+cores other work shares they move by half between runs (the agent's
+loop runs at a lower priority than its datapath), so run each size a few
+times and take medians.  The work counters (screened/ev) do not move.
 """
 
 from __future__ import annotations
