@@ -39,6 +39,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any, TypeVar
 
 from uvxlan import validate as rules
@@ -111,7 +112,9 @@ class NetworkRecord:
     admit: str = "members"
     learning: bool = False
 
-    @property
+    # Parsed once per record (the screener reads it for every endpoint it
+    # screens); kept out of the fields, so never encoded or compared.
+    @cached_property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.subnet)
 
@@ -129,7 +132,7 @@ class EndpointRecord:
     ip: str                # the address with the network's prefix, 10.0.0.2/24
     created: float = 0.0
 
-    @property
+    @cached_property                     # as NetworkRecord.network
     def address(self) -> ipaddress.IPv4Interface:
         return ipaddress.IPv4Interface(self.ip)
 
