@@ -173,6 +173,12 @@ class HostConfig:
     lease_ttl: float = setting(10.0, Bounds(2, 3600))
     resync: float = setting(30.0, Bounds(1, 86400))
 
+    # Prometheus metrics (GET /metrics), "IP:PORT"; empty: not served.
+    # They show the host's networks, containers and peers: an address
+    # beyond loopback is refused unless metrics_public says it is meant.
+    metrics: str = setting("", rule=validate.listen)
+    metrics_public: bool = setting(False)
+
     def datapath(self) -> DatapathConfig:
         return DatapathConfig(
             local_ip=self.underlay,
@@ -333,6 +339,11 @@ _READERS: dict[str, Callable[[_Reader, Field[Any]], Any]] = {
 }
 
 
+def _loopback(listen: str) -> bool:
+    """Whether a checked "IP:PORT" (validate.listen) is on loopback only."""
+    return ipaddress.ip_address(listen.rpartition(":")[0].strip("[]")).is_loopback
+
+
 def _remote(where: str, text: Any, default_port: int) -> Remote:
     if not isinstance(text, str):
         raise ConfigError(f"{where}: {text!r} is not \"ip\" or \"ip:port\"")
@@ -357,6 +368,11 @@ def parse(data: dict[str, Any], source: str = "config",
     h = _Reader(f"{source}: [host]", data.get("host"), _HOST_KEYS)
     host = HostConfig(**{f.name: _READERS.get(f.name, _Reader.setting)(h, f)
                          for f in fields(HostConfig)})
+
+    if host.metrics and not host.metrics_public and not _loopback(host.metrics):
+        raise h.fail("metrics", f"{host.metrics} is not a loopback address: metrics show "
+                     "this host's networks, containers and peers to whoever reaches it; "
+                     "metrics_public = true (--metrics-public) serves them there")
 
     networks: list[NetworkConfig] = []
     for i, raw in enumerate(top.list_("network")):
