@@ -127,6 +127,19 @@ def families(stats: Mapping[str, Any], agent: AgentFacts) -> list[Family]:
     n_limits = Family("uvxlan_network_limit_reached_total", "counter",
                       "entries refused at a limit: learn_limit and fdb_full (sources "
                       "left unlearned), flood_full (VTEPs), arp_full (addresses)")
+    fdb = stats["fdb"]
+    for key, what in (("entries", "FDB entries, static and learned"),
+                      ("learned", "FDB entries learned"),
+                      ("learn_max", "the cap on learned FDB entries (fdb_capacity)"),
+                      ("capacity", "FDB entries the pool holds now (grows for static ones)")):
+        gauge = Family(f"uvxlan_fdb_{key}", "gauge", what)
+        gauge.add(fdb[key])
+        out.append(gauge)
+    sizes = {key: Family(f"uvxlan_network_{name}", "gauge", what) for key, name, what in (
+        ("learned", "fdb_learned", "FDB entries learned in a network (learn_limit caps them)"),
+        ("flood", "flood_vteps", "VTEPs in a network's flood list"),
+        ("admitted", "admitted_vteps", "VTEPs admitted to send into a network"),
+        ("arp", "arp_entries", "addresses in a network's ARP table"))}
     vni_of: dict[str, int] = {}
     for n in stats["networks"]:
         where = {"network": n["name"], "vni": n["vni"]}
@@ -139,7 +152,9 @@ def families(stats: Mapping[str, Any], agent: AgentFacts) -> list[Family]:
         n_arp.add(n["arp_replies"], **where)
         for limit, count in sorted(n["limits"].items()):
             n_limits.add(count, **where, limit=limit)
-    out += [n_packets, n_bytes, n_drops, n_arp, n_limits]
+        for key, gauge in sizes.items():
+            gauge.add(n["sizes"][key], **where)
+    out += [n_packets, n_bytes, n_drops, n_arp, n_limits, *sizes.values()]
 
     p_packets = Family("uvxlan_port_packets_total", "counter",
                        "frames of a container's interface: rx read from it (the container "

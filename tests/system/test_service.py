@@ -239,6 +239,14 @@ def test_metrics_of_an_agent_carrying_traffic_match_uvxlan_stats(
     assert samples["uvxlan_build_info"] == {frozenset({("version", "0.1.0")}): 1}
     assert samples["uvxlan_ready"] == {frozenset(): 1}
     assert samples["uvxlan_endpoints"][frozenset({("state", "up")})] == 1
+    fdb = st["fdb"]
+    assert isinstance(fdb, dict) and fdb["entries"] >= 2    # c1's own and c2's, learned
+    for key, value in fdb.items():
+        assert samples[f"uvxlan_fdb_{key}"] == {frozenset(): value}
+    assert net["sizes"]["flood"] == net["sizes"]["admitted"] == 1      # h2
+    for key, name in (("learned", "fdb_learned"), ("flood", "flood_vteps"),
+                      ("admitted", "admitted_vteps"), ("arp", "arp_entries")):
+        assert samples[f"uvxlan_network_{name}"] == {frozenset(where): net["sizes"][key]}
 
     # HEAD: the same head, no body.
     code, headers, rest = status_of(http(netns, b"HEAD /metrics HTTP/1.1\r\n\r\n"))

@@ -169,11 +169,14 @@ def fake_stats() -> dict[str, Any]:
     """Node.stats()'s shape (the system test checks it against a real one)."""
     return {
         "drops": {"arp_unknown": 0, "hairpin": 2, "unknown_vtep": 7},
+        "fdb": {"entries": 4, "learned": 1, "learn_max": 65536, "capacity": 65539},
         "networks": [{"name": "net1", "vni": 256, "arp_replies": 3, "rx_packets": 10,
                       "rx_bytes": 1000, "tx_packets": 20, "tx_bytes": 2000,
                       "drops": {"unknown_vtep": 7},
                       "limits": {"learn_limit": 0, "fdb_full": 0, "flood_full": 1,
-                                 "arp_full": 0}}],
+                                 "arp_full": 0},
+                      "sizes": {"learned": 1, "flood": 2, "admitted": 3, "arp": 4,
+                                "ports": 1}}],
         "ports": [{"port": 0, "network": "net1", "netns": 'odd"ns\\', "ifname": "eth0",
                    "mac": "02:42:0a:00:00:02", "rx_packets": 5, "rx_bytes": 500,
                    "tx_packets": 6, "tx_bytes": 600, "drops": {"hairpin": 2}}],
@@ -218,6 +221,11 @@ def test_exposition_parses_and_says_what_stats_says() -> None:
     assert m["uvxlan_port_drops_total"][tuple(sorted((*port, ("reason", "hairpin"))))] == 2
     assert len(m["uvxlan_port_drops_total"]) == len(REASONS)
     assert m["uvxlan_endpoints"] == {(("state", "up"),): 1, (("state", "lost"),): 1}
+    assert (m["uvxlan_fdb_entries"], m["uvxlan_fdb_learned"], m["uvxlan_fdb_learn_max"],
+            m["uvxlan_fdb_capacity"]) == ({(): 4}, {(): 1}, {(): 65536}, {(): 65539})
+    assert (m["uvxlan_network_fdb_learned"], m["uvxlan_network_flood_vteps"],
+            m["uvxlan_network_admitted_vteps"], m["uvxlan_network_arp_entries"]) == (
+        {net: 1}, {net: 2}, {net: 3}, {net: 4})
 
 
 def test_exposition_without_a_store_says_nothing_of_one() -> None:
@@ -264,3 +272,40 @@ def test_a_failing_render_is_a_500_not_a_dead_agent() -> None:
         raise KeyError("drops")
     status, _, _ = split(answer(b"GET /metrics HTTP/1.1", broken))
     assert status == 500
+
+
+# The sizes the metrics show, from a real datapath ---------------------------------
+
+
+def test_table_sizes_follow_the_datapath() -> None:
+    from uvxlan import native
+    from uvxlan.config import DatapathConfig
+
+    dp = native.Datapath(DatapathConfig(local_ip="127.0.0.1", learn_limit=8,
+                                        fdb_capacity=16))
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        dp.add_vni(256)
+        dp.add_vni(257)
+        empty = native.VniSizes(learned=0, flood=0, admitted=0, arp=0, ports=0)
+        assert dp.vni_sizes(256) == empty
+        assert dp.fdb_sizes() == native.FdbSizes(entries=0, learned=0, learn_max=16,
+                                                 capacity=16)
+        port = dp.add_port(a.fileno(), 256)
+        dp.add_remote(256, "192.0.2.2")
+        dp.add_remote(256, "192.0.2.3")
+        dp.peer_add(256, "192.0.2.2")
+        dp.arp_add(256, "10.0.0.2", "02:42:0a:00:00:02")
+        dp.fdb_add(256, "02:42:0a:00:00:02", port=port)
+        for i in range(3):
+            dp.fdb_learn(256, f"02:00:00:00:00:0{i}", remote="192.0.2.2", now_ms=1)
+        assert dp.vni_sizes(256) == native.VniSizes(learned=3, flood=2, admitted=1, arp=1,
+                                                    ports=1)
+        assert dp.vni_sizes(257) == empty
+        assert dp.fdb_sizes().entries == 4 and dp.fdb_sizes().learned == 3
+        assert dp.fdb_age(10**9) == 3                  # learned entries age out
+        assert dp.vni_sizes(256).learned == 0 and dp.fdb_sizes().entries == 1
+    finally:
+        dp.close()
+        a.close()
+        b.close()
