@@ -55,6 +55,7 @@ from uvxlan.node import Node
 from uvxlan.notify import Notifier
 from uvxlan.state import AgentState
 from uvxlan.store import Store
+from uvxlan.store.contact import ContactStore
 
 log = logging.getLogger("uvxlan.daemon")
 
@@ -78,13 +79,15 @@ class Daemon:
     def __init__(self, node: Node, claim: ControlClaim,
                  controller: Controller | None = None, *,
                  metrics: socket.socket | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 contact: ContactStore | None = None) -> None:
         self.node = node
         self.cfg = node.cfg
         self.claim = claim
         self.controller = controller
         self.notifier = notifier if notifier is not None else Notifier("")
         self.metrics = None if metrics is None else MetricsServer(metrics, self.metrics_text)
+        self.contact = contact          # whether the controller's store answers
         self.ready = False              # forwarding and answering (READY=1 sent)
         self._control: asyncio.AbstractServer | None = None
         # Open connections: ended on stop, so no handler is left cancelled
@@ -188,7 +191,8 @@ class Daemon:
         c = self.controller
         facts = AgentFacts(version=__version__, ready=self.ready, store=c is not None,
                            store_synced=c is not None and c.synced.is_set(),
-                           store_registered=c is not None and c.lease != 0)
+                           store_registered=c is not None and c.lease != 0,
+                           store_connected=bool(self.contact and self.contact.connected))
         return exposition(families(self.node.stats(), facts))
 
     async def _check_endpoints(self) -> None:
@@ -466,8 +470,10 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
         state = AgentState.load(claim.socket.removesuffix(".sock") + ".state")
         node = Node(cfg, state)
         node.start()
-        controller = None if store is None else Controller(node, cfg.host, store, state)
-        daemon = Daemon(node, claim, controller, metrics=metrics, notifier=notifier)
+        contact = None if store is None else ContactStore(store)
+        controller = None if contact is None else Controller(node, cfg.host, contact, state)
+        daemon = Daemon(node, claim, controller, metrics=metrics, notifier=notifier,
+                        contact=contact)
         try:
             uvloop.run(daemon.run())
         finally:

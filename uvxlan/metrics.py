@@ -91,6 +91,7 @@ class AgentFacts:
     store: bool                 # runs with a cluster store
     store_synced: bool = False  # its first full apply done
     store_registered: bool = False   # holds a lease with its host record
+    store_connected: bool = False    # the store answered the last call
 
 
 def families(stats: Mapping[str, Any], agent: AgentFacts) -> list[Family]:
@@ -109,7 +110,11 @@ def families(stats: Mapping[str, Any], agent: AgentFacts) -> list[Family]:
         registered = Family("uvxlan_store_registered", "gauge",
                             "1 while the agent holds a store lease with its host record")
         registered.add(int(agent.store_registered))
-        out += [synced, registered]
+        connected = Family("uvxlan_store_connected", "gauge",
+                           "1 if the store answered the agent's last call (a keepalive "
+                           "every lease_ttl/3), 0 if it could not be reached")
+        connected.add(int(agent.store_connected))
+        out += [synced, registered, connected]
 
     drops = Family("uvxlan_drops_total", "counter", "frames dropped, by reason (csrc/drop.h)")
     for r in reasons:

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import OverlayFactory, ping
+from tests.conftest import OverlayFactory, needs, ping
+from tests.support.cluster import Cluster, eventually
 from tests.unit.test_service import unit_settings
 from uvxlan.control import query_agent
 from uvxlan.errors import LabError
 from uvxlan.lab.netns import Lab, terminate
-from uvxlan.lab.overlay import Overlay, Placement
+from uvxlan.lab.overlay import ETCD, Overlay, Placement
 from uvxlan.netlink import run_in_netns
 
 METRICS = "127.0.0.1:9478"     # inside each lab host's own netns: no clash
@@ -304,3 +305,41 @@ def test_a_metrics_port_in_use_is_one_line_at_start(lab: Lab, tmp_path: Path) ->
     # Refused before anything was made: no eth0 in the container.
     links = lab.run(lab.container_netns("c1"), ["ip", "-o", "link", "show"]).stdout
     assert "eth0" not in links
+
+
+def scrape(netns: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+    code, _, body = status_of(http(netns, b"GET /metrics HTTP/1.1\r\n\r\n"))
+    assert code == 200
+    out: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
+    return out
+
+
+@needs(ETCD)
+def test_store_metrics_follow_an_etcd_outage(lab: Lab, tmp_path: Path) -> None:
+    c = Cluster(lab, tmp_path, "etcd", 1)
+    c.ov.host_options["metrics"] = METRICS
+    codes: dict[str, int] = {}
+    try:
+        c.start()
+        netns = lab.host("h1").netns
+
+        def store_says() -> tuple[float, float, float]:
+            m = scrape(netns)
+            return (m["uvxlan_store_connected"][frozenset()],
+                    m["uvxlan_store_synced"][frozenset()],
+                    m["uvxlan_store_registered"][frozenset()])
+
+        assert store_says() == (1, 1, 1)
+        assert c.etcd is not None
+        c.etcd.stop()
+        # A keepalive every TTL/3 finds it gone; forwarding state stays.
+        eventually(lambda: store_says()[0] == 0, 15, "store_connected 0")
+        assert store_says()[1] == 1
+        c.etcd.start()
+        eventually(lambda: store_says() == (1, 1, 1), 30, "store_connected 1 again")
+    finally:
+        codes = c.close()
+    assert codes == {"h1": 0}

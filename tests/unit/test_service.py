@@ -200,6 +200,7 @@ def test_exposition_parses_and_says_what_stats_says() -> None:
     assert m["uvxlan_build_info"] == {(("version", "9.9.9"),): 1}
     assert m["uvxlan_ready"] == {(): 1}
     assert m["uvxlan_store_synced"] == {(): 1} and m["uvxlan_store_registered"] == {(): 0}
+    assert m["uvxlan_store_connected"] == {(): 0}
     assert m["uvxlan_drops_total"] == {(("reason", r),): v for r, v in
                                        fake_stats()["drops"].items()}
     net = (("network", "net1"), ("vni", "256"))
@@ -309,3 +310,48 @@ def test_table_sizes_follow_the_datapath() -> None:
         dp.close()
         a.close()
         b.close()
+
+
+# Whether the store answers -----------------------------------------------------------
+
+
+def test_contact_store_follows_the_answers(tmp_path: Path) -> None:
+    """Over the real SQLite store, and a store that cannot be reached."""
+    import asyncio
+
+    from uvxlan.errors import LeaseExpired, StoreUnavailable
+    from uvxlan.store import open_store
+    from uvxlan.store.contact import ContactStore
+
+    class Unreachable:
+        async def lease_keepalive(self, lease: int) -> None:
+            raise StoreUnavailable("no route to the store")
+
+        async def watch(self, prefix: str, *, start_revision: int) -> Any:
+            raise StoreUnavailable("no route to the store")
+            yield
+
+    async def run() -> None:
+        store = ContactStore(open_store(f"sqlite://{tmp_path}/s.db"))
+        assert store.connected is None
+        lease = await store.lease_grant(5)
+        assert store.connected is True
+        await store.put("/uvxlan/x", b"1", lease=lease)
+        await store.lease_revoke(lease)
+        with pytest.raises(LeaseExpired):          # an answer: still connected
+            await store.lease_keepalive(lease)
+        assert store.connected is True
+        events = store.watch("/uvxlan/", start_revision=1)
+        assert (await anext(events)).key == "/uvxlan/x"
+        await events.aclose()                       # type: ignore[attr-defined]
+        await store.close()
+
+        down = ContactStore(Unreachable())  # type: ignore[arg-type]
+        with pytest.raises(StoreUnavailable):
+            await down.lease_keepalive(1)
+        assert down.connected is False
+        with pytest.raises(StoreUnavailable):
+            await anext(down.watch("/uvxlan/", start_revision=1))
+        assert down.connected is False
+
+    asyncio.run(run())
