@@ -285,6 +285,9 @@ class Daemon:
                 "ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
                 "offload": self.cfg.host.offload, "features": vars(self.node.features),
                 "control_refused": dict(self.refused)}
+            if self.metrics is not None:
+                st["metrics"] = self.cfg.host.metrics
+                st["metrics_refused"] = dict(self.metrics.refused)
             if self.controller is not None:
                 st["synced"] = self.controller.synced.is_set()
                 st["lease"] = self.controller.lease

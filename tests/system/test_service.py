@@ -147,8 +147,7 @@ def test_without_sys_admin_the_agent_fails_in_one_line(lab: Lab, tmp_path: Path)
 # Prometheus metrics --------------------------------------------------------------
 
 
-def http(netns: str, request: bytes, listen: str = METRICS, *,
-         half_close: bool = True) -> bytes:
+def http(netns: str, request: bytes, listen: str = METRICS) -> bytes:
     """One request to the agent's metrics address in netns; the response."""
     host, _, port = listen.rpartition(":")
 
@@ -157,8 +156,7 @@ def http(netns: str, request: bytes, listen: str = METRICS, *,
 
     with run_in_netns(netns, connect) as s:
         s.sendall(request)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
+        s.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := s.recv(65536):
             chunks.append(chunk)
@@ -270,13 +268,34 @@ def test_bad_requests_get_clean_http_errors(overlay: OverlayFactory) -> None:
         assert got == code, (request[:40], body)
         assert headers["Connection"] == "close"
         assert body.count(b"\n") == 1
-    # A client that sends nothing is answered 408 and let go.
-    started = time.monotonic()
-    got, _, _ = status_of(http(netns, b"", half_close=False))
-    assert got == 408 and time.monotonic() - started < 10
+    # 16 clients that send nothing hold every slot: the next is turned
+    # away at once (503), and they are answered 408 and let go.
+    host, _, port = METRICS.rpartition(":")
+    idle = [run_in_netns(netns, lambda: socket.create_connection((host, int(port)), 15))
+            for _ in range(16)]
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        # (It sends nothing: the answer comes before any request is read.)
+        with run_in_netns(netns, lambda: socket.create_connection((host, int(port)), 5)) as s:
+            got, headers, _ = status_of(s.recv(4096))
+        assert got == 503 and headers["Retry-After"] == "1"
+        assert time.monotonic() - started < 2
+        for s in idle:
+            response = b""
+            while chunk := s.recv(4096):
+                response += chunk
+            assert status_of(response)[0] == 408
+        assert time.monotonic() - started < 10
+    finally:
+        for s in idle:
+            s.close()
     # After all that, a scrape still works and the agent still answers.
     assert status_of(http(netns, b"GET /metrics HTTP/1.0\r\n\r\n"))[0] == 200
-    assert ov.query("h1", "status")["ready"] is True
+    status = ov.query("h1", "status")
+    assert status["ready"] is True and status["metrics"] == METRICS
+    assert status["metrics_refused"] == {"busy": 1, "too_long": 1, "idle": 16,
+                                         "slow_reader": 0}
 
 
 def test_a_metrics_port_in_use_is_one_line_at_start(lab: Lab, tmp_path: Path) -> None:
