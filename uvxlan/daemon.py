@@ -40,6 +40,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,7 @@ log = logging.getLogger("uvxlan.daemon")
 
 AGEING_SWEEP_S = 10.0   # as Linux's vxlan: sweep every 10 s
 ENDPOINT_CHECK_S = 1.0  # how often lost endpoints are looked for (one ioctl each)
+STATUS_CHECK_S = 1.0    # how often the store's reachability is told to systemd
 
 # Control socket limits.  A request is one short JSON line; the replies
 # are large (a full FDB), so a slow reader gets time, not forever.
@@ -141,7 +143,7 @@ class Daemon:
         self.notifier.ready(self._summary())
         told = None
         if self.controller is not None:
-            told = asyncio.create_task(self._tell_synced(self.controller))
+            told = asyncio.create_task(self._tell_store(self.controller))
         try:
             if control_plane is None:
                 await stop.wait()
@@ -182,9 +184,20 @@ class Daemon:
         return (f"{self.cfg.host.name} on {self.cfg.host.underlay}:{self.cfg.host.port}: "
                 f"{len(self.node.networks)} network(s), {len(self.node.endpoints)} endpoint(s)")
 
-    async def _tell_synced(self, controller: Controller) -> None:
+    async def _tell_store(self, controller: Controller) -> None:
+        """STATUS= for `systemctl status`: synced with the store, and
+        whenever the store stops or starts answering."""
         await controller.synced.wait()
-        self.notifier.status(f"{self._summary()}; synced with the store")
+        told = None
+        while True:
+            connected = self.contact is None or self.contact.connected is not False
+            if connected != told:
+                told = connected
+                self.notifier.status(f"{self._summary()}; " + (
+                    "synced with the store" if connected else
+                    "store unreachable since " + time.strftime("%H:%M:%S")
+                    + "; forwarding goes on"))
+            await asyncio.sleep(STATUS_CHECK_S)
 
     def metrics_text(self) -> str:
         """GET /metrics: what `uvxlan stats` shows, and the agent's state."""

@@ -337,12 +337,27 @@ def scrape(netns: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
 
 
 @needs(ETCD)
-def test_store_metrics_follow_an_etcd_outage(lab: Lab, tmp_path: Path) -> None:
+def test_store_metrics_and_status_follow_an_etcd_outage(
+        lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = Cluster(lab, tmp_path, "etcd", 1)
     c.ov.host_options["metrics"] = METRICS
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    notify.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     codes: dict[str, int] = {}
+
+    def statuses(until: str) -> list[str]:
+        seen: list[str] = []
+        while not any(until in m for m in seen):
+            message = _recv(notify, 15)
+            assert message is not None, seen
+            seen.append(message)
+        return seen
+
     try:
         c.start()
+        told = statuses("synced with the store")
+        assert told[0] == "STATUS=starting\n" and told[1].startswith("READY=1\n")
         netns = lab.host("h1").netns
 
         def store_says() -> tuple[float, float, float]:
@@ -357,8 +372,11 @@ def test_store_metrics_follow_an_etcd_outage(lab: Lab, tmp_path: Path) -> None:
         # A keepalive every TTL/3 finds it gone; forwarding state stays.
         eventually(lambda: store_says()[0] == 0, 15, "store_connected 0")
         assert store_says()[1] == 1
+        assert "; forwarding goes on" in statuses("store unreachable since")[-1]
         c.etcd.start()
         eventually(lambda: store_says() == (1, 1, 1), 30, "store_connected 1 again")
+        assert statuses("synced with the store")[-1].startswith("STATUS=h1 on ")
     finally:
         codes = c.close()
+        notify.close()
     assert codes == {"h1": 0}
