@@ -195,6 +195,12 @@ class HostConfig:
         )
 
     @property
+    def metrics_beyond_loopback(self) -> bool:
+        """Metrics served where other hosts may reach them."""
+        return bool(self.metrics) and not ipaddress.ip_address(
+            self.metrics.rpartition(":")[0].strip("[]")).is_loopback
+
+    @property
     def endpoint_mtu(self) -> int:
         return self.mtu - ENCAP_OVERHEAD
 
@@ -339,11 +345,6 @@ _READERS: dict[str, Callable[[_Reader, Field[Any]], Any]] = {
 }
 
 
-def _loopback(listen: str) -> bool:
-    """Whether a checked "IP:PORT" (validate.listen) is on loopback only."""
-    return ipaddress.ip_address(listen.rpartition(":")[0].strip("[]")).is_loopback
-
-
 def _remote(where: str, text: Any, default_port: int) -> Remote:
     if not isinstance(text, str):
         raise ConfigError(f"{where}: {text!r} is not \"ip\" or \"ip:port\"")
@@ -369,7 +370,7 @@ def parse(data: dict[str, Any], source: str = "config",
     host = HostConfig(**{f.name: _READERS.get(f.name, _Reader.setting)(h, f)
                          for f in fields(HostConfig)})
 
-    if host.metrics and not host.metrics_public and not _loopback(host.metrics):
+    if host.metrics_beyond_loopback and not host.metrics_public:
         raise h.fail("metrics", f"{host.metrics} is not a loopback address: metrics show "
                      "this host's networks, containers and peers to whoever reaches it; "
                      "metrics_public = true (--metrics-public) serves them there")

@@ -479,7 +479,7 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
         # Before anything is made: a port in use is one line, and no TAP.
         if cfg.host.metrics:
             metrics = bind_metrics(cfg.host.metrics)
-            if cfg.host.metrics_public:
+            if cfg.host.metrics_beyond_loopback:
                 log.warning("metrics on %s, beyond loopback (metrics_public): they show "
                             "this host's networks, containers and peers", cfg.host.metrics)
         notifier.status("starting")

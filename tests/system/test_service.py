@@ -380,3 +380,17 @@ def test_store_metrics_and_status_follow_an_etcd_outage(
         codes = c.close()
         notify.close()
     assert codes == {"h1": 0}
+
+
+def test_public_metrics_are_served_beyond_loopback_with_a_warning(
+        overlay: OverlayFactory) -> None:
+    networks, placements = two_hosts()
+    ov = overlay(networks, placements, host_options={"metrics": "0.0.0.0:9478",
+                                                     "metrics_public": True})
+    h1 = ov.lab.host("h1")
+    # From the other host, over the underlay, as a Prometheus elsewhere would.
+    code, _, body = status_of(http(ov.lab.host("h2").netns, b"GET /metrics HTTP/1.1\r\n\r\n",
+                                   f"{h1.underlay_ip}:9478"))
+    assert code == 200 and b"uvxlan_ready 1" in body
+    log = ov.file("h1", ".log").read_text()
+    assert log.count("metrics on 0.0.0.0:9478, beyond loopback (metrics_public)") == 1, log
