@@ -108,6 +108,7 @@ def test_an_unreachable_notify_socket_never_stops_the_agent(
     assert "stopped; endpoints kept" in text
 
 
+@needs("setpriv")
 def test_the_units_capabilities_are_all_the_agent_needs(overlay: OverlayFactory) -> None:
     """Agents run with only the unit's CapabilityBoundingSet (and no new
     privileges) make their TAPs in the containers' netns and forward."""
@@ -125,6 +126,7 @@ def test_the_units_capabilities_are_all_the_agent_needs(overlay: OverlayFactory)
     assert bin(bnd).count("1") == len(caps)      # the agent ran with those alone
 
 
+@needs("setpriv")
 def test_without_sys_admin_the_agent_fails_in_one_line(lab: Lab, tmp_path: Path) -> None:
     """The set above is not loose: without CAP_SYS_ADMIN, setns() into the
     container's netns is refused, and the agent says so in one line."""
