@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import suppress
 from typing import TypeVar
 
 from uvxlan.errors import StoreUnavailable
@@ -79,10 +80,13 @@ class ContactStore:
                     return
                 yield event
         finally:
-            # The inner watch holds a stream (etcd): end it with ours.
+            # The inner watch holds a stream (etcd): end it with ours.  As
+            # the controller does, a failure to end it is not news: what
+            # ends ours (a cancel, a timeout, an error) is.
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with suppress(Exception):
+                    await aclose()
 
     async def lease_grant(self, ttl: float) -> int:
         return await self._call(self.inner.lease_grant(ttl))
