@@ -186,7 +186,8 @@ def test_metrics_of_an_agent_carrying_traffic_match_uvxlan_stats(
     networks, placements = two_hosts()
     ov = overlay(networks, placements, host_options={"metrics": METRICS})
     lab = ov.lab
-    assert ping(lab, lab.container_netns("c1"), "10.0.0.2", count=20, interval=0.05) == 20
+    # Traffic to count (a reply lost on a loaded machine is not the point).
+    assert ping(lab, lab.container_netns("c1"), "10.0.0.2", count=20, interval=0.05) >= 10
     netns = lab.host("h1").netns
     # A scrape between two equal `uvxlan stats` saw the same counters
     # (a stray IPv6 packet from a container would move them).
