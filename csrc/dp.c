@@ -419,6 +419,44 @@ int uvx_peer_count(struct uvx_dp *dp, uint32_t vni)
 	READ_LOCKED(dp, int, peer_count(dp, vni));
 }
 
+static int vni_sizes(struct uvx_dp *dp, uint32_t vni, struct uvx_vni_sizes *out)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	/* Written under the write lock: the read lock keeps them still. */
+	out->flood = v->nremotes;
+	out->admitted = v->peers.n;
+	out->arp = v->arp ? v->arp->n : 0;
+	out->ports = v->nports;
+	/* Workers learn under the read lock and fdb_lock. */
+	pthread_mutex_lock(&dp->fdb_lock);
+	out->learned = v->learned;
+	pthread_mutex_unlock(&dp->fdb_lock);
+	return 0;
+}
+
+int uvx_vni_sizes(struct uvx_dp *dp, uint32_t vni, struct uvx_vni_sizes *out)
+{
+	READ_LOCKED(dp, int, vni_sizes(dp, vni, out));
+}
+
+static int fdb_sizes(struct uvx_dp *dp, struct uvx_fdb_sizes *out)
+{
+	pthread_mutex_lock(&dp->fdb_lock);
+	out->entries = dp->fdb.count;
+	out->learned = dp->fdb.learned;
+	out->learn_max = dp->fdb.learn_max;
+	out->capacity = dp->fdb.capacity;
+	pthread_mutex_unlock(&dp->fdb_lock);
+	return 0;
+}
+
+int uvx_fdb_sizes(struct uvx_dp *dp, struct uvx_fdb_sizes *out)
+{
+	READ_LOCKED(dp, int, fdb_sizes(dp, out));
+}
+
 /* --- ARP suppression ----------------------------------------------------- */
 
 /* The VNI's IP -> MAC table, made on first use; NULL if out of memory. */

@@ -220,4 +220,27 @@ struct uvx_limits {
 };
 int uvx_vni_limits(struct uvx_dp *dp, uint32_t vni, struct uvx_limits *out);
 
+/* How full a VNI's tables are: sources learned in it (its learn_limit
+ * caps them), VTEPs in its flood list (up to UVX_VNI_REMOTES) and
+ * admitted, addresses in its ARP table (up to UVX_VNI_ARP_MAX), ports.
+ * And the FDB's: entries (static and learned), learned ones (capped at
+ * the fdb_capacity it was made with), the pool's size (grown for static
+ * entries).  Read under the read lock and, for what learning changes,
+ * fdb_lock: a worker waits for a few loads at most. */
+struct uvx_vni_sizes {
+	uint32_t learned;
+	uint32_t flood;
+	uint32_t admitted;
+	uint32_t arp;
+	uint32_t ports;
+};
+int uvx_vni_sizes(struct uvx_dp *dp, uint32_t vni, struct uvx_vni_sizes *out);
+struct uvx_fdb_sizes {
+	uint32_t entries;
+	uint32_t learned;
+	uint32_t learn_max;
+	uint32_t capacity;
+};
+int uvx_fdb_sizes(struct uvx_dp *dp, struct uvx_fdb_sizes *out);
+
 #endif

@@ -58,7 +58,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     # Flags win over the config file's [host] table.
     over: dict[str, object] = {}
     for flag, key in (("name", "name"), ("advertise", "underlay"), ("port", "port"),
-                      ("offload", "offload"), ("control_group", "control_group")):
+                      ("offload", "offload"), ("control_group", "control_group"),
+                      ("metrics", "metrics"), ("metrics_public", "metrics_public")):
         if getattr(args, flag) is not None:
             over[key] = getattr(args, flag)
     store_url = args.store
@@ -646,10 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "      --store-ca /etc/uvxlan/ca.pem --store-cert /etc/uvxlan/h1.pem "
                        "--store-key /etc/uvxlan/h1.key \\\n"
                        "      --store-user uvxlan --name h1 --advertise 192.0.2.1\n"
-                       "  uvxlan agent --config h1.toml\n\n"
+                       "  uvxlan agent --config h1.toml\n"
+                       "  uvxlan agent --config h1.toml --metrics 127.0.0.1:9478\n\n"
                        "A store that refuses the agent's certificate, user or password\n"
                        "ends it at start with one line; later, the agent logs it and\n"
-                       "keeps forwarding.  TLS and user settings: docs/security.md.",
+                       "keeps forwarding.  TLS and user settings: docs/security.md.\n"
+                       "Under systemd (Type=notify) it reports READY=1 once it serves;\n"
+                       "the unit and metrics: docs/operations.md.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--config", metavar="FILE", help="a TOML file: [host] options, "
                    "static networks, endpoints and peers")
@@ -669,6 +673,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="members of GROUP may use the control socket (uvxlan stats, "
                    "fdb): mode 0660 (default: the config's [host] control_group, "
                    "else root only, 0600)")
+    a.add_argument("--metrics", metavar="IP:PORT",
+                   help="serve Prometheus metrics (GET /metrics) there, e.g. "
+                   "127.0.0.1:9478 (default: the config's [host] metrics, else off)")
+    a.add_argument("--metrics-public", action="store_const", const=True,
+                   help="allow --metrics on an address beyond loopback: the metrics "
+                   "show this host's networks, containers and peers to whoever "
+                   "reaches it (default: refused)")
     a.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     a.set_defaults(func=_cmd_agent)
 

@@ -173,6 +173,12 @@ class HostConfig:
     lease_ttl: float = setting(10.0, Bounds(2, 3600))
     resync: float = setting(30.0, Bounds(1, 86400))
 
+    # Prometheus metrics (GET /metrics), "IP:PORT"; empty: not served.
+    # They show the host's networks, containers and peers: an address
+    # beyond loopback is refused unless metrics_public says it is meant.
+    metrics: str = setting("", rule=validate.listen)
+    metrics_public: bool = setting(False)
+
     def datapath(self) -> DatapathConfig:
         return DatapathConfig(
             local_ip=self.underlay,
@@ -187,6 +193,12 @@ class HostConfig:
             rx_linger_us=self.rx_linger_us,
             underlay_mtu=self.mtu,
         )
+
+    @property
+    def metrics_beyond_loopback(self) -> bool:
+        """Metrics served where other hosts may reach them."""
+        return bool(self.metrics) and not ipaddress.ip_address(
+            self.metrics.rpartition(":")[0].strip("[]")).is_loopback
 
     @property
     def endpoint_mtu(self) -> int:
@@ -357,6 +369,11 @@ def parse(data: dict[str, Any], source: str = "config",
     h = _Reader(f"{source}: [host]", data.get("host"), _HOST_KEYS)
     host = HostConfig(**{f.name: _READERS.get(f.name, _Reader.setting)(h, f)
                          for f in fields(HostConfig)})
+
+    if host.metrics_beyond_loopback and not host.metrics_public:
+        raise h.fail("metrics", f"{host.metrics} is not a loopback address: metrics show "
+                     "this host's networks, containers and peers to whoever reaches it; "
+                     "metrics_public = true (--metrics-public) serves them there")
 
     networks: list[NetworkConfig] = []
     for i, raw in enumerate(top.list_("network")):

@@ -7,7 +7,10 @@ threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
 ``status`` queries as JSON (``uvxlan.control`` is its client), and a
-timer that finds endpoints whose netns went away (and makes them again).
+timer that finds endpoints whose netns went away (and makes them again),
+and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
+Under systemd (``Type=notify``) it says READY=1 once the control socket
+answers and STOPPING=1 as it stops (``uvxlan.notify``).
 On a stop (SIGTERM, SIGINT): the packet path stops and the sockets close;
 the TAPs and the store lease stay for the next agent of the name, which
 adopts them (NAME.state beside the socket).  On a leave (``uvxlan leave``:
@@ -37,23 +40,29 @@ import signal
 import socket
 import stat
 import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import uvloop
 
+from uvxlan._version import __version__
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.errors import ConfigError, UvxlanError
+from uvxlan.metrics import AgentFacts, MetricsServer, bind_metrics, exposition, families
 from uvxlan.node import Node
+from uvxlan.notify import Notifier
 from uvxlan.state import AgentState
 from uvxlan.store import Store
+from uvxlan.store.contact import ContactStore
 
 log = logging.getLogger("uvxlan.daemon")
 
 AGEING_SWEEP_S = 10.0   # as Linux's vxlan: sweep every 10 s
 ENDPOINT_CHECK_S = 1.0  # how often lost endpoints are looked for (one ioctl each)
+STATUS_CHECK_S = 1.0    # how often the store's reachability is told to systemd
 
 # Control socket limits.  A request is one short JSON line; the replies
 # are large (a full FDB), so a slow reader gets time, not forever.
@@ -70,11 +79,18 @@ class Daemon:
     """The event loop's work: node, controller and control socket."""
 
     def __init__(self, node: Node, claim: ControlClaim,
-                 controller: Controller | None = None) -> None:
+                 controller: Controller | None = None, *,
+                 metrics: socket.socket | None = None,
+                 notifier: Notifier | None = None,
+                 contact: ContactStore | None = None) -> None:
         self.node = node
         self.cfg = node.cfg
         self.claim = claim
         self.controller = controller
+        self.notifier = notifier if notifier is not None else Notifier("")
+        self.metrics = None if metrics is None else MetricsServer(metrics, self.metrics_text)
+        self.contact = contact          # whether the controller's store answers
+        self.ready = False              # forwarding and answering (READY=1 sent)
         self._control: asyncio.AbstractServer | None = None
         # Open connections: ended on stop, so no handler is left cancelled
         # (Python 3.11's stream callback logs a cancelled one as an error).
@@ -109,6 +125,8 @@ class Daemon:
         ager = asyncio.create_task(self._age(sweep))
         checker = asyncio.create_task(self._check_endpoints())
         await self._serve_control()
+        if self.metrics is not None:
+            await self.metrics.start()
         control_plane = None
         if self.controller is not None:
             control_plane = asyncio.create_task(self.controller.run())
@@ -119,6 +137,13 @@ class Daemon:
             self.cfg.host.offload, node.features.describe(),
             "2 datapath threads" if threads else "datapath on the event loop",
         )
+        # The same moment for systemd (Type=notify): units ordered after
+        # this one start once `uvxlan stats` would answer.
+        self.ready = True
+        self.notifier.ready(self._summary())
+        told = None
+        if self.controller is not None:
+            told = asyncio.create_task(self._tell_store(self.controller))
         try:
             if control_plane is None:
                 await stop.wait()
@@ -133,7 +158,11 @@ class Daemon:
                     control_plane.result()
         finally:
             log.info("stopping")
-            for task in (ager, checker):
+            self.notifier.stopping("stopping: endpoints "
+                                   + ("removed (leave)" if self.leaving else "kept"))
+            for task in (ager, checker, told):
+                if task is None:
+                    continue
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
@@ -146,7 +175,38 @@ class Daemon:
                     await control_plane
                 await self.controller.close(leave=self.leaving)
             node.unserve()
+            if self.metrics is not None:
+                await self.metrics.close()
             await self._close_control()
+
+    def _summary(self) -> str:
+        """One line for `systemctl status`."""
+        return (f"{self.cfg.host.name} on {self.cfg.host.underlay}:{self.cfg.host.port}: "
+                f"{len(self.node.networks)} network(s), {len(self.node.endpoints)} endpoint(s)")
+
+    async def _tell_store(self, controller: Controller) -> None:
+        """STATUS= for `systemctl status`: synced with the store, and
+        whenever the store stops or starts answering."""
+        await controller.synced.wait()
+        told = None
+        while True:
+            connected = self.contact is None or self.contact.connected is not False
+            if connected != told:
+                told = connected
+                self.notifier.status(f"{self._summary()}; " + (
+                    "synced with the store" if connected else
+                    "store unreachable since " + time.strftime("%H:%M:%S")
+                    + "; forwarding goes on"))
+            await asyncio.sleep(STATUS_CHECK_S)
+
+    def metrics_text(self) -> str:
+        """GET /metrics: what `uvxlan stats` shows, and the agent's state."""
+        c = self.controller
+        facts = AgentFacts(version=__version__, ready=self.ready, store=c is not None,
+                           store_synced=c is not None and c.synced.is_set(),
+                           store_registered=c is not None and c.lease != 0,
+                           store_connected=bool(self.contact and self.contact.connected))
+        return exposition(families(self.node.stats(), facts))
 
     async def _check_endpoints(self) -> None:
         """Lost endpoints reported (status error), made again when their
@@ -238,6 +298,9 @@ class Daemon:
                 "ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
                 "offload": self.cfg.host.offload, "features": vars(self.node.features),
                 "control_refused": dict(self.refused)}
+            if self.metrics is not None:
+                st["metrics"] = self.cfg.host.metrics
+                st["metrics_refused"] = dict(self.metrics.refused)
             if self.controller is not None:
                 st["synced"] = self.controller.synced.is_set()
                 st["lease"] = self.controller.lease
@@ -410,12 +473,23 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # The name first: a second agent of a live name makes nothing.
     claim = claim_control(cfg.host)
+    notifier = Notifier()
+    metrics = None
     try:
+        # Before anything is made: a port in use is one line, and no TAP.
+        if cfg.host.metrics:
+            metrics = bind_metrics(cfg.host.metrics)
+            if cfg.host.metrics_beyond_loopback:
+                log.warning("metrics on %s, beyond loopback (metrics_public): they show "
+                            "this host's networks, containers and peers", cfg.host.metrics)
+        notifier.status("starting")
         state = AgentState.load(claim.socket.removesuffix(".sock") + ".state")
         node = Node(cfg, state)
         node.start()
-        controller = None if store is None else Controller(node, cfg.host, store, state)
-        daemon = Daemon(node, claim, controller)
+        contact = None if store is None else ContactStore(store)
+        controller = None if contact is None else Controller(node, cfg.host, contact, state)
+        daemon = Daemon(node, claim, controller, metrics=metrics, notifier=notifier,
+                        contact=contact)
         try:
             uvloop.run(daemon.run())
         finally:
@@ -423,4 +497,7 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
             log.info("left: endpoints removed" if daemon.leaving
                      else "stopped; endpoints kept for the next agent")
     finally:
+        if metrics is not None:
+            metrics.close()
+        notifier.close()
         claim.release()

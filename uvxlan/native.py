@@ -92,8 +92,8 @@ _check_stamp()
 _check_constants()
 
 __all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "ADMIT_MODES",
-           "LearnResult", "FdbEntry", "Counters", "Limits", "now_ms", "open_tx_socket",
-           "nofrag"]
+           "LearnResult", "FdbEntry", "Counters", "Limits", "VniSizes", "FdbSizes", "now_ms",
+           "open_tx_socket", "nofrag"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX
@@ -152,6 +152,27 @@ class Limits:
     fdb_full: int
     flood_full: int
     arp_full: int
+
+
+@dataclass(frozen=True)
+class VniSizes:
+    """How full a VNI's tables are (struct uvx_vni_sizes)."""
+
+    learned: int        # sources learned, against learn_limit
+    flood: int          # VTEPs in the flood list
+    admitted: int       # VTEPs admitted to send
+    arp: int            # ARP table entries
+    ports: int
+
+
+@dataclass(frozen=True)
+class FdbSizes:
+    """How full the FDB is (struct uvx_fdb_sizes)."""
+
+    entries: int        # static and learned
+    learned: int
+    learn_max: int      # the learned entries' cap (fdb_capacity)
+    capacity: int       # the pool, grown for static entries
 
 
 @dataclass(frozen=True)
@@ -399,6 +420,16 @@ class Datapath:
         out = ffi.new("struct uvx_limits *")
         _check(lib.uvx_vni_limits(self._dp, vni, out), f"VNI {vni}")
         return Limits(out.learn_limit, out.fdb_full, out.flood_full, out.arp_full)
+
+    def vni_sizes(self, vni: int) -> VniSizes:
+        out = ffi.new("struct uvx_vni_sizes *")
+        _check(lib.uvx_vni_sizes(self._dp, vni, out), f"VNI {vni}")
+        return VniSizes(out.learned, out.flood, out.admitted, out.arp, out.ports)
+
+    def fdb_sizes(self) -> FdbSizes:
+        out = ffi.new("struct uvx_fdb_sizes *")
+        _check(lib.uvx_fdb_sizes(self._dp, out), "FDB sizes")
+        return FdbSizes(out.entries, out.learned, out.learn_max, out.capacity)
 
     # ARP suppression -----------------------------------------------------
 

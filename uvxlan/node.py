@@ -425,14 +425,16 @@ class Node:
     def stats(self) -> dict[str, Any]:
         """Counters: drops by reason for the whole datapath, and for each
         network and port its packets, bytes and drops (the reasons not 0);
-        for each network the limits it reached (native.Limits)."""
+        for each network the limits it reached (native.Limits) and how
+        full its tables are (native.VniSizes); the FDB's size."""
         dp = self._datapath()
         return {
             "drops": dp.drops(),
+            "fdb": vars(dp.fdb_sizes()),
             "networks": [
                 dict(name=name, vni=vni, arp_replies=dp.arp_replies(vni),
                      **vars(dp.vni_counters(vni)), drops=dp.vni_drops(vni),
-                     limits=vars(dp.limits(vni)))
+                     limits=vars(dp.limits(vni)), sizes=vars(dp.vni_sizes(vni)))
                 for vni, name in sorted(self.networks.items())
             ],
             "ports": [

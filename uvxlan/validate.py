@@ -176,6 +176,27 @@ def vtep(value: object) -> str:
     return text
 
 
+def listen(value: object) -> str:
+    """Where a server listens, "IP:PORT" or "[IPv6]:PORT" (normal form);
+    "" for nowhere (off)."""
+    if value == "":
+        return ""
+    bad = ConfigError(f"{value!r} is not IP:PORT (127.0.0.1:9478, [::1]:9478)")
+    if not isinstance(value, str):
+        raise bad
+    host, sep, number = value.rpartition(":")
+    if not sep or not number.isdigit() or int(number) not in PORT:
+        raise bad
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise bad from None
+    if (address.version == 6) != bracketed:
+        raise bad
+    return f"[{address}]:{int(number)}" if bracketed else f"{address}:{int(number)}"
+
+
 def carries(underlay_mtu: int, mtu: int) -> bool:
     """Can an underlay of underlay_mtu carry a network's frames of mtu,
     encapsulated, without fragments?"""
