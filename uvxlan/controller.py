@@ -384,10 +384,10 @@ class Controller:
     def _held_by(self, held: KV) -> str:
         """The one line that refuses our name to us."""
         try:
-            rec = cluster.decode(HostRecord, held.value, held.key)
-            who = (f"underlay {shown(rec.underlay)}:{rec.port}, started "
+            rec = cluster.checked(HostRecord, held)     # every field checked: printable
+            who = (f"underlay {rec.underlay}:{rec.port}, started "
                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(rec.started))}")
-        except RecordError:
+        except (RecordError, OverflowError, OSError):
             who = "its record unreadable"
         return (f"host {self.me} is registered by a live agent (lease {held.lease:x}, {who}): "
                 f"refused; stop that agent, or give this one another --name (a dead "

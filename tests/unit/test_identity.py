@@ -130,3 +130,21 @@ def test_our_host_key_deleted_is_back_at_once(tmp_path: Path) -> None:
         await rig.ctl.close()
 
     run(tmp_path, scenario)
+
+
+def test_a_live_lease_over_a_bad_record_still_refuses(tmp_path: Path) -> None:
+    """What the line prints of the holder is checked first: a record
+    that fails its checks is not printed (a forged line break, a terminal
+    escape), and the name is still refused."""
+    async def scenario(rig: Rig) -> None:
+        lease = await rig.store.lease_grant(30)
+        bad = b'{"name": "h1", "underlay": "1.2.3.4\\n\\u001b[2J", "port": 4789}'
+        await rig.store.put(cluster.host_key(ME), bad, lease=lease)
+        with pytest.raises(ClusterError) as exc:
+            await rig.ctl._register()
+        assert str(exc.value).startswith(f"host {ME} is registered by a live agent (lease "
+                                          f"{lease:x}, its record unreadable): refused")
+        kv = await rig.store.get(cluster.host_key(ME))
+        assert kv is not None and kv.value == bad
+
+    run(tmp_path, scenario)
