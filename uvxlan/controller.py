@@ -59,8 +59,10 @@ from uvxlan._version import __version__
 from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord, NetworkRecord, shown
 from uvxlan.config import EndpointConfig, HostConfig
 from uvxlan.errors import (
+    ClusterError,
     LeaseExpired,
     NativeError,
+    RecordError,
     StoreCompacted,
     StoreDenied,
     StoreError,
@@ -69,7 +71,7 @@ from uvxlan.errors import (
 )
 from uvxlan.records import Here, Screener, Touched, shapes_datapath
 from uvxlan.state import AgentState
-from uvxlan.store import Event, Store
+from uvxlan.store import KV, Event, Store
 
 log = logging.getLogger("uvxlan.controller")
 
@@ -379,6 +381,7 @@ class Controller:
         before the first registration ends the controller."""
         backoff = Backoff()
         wait = 0.0
+        told_taken = ""
         while True:
             try:
                 if self.lease:
@@ -398,6 +401,17 @@ class Controller:
                     continue
                 self.health.failed("registration", exc)     # the new lease went at once
                 wait = backoff.next()
+            except ClusterError as exc:
+                # Our name is held by another live agent: at start the
+                # agent ends with it; later (our lease was lost, and it
+                # took the name meanwhile) forwarding goes on and we try
+                # again slowly, in case it goes.  Logged once per holder.
+                if not self._registered.is_set():
+                    raise
+                if str(exc) != told_taken:
+                    told_taken = str(exc)
+                    log.error("%s; forwarding goes on, retrying every %.0f s", exc, BACKOFF_MAX)
+                wait = BACKOFF_MAX
             except StoreDenied as exc:
                 # Credentials refused: at start the agent ends with it;
                 # later it keeps forwarding and tries again slowly (the
@@ -412,6 +426,7 @@ class Controller:
             else:
                 self.health.ok("registration")
                 backoff.reset()
+                told_taken = ""
                 wait = self.ttl / 3
             if not self.lease:
                 await asyncio.sleep(wait)
@@ -435,8 +450,7 @@ class Controller:
         # The lease is ours only once the host key is written under it: a
         # failed put leaves self.lease 0, so the next round registers again.
         try:
-            await self.store.put(cluster.host_key(self.me), cluster.encode(self.record),
-                                 lease=lease)
+            await self._claim_host_key(lease)
         except BaseException:
             if not kept:
                 with contextlib.suppress(StoreError, OSError):
@@ -452,6 +466,36 @@ class Controller:
         log.info("registered host %s (%s:%d) with a %.0f s lease%s", self.me,
                  self.record.underlay, self.record.port, self.ttl,
                  " (the previous agent's, still alive)" if kept else "")
+
+    async def _claim_host_key(self, lease: int) -> None:
+        """Write our host key under lease, unless a live agent of our name
+        holds it.  A key under another lease is held by a live agent (the
+        store deletes a key when its lease ends): one on another control
+        directory, or another machine, which NAME.lock cannot see.  The
+        lease this name's previous agent left in NAME.state is ours (a
+        restart after SIGKILL, its lease still alive); a key under no lease
+        was written by hand.  Compare-and-swap, so that of two agents
+        starting at once, one wins and the other sees its key."""
+        key, mine = cluster.host_key(self.me), cluster.encode(self.record)
+        while True:
+            held = await self.store.get(key)
+            if held is not None and held.lease not in (0, lease):
+                raise ClusterError(self._held_by(held))
+            if await self.store.cas(key, mine, lease=lease,
+                                    mod_revision=0 if held is None else held.mod_revision):
+                return
+
+    def _held_by(self, held: KV) -> str:
+        """The one line that refuses our name to us."""
+        try:
+            rec = cluster.checked(HostRecord, held)     # every field checked: printable
+            who = (f"underlay {rec.underlay}:{rec.port}, started "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(rec.started))}")
+        except (RecordError, OverflowError, OSError):
+            who = "its record unreadable"
+        return (f"host {self.me} is registered by a live agent (lease {held.lease:x}, {who}): "
+                f"refused; stop that agent, or give this one another --name (a dead "
+                f"agent's lease ends within its TTL)")
 
     async def _reclaim_host_key(self) -> None:
         """Our host key holds our record, under our lease: a writer who
@@ -548,6 +592,14 @@ class Controller:
         self._told_refused(touched.keys)
         self._report_refused(touched.endpoints)
         await self.apply()
+        if change is None and ev.key == cluster.host_key(self.me) and self.lease:
+            # Our host key deleted (by hand): back now, not at the next
+            # keepalive, so the other hosts lose our entries for one watch
+            # round trip only.  If our lease ended (the store deletes the
+            # key with it), the put fails and the keepalive round
+            # registers again.
+            with contextlib.suppress(StoreError):
+                await self._reclaim_host_key()
         return True
 
     async def _watch(self, start: int) -> None:

@@ -5,8 +5,9 @@ machine (agents, CLI) share.
                                 compacted: events up to here are gone
     kv      (key, value, create_revision, mod_revision, lease)
     events  (revision, type, key, value)       one row per write
-    leases  (id, ttl, expiry)   expiry: wall clock (time.time()), since
-                                monotonic clocks are per process
+    leases  (id, ttl, deadline) deadline: when the lease ends, in seconds of
+                                CLOCK_BOOTTIME (see below)
+    boot    (id)                the boot whose CLOCK_BOOTTIME the deadlines count
 
 The database runs in WAL mode, so readers never wait for the writer.  Every
 write takes the write lock up front (``BEGIN IMMEDIATE``) and holds it until
@@ -20,8 +21,21 @@ taking the next revision, committed (or rolled back) together.
 
 There is no notification between processes: a watch polls the events table
 every ``poll_interval``.  Leases expire without their owner: every operation
-and every poll first deletes the keys of leases whose expiry has passed (with
+and every poll first deletes the keys of leases whose deadline has passed (with
 delete events), whichever process notices first.
+
+Lease deadlines count in CLOCK_BOOTTIME, never in the wall clock: a
+wall-clock step (NTP, an operator's ``date -s``) would otherwise end every
+lease at once (a step forward: every host vanishes) or keep dead ones for
+as long as the step (a step back).  CLOCK_BOOTTIME is monotonic, counts
+time suspended, and is the same for every process of the machine, so the
+processes sharing the file agree on it.  It restarts at each boot: the
+file names the boot its deadlines belong to (/proc/sys/kernel/random/
+boot_id), and a process that opens it after a reboot ends every lease of
+the old boot (their agents died with it).  Schema 1 kept wall-clock
+expiries: opening such a file converts them (and a schema-1 process still
+running on it then fails on every operation, as on an unreachable store,
+rather than misread the new deadlines).
 
 All database work runs on one thread per store, never on the event loop.
 
@@ -48,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import logging
 import os
 import secrets
@@ -73,7 +88,7 @@ log = logging.getLogger("uvxlan.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
@@ -85,10 +100,27 @@ CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0;
 CREATE TABLE IF NOT EXISTS events (
     revision INTEGER PRIMARY KEY, type TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL, expiry REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expiry);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL, deadline REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_deadline ON leases (deadline);
+CREATE TABLE IF NOT EXISTS boot (id TEXT NOT NULL);
 """
 _WATCH_BATCH = 1000          # events read per poll at most
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def _clock() -> float:
+    """Now, on the clock lease deadlines count in (see the module docstring)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@functools.cache
+def _boot() -> str:
+    """This boot's id: CLOCK_BOOTTIME readings of other boots mean nothing."""
+    try:
+        with open(_BOOT_ID, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read {_BOOT_ID}: {exc.strerror}") from None
 
 
 class SqliteStore:
@@ -233,20 +265,60 @@ class SqliteStore:
                 if version < SCHEMA_VERSION:
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                conn.execute(statement)
-                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        self._upgrade(conn)
                     except BaseException:
                         conn.execute("ROLLBACK")
                         raise
                     conn.execute("COMMIT")
+                self._check_boot(conn)
             except BaseException:
                 conn.close()
                 raise
         st = os.stat(self.path)
         self._conn, self._file = conn, (st.st_dev, st.st_ino)
         return conn
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        """Bring the schema to SCHEMA_VERSION, under the write lock (another
+        process may have done it since we looked)."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version == 1:
+            # Wall-clock expiries become deadlines on this boot's clock.
+            conn.execute("ALTER TABLE leases RENAME COLUMN expiry TO deadline")
+            conn.execute("DROP INDEX IF EXISTS leases_expiry")
+            conn.execute("UPDATE leases SET deadline = deadline - ? + ?",
+                         (time.time(), _clock()))
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO boot VALUES (?)", (_boot(),))
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _check_boot(self, conn: sqlite3.Connection) -> None:
+        """A file whose deadlines count in another boot's clock: that boot's
+        agents are all gone, so are their leases (and keys).  Once per
+        connection is enough: no process outlives a reboot."""
+        row = conn.execute("SELECT id FROM boot").fetchone()
+        if row is not None and row[0] == _boot():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT id FROM boot").fetchone()
+            if row is None or row[0] != _boot():
+                leases = conn.execute("SELECT id FROM leases ORDER BY id").fetchall()
+                for (lease,) in leases:
+                    self._drop_lease(conn, lease)
+                if leases:
+                    log.info("store: %d lease(s) of an earlier boot ended", len(leases))
+                conn.execute("DELETE FROM boot")
+                conn.execute("INSERT INTO boot VALUES (?)", (_boot(),))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -280,7 +352,7 @@ class SqliteStore:
         with self._errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._expire(conn, time.time())
+                self._expire(conn, _clock())
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -293,8 +365,8 @@ class SqliteStore:
         are expired first (a short write, only when some are)."""
         conn = self._db()
         with self._errors():
-            if conn.execute("SELECT 1 FROM leases WHERE expiry <= ? LIMIT 1",
-                            (time.time(),)).fetchone() is not None:
+            if conn.execute("SELECT 1 FROM leases WHERE deadline <= ? LIMIT 1",
+                            (_clock(),)).fetchone() is not None:
                 with self._write():
                     pass
             conn.execute("BEGIN")
@@ -330,7 +402,7 @@ class SqliteStore:
                          (first_kept - 1,))
 
     def _expire(self, conn: sqlite3.Connection, now: float) -> None:
-        due = conn.execute("SELECT id FROM leases WHERE expiry <= ? ORDER BY expiry",
+        due = conn.execute("SELECT id FROM leases WHERE deadline <= ? ORDER BY deadline",
                            (now,)).fetchall()
         for (lease,) in due:
             n = self._drop_lease(conn, lease)
@@ -451,14 +523,14 @@ class SqliteStore:
                 lease = secrets.randbelow(1 << 62) + 1
                 if conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
                     break
-            conn.execute("INSERT INTO leases (id, ttl, expiry) VALUES (?, ?, ?)",
-                         (lease, ttl, time.time() + ttl))
+            conn.execute("INSERT INTO leases (id, ttl, deadline) VALUES (?, ?, ?)",
+                         (lease, ttl, _clock() + ttl))
             return lease
 
     def _lease_keepalive(self, lease: int) -> None:
         with self._write() as conn:
-            cur = conn.execute("UPDATE leases SET expiry = ? + ttl WHERE id = ?",
-                               (time.time(), lease))
+            cur = conn.execute("UPDATE leases SET deadline = ? + ttl WHERE id = ?",
+                               (_clock(), lease))
             if cur.rowcount == 0:
                 raise LeaseExpired(f"lease {lease:x} has expired or was revoked")
 
