@@ -99,7 +99,8 @@ int uvx_remote_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip, uint16_t port);
  * unknown_vtep.  ANY: from anyone, as Linux's vxlan.  Admission is by the
  * outer source address alone: the source port is a per-flow hash (RFC
  * 7348 section 5).  Learning (on for a new VNI) off: no source is learned,
- * from the wire or from a port; forwarding uses static entries alone.
+ * from the wire or from a port; forwarding uses static entries alone
+ * (unicast to a MAC without one is dropped as unknown_dst, not flooded).
  * Whatever the modes, a frame whose source MAC is a static entry that
  * points elsewhere (another port; a VTEP with another address) is dropped
  * as spoofed_mac. */
