@@ -64,15 +64,15 @@ int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 		drop(dp, v, at->port, UVX_DROP_LEARN_LIMIT);
 		bump(r == FDB_LEARN_LIMIT ? &v->learn_capped[uvx_wid] : &v->fdb_full[uvx_wid], 1);
 	}
-	/* Learning off, the control plane put every destination in the FDB
-	 * (the store's endpoints, the config's static entries): a unicast MAC
-	 * it does not hold has gone, typically a detached container that a
-	 * neighbour cache still names.  Flooding it would hand every other
-	 * container, among them the one that took its address over, traffic
-	 * that is not its own.  Dropped, as a Linux bridge port with "flood
-	 * off" (BR_FLOOD clear) gets no unknown unicast; the sender's
-	 * neighbour entry fails and it asks again (ARP), which is answered. */
-	if (found == FWD_FLOOD && !v->learning && !mac_is_multicast(dst)) {
+	/* Where the control plane programs every destination (a store
+	 * network that does not learn), a unicast MAC not in the FDB has
+	 * gone, typically a detached container that a neighbour cache still
+	 * names.  Flooding it would hand every other container, among them
+	 * the one that took its address over, traffic that is not its own.
+	 * Dropped, as a Linux bridge port with "flood off" (BR_FLOOD clear)
+	 * gets no unknown unicast; the sender's neighbour entry fails and it
+	 * asks again (ARP), which is answered. */
+	if (found == FWD_FLOOD && !v->flood_unknown && !mac_is_multicast(dst)) {
 		drop(dp, v, at->port, UVX_DROP_UNKNOWN_DST);
 		return FWD_DROPPED;
 	}
