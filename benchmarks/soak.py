@@ -103,7 +103,7 @@ us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 us.bind(("0.0.0.0", port))
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-stale, probes, samples = 0, 0, []
+stale, probes, samples, first = 0, 0, [], {}
 print("ready", flush=True)
 while not stop:
     try:
@@ -111,8 +111,9 @@ while not stop:
     except InterruptedError:
         continue
     if us in ready:
-        us.recv(2048)
+        _, (src, _) = us.recvfrom(2048)
         probes += 1
+        first.setdefault(src, time.time())
     if ps in ready:
         data, addr = ps.recvfrom(2048)
         if addr[0] != ifname or addr[2] != PACKET_OTHERHOST or len(data) < 14:
@@ -124,7 +125,8 @@ while not stop:
             samples.append({"t": time.time(), "dst_mac": data[0:6].hex(":"),
                             "src_mac": data[6:12].hex(":"), "ethertype": data[12:14].hex(),
                             "ip_dst": ip_dst})
-print(json.dumps({"stale": stale, "probes": probes, "samples": samples}), flush=True)
+print(json.dumps({"stale": stale, "probes": probes, "samples": samples,
+                  "first_probe": first}), flush=True)
 """
 
 # One UDP datagram every GAP seconds, to each pool address in turn.
@@ -164,6 +166,7 @@ class Detector:
     host: str
     proc: subprocess.Popen[str]
     attached: float = 0.0
+    reused_ip: bool = False
     result: dict[str, Any] = field(default_factory=dict)
 
     def finish(self) -> dict[str, Any]:
@@ -326,6 +329,7 @@ class Soak:
                 ip = self.free_ips.pop(-1 if rng.random() < 0.7 else 0)
                 reused_ip = ip in self.ip_owners
                 self.churn["ip_reused"] += reused_ip
+                self.ip_owners.setdefault(ip, [])
                 if self.free_names and rng.random() < 0.5:
                     name = self.free_names.pop()
                     self.churn["name_reused"] += 1
@@ -343,14 +347,15 @@ class Soak:
         attached = False
         try:
             netns = self.lab.add_container(name)
-            det = Detector(name, mac, ip, host, start_detector(self.lab, netns))
+            det = Detector(name, mac, ip, host, start_detector(self.lab, netns),
+                           reused_ip=reused_ip)
             self.cli("attach", NETWORK, "--host", host, "--netns", netns, "--name", name,
                      "--ip", ip, "--mac", mac, "--timeout", "30", host=host)
             attached = True
             det.attached = time.time()
             with self.lock:
                 self.churn["attached"] += 1
-                self.ip_owners.setdefault(ip, []).append((det.attached, name, mac))
+                self.ip_owners[ip].append((det.attached, name, mac))
             self.stop.wait(rng.uniform(2.0, 6.0))
             self.cli("detach", NETWORK, name, host=host)
             attached = False
@@ -563,6 +568,23 @@ class Soak:
                                    "ip": det.ip, "mac": det.mac, "stale": r["stale"],
                                    "samples": samples})
         stale = sum(r["stale"] for r in stale_rows)
+        # How soon the probes (from a1, a2, a3) reached a new container:
+        # a neighbour cache that still names an address's old MAC delays it.
+        reach: dict[str, Any] = {}
+        for kind, dets in (("new_address", [d for d in self.detectors if not d.reused_ip]),
+                           ("reused_address", [d for d in self.detectors if d.reused_ip])):
+            delays, partial = [], 0
+            for d in dets:
+                firsts = d.result.get("first_probe", {})
+                if len(firsts) == len(LONG_LIVED):
+                    delays.append(max(firsts.values()) - d.attached)
+                else:
+                    partial += 1
+            delays.sort()
+            reach[kind] = {"containers": len(dets), "reached_by_all": len(delays),
+                           "not_by_all": partial,
+                           "median_s": round(delays[len(delays) // 2], 2) if delays else None,
+                           "max_s": round(delays[-1], 2) if delays else None}
         probes = sum(d.result.get("probes", 0) for d in self.detectors)
         hosts = {}
         for h in HOSTS:
@@ -587,6 +609,7 @@ class Soak:
             "detector_check": self.detector_check,
             "stale": stale, "stale_by_container": stale_rows,
             "churned_containers": len(self.detectors), "probes_delivered_to_churned": probes,
+            "probe_reach": reach,
             "churn": self.churn, "restarts": self.restarts, "pings": pings,
             "iperf": {"slices": len(self.iperf), "ok": len(iperf_ok),
                       "failed": len(self.iperf) - len(iperf_ok),
@@ -626,6 +649,10 @@ def print_table(r: dict[str, Any]) -> None:
     for row in r["stale_by_container"]:
         print(f"  {row['container']} ({row['host']}, {row['ip']}, {row['mac']}): {row['stale']};"
               f" e.g. {row['samples'][:2]}")
+    for kind, x in r["probe_reach"].items():
+        print(f"probes reaching churned containers on a {kind.replace('_', ' ')}:"
+              f" {x['reached_by_all']}/{x['containers']} reached from all 3 long-lived"
+              f" containers, median {x['median_s']} s after attach (max {x['max_s']} s)")
     print(f"restarts: {len(r['restarts'])} ("
           + ", ".join(f"{x['host']} {x['signal']} {x['ready_ms']} ms" for x in r["restarts"][:6])
           + (" ..." if len(r["restarts"]) > 6 else "") + ")")
