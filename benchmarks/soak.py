@@ -414,6 +414,7 @@ class Soak:
             with self.lock:
                 self.restarts.append(rec)
             log(f"restart {host} ({rec['signal']}): ready after {rec['ready_ms']} ms")
+            self.sample(host, f"after restart {i}")
             if new is None:
                 self.error(f"{host}: agent did not come back")
                 return
@@ -593,7 +594,23 @@ class Soak:
             last = next((s for s in reversed(ss) if s["when"] == "end"), None)
             delta = ({k: round(last[k] - first[k], 1) for k in ("fds", "tun_fds", "rss_mb", "taps")}
                      if first and last else None)
+            # Each agent's own life (a pid's first to last sample): what a
+            # leak would add between two restarts.  Churned containers'
+            # TAPs come and go: fds other than /dev/net/tun are compared.
+            lives: dict[int, list[dict[str, Any]]] = {}
+            for s in ss:
+                lives.setdefault(s["pid"], []).append(s)
+            growth = [{"fds": (life[-1]["fds"] - life[-1]["tun_fds"])
+                       - (life[0]["fds"] - life[0]["tun_fds"]),
+                       "rss_mb": round(life[-1]["rss_mb"] - life[0]["rss_mb"], 1),
+                       "pid": pid, "seconds": round(life[-1]["t"] - life[0]["t"])}
+                      for pid, life in lives.items() if len(life) > 1]
             hosts[h] = {"start": first, "end": last, "delta": delta,
+                        "agents": len(lives),
+                        "max_fd_growth_in_a_life": max((g["fds"] for g in growth), default=None),
+                        "max_rss_growth_in_a_life_mb": max((g["rss_mb"] for g in growth),
+                                                           default=None),
+                        "lives": growth,
                         "max_fds": max((s["fds"] for s in ss), default=None),
                         "max_rss_mb": max((s["rss_mb"] for s in ss), default=None),
                         "samples": ss}
@@ -675,6 +692,12 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"| {h} | {s['fds']} | {e['fds']} | {d['fds']:+g} | {s['tun_fds']} | {e['tun_fds']} "
               f"| {s['rss_mb']} | {e['rss_mb']} | {d['rss_mb']:+g} | {s['taps']} | {e['taps']} "
               f"| {s['pid']} | {e['pid']} |")
+    print("per agent life (first to last sample of one pid): largest growth of fds"
+          " (not counting TAPs) and RSS: "
+          + "; ".join(f"{h} {v['max_fd_growth_in_a_life']:+g} fds,"
+                      f" {v['max_rss_growth_in_a_life_mb']:+g} MB over {v['agents']} agents"
+                      for h, v in r["hosts"].items()
+                      if v["max_fd_growth_in_a_life"] is not None))
     print("PASSED" if r["passed"] else
           f"FAILED: stale {r['stale']}, grew {r['grew']}, churn failures {c['failures']}")
 
