@@ -164,25 +164,6 @@ class Endpoint:
         if self.vnet_hdr:
             enable_tap_offloads(self._fd)
         netlink.link_move(tmp, to_netns=self.cfg.netns, new_name=self.cfg.ifname)
-        self._announce_when_up()
-
-    def _announce_when_up(self) -> None:
-        """arp_notify (Linux's ip-sysctl.rst): the container's kernel sends
-        a gratuitous ARP when eth0 comes up.  Neighbours that cached this
-        address with another MAC (a container detached a moment ago) take
-        the new one at once, instead of after their reachable time (15-45
-        s, then 5 s of delay and probes), unreachable all along."""
-        path = f"/proc/sys/net/ipv4/conf/{self.cfg.ifname}/arp_notify"
-
-        def write() -> None:
-            with open(path, "w") as f:      # /proc/sys/net is the opener's netns'
-                f.write("1")
-
-        try:
-            netlink.run_in_netns(self.cfg.netns, write)
-        except OSError as exc:
-            log.warning("endpoint %s in netns %s: no gratuitous ARP when up (%s: %s)",
-                        self.cfg.ifname, self.cfg.netns, path, exc.strerror)
 
     def _adopt(self, flags: int) -> None:
         cfg = self.cfg

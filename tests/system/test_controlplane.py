@@ -183,34 +183,6 @@ def test_an_address_moved_100_times_reaches_only_its_new_host(
     assert report["failures"] == [], report["failures"][:5]
 
 
-def neighbour_mac(c: Cluster, netns: str, ip: str) -> str | None:
-    out = c.lab.run(netns, ["ip", "neigh", "show", ip, "dev", "eth0"], check=True).stdout
-    m = re.search(r"lladdr (\S+)", out)
-    return m.group(1) if m else None
-
-
-def test_an_address_taken_over_with_a_new_mac_is_announced(
-        cluster: Callable[[int], Cluster]) -> None:
-    """A container that takes a detached one's address with another MAC
-    announces it (gratuitous ARP when its eth0 comes up): a neighbour that
-    cached the old MAC takes the new one at once, not after its reachable
-    time (15 s at least), and its packets reach the new container."""
-    c = cluster(2)
-    c.cli("network", "create", "net1", "--subnet", "10.7.0.0/24")
-    c.attach("net1", "h1", "peer")
-    ns_peer = c.lab.container_netns("peer")
-    old_mac, new_mac, ip = "02:5b:00:00:00:01", "02:5b:00:00:00:02", "10.7.0.50"
-    c.attach("net1", "h2", "old", "--ip", ip, "--mac", old_mac)
-    assert ping(c.lab, ns_peer, ip, 1) == 1
-    assert neighbour_mac(c, ns_peer, ip) == old_mac
-    c.cli("detach", "net1", "old")
-    c.lab.remove_container("old")
-    c.attach("net1", "h2", "new", "--ip", ip, "--mac", new_mac)
-    eventually(lambda: neighbour_mac(c, ns_peer, ip) == new_mac, 5,
-               "the peer's neighbour entry names the new MAC")
-    assert ping(c.lab, ns_peer, ip, 1) == 1
-
-
 # --- ARP suppression -----------------------------------------------------------------
 
 @needs("tshark")
