@@ -502,6 +502,11 @@ class Soak:
             self.stop.set()
             for t in workers:
                 t.join()
+        # ping -c runs late under load: stop it at the deadline (SIGINT:
+        # it prints its statistics and exits).
+        for p in pings.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
         for t in readers:
             t.join(30)
         end_wall = time.time()
