@@ -269,6 +269,7 @@ class Soak:
         self.iperf: list[dict[str, Any]] = []
         self.ip_owners: dict[str, list[tuple[float, str, str]]] = {}  # ip -> (t, name, mac)
         self.background: list[subprocess.Popen[Any]] = []
+        self.restarting: set[str] = set()
 
     # --- helpers -----------------------------------------------------------
 
@@ -390,6 +391,7 @@ class Soak:
             # h1 TERM, h2 KILL, h3 TERM, h1 KILL, ...: each host gets both
             sig = "term" if i % 2 == 0 else "kill"
             i += 1
+            self.restarting.add(host)
             self.sample(host, f"before restart {i}")
             old = self.ov.proc(host)
             t_stop = time.time()
@@ -415,6 +417,7 @@ class Soak:
                 self.restarts.append(rec)
             log(f"restart {host} ({rec['signal']}): ready after {rec['ready_ms']} ms")
             self.sample(host, f"after restart {i}")
+            self.restarting.discard(host)
             if new is None:
                 self.error(f"{host}: agent did not come back")
                 return
@@ -455,7 +458,8 @@ class Soak:
     def sampler(self) -> None:
         while not self.stop.wait(30.0):
             for h in HOSTS:
-                self.sample(h, "periodic")
+                if h not in self.restarting:   # not an agent still starting
+                    self.sample(h, "periodic")
 
     # --- the run -----------------------------------------------------------
 
