@@ -235,6 +235,7 @@ static int vni_add(struct uvx_dp *dp, uint32_t vni)
 		v->vni = vni;
 		v->admit = UVX_ADMIT_MEMBERS;   /* deny what is not known */
 		v->learning = 1;
+		v->flood_unknown = 1;      /* as Linux's vxlan and bridge */
 		dp->vnis[i] = v;
 		vni_reindex(dp);
 		return 0;
@@ -384,6 +385,20 @@ static int vni_set_learning(struct uvx_dp *dp, uint32_t vni, int on)
 int uvx_vni_set_learning(struct uvx_dp *dp, uint32_t vni, int on)
 {
 	LOCKED(dp, vni_set_learning(dp, vni, on));
+}
+
+static int vni_set_flood_unknown(struct uvx_dp *dp, uint32_t vni, int on)
+{
+	struct uvx_vni *v = vni_find(dp, vni);
+	if (!v)
+		return -ENOENT;
+	v->flood_unknown = !!on;
+	return 0;
+}
+
+int uvx_vni_set_flood_unknown(struct uvx_dp *dp, uint32_t vni, int on)
+{
+	LOCKED(dp, vni_set_flood_unknown(dp, vni, on));
 }
 
 static int peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip)

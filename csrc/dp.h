@@ -54,6 +54,7 @@ struct uvx_vni {
 	uint32_t vni;
 	int admit;                 /* enum uvx_admit_mode */
 	int learning;              /* learn sources (else static entries only) */
+	int flood_unknown;         /* flood unicast for MACs not in the FDB (else unknown_dst) */
 	struct peer_set peers;
 	uint32_t learned;          /* learned FDB entries, for the cap */
 	uint32_t nports;

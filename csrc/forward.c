@@ -64,6 +64,18 @@ int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 		drop(dp, v, at->port, UVX_DROP_LEARN_LIMIT);
 		bump(r == FDB_LEARN_LIMIT ? &v->learn_capped[uvx_wid] : &v->fdb_full[uvx_wid], 1);
 	}
+	/* Where the control plane programs every destination (a store
+	 * network that does not learn), a unicast MAC not in the FDB has
+	 * gone, typically a detached container that a neighbour cache still
+	 * names.  Flooding it would hand every other container, among them
+	 * the one that took its address over, traffic that is not its own.
+	 * Dropped, as a Linux bridge port with "flood off" (BR_FLOOD clear)
+	 * gets no unknown unicast; the sender's neighbour entry fails and it
+	 * asks again (ARP), which is answered. */
+	if (found == FWD_FLOOD && !v->flood_unknown && !mac_is_multicast(dst)) {
+		drop(dp, v, at->port, UVX_DROP_UNKNOWN_DST);
+		return FWD_DROPPED;
+	}
 	return found;
 }
 

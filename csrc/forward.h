@@ -9,8 +9,9 @@
 
 /* What fdb_switch says to do with a frame. */
 enum fwd_verdict {
-	FWD_DROPPED = -1,   /* spoofed source: counted, go no further */
-	FWD_FLOOD = 0,      /* BUM or unknown unicast */
+	FWD_DROPPED = -1,   /* spoofed source, or unknown unicast not flooded:
+	                       counted, go no further */
+	FWD_FLOOD = 0,      /* BUM, or unknown unicast */
 	FWD_UNICAST = 1,    /* to *out */
 };
 
@@ -19,7 +20,9 @@ enum fwd_verdict {
  * learns (the frame passed vxlan_check_inner), then look up dst.  A
  * source left unlearned counts as learn_limit for the VNI (and the port
  * at->port, if it is one), and in the VNI's limits; the frame is still
- * forwarded.  Returns an enum fwd_verdict. */
+ * forwarded.  Unicast to a MAC not in the FDB is flooded, or dropped as
+ * unknown_dst if the VNI's flood_unknown is off.  Returns an enum
+ * fwd_verdict. */
 int fdb_switch(struct uvx_dp *dp, struct uvx_vni *v, const uint8_t *src,
 	       const struct fdb_dest *at, const uint8_t *dst, uint64_t now,
 	       struct fdb_dest *out);

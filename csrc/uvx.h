@@ -109,6 +109,11 @@ enum uvx_admit_mode {
 };
 int uvx_vni_set_admit(struct uvx_dp *dp, uint32_t vni, int mode);
 int uvx_vni_set_learning(struct uvx_dp *dp, uint32_t vni, int on);
+/* Unicast for a MAC not in the FDB: flooded (on, every new VNI's mode, as
+ * Linux's vxlan sends it to its default destinations), or dropped and
+ * counted as unknown_dst (off: where the control plane programs every
+ * destination, such a MAC has gone, and its frames belong to nobody). */
+int uvx_vni_set_flood_unknown(struct uvx_dp *dp, uint32_t vni, int on);
 int uvx_peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
 int uvx_peer_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
 int uvx_peer_count(struct uvx_dp *dp, uint32_t vni);

@@ -2,8 +2,9 @@
 outlives the agent.
 
 The agent holds the TAP's fd while the interface lives in the container
-as ``eth0``.  The TAP is persistent (TUNSETPERSIST): when the agent exits
-or dies, the interface stays, with its index, MAC, addresses, MTU, queue
+as ``eth0``.  The TAP is persistent (TUNSETPERSIST), from the moment it
+is configured and carries the agent's alias: when the agent exits or dies
+after that, the interface stays, with its index, MAC, addresses, MTU, queue
 and offloads; the container's connections wait (its frames are dropped
 meanwhile, as on a cable pulled out, and TCP sends them again).  The next
 agent of the same name adopts it: it opens the TAP by name inside the
@@ -130,6 +131,16 @@ class Endpoint:
             if self.adopted and changed:
                 log.warning("endpoint %s in netns %s: adopted, repaired %s", cfg.ifname,
                             cfg.netns, "; ".join(changed))
+            if not self.adopted:
+                # Persistent only now that it carries our alias: an agent
+                # killed before this leaves no eth0 (it goes with the fd),
+                # never one without the alias that the next agent refuses.
+                try:
+                    fcntl.ioctl(self._fd, TUNSETPERSIST, 1)
+                except OSError as exc:
+                    raise NetlinkError(f"endpoint {cfg.address}: cannot make {cfg.ifname!r}"
+                                       f" in netns {cfg.netns!r} persistent:"
+                                       f" {exc.strerror}") from None
             if cfg.gateway and not any(
                     r["dst"] in ("0.0.0.0/0", "::/0") and r["table"] == 254
                     for r in netlink.routes(cfg.netns)):
@@ -146,7 +157,6 @@ class Endpoint:
         tmp = "uvx" + secrets.token_hex(5)
         try:
             self._fd = _tap_open(tmp, flags | IFF_TUN_EXCL)
-            fcntl.ioctl(self._fd, TUNSETPERSIST, 1)
         except OSError as exc:
             raise NetlinkError(f"cannot create a TAP device: {exc.strerror}") from None
         # Offloads are asked for before the move: the container's stack

@@ -406,6 +406,12 @@ class Datapath:
         learned there."""
         _check(lib.uvx_vni_set_learning(self._dp, vni, on), f"setting learning of VNI {vni}")
 
+    def set_flood_unknown(self, vni: int, on: bool) -> None:
+        """Flood unicast for a MAC not in the FDB (a new VNI does); off:
+        drop it, counted as unknown_dst."""
+        _check(lib.uvx_vni_set_flood_unknown(self._dp, vni, on),
+               f"setting unknown-unicast flooding of VNI {vni}")
+
     def peer_add(self, vni: int, ip: str) -> None:
         """VTEP ip may send into the VNI."""
         _check(lib.uvx_peer_add(self._dp, vni, _ip(ip)), f"admitting VTEP {ip} to VNI {vni}")

@@ -328,10 +328,14 @@ class Node:
 
     def set_admission(self, vni: int, admit: str, learning: bool) -> None:
         """Who may send into the VNI (members or any), and whether it
-        learns."""
+        learns.  A store network that does not learn floods no unknown
+        unicast: the store programs all its MACs, so one missing has gone
+        (a detached container) and its frames are nobody else's.  A
+        config network floods it to its remotes, as Linux's vxlan does."""
         dp = self._datapath()
         dp.set_admit(vni, admit)
         dp.set_learning(vni, learning)
+        dp.set_flood_unknown(vni, learning or vni in self.static_vnis)
 
     def admit_peer(self, vni: int, ip: str) -> None:
         """VTEP ip is a member of the VNI: its datagrams are accepted."""

@@ -270,6 +270,14 @@ def test_learning_off_learns_nothing_from_a_member(members: MembersFactory,
     learned = m.fdb_macs() & set(unknown)
     assert learned == (set(unknown) if learning else set())
     assert ping(m.lab, m.netns("a1"), A2_IP, 2) == 2
+    # Unicast for a MAC nobody holds (a detached container's): a store
+    # network that does not learn knows every MAC and drops it; a config
+    # network, or one that learns, floods it as Linux's vxlan does.
+    m.send("h2", [bytes(Ether(dst="06:00:00:00:02:01", src=unknown[0]) /
+                        IP(src="10.0.0.99", dst="10.0.0.98") / ICMP())])
+    time.sleep(0.3)
+    dropped = m.net1()["drops"].get("unknown_dst", 0)
+    assert dropped == (1 if m.mode == "cluster" and not learning else 0)
 
 
 @pytest.mark.parametrize("members", ["cluster"], indirect=True)

@@ -310,3 +310,27 @@ def test_cluster_netns_deleted_is_an_error_status_until_it_is_back(two_hosts: Cl
     netlink.netns_create(ns1)
     eventually(lambda: status() == "ready", 8, "c1's status ready again")
     assert link(ns1)["mac"]
+
+
+def test_an_agent_killed_while_making_an_eth0_leaves_none_behind(lab: Lab) -> None:
+    """An agent killed after a new TAP is in the container's netns but
+    before it is configured and marked with the agent's alias (os._exit in
+    place of link_configure: no clean-up, as SIGKILL) leaves no eth0 for
+    the next agent to refuse as somebody else's: a TAP is made persistent
+    only once it carries the alias."""
+    lab.up(1)
+    ns = lab.add_container("c1")
+    code = (
+        "import os\n"
+        "from ipaddress import IPv4Interface\n"
+        "from uvxlan import endpoint, netlink\n"
+        "from uvxlan.config import EndpointConfig\n"
+        "netlink.link_configure = lambda *a, **k: os._exit(9)\n"
+        f"cfg = EndpointConfig('net1', {ns!r}, IPv4Interface('10.0.0.2/24'),"
+        " '02:00:00:00:00:02')\n"
+        "endpoint.Endpoint(cfg, 1450, owner='h1')\n")
+    done = lab.run(lab.host("h1").netns, [sys.executable, "-c", code])
+    assert done.returncode == 9, done.stderr
+    assert netlink.link_state("eth0", ns) is None
+    links = lab.run(lab.host("h1").netns, ["ip", "-o", "link"], check=True).stdout
+    assert ": uvx" not in links            # nor a temporary TAP in the agent's netns

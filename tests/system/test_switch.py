@@ -470,6 +470,36 @@ def test_learning_off_learns_nothing_from_either_side(sw: Switch) -> None:
     assert sw.dp.fdb_lookup(1, mac(2)) is not None
 
 
+def test_unknown_unicast_flooding_off_drops_it_from_either_side(sw: Switch) -> None:
+    """A MAC the control plane removed (a detached container) that a
+    neighbour cache still names: with unknown-unicast flooding off nobody
+    else gets its frames, from a port or from the wire; broadcast and known
+    unicast are forwarded as before, and flooding on floods it again."""
+    a, b = sw.add_port(1), sw.add_port(1)
+    r = sw.add_remote(1, "127.0.0.2")
+    sw.dp.fdb_add(1, mac(1), port=a)
+    sw.dp.fdb_add(1, mac(5), remote="127.0.0.2", remote_port=r.port)
+    sw.dp.set_learning(1, False)
+    sw.dp.set_flood_unknown(1, False)
+    gone = mac(7)
+    sw.send_from_port(a, frame(gone, mac(1)))
+    sw.send_from_remote(r, 1, frame(gone, mac(5)))
+    assert sw.port_received(a) == [] and sw.port_received(b) == []
+    assert r.received(0.1) == []
+    assert sw.dp.vni_drops(1) == {"unknown_dst": 2}
+    assert sw.dp.port_drops(a) == {"unknown_dst": 1}
+    sw.send_from_port(a, frame(mac(5), mac(1)))
+    assert r.received() == [(1, frame(mac(5), mac(1)))]
+    sw.send_from_remote(r, 1, frame(BCAST, mac(5)))
+    assert sw.port_received(a) == [frame(BCAST, mac(5))]
+    assert sw.port_received(b) == [frame(BCAST, mac(5))]
+    sw.dp.set_flood_unknown(1, True)
+    sw.send_from_port(a, frame(gone, mac(1)))
+    assert sw.port_received(b) == [frame(gone, mac(1))]
+    assert r.received() == [(1, frame(gone, mac(1)))]
+    assert sw.dp.vni_drops(1) == {"unknown_dst": 2}
+
+
 def test_a_port_spoofing_its_neighbours_mac_is_dropped_learning_on_or_off(
         sw: Switch) -> None:
     a, b, c = sw.add_port(1), sw.add_port(1), sw.add_port(1)

@@ -357,6 +357,18 @@ class Lab:
                 raise
         return ns
 
+    def remove_container(self, name: str) -> None:
+        """Delete a container's netns (and whatever is in it); the name is
+        free for add_container again."""
+        with self._locked():
+            state = self._state()
+            ns = state["containers"].pop(name, None)
+            if ns is None:
+                raise LabError(f"lab '{self.name}' has no container {name!r}")
+            if netlink.netns_exists(ns):
+                netlink.netns_remove(ns)
+            self._write_state(state)
+
     def container_netns(self, name: str) -> str:
         try:
             return self.containers()[name]
