@@ -410,8 +410,9 @@ class Node:
         # file that names it, so the next one adopts or removes it.
         key = (epc.netns, epc.ifname)
         listed = key in self.state.endpoints
-        self.state.endpoints[key] = epc.network
-        self.state.save()
+        if self.state.endpoints.get(key) != epc.network:   # not every retry of a lost one
+            self.state.endpoints[key] = epc.network
+            self.state.save()
         try:
             ep = Endpoint(epc, mtu, owner=self.cfg.host.name,
                           vnet_hdr=self.features.tap_vnet_hdr, queue=self.cfg.host.tap_queue)

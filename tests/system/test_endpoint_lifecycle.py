@@ -56,6 +56,15 @@ fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", b"eth0", 0x1002))
 fcntl.ioctl(fd, 0x400454CB, 1)
 """
 
+# Holds a (not persistent) TAP eth0 in its netns until it is killed.
+HOLD_A_TAP = r"""
+import fcntl, os, struct, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", b"eth0", 0x1002))
+print("held", flush=True)
+time.sleep(60)
+"""
+
 
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
@@ -201,20 +210,30 @@ def test_a_deleted_netns_with_a_process_inside_loses_its_tap(
 
 
 def test_an_endpoint_not_made_again_is_logged_once_per_episode(
-        lab: Lab, make_node: Callable[[], Node], caplog: pytest.LogCaptureFixture) -> None:
+        lab: Lab, make_node: Callable[[], Node], caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
     node = make_node()
     e1 = endpoint(lab, "c1", "10.0.0.11/24")
     node.add_endpoint(e1, 100, 1450)
     netlink.netns_remove(e1.netns)
     assert node.check_endpoints() == [(e1, f"netns {e1.netns} is gone")]
-    # Back, but with an eth0 that is not ours: it cannot be made again.
+    # Back, with an eth0 of ours that another process holds: adopting it
+    # fails with EBUSY at every check, after the state file is looked at.
     netlink.netns_create(e1.netns)
-    lab.run(e1.netns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "p0"],
-            check=True)
-    with caplog.at_level(logging.WARNING, logger="uvxlan.node"):
-        for _ in range(3):
-            assert node.check_endpoints() == []
+    holder = lab.spawn(e1.netns, [sys.executable, "-c", HOLD_A_TAP], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        netlink.link_configure("eth0", e1.netns, alias=marker(f"{lab.name}-n"))
+        written = (tmp_path / "n.state").stat().st_ino
+        with caplog.at_level(logging.WARNING, logger="uvxlan.node"):
+            for _ in range(3):
+                assert node.check_endpoints() == []
+        # Nor is the state file written again (fsync'd) at every retry.
+        assert (tmp_path / "n.state").stat().st_ino == written
+    finally:
+        holder.kill()
+        holder.wait()
     told = [r for r in caplog.records if "not made again yet" in r.getMessage()]
     assert len(told) == 1, told
-    lab.run(e1.netns, ["ip", "link", "del", "eth0"], check=True)
+    assert "held by another process" in told[0].getMessage()
     assert node.check_endpoints() == [(e1, None)]
