@@ -193,8 +193,11 @@ def test_a_deleted_netns_with_a_process_inside_loses_its_tap(
         overlay: OverlayFactory, lab: Lab) -> None:
     ov = overlay({"net1": 100}, PLACEMENTS)
     ns1 = lab.container_netns("c1")
-    inside = lab.spawn(ns1, ["sleep", "60"])
+    inside = lab.spawn(ns1, [sys.executable, "-c", "import time; print('in', flush=True);"
+                             " time.sleep(60)"], stdout=subprocess.PIPE)
     try:
+        # Inside before the name goes (else `ip netns exec` finds no netns).
+        assert inside.stdout is not None and inside.stdout.readline() == b"in\n"
         netlink.netns_remove(ns1)             # `ip netns del`: the process stays
         eventually(lambda: bool(ov.query("h1", "stats")["lost"]), 5, "the endpoint lost")
 
