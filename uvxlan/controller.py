@@ -363,6 +363,11 @@ class Controller:
                     self.node.detach(epc)
         self.applied.local.clear()
 
+    def wanted_endpoints(self) -> set[tuple[str, str]]:
+        """(netns, ifname) of every endpoint the store asks of this host,
+        applied or not (Node.settle keeps their TAPs)."""
+        return {(ep.netns, ep.ifname) for ep in self.want.local.values()}
+
     async def endpoint_health(self, epc: EndpointConfig, error: str | None) -> None:
         """An endpoint of ours was lost (error: why; its netns went away)
         or made again (None): its status says so."""

@@ -215,7 +215,7 @@ class Daemon:
         for their neighbours again, leftover TAPs go)."""
         if self.controller is not None:
             await self.controller.synced.wait()
-        self.node.settle()
+        self.node.settle(None if self.controller is None else self.controller.wanted_endpoints())
         while True:
             for epc, error in self.node.check_endpoints():
                 if self.controller is not None:

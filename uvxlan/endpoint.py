@@ -45,6 +45,8 @@ UDP_PAYLOAD_MAX = 65535 - IPV4_HLEN - UDP_HLEN
 # include/uapi/linux/if_tun.h
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
+TUNSETOWNER = 0x400454CC
+TUNSETGROUP = 0x400454CE
 TUNGETIFF = 0x800454D2
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
@@ -117,6 +119,7 @@ class Endpoint:
                 self._create(flags)
             else:
                 self._adopt(flags)
+            self._restrict()
             changed = netlink.link_configure(
                 cfg.ifname,
                 netns=cfg.netns,
@@ -180,6 +183,24 @@ class Endpoint:
             # A previous agent may have turned TSO on: plain frames now.
             with suppress(OSError):
                 fcntl.ioctl(self._fd, TUNSETOFFLOAD, 0)
+
+    def _restrict(self) -> None:
+        """Only a process with CAP_NET_ADMIN (or running as root) may attach
+        to the TAP.  A persistent TAP has no fd attached while no agent
+        runs, and with no owner or group set, the kernel's
+        tun_not_capable() (drivers/net/tun.c) lets any process that can
+        open /dev/net/tun attach to it with TUNSETIFF: it would see the
+        container's frames, inject its own, and the next agent's adoption
+        would fail with EBUSY.  Owner and group 0: attaching then needs
+        euid 0 and group 0, or CAP_NET_ADMIN over the netns.  Set at
+        creation and again on adoption (a TAP an older agent made has
+        none)."""
+        try:
+            fcntl.ioctl(self._fd, TUNSETOWNER, 0)
+            fcntl.ioctl(self._fd, TUNSETGROUP, 0)
+        except OSError as exc:
+            raise NetlinkError(f"endpoint {self.cfg.address}: cannot restrict"
+                               f" {self.cfg.ifname!r} to root: {exc.strerror}") from None
 
     def ask_neighbours_again(self) -> None:
         """While no agent ran, the container's ARP/ND requests went nowhere,

@@ -176,7 +176,11 @@ def run_in_netns(netns: str, fn: Callable[[], _R]) -> _R:
     on one thread cannot."""
     _check_netns_name(netns)
     target = _open_netns_fd(netns)
-    home = _open_netns_fd(None)
+    try:
+        home = _open_netns_fd(None)
+    except BaseException:
+        os.close(target)             # not leaked when the second open fails
+        raise
     try:
         _setns(target)
         try:

@@ -69,6 +69,9 @@ class Node:
         # Endpoints whose interface went away (their netns deleted): the
         # config and VNI to make them again with, and why.
         self.lost: dict[int, tuple[EndpointConfig, int, int, str]] = {}   # id(epc) ->
+        # The last error logged for each lost endpoint not made again: the
+        # same one is not logged again every check (once per episode).
+        self._told_lost: dict[int, str] = {}
         self._changes: list[tuple[EndpointConfig, str | None]] = []
         self.port_vni: dict[int, int] = {}        # id(endpoint) -> its VNI
         self._settled = False                     # settle() ran
@@ -91,9 +94,15 @@ class Node:
     def start(self) -> None:
         """Build everything, or nothing: on failure, undo and re-raise."""
         h = self.cfg.host
+        # An endpoint whose netns is missing (its container stopped while
+        # no agent ran) must not keep the agent, and every other
+        # container's forwarding, from starting: it is lost, made when
+        # the netns is back (check_endpoints).
+        absent = {id(epc) for epc in self.cfg.endpoints if not netlink.netns_exists(epc.netns)}
         try:
             for epc in self.cfg.endpoints:
-                preflight(epc, h.name)
+                if id(epc) not in absent:
+                    preflight(epc, h.name)
             self._udp = bind_vxlan_socket(h.underlay, h.port)
             self._tx_fd = native.open_tx_socket(h.underlay)
             self.features = offload.probe(h.offload)
@@ -119,7 +128,15 @@ class Node:
                     self.dp.fdb_add(net.vni, s.mac, remote=s.remote.ip,
                                     remote_port=s.remote.port)
             for epc in self.cfg.endpoints:
-                self.add_endpoint(epc, self.cfg.network(epc.network).vni, h.endpoint_mtu)
+                vni = self.cfg.network(epc.network).vni
+                if id(epc) in absent:
+                    why = f"netns {epc.netns} does not exist"
+                    log.error("endpoint %s: %s; made when it is there", epc.address, why)
+                    self.lost[id(epc)] = (epc, vni, h.endpoint_mtu, why)
+                    self._told_lost[id(epc)] = why
+                    self._changes.append((epc, why))
+                else:
+                    self.add_endpoint(epc, vni, h.endpoint_mtu)
         except BaseException:
             # Nothing made is left behind; what was adopted stays as found.
             for ep in list(self.endpoints):
@@ -128,19 +145,29 @@ class Node:
             self.close()
             raise
 
-    def settle(self) -> None:
-        """Once everything wanted is taken up (and the switch knows every
+    def settle(self, wanted: set[tuple[str, str]] | None = None) -> None:
+        """Once everything wanted is applied (and the switch knows every
         path): make the containers of adopted TAPs resolve their
         neighbours again, and remove the TAPs the previous agent left that
-        this one did not take up (an endpoint dropped from the config
-        file, or detached while no agent ran)."""
+        are not wanted at all (an endpoint dropped from the config file,
+        or detached while no agent ran).  wanted: (netns, ifname) of every
+        endpoint the store asks of this host, taken up or not: one whose
+        attach failed this round (or whose network is not served yet) is
+        retried later and keeps its TAP, ifindex and all."""
         self._settled = True
         for ep in self.endpoints:
             if ep.adopted:
                 self._ask_neighbours(ep)
-        held = {(ep.cfg.netns, ep.cfg.ifname) for ep in self.endpoints}
-        held |= {(epc.netns, epc.ifname) for epc, _, _, _ in self.lost.values()}
-        for netns, ifname in [k for k in self.state.endpoints if k not in held]:
+        keep = set(wanted or ())
+        keep |= {(epc.netns, epc.ifname) for epc in self.cfg.endpoints}
+        keep |= {(ep.cfg.netns, ep.cfg.ifname) for ep in self.endpoints}
+        keep |= {(epc.netns, epc.ifname) for epc, _, _, _ in self.lost.values()}
+        self._remove_leftovers(keep)
+
+    def _remove_leftovers(self, keep: set[tuple[str, str]]) -> None:
+        """Delete the TAPs the state file lists, but not in keep, that still
+        carry our alias (anything else there is somebody else's)."""
+        for netns, ifname in [k for k in self.state.endpoints if k not in keep]:
             try:
                 found = (netlink.link_state(ifname, netns)
                          if netlink.netns_exists(netns) else None)
@@ -169,6 +196,9 @@ class Node:
             ep.close(remove=leave)
         self.endpoints.clear()
         if leave:
+            # Also those the previous agent left and this one has not
+            # taken up yet (a leave before the first sync with the store).
+            self._remove_leftovers(set())
             self.state.remove()
         if self._udp is not None:
             self._udp.close()
@@ -247,9 +277,14 @@ class Node:
         log.error("endpoint %s: %s; made again when its netns is back", ep.cfg.address, why)
         vni = self.port_vni.pop(id(ep), -1)
         self._unplug(ep)
-        ep.close(remove=False)
+        # The netns' name is gone (or names another netns now): nobody
+        # reaches this TAP again, and a process still inside the old netns
+        # would keep it, persistent, forever.  Persistence off: it goes
+        # with our fd (its netns too, once nothing else holds it).
+        ep.close(remove=netlink.netns_inode(ep.cfg.netns) != ep.netns_id)
         self.endpoints.remove(ep)
         self.lost[id(ep.cfg)] = (ep.cfg, vni, ep.mtu, why)
+        self._told_lost[id(ep.cfg)] = why
         self._changes.append((ep.cfg, why))
 
     def check_endpoints(self) -> list[tuple[EndpointConfig, str | None]]:
@@ -265,10 +300,15 @@ class Node:
             try:
                 self.add_endpoint(epc, vni, mtu)
             except (UvxlanError, OSError) as exc:
-                log.warning("endpoint %s in netns %s: not made again yet: %s", epc.address,
-                            epc.netns, exc)
+                # Tried every check: logged once per episode (and when the
+                # reason changes), not every second.
+                if self._told_lost.get(key) != str(exc):
+                    self._told_lost[key] = str(exc)
+                    log.warning("endpoint %s in netns %s: not made again yet: %s",
+                                epc.address, epc.netns, exc)
                 continue
             del self.lost[key]
+            self._told_lost.pop(key, None)
             log.info("endpoint %s in netns %s: made again", epc.address, epc.netns)
             self._changes.append((epc, None))
         changes, self._changes = self._changes, []
@@ -370,8 +410,21 @@ class Node:
         there, adopted, or a new one), switched in VNI vni."""
         dp = self._datapath()
         preflight(epc, self.cfg.host.name)
-        ep = Endpoint(epc, mtu, owner=self.cfg.host.name,
-                      vnet_hdr=self.features.tap_vnet_hdr, queue=self.cfg.host.tap_queue)
+        # Listed before it is made: an agent that dies meanwhile leaves a
+        # file that names it, so the next one adopts or removes it.
+        key = (epc.netns, epc.ifname)
+        listed = key in self.state.endpoints
+        if self.state.endpoints.get(key) != epc.network:   # not every retry of a lost one
+            self.state.endpoints[key] = epc.network
+            self.state.save()
+        try:
+            ep = Endpoint(epc, mtu, owner=self.cfg.host.name,
+                          vnet_hdr=self.features.tap_vnet_hdr, queue=self.cfg.host.tap_queue)
+        except BaseException:
+            if not listed:
+                del self.state.endpoints[key]
+                self.state.save()
+            raise
         try:
             ep.port = dp.add_port(ep.fileno(), vni, vnet_hdr=ep.vnet_hdr)
             # Our own containers' MACs are known: pin them, so a frame
@@ -381,11 +434,12 @@ class Node:
             if ep.port is not None:
                 dp.del_port(ep.port)
             ep.close(remove=not ep.adopted)
+            if not listed and not ep.adopted:
+                del self.state.endpoints[key]
+                self.state.save()
             raise
         self.endpoints.append(ep)
         self.port_vni[id(ep)] = vni
-        self.state.endpoints[(epc.netns, epc.ifname)] = epc.network
-        self.state.save()
         if self._loop is not None:
             self._loop.add_reader(ep.fileno(), self._tap_ready, ep)
         if ep.adopted and self._settled:
@@ -415,6 +469,7 @@ class Node:
 
     def detach(self, epc: EndpointConfig) -> None:
         """NodePort: remove the endpoint attach(epc, ...) made."""
+        self._told_lost.pop(id(epc), None)
         if self.lost.pop(id(epc), None) is not None:
             self.state.endpoints.pop((epc.netns, epc.ifname), None)
             self.state.save()

@@ -35,6 +35,8 @@ class AgentState:
     lease: int = 0                         # the store lease last held, 0: none
     # (netns, ifname) of every TAP the agent holds -> its network's name
     endpoints: dict[tuple[str, str], str] = field(default_factory=dict)
+    # save() failed last time: logged once per episode
+    _failing: bool = field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | None) -> AgentState:
@@ -56,17 +58,42 @@ class AgentState:
             state = cls(path)
         return state
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the file whole: a new file, fsync'd, renamed over the old
+        (a crash or power cut leaves the old one or the new one, never an
+        empty one).  Best-effort: a failure (ENOSPC on /run) is logged once
+        per episode and the agent goes on (the file is only what the next
+        agent adopts; the TAPs carry our alias anyway).  Whether it was
+        written."""
         if self.path is None:
-            return
+            return True
         data = {"lease": self.lease,
                 "endpoints": [{"netns": ns, "ifname": ifn, "network": net}
                               for (ns, ifn), net in sorted(self.endpoints.items())]}
         tmp = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.rename(tmp, self.path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(data, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.rename(tmp, self.path)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                log.warning("state file %s not written (%s): the agent goes on; a restart"
+                            " before it is written again may not adopt every TAP",
+                            self.path, exc.strerror or exc)
+            return False
+        if self._failing:
+            self._failing = False
+            log.info("state file %s written again", self.path)
+        return True
 
     def remove(self) -> None:
         """After a leave: nothing is left to adopt."""

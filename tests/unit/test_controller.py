@@ -517,6 +517,24 @@ def test_an_endpoint_that_fails_is_reported_and_retried_by_the_next_list(
     run(tmp_path, scenario)
 
 
+def test_the_endpoints_wanted_include_those_whose_attach_failed(tmp_path: Path) -> None:
+    # Node.settle keeps the TAPs of these: one whose attach failed this
+    # round is retried and must find its TAP (same ifindex) still there.
+    async def scenario(rig: Rig) -> None:
+        rig.node.missing_netns.add("c1")
+        await rig.attach("c1", "h1", "10.0.0.11")
+        await rig.attach("c3", "h1", "10.0.0.13")
+        await rig.attach("c2", "h2", "10.0.0.12")
+        await rig.sync()
+        assert [e.netns for e, _ in rig.node.ports] == ["c3"]
+        assert rig.ctl.wanted_endpoints() == {("c1", "eth0"), ("c3", "eth0")}
+        await cluster.detach(rig.store, "net1", "c3")
+        await rig.sync()
+        assert rig.ctl.wanted_endpoints() == {("c1", "eth0")}
+
+    run(tmp_path, scenario)
+
+
 def test_the_running_controller_registers_reports_and_leaves(tmp_path: Path) -> None:
     """run(): register under a lease, list, watch; an attach is realised and
     reported ready; close(leave=True) detaches and revokes the lease."""

@@ -148,3 +148,18 @@ def test_a_live_lease_over_a_bad_record_still_refuses(tmp_path: Path) -> None:
         assert kv is not None and kv.value == bad
 
     run(tmp_path, scenario)
+
+
+def test_a_state_file_that_cannot_be_written_does_not_stop_registration(
+        tmp_path: Path) -> None:
+    # /run full (ENOSPC) is not to be had on demand; a missing control dir
+    # fails the same write.  The lease is then only in memory: registered
+    # all the same, and the agent goes on.
+    async def scenario(rig: Rig) -> None:
+        rig.ctl = another(rig, AgentState(str(tmp_path / "gone" / "h1.state")),
+                          underlay=VTEP[ME])
+        await rig.ctl._register()
+        kv = await rig.store.get(cluster.host_key(ME))
+        assert rig.ctl.lease and kv is not None and kv.lease == rig.ctl.lease
+
+    run(tmp_path, scenario)

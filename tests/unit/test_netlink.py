@@ -1,0 +1,30 @@
+"""uvxlan.netlink without root: what it does when opening a namespace fails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from uvxlan import netlink
+from uvxlan.errors import NetlinkError
+
+
+def test_run_in_netns_closes_the_target_when_home_cannot_be_opened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[int] = []
+
+    def open_netns_fd(netns: str | None) -> int:
+        if netns is None:              # the thread's own netns: EMFILE, say
+            raise NetlinkError("cannot open this thread's netns: too many open files")
+        fd = os.open(tmp_path, os.O_RDONLY)   # stands for /run/netns/NAME
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(netlink, "_open_netns_fd", open_netns_fd)
+    with pytest.raises(NetlinkError, match="too many open files"):
+        netlink.run_in_netns("c1", lambda: None)
+    (fd,) = opened
+    with pytest.raises(OSError):       # closed: nothing leaks per failure
+        os.fstat(fd)
