@@ -6,7 +6,8 @@ until SIGTERM or SIGINT.  The packet path runs on the datapath's two C
 threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
-``status`` queries as JSON (``uvxlan.control`` is its client), and a
+``status`` queries as JSON (and ``leave``, for root alone: SO_PEERCRED;
+``uvxlan.control`` is its client), and a
 timer that finds endpoints whose netns went away (and makes them again),
 and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
 Under systemd (``Type=notify``) it says READY=1 once the control socket
@@ -39,6 +40,7 @@ import re
 import signal
 import socket
 import stat
+import struct
 import threading
 import time
 from contextlib import suppress
@@ -73,6 +75,10 @@ CONNECTIONS_MAX = 16    # at once; more are refused at once with an error line
 # The event loop thread's nice value (with datapath threads): CFS gives a
 # nice-0 thread about 10 times its CPU when both want it.
 LOOP_NICE = 10
+# Requests that change the agent rather than read it: only for root (or
+# the agent's own user), whoever else the socket's mode lets connect.
+MUTATING = frozenset({"leave"})
+PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid (socket(7))
 
 
 class Daemon:
@@ -259,7 +265,7 @@ class Daemon:
         assert me is not None
         self._clients[me] = writer
         try:
-            writer.write(_reply(await self._answer(reader)))
+            writer.write(_reply(await self._answer(reader, _peer_uid(writer))))
             await asyncio.wait_for(writer.drain(), SEND_S)
         except TimeoutError:
             self.refused["slow_reader"] += 1
@@ -270,9 +276,10 @@ class Daemon:
             del self._clients[me]
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
-        """The reply to the connection's one request line, or the error
-        that ends it."""
+    async def _answer(self, reader: asyncio.StreamReader,
+                      uid: int | None) -> dict[str, Any]:
+        """The reply to the connection's one request line (from a peer of
+        this uid, None if unknown), or the error that ends it."""
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_S)
         except TimeoutError:
@@ -285,8 +292,13 @@ class Daemon:
             line = exc.partial
         try:
             cmd = json.loads(line or b"{}").get("cmd", "")
+            if cmd in MUTATING and uid not in (0, os.geteuid()):
+                # control_group is for watching (stats, fdb, status); a
+                # change (leave) is root's, or the agent's own user's.
+                return {"error": f"{cmd}: permission denied; run as root"}
             return self.query(cmd)
-        except (ValueError, AttributeError, RecursionError):   # not JSON, not an object, too deep
+        except (ValueError, AttributeError, TypeError, RecursionError):
+            # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
         except UvxlanError as exc:   # a query the datapath refused
             return {"error": str(exc)}
@@ -326,6 +338,17 @@ class Daemon:
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}
         return {"error": f"unknown command {cmd!r}"}
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The uid of the process that connected (SO_PEERCRED: taken at its
+    connect(), so not changed by what it does later), or None if unknown."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+    except (AttributeError, OSError):
+        return None
+    return int(PEERCRED.unpack(creds)[1])
 
 
 def _reply(obj: dict[str, Any]) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import json
 import os
 import re
 import socket
@@ -288,3 +289,62 @@ def test_stop_with_a_client_connected_is_clean(tmp_path: Path,
 
     run(tmp_path, body)
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+NOBODY = 65534
+
+def ask_as_another_user(path: str, request: bytes) -> bytes:
+    """The reply to request from a peer that is neither root nor the
+    agent's user (a control_group member's view of the socket)."""
+    if os.geteuid() != 0:           # then this process is such a peer already
+        return talk(path, request)
+    os.chmod(path, 0o666)           # its mode or group let the peer connect
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                    # the child: syscalls only, then _exit
+        code = 1
+        try:
+            os.close(r)
+            # From inside the directory: its parents (pytest's) are closed
+            # to that user.
+            os.chdir(os.path.dirname(path))
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(w, talk(os.path.basename(path), request))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        reply = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return reply
+
+
+def test_leave_is_for_root_alone(tmp_path: Path) -> None:
+    """A member of control_group may watch the agent, not make it remove
+    every container's eth0: leave is refused by the peer's uid (SO_PEERCRED)."""
+    async def body(path: str) -> None:
+        reply = await asyncio.to_thread(ask_as_another_user, path, b'{"cmd": "leave"}\n')
+        assert reply == b'{"error": "leave: permission denied; run as root"}\n'
+        assert not d.leaving and not d._stop.is_set()
+        # Reading stays open to such a peer.
+        reply = await asyncio.to_thread(ask_as_another_user, path, b'{"cmd": "stats"}\n')
+        assert reply == b'{"networks": []}\n'
+        if os.geteuid() == 0:
+            reply = await asyncio.to_thread(talk, path, b'{"cmd": "leave"}\n')
+            assert json.loads(reply)["leaving"] is True
+            assert d.leaving and d._stop.is_set()
+
+    d, path = serving(tmp_path)
+
+    async def main() -> None:
+        await d._serve_control()
+        try:
+            await body(path)
+        finally:
+            await d._close_control()
+            d.claim.release()
+
+    asyncio.run(main())
