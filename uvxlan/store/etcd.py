@@ -51,7 +51,7 @@ from uvxlan.errors import (
     StoreError,
     StoreUnavailable,
 )
-from uvxlan.store.base import KV, Event, check_key, check_txn, prefix_range
+from uvxlan.store.base import KV, Event, check_key, check_txn, decode_key, prefix_range
 from uvxlan.store.credentials import EtcdCredentials
 
 log = logging.getLogger("uvxlan.store")
@@ -197,7 +197,7 @@ class EtcdStore:
 
         async def op(client: Any) -> tuple[list[KV], int]:
             got = await client.get_range(lo, hi, sort_order="ascend", sort_target="key")
-            return [_kv(kv) for kv in got.kvs], int(got.header.revision)
+            return [kv for kv in map(_kv, got.kvs) if kv is not None], int(got.header.revision)
 
         return await self._call(op, idempotent=True)
 
@@ -234,11 +234,14 @@ class EtcdStore:
                         raise StoreError(f"etcd {self._endpoint}: watch cancelled: {reason}")
                     for ev in resp.events:
                         seen = True
+                        key = decode_key(bytes(ev.kv.key))
+                        if key is None:
+                            continue
                         if ev.type == rpc.Event.PUT:
-                            yield Event(type="put", key=ev.kv.key.decode(), value=ev.kv.value,
+                            yield Event(type="put", key=key, value=ev.kv.value,
                                         revision=int(ev.kv.mod_revision))
                         else:
-                            yield Event(type="delete", key=ev.kv.key.decode(), value=b"",
+                            yield Event(type="delete", key=key, value=b"",
                                         revision=int(ev.kv.mod_revision))
             except grpc.aio.AioRpcError as exc:
                 if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
@@ -543,7 +546,11 @@ def _etcd_range(prefix: str) -> tuple[bytes, bytes]:
     return lo or b"\0", b"\0" if hi is None else hi
 
 
-def _kv(kv: Any) -> KV:
-    return KV(key=bytes(kv.key).decode(), value=bytes(kv.value),
+def _kv(kv: Any) -> KV | None:
+    """The key as a KV; None for a key that is not UTF-8 (skipped)."""
+    key = decode_key(bytes(kv.key))
+    if key is None:
+        return None
+    return KV(key=key, value=bytes(kv.value),
               create_revision=int(kv.create_revision), mod_revision=int(kv.mod_revision),
               lease=int(kv.lease))

@@ -82,7 +82,7 @@ from uvxlan.errors import (
     StoreError,
     StoreUnavailable,
 )
-from uvxlan.store.base import KV, Event, check_key, check_txn, prefix_range
+from uvxlan.store.base import KV, Event, check_key, check_txn, decode_key, prefix_range
 
 log = logging.getLogger("uvxlan.store")
 
@@ -488,7 +488,7 @@ class SqliteStore:
                 "SELECT key, value, create_revision, mod_revision, lease FROM kv "
                 "WHERE key >= ? AND (? IS NULL OR key < ?) ORDER BY key", (lo, hi, hi)).fetchall()
             rev = self._revision(conn)
-        return [_kv(r) for r in rows], rev
+        return [kv for kv in map(_kv, rows) if kv is not None], rev
 
     def _poll(self, bounds: tuple[bytes, bytes | None],
               next_rev: int) -> tuple[builtins.list[Event], int, int]:
@@ -509,10 +509,10 @@ class SqliteStore:
                 "SELECT revision, type, key, value FROM events WHERE revision BETWEEN ? AND ? "
                 "AND key >= ? AND (? IS NULL OR key < ?) ORDER BY revision LIMIT ?",
                 (next_rev, rev, lo, hi, hi, _WATCH_BATCH)).fetchall()
-        events = [Event(type=r[1], key=bytes(r[2]).decode(), value=bytes(r[3]),
-                        revision=int(r[0])) for r in rows]
+        events = [Event(type=r[1], key=key, value=bytes(r[3]), revision=int(r[0]))
+                  for r in rows if (key := decode_key(bytes(r[2]))) is not None]
         if len(rows) == _WATCH_BATCH:
-            return events, events[-1].revision + 1, rev
+            return events, int(rows[-1][0]) + 1, rev
         return events, rev + 1, rev
 
     def _lease_grant(self, ttl: float) -> int:
@@ -605,6 +605,10 @@ def _secure(path: Path) -> None:
                         "now 0600", f, stat.S_IMODE(st.st_mode))
 
 
-def _kv(row: tuple[bytes, bytes, int, int, int]) -> KV:
-    return KV(key=bytes(row[0]).decode(), value=bytes(row[1]), create_revision=int(row[2]),
+def _kv(row: tuple[bytes, bytes, int, int, int]) -> KV | None:
+    """The row as a KV; None for a key that is not UTF-8 (skipped)."""
+    key = decode_key(bytes(row[0]))
+    if key is None:
+        return None
+    return KV(key=key, value=bytes(row[1]), create_revision=int(row[2]),
               mod_revision=int(row[3]), lease=int(row[4]))
