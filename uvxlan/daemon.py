@@ -43,6 +43,7 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -117,40 +118,40 @@ class Daemon:
             # Before the threads start: they inherit the mask.
             os.sched_setaffinity(0, self.cfg.host.cpus)
         threads = self.cfg.host.threads
+        tasks: list[asyncio.Task[None]] = []
+        control_plane = None
         # On two C threads, the loop only serves the control socket, the
         # ageing timer and signals; without them, it also reads the fds.
         node.serve(loop)
-        if threads:
-            # The packet path first: this thread (control socket, controller,
-            # ageing) yields the CPU to the datapath threads, started above
-            # at the old priority, whenever they want it; a flood of
-            # queries then costs the datapath only the CPU left over.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOOP_NICE)
-
-        sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
-        ager = asyncio.create_task(self._age(sweep))
-        checker = asyncio.create_task(self._check_endpoints())
-        await self._serve_control()
-        if self.metrics is not None:
-            await self.metrics.start()
-        control_plane = None
-        if self.controller is not None:
-            control_plane = asyncio.create_task(self.controller.run())
-        log.info(
-            "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s), %s",
-            self.cfg.host.underlay, self.cfg.host.port,
-            len(self.cfg.networks), len(node.endpoints),
-            self.cfg.host.offload, node.features.describe(),
-            "2 datapath threads" if threads else "datapath on the event loop",
-        )
-        # The same moment for systemd (Type=notify): units ordered after
-        # this one start once `uvxlan stats` would answer.
-        self.ready = True
-        self.notifier.ready(self._summary())
-        told = None
-        if self.controller is not None:
-            told = asyncio.create_task(self._tell_store(self.controller))
         try:
+            if threads:
+                # The packet path first: this thread (control socket,
+                # controller, ageing) yields the CPU to the datapath threads,
+                # started above at the old priority, whenever they want it;
+                # a flood of queries then costs the datapath only the CPU
+                # left over.
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOOP_NICE)
+            sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
+            tasks.append(asyncio.create_task(self._age(sweep)))
+            tasks.append(asyncio.create_task(self._check_endpoints()))
+            await self._serve_control()
+            if self.metrics is not None:
+                await self.metrics.start()
+            if self.controller is not None:
+                control_plane = asyncio.create_task(self.controller.run())
+            log.info(
+                "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s), %s",
+                self.cfg.host.underlay, self.cfg.host.port,
+                len(self.cfg.networks), len(node.endpoints),
+                self.cfg.host.offload, node.features.describe(),
+                "2 datapath threads" if threads else "datapath on the event loop",
+            )
+            # The same moment for systemd (Type=notify): units ordered after
+            # this one start once `uvxlan stats` would answer.
+            self.ready = True
+            self.notifier.ready(self._summary())
+            if self.controller is not None:
+                tasks.append(asyncio.create_task(self._tell_store(self.controller)))
             if control_plane is None:
                 await stop.wait()
             else:
@@ -166,12 +167,16 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping("stopping: endpoints "
                                    + ("removed (leave)" if self.leaving else "kept"))
-            for task in (ager, checker, told):
-                if task is None:
-                    continue
+            for task in tasks:
                 task.cancel()
-                with suppress(asyncio.CancelledError):
+                # Each loop survives its own failures; whatever still ends
+                # one must not skip the cleanup below.
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # noqa: BLE001 - logged; the stop goes on
+                    log.exception("background task %s failed", task.get_coro())
             if control_plane is not None and self.controller is not None:
                 # Whether it failed or is still running, the cleanup below
                 # must happen: a failure was already raised from the try.
@@ -194,16 +199,18 @@ class Daemon:
         """STATUS= for `systemctl status`: synced with the store, and
         whenever the store stops or starts answering."""
         await controller.synced.wait()
-        told = None
-        while True:
+        told: list[bool] = []
+
+        def tell() -> None:
             connected = self.contact is None or self.contact.connected is not False
-            if connected != told:
-                told = connected
+            if told != [connected]:
+                told[:] = [connected]
                 self.notifier.status(f"{self._summary()}; " + (
                     "synced with the store" if connected else
                     "store unreachable since " + time.strftime("%H:%M:%S")
                     + "; forwarding goes on"))
-            await asyncio.sleep(STATUS_CHECK_S)
+
+        await _every(STATUS_CHECK_S, "telling systemd the store's state", tell)
 
     def metrics_text(self) -> str:
         """GET /metrics: what `uvxlan stats` shows, and the agent's state."""
@@ -221,17 +228,21 @@ class Daemon:
         for their neighbours again, leftover TAPs go)."""
         if self.controller is not None:
             await self.controller.synced.wait()
-        self.node.settle()
-        while True:
+        settled = False
+
+        async def check() -> None:
+            nonlocal settled
+            if not settled:
+                self.node.settle()
+                settled = True
             for epc, error in self.node.check_endpoints():
                 if self.controller is not None:
                     await self.controller.endpoint_health(epc, error)
-            await asyncio.sleep(ENDPOINT_CHECK_S)
+
+        await _every(ENDPOINT_CHECK_S, "checking endpoints", check, first=True)
 
     async def _age(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.node.age()
+        await _every(interval, "ageing the FDB", self.node.age)
 
     # Control socket ------------------------------------------------------
 
@@ -338,6 +349,31 @@ class Daemon:
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}
         return {"error": f"unknown command {cmd!r}"}
+
+
+async def _every(interval: float, what: str,
+                 step: Callable[[], Awaitable[None] | None], *, first: bool = False) -> None:
+    """step every interval seconds (at once too, if first), for good: a
+    step that fails (a bug) is logged once per episode and tried again,
+    since forwarding must not stop for it and a task that died would end
+    silently."""
+    told = ""
+    if not first:
+        await asyncio.sleep(interval)
+    while True:
+        try:
+            done = step()
+            if done is not None:
+                await done
+        except Exception as exc:  # noqa: BLE001 - logged; the loop goes on
+            if repr(exc) != told:
+                told = repr(exc)
+                log.exception("%s failed: %s; trying again every %g s", what, exc, interval)
+        else:
+            if told:
+                log.info("%s works again", what)
+            told = ""
+        await asyncio.sleep(interval)
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:

@@ -348,3 +348,62 @@ def test_leave_is_for_root_alone(tmp_path: Path) -> None:
             d.claim.release()
 
     asyncio.run(main())
+
+
+class RunningNode(FakeNode):
+    """What Daemon.run asks of a node; its endpoint check fails (a bug)."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg, {"networks": []})
+        self.endpoints: list[object] = []
+        self.networks: list[object] = []
+        self.features = SimpleNamespace(describe=lambda: "none")
+        self.checks = 0
+        self.served = False
+
+    def serve(self, loop: object) -> None:
+        self.served = True
+
+    def unserve(self) -> None:
+        self.served = False
+
+    def settle(self) -> None:
+        pass
+
+    def age(self) -> None:
+        pass
+
+    def check_endpoints(self) -> list[tuple[object, str | None]]:
+        self.checks += 1
+        raise RuntimeError("a bug in the endpoint check")
+
+
+def test_a_failing_background_task_neither_ends_silently_nor_skips_the_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The endpoint checker keeps running past a failure (logged once), and
+    the stop still unserves the node and removes the control socket (the
+    task's exception used to end it there)."""
+    monkeypatch.setattr(daemon, "ENDPOINT_CHECK_S", 0.02)
+    h = host(tmp_path, threads=False)
+    claim = claim_control(h)
+    node = RunningNode(SimpleNamespace(host=h, networks=[]))
+    d = Daemon(node, claim)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        running = asyncio.create_task(d.run())
+        async with asyncio.timeout(10):
+            while node.checks < 3:
+                await asyncio.sleep(0.02)
+        assert Path(claim.socket).exists() and node.served
+        d._stop.set()
+        async with asyncio.timeout(10):
+            await running            # no exception out of the stop
+
+    try:
+        asyncio.run(main())
+    finally:
+        claim.release()
+    assert not node.served and not Path(claim.socket).exists()
+    told = [r for r in caplog.records if "checking endpoints failed" in r.getMessage()]
+    assert len(told) == 1
