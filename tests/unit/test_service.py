@@ -19,7 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from uvxlan import config, validate
 from uvxlan.control import CONTROL_DIR
 from uvxlan.errors import ConfigError
-from uvxlan.metrics import CONTENT_TYPE, AgentFacts, answer, exposition, families
+from uvxlan.metrics import (
+    CONTENT_TYPE,
+    AgentFacts,
+    Cached,
+    answer,
+    bind_metrics,
+    exposition,
+    families,
+)
 from uvxlan.notify import Notifier
 from uvxlan.store import DEFAULT_SQLITE_PATH
 
@@ -146,6 +154,46 @@ def test_listen_addresses(given: str, normal: str) -> None:
 def test_bad_listen_addresses(bad: object) -> None:
     with pytest.raises(ConfigError, match="is not IP:PORT"):
         validate.listen(bad)
+
+
+def test_a_second_agent_on_the_metrics_port_fails_at_bind() -> None:
+    """The socket listens as it is bound: a second one on the port (with
+    SO_REUSEADDR both could bind while neither listened) is refused there,
+    one line, before the agent makes anything."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    first = bind_metrics(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(ConfigError, match=f"metrics 127.0.0.1:{port}: "
+                                              "Address already in use"):
+            bind_metrics(f"127.0.0.1:{port}").close()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass                                  # accepted by the backlog already
+    finally:
+        first.close()
+
+
+def test_one_rendering_serves_scrapes_for_a_second() -> None:
+    now = [100.0]
+    rendered: list[str] = []
+
+    def render() -> str:
+        rendered.append(f"a {len(rendered)}\n")
+        if len(rendered) == 3:
+            raise RuntimeError("a bug")
+        return rendered[-1]
+
+    cached = Cached(render, ttl=1.0, clock=lambda: now[0])
+    assert [cached(), cached()] == ["a 0\n", "a 0\n"] and len(rendered) == 1
+    now[0] += 0.99
+    assert cached() == "a 0\n"
+    now[0] += 0.01
+    assert cached() == "a 1\n" and len(rendered) == 2
+    now[0] += 1.0
+    with pytest.raises(RuntimeError):
+        cached()
+    assert cached() == "a 3\n"                   # a failure is not kept
 
 
 def test_metrics_beyond_loopback_need_metrics_public() -> None:
