@@ -127,6 +127,28 @@ def test_notifier_without_a_socket_does_nothing(caplog: pytest.LogCaptureFixture
     assert caplog.records == []
 
 
+def test_a_full_notify_queue_loses_messages_not_the_manager(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A manager that reads slowly fills the socket's queue (EAGAIN): the
+    messages sent meanwhile are lost and that is logged once; once it
+    reads again, the next message is sent."""
+    address = str(tmp_path / "notify")
+    with _listener(address) as s, caplog.at_level(logging.WARNING, logger="uvxlan.notify"):
+        n = Notifier(address)
+        sent = 0
+        while n.status(f"{sent}"):
+            sent += 1
+            assert sent < 100_000, "the queue never filled"
+        assert n.active and not n.status("lost too")
+        for _ in range(sent):
+            s.recv(4096)
+        assert n.status("after")
+        assert s.recv(4096) == b"STATUS=after\n"
+        n.close()
+    assert len(caplog.records) == 1
+    assert "was lost" in caplog.records[0].getMessage()
+
+
 @pytest.mark.parametrize("value", ["/nonexistent/uvxlan-notify", "relative/path", "@"])
 def test_an_unusable_notify_socket_is_logged_once(
         caplog: pytest.LogCaptureFixture, value: str) -> None:
