@@ -44,7 +44,8 @@ it) and its connection is dropped, so each call opens the path again until
 the file is good.  A file removed or replaced under an open connection is
 noticed at the next call (its inode); once opened, a file that is gone is
 never made anew here (StoreUnavailable until it is restored or a command
-makes it), and a watch whose store goes back in revision raises
+makes it); a store opened with ``create=False`` (commands that only read)
+never makes a missing file at all; and a watch whose store goes back in revision raises
 StoreCompacted.
 
 The database says who may do what on every host, so only its owner may
@@ -127,13 +128,15 @@ class SqliteStore:
     """A Store on one SQLite file; see the module docstring."""
 
     def __init__(self, path: str | Path, *, history: int = 10000, busy_timeout: float = 5.0,
-                 poll_interval: float = 0.05) -> None:
+                 poll_interval: float = 0.05, create: bool = True) -> None:
+        """create=False: a missing file is an error, never made anew."""
         if history < 1:
             raise ValueError("history must be at least 1")
         self.path = Path(path)
         self.history = history
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
+        self._may_create = create
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None     # (st_dev, st_ino) _conn has open
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uvxlan-store")
@@ -251,6 +254,9 @@ class SqliteStore:
             # Restoring it, or a uvxlan command that makes it, brings it back.
             raise StoreUnavailable(f"store {self.path}: the file is gone; waiting for it "
                                    "to be restored or made again")
+        if not self._may_create and not self.path.exists():
+            raise StoreError(f"store {self.path}: store file missing (`uvxlan network "
+                             "create` or `uvxlan attach` makes one)")
         _secure(self.path)
         with self._errors():
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
@@ -339,8 +345,8 @@ class SqliteStore:
             # file restored.  Each call opens it again until it is good.
             self._disconnect()
             raise StoreError(f"store {self.path}: {exc} (restore the file, or remove it "
-                             "with its -wal and -shm: the next uvxlan command makes "
-                             "it anew)") from None
+                             "with its -wal and -shm: the next agent start, `uvxlan "
+                             "network create` or `uvxlan attach` makes it anew)") from None
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from None
 
