@@ -357,11 +357,11 @@ class EtcdStore:
                     await self._ready(client.channel, f"{host}:{port}")
                     await self._authenticate(client, f"{host}:{port}")
                 except StoreDenied:
-                    await client.close()
+                    await _close_quietly(client)
                     raise
                 except (aetcd.ClientError, StoreUnavailable) as exc:
                     failures.append(f"{host}:{port} {exc}")
-                    await client.close()
+                    await _close_quietly(client)
                     continue
                 self._client, self._endpoint, self._next = client, f"{host}:{port}", n
                 return client
@@ -489,7 +489,7 @@ class EtcdStore:
             if self._client is client:
                 self._client = None
                 self._next = (self._next + 1) % len(self.endpoints)
-                await client.close()
+                await _close_quietly(client)
             lost = self._connect_error(self._endpoint, detail)
             if isinstance(lost, StoreDenied):
                 return lost
@@ -513,7 +513,7 @@ class EtcdStore:
             # a new connection is the best chance of a good next call.
             if self._client is client:
                 self._client = None
-                await client.close()
+                await _close_quietly(client)
             return StoreError(f"{where}: {type(exc).__name__}: {detail}")
         return StoreError(f"{where}: {detail}")
 
@@ -537,6 +537,16 @@ def _detail(exc: BaseException) -> str:
 def _last_error(detail: str) -> str:
     """gRPC's "failed to connect to all addresses; last error: X: ..." as X."""
     return detail.split("last error: ", 1)[-1]
+
+
+async def _close_quietly(client: Any) -> None:
+    """Close a client being dropped for a failure: whatever its close
+    raises is logged, never let out of the error handling (the caller
+    must get its StoreError, not a raw exception)."""
+    try:
+        await client.close()
+    except Exception as exc:  # noqa: BLE001 - the client is dropped either way
+        log.debug("etcd: closing a dropped client: %s: %s", type(exc).__name__, exc)
 
 
 def _etcd_range(prefix: str) -> tuple[bytes, bytes]:
