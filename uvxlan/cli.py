@@ -177,8 +177,14 @@ def _cmd_leave(args: argparse.Namespace) -> int:
                 time.sleep(0.05)
     finally:
         os.close(fd)
-    print(f"agent {reply['name']!r} left: its endpoints are removed and its host is gone"
-          " from the store")
+    if reply.get("store"):
+        # The agent replied before revoking, so the revoke's outcome is not
+        # known here: say what holds either way.
+        print(f"agent {reply['name']!r} left: its endpoints are removed and its lease was "
+              "revoked (if the store did not answer within 3 s, its host goes from the "
+              "store when the lease ends, within lease_ttl)")
+    else:
+        print(f"agent {reply['name']!r} left: its endpoints are removed")
     return 0
 
 

@@ -336,7 +336,8 @@ class Daemon:
             # Reply first; the stop that follows removes everything.
             self.leaving = True
             asyncio.get_running_loop().call_soon(self._stop.set)
-            return {"leaving": True, "name": self.cfg.host.name, "pid": os.getpid()}
+            return {"leaving": True, "name": self.cfg.host.name, "pid": os.getpid(),
+                    "store": self.controller is not None}
         if cmd == "control":
             # The controller's sizes and work counters, cheap to ask often
             # (benchmarks/control_scale.py polls it for convergence).
