@@ -218,6 +218,23 @@ def test_one_rendering_serves_scrapes_for_a_second() -> None:
     assert cached() == "a 3\n"                   # a failure is not kept
 
 
+def test_a_slow_rendering_is_kept_longer() -> None:
+    """A rendering that took 0.5 s serves for 5 s (RENDER_SHARE): a tight
+    scrape loop costs the event loop a tenth of its time, not all of it."""
+    now = [0.0]
+
+    def render() -> str:
+        now[0] += 0.5
+        return f"a {now[0]}\n"
+
+    cached = Cached(render, ttl=1.0, clock=lambda: now[0])
+    assert cached() == "a 0.5\n"
+    now[0] += 4.9
+    assert cached() == "a 0.5\n"
+    now[0] += 0.1
+    assert cached() == "a 6.0\n"
+
+
 def test_metrics_beyond_loopback_need_metrics_public() -> None:
     with pytest.raises(ConfigError, match=r"\[host\]: metrics: 0.0.0.0:9478 is not a "
                                           r"loopback address.*metrics_public = true"):
