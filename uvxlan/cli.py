@@ -177,8 +177,14 @@ def _cmd_leave(args: argparse.Namespace) -> int:
                 time.sleep(0.05)
     finally:
         os.close(fd)
-    print(f"agent {reply['name']!r} left: its endpoints are removed and its host is gone"
-          " from the store")
+    if reply.get("store"):
+        # The agent replied before revoking, so the revoke's outcome is not
+        # known here: say what holds either way.
+        print(f"agent {reply['name']!r} left: its endpoints are removed and its lease was "
+              "revoked (if the store did not answer within 3 s, its host goes from the "
+              "store when the lease ends, within lease_ttl)")
+    else:
+        print(f"agent {reply['name']!r} left: its endpoints are removed")
     return 0
 
 
@@ -251,12 +257,16 @@ def _store_url(args: argparse.Namespace) -> str:
     return url or default_store_url()
 
 
-def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]]) -> T:
-    """Run fn on the store the command names, closing it after."""
+def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]], *,
+                create: bool = False) -> T:
+    """Run fn on the store the command names, closing it after.  Only a
+    command that adds (create=True) makes a missing SQLite file: one made
+    empty by a listing or a removal would make every agent remove its
+    endpoints."""
     from uvxlan.store import open_store
 
     async def run() -> T:
-        store = open_store(_store_url(args), _store_auth(args))
+        store = open_store(_store_url(args), _store_auth(args), create=create)
         try:
             return await fn(store)
         finally:
@@ -324,7 +334,7 @@ def _cmd_network(args: argparse.Namespace) -> int:
         vni, mtu = _int_arg("--vni", args.vni), _int_arg("--mtu", args.mtu)
         net = _with_store(args, lambda s: cluster.create_network(
             s, args.name, subnet=args.subnet, vni=vni, mtu=mtu, admit=args.admit,
-            learning=args.learning))
+            learning=args.learning), create=True)
         _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
                        ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
                        ("learning", "on" if net.learning else "off")])
@@ -405,7 +415,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
                 raise ClusterError(f"{exc}; detaching it again failed too: {undo}") from None
             raise
 
-    ep, status = _with_store(args, attach)
+    ep, status = _with_store(args, attach, create=True)
     _print_fields([("name", ep.name), ("network", ep.network), ("ip", ep.ip),
                    ("mac", ep.mac), ("host", ep.host),
                    ("status", _status_text(status) + (" (not waited for)"

@@ -837,7 +837,9 @@ class Controller:
                 have.peers.add(pe)
                 dirty.peers.discard(pe)
         dirty.shrink()
-        await self._flush_status()
+        # Never a bare flush here: a failing status write would end the
+        # sync (a relist loop; on the first sync, never synced).
+        await self._flush_status_later()
 
     def _told_refused(self, keys: Iterable[str]) -> None:
         """Log each refusal among keys once per change of its key's value

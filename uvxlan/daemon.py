@@ -6,7 +6,8 @@ until SIGTERM or SIGINT.  The packet path runs on the datapath's two C
 threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
-``status`` queries as JSON (``uvxlan.control`` is its client), and a
+``status`` queries as JSON (and ``leave``, for root alone: SO_PEERCRED;
+``uvxlan.control`` is its client), and a
 timer that finds endpoints whose netns went away (and makes them again),
 and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
 Under systemd (``Type=notify``) it says READY=1 once the control socket
@@ -39,8 +40,10 @@ import re
 import signal
 import socket
 import stat
+import struct
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +76,10 @@ CONNECTIONS_MAX = 16    # at once; more are refused at once with an error line
 # The event loop thread's nice value (with datapath threads): CFS gives a
 # nice-0 thread about 10 times its CPU when both want it.
 LOOP_NICE = 10
+# Requests that change the agent rather than read it: only for root (or
+# the agent's own user), whoever else the socket's mode lets connect.
+MUTATING = frozenset({"leave"})
+PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid (socket(7))
 
 
 class Daemon:
@@ -111,40 +118,40 @@ class Daemon:
             # Before the threads start: they inherit the mask.
             os.sched_setaffinity(0, self.cfg.host.cpus)
         threads = self.cfg.host.threads
+        tasks: list[asyncio.Task[None]] = []
+        control_plane = None
         # On two C threads, the loop only serves the control socket, the
         # ageing timer and signals; without them, it also reads the fds.
         node.serve(loop)
-        if threads:
-            # The packet path first: this thread (control socket, controller,
-            # ageing) yields the CPU to the datapath threads, started above
-            # at the old priority, whenever they want it; a flood of
-            # queries then costs the datapath only the CPU left over.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOOP_NICE)
-
-        sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
-        ager = asyncio.create_task(self._age(sweep))
-        checker = asyncio.create_task(self._check_endpoints())
-        await self._serve_control()
-        if self.metrics is not None:
-            await self.metrics.start()
-        control_plane = None
-        if self.controller is not None:
-            control_plane = asyncio.create_task(self.controller.run())
-        log.info(
-            "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s), %s",
-            self.cfg.host.underlay, self.cfg.host.port,
-            len(self.cfg.networks), len(node.endpoints),
-            self.cfg.host.offload, node.features.describe(),
-            "2 datapath threads" if threads else "datapath on the event loop",
-        )
-        # The same moment for systemd (Type=notify): units ordered after
-        # this one start once `uvxlan stats` would answer.
-        self.ready = True
-        self.notifier.ready(self._summary())
-        told = None
-        if self.controller is not None:
-            told = asyncio.create_task(self._tell_store(self.controller))
         try:
+            if threads:
+                # The packet path first: this thread (control socket,
+                # controller, ageing) yields the CPU to the datapath threads,
+                # started above at the old priority, whenever they want it;
+                # a flood of queries then costs the datapath only the CPU
+                # left over.
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOOP_NICE)
+            sweep = min(AGEING_SWEEP_S, max(0.2, self.cfg.host.ageing / 10))
+            tasks.append(asyncio.create_task(self._age(sweep)))
+            tasks.append(asyncio.create_task(self._check_endpoints()))
+            await self._serve_control()
+            if self.metrics is not None:
+                await self.metrics.start()
+            if self.controller is not None:
+                control_plane = asyncio.create_task(self.controller.run())
+            log.info(
+                "ready: %s:%d, %d network(s), %d endpoint(s), offload %s (%s), %s",
+                self.cfg.host.underlay, self.cfg.host.port,
+                len(self.cfg.networks), len(node.endpoints),
+                self.cfg.host.offload, node.features.describe(),
+                "2 datapath threads" if threads else "datapath on the event loop",
+            )
+            # The same moment for systemd (Type=notify): units ordered after
+            # this one start once `uvxlan stats` would answer.
+            self.ready = True
+            self.notifier.ready(self._summary())
+            if self.controller is not None:
+                tasks.append(asyncio.create_task(self._tell_store(self.controller)))
             if control_plane is None:
                 await stop.wait()
             else:
@@ -160,12 +167,16 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping("stopping: endpoints "
                                    + ("removed (leave)" if self.leaving else "kept"))
-            for task in (ager, checker, told):
-                if task is None:
-                    continue
+            for task in tasks:
                 task.cancel()
-                with suppress(asyncio.CancelledError):
+                # Each loop survives its own failures; whatever still ends
+                # one must not skip the cleanup below.
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # noqa: BLE001 - logged; the stop goes on
+                    log.exception("background task %s failed", task.get_coro())
             if control_plane is not None and self.controller is not None:
                 # Whether it failed or is still running, the cleanup below
                 # must happen: a failure was already raised from the try.
@@ -188,16 +199,18 @@ class Daemon:
         """STATUS= for `systemctl status`: synced with the store, and
         whenever the store stops or starts answering."""
         await controller.synced.wait()
-        told = None
-        while True:
+        told: list[bool] = []
+
+        def tell() -> None:
             connected = self.contact is None or self.contact.connected is not False
-            if connected != told:
-                told = connected
+            if told != [connected]:
+                told[:] = [connected]
                 self.notifier.status(f"{self._summary()}; " + (
                     "synced with the store" if connected else
                     "store unreachable since " + time.strftime("%H:%M:%S")
                     + "; forwarding goes on"))
-            await asyncio.sleep(STATUS_CHECK_S)
+
+        await _every(STATUS_CHECK_S, "telling systemd the store's state", tell)
 
     def metrics_text(self) -> str:
         """GET /metrics: what `uvxlan stats` shows, and the agent's state."""
@@ -215,17 +228,22 @@ class Daemon:
         for their neighbours again, leftover TAPs go)."""
         if self.controller is not None:
             await self.controller.synced.wait()
-        self.node.settle(None if self.controller is None else self.controller.wanted_endpoints())
-        while True:
+        settled = False
+
+        async def check() -> None:
+            nonlocal settled
+            if not settled:
+                self.node.settle(None if self.controller is None
+                                 else self.controller.wanted_endpoints())
+                settled = True
             for epc, error in self.node.check_endpoints():
                 if self.controller is not None:
                     await self.controller.endpoint_health(epc, error)
-            await asyncio.sleep(ENDPOINT_CHECK_S)
+
+        await _every(ENDPOINT_CHECK_S, "checking endpoints", check, first=True)
 
     async def _age(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.node.age()
+        await _every(interval, "ageing the FDB", self.node.age)
 
     # Control socket ------------------------------------------------------
 
@@ -259,7 +277,7 @@ class Daemon:
         assert me is not None
         self._clients[me] = writer
         try:
-            writer.write(_reply(await self._answer(reader)))
+            writer.write(_reply(await self._answer(reader, _peer_uid(writer))))
             await asyncio.wait_for(writer.drain(), SEND_S)
         except TimeoutError:
             self.refused["slow_reader"] += 1
@@ -270,9 +288,10 @@ class Daemon:
             del self._clients[me]
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
-        """The reply to the connection's one request line, or the error
-        that ends it."""
+    async def _answer(self, reader: asyncio.StreamReader,
+                      uid: int | None) -> dict[str, Any]:
+        """The reply to the connection's one request line (from a peer of
+        this uid, None if unknown), or the error that ends it."""
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_S)
         except TimeoutError:
@@ -285,8 +304,13 @@ class Daemon:
             line = exc.partial
         try:
             cmd = json.loads(line or b"{}").get("cmd", "")
+            if cmd in MUTATING and uid not in (0, os.geteuid()):
+                # control_group is for watching (stats, fdb, status); a
+                # change (leave) is root's, or the agent's own user's.
+                return {"error": f"{cmd}: permission denied; run as root"}
             return self.query(cmd)
-        except (ValueError, AttributeError, RecursionError):   # not JSON, not an object, too deep
+        except (ValueError, AttributeError, TypeError, RecursionError):
+            # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
         except UvxlanError as exc:   # a query the datapath refused
             return {"error": str(exc)}
@@ -313,7 +337,8 @@ class Daemon:
             # Reply first; the stop that follows removes everything.
             self.leaving = True
             asyncio.get_running_loop().call_soon(self._stop.set)
-            return {"leaving": True, "name": self.cfg.host.name, "pid": os.getpid()}
+            return {"leaving": True, "name": self.cfg.host.name, "pid": os.getpid(),
+                    "store": self.controller is not None}
         if cmd == "control":
             # The controller's sizes and work counters, cheap to ask often
             # (benchmarks/control_scale.py polls it for convergence).
@@ -326,6 +351,42 @@ class Daemon:
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}
         return {"error": f"unknown command {cmd!r}"}
+
+
+async def _every(interval: float, what: str,
+                 step: Callable[[], Awaitable[None] | None], *, first: bool = False) -> None:
+    """step every interval seconds (at once too, if first), for good: a
+    step that fails (a bug) is logged once per episode and tried again,
+    since forwarding must not stop for it and a task that died would end
+    silently."""
+    told = ""
+    if not first:
+        await asyncio.sleep(interval)
+    while True:
+        try:
+            done = step()
+            if done is not None:
+                await done
+        except Exception as exc:  # noqa: BLE001 - logged; the loop goes on
+            if repr(exc) != told:
+                told = repr(exc)
+                log.exception("%s failed: %s; trying again every %g s", what, exc, interval)
+        else:
+            if told:
+                log.info("%s works again", what)
+            told = ""
+        await asyncio.sleep(interval)
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The uid of the process that connected (SO_PEERCRED: taken at its
+    connect(), so not changed by what it does later), or None if unknown."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+    except (AttributeError, OSError):
+        return None
+    return int(PEERCRED.unpack(creds)[1])
 
 
 def _reply(obj: dict[str, Any]) -> bytes:

@@ -11,11 +11,12 @@ for ``systemctl status``, ``STOPPING=1`` when it begins to stop.
 Nothing here may stop the agent: without ``$NOTIFY_SOCKET`` (not run by
 systemd) every call does nothing; a socket that cannot be reached, or an
 address of a kind not handled here (systemd's ``vsock:``), is logged once
-and then left alone.
+and then left alone; a message lost to a full queue is only that message.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -23,6 +24,9 @@ import socket
 log = logging.getLogger("uvxlan.notify")
 
 NOTIFY_ENV = "NOTIFY_SOCKET"
+# sendto() errors that mean no manager listens there: give up.  Any other
+# (a full queue: EAGAIN, ENOBUFS) loses one message only.
+GONE = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENOTDIR})
 
 
 def _address(value: str) -> str | None:
@@ -44,6 +48,7 @@ class Notifier:
         self.where = os.environ.get(NOTIFY_ENV, "") if value is None else value
         self._addr: str | None = None
         self._sock: socket.socket | None = None
+        self._losing = False        # messages lost to a full queue (logged)
         if not self.where:
             return
         self._addr = _address(self.where)
@@ -61,16 +66,25 @@ class Notifier:
 
     def send(self, **fields: str | int) -> bool:
         """One datagram of KEY=value lines (keys in upper case, as systemd
-        spells them); True if it left.  A failure is logged once, after
-        which nothing more is sent."""
+        spells them); True if it left.  No manager there (GONE) is logged
+        once, after which nothing more is sent; a message lost to a full
+        queue is logged once per episode, and the next is tried."""
         if self._sock is None or self._addr is None:
             return False
         text = "".join(f"{key.upper()}={value}\n" for key, value in fields.items())
         try:
             self._sock.sendto(text.encode(), self._addr)
         except OSError as exc:
-            self._give_up(exc.strerror or str(exc))
+            if exc.errno in GONE:
+                self._give_up(exc.strerror or str(exc))
+            elif not self._losing:
+                # A full queue (EAGAIN, ENOBUFS): this message is lost,
+                # as sd_notify's would be; the next ones are still sent.
+                self._losing = True
+                log.warning("%s %s: %s; a message to the service manager was lost",
+                            NOTIFY_ENV, self.where, exc.strerror or exc)
             return False
+        self._losing = False
         return True
 
     def ready(self, status: str) -> bool:

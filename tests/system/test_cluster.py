@@ -796,8 +796,12 @@ def test_cli_attach_waits_for_the_agent(db: str) -> None:
 def test_cli_store_errors(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where the store wants a directory\n")
-    one_line_error(cli("network", "ls", store=f"sqlite://{blocker}/state.db"),
+    # A command that adds makes the store, or says why it cannot; one
+    # that only reads never makes it.
+    one_line_error(cli("network", "create", "n1", store=f"sqlite://{blocker}/state.db"),
                    "cannot create directory")
+    one_line_error(cli("network", "ls", store=f"sqlite://{blocker}/state.db"),
+                   "store file missing")
     one_line_error(cli("network", "ls", store="mysql://x"), "store URL")
     if ETCD.exists():
         port = etcdserver.free_ports(1)[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import sqlite3
@@ -31,6 +32,8 @@ from tests.support.children import Racers
 from tests.support.etcdserver import EtcdServer, free_ports, needs_etcd
 from uvxlan.errors import ConfigError, LeaseExpired, StoreCompacted, StoreError, StoreUnavailable
 from uvxlan.store import DEFAULT_SQLITE_PATH, KV, Event, Store, open_store
+from uvxlan.store.etcd import EtcdStore
+from uvxlan.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -511,6 +514,42 @@ def test_watch_from_revision(backend: Backend) -> None:
             assert (ev.type, ev.key, ev.value, ev.revision) == ("put", p + "w/a", b"1", base)
 
     run(body())
+
+
+async def put_raw(s: Store, key: bytes, value: bytes) -> None:
+    """Write a key of any bytes, as another writer of the store could (the
+    Store interface takes only text keys)."""
+    if isinstance(s, EtcdStore):
+        await s._call(lambda client: client.put(key, value, lease=0))
+    else:
+        assert isinstance(s, SqliteStore)
+        await s._run(s._put, key, value, 0)
+
+
+def test_a_key_that_is_not_utf8_is_skipped(backend: Backend,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """One undecodable key (any writer can make one) is left out of every
+    list and watch and logged once; it never fails them (etcd: every list
+    an error forever; SQLite: a raw UnicodeDecodeError out of the store)."""
+    async def body() -> None:
+        p = backend.ns
+        bad = (p + "u/").encode() + b"\xff\xfe"
+        async with backend.store() as s:
+            base = await s.put(p + "u/a", b"1")
+            watch = s.watch(p + "u/", start_revision=base)
+            await put_raw(s, bad, b"x")
+            await s.put(p + "u/b", b"2")
+            for _ in range(2):
+                kvs, _ = await s.list(p + "u/")
+                assert [kv.key for kv in kvs] == [p + "u/a", p + "u/b"]
+            got = await take(watch, 2, 10.0)
+            await stop(watch)
+            assert [(e.type, e.key) for e in got] == [("put", p + "u/a"), ("put", p + "u/b")]
+
+    with caplog.at_level(logging.WARNING, logger="uvxlan.store"):
+        run(body())
+    told = [r.getMessage() for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert len(told) == 1, told
 
 
 def test_watch_compacted(backend: Backend) -> None:

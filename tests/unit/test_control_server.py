@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import json
 import os
 import re
 import socket
@@ -288,3 +289,121 @@ def test_stop_with_a_client_connected_is_clean(tmp_path: Path,
 
     run(tmp_path, body)
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+NOBODY = 65534
+
+def ask_as_another_user(path: str, request: bytes) -> bytes:
+    """The reply to request from a peer that is neither root nor the
+    agent's user (a control_group member's view of the socket)."""
+    if os.geteuid() != 0:           # then this process is such a peer already
+        return talk(path, request)
+    os.chmod(path, 0o666)           # its mode or group let the peer connect
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                    # the child: syscalls only, then _exit
+        code = 1
+        try:
+            os.close(r)
+            # From inside the directory: its parents (pytest's) are closed
+            # to that user.
+            os.chdir(os.path.dirname(path))
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(w, talk(os.path.basename(path), request))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        reply = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return reply
+
+
+def test_leave_is_for_root_alone(tmp_path: Path) -> None:
+    """A member of control_group may watch the agent, not make it remove
+    every container's eth0: leave is refused by the peer's uid (SO_PEERCRED)."""
+    async def body(path: str) -> None:
+        reply = await asyncio.to_thread(ask_as_another_user, path, b'{"cmd": "leave"}\n')
+        assert reply == b'{"error": "leave: permission denied; run as root"}\n'
+        assert not d.leaving and not d._stop.is_set()
+        # Reading stays open to such a peer.
+        reply = await asyncio.to_thread(ask_as_another_user, path, b'{"cmd": "stats"}\n')
+        assert reply == b'{"networks": []}\n'
+        if os.geteuid() == 0:
+            reply = await asyncio.to_thread(talk, path, b'{"cmd": "leave"}\n')
+            assert json.loads(reply)["leaving"] is True
+            assert d.leaving and d._stop.is_set()
+
+    d, path = serving(tmp_path)
+
+    async def main() -> None:
+        await d._serve_control()
+        try:
+            await body(path)
+        finally:
+            await d._close_control()
+            d.claim.release()
+
+    asyncio.run(main())
+
+
+class RunningNode(FakeNode):
+    """What Daemon.run asks of a node; its endpoint check fails (a bug)."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg, {"networks": []})
+        self.endpoints: list[object] = []
+        self.networks: list[object] = []
+        self.features = SimpleNamespace(describe=lambda: "none")
+        self.checks = 0
+        self.served = False
+
+    def serve(self, loop: object) -> None:
+        self.served = True
+
+    def unserve(self) -> None:
+        self.served = False
+
+    def settle(self) -> None:
+        pass
+
+    def age(self) -> None:
+        pass
+
+    def check_endpoints(self) -> list[tuple[object, str | None]]:
+        self.checks += 1
+        raise RuntimeError("a bug in the endpoint check")
+
+
+def test_a_failing_background_task_neither_ends_silently_nor_skips_the_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The endpoint checker keeps running past a failure (logged once), and
+    the stop still unserves the node and removes the control socket (the
+    task's exception used to end it there)."""
+    monkeypatch.setattr(daemon, "ENDPOINT_CHECK_S", 0.02)
+    h = host(tmp_path, threads=False)
+    claim = claim_control(h)
+    node = RunningNode(SimpleNamespace(host=h, networks=[]))
+    d = Daemon(node, claim)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        running = asyncio.create_task(d.run())
+        async with asyncio.timeout(10):
+            while node.checks < 3:
+                await asyncio.sleep(0.02)
+        assert Path(claim.socket).exists() and node.served
+        d._stop.set()
+        async with asyncio.timeout(10):
+            await running            # no exception out of the stop
+
+    try:
+        asyncio.run(main())
+    finally:
+        claim.release()
+    assert not node.served and not Path(claim.socket).exists()
+    told = [r for r in caplog.records if "checking endpoints failed" in r.getMessage()]
+    assert len(told) == 1

@@ -1,7 +1,8 @@
 """A store that refuses the agent's credentials (StoreDenied): before the
 first registration the controller ends with that error itself (the agent
 prints it as one line); after, it logs it and keeps running, so forwarding
-goes on.  The store is SQLite in a tmp dir, wrapped to refuse on demand."""
+goes on.  A status write that fails never breaks the sync either.  The
+store is SQLite in a tmp dir, wrapped to refuse on demand."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 import pytest
 
 from tests.unit.test_controller import ME, VTEP, FakeNode, _typed
+from uvxlan import cluster
+from uvxlan.cluster import HostRecord
 from uvxlan.config import HostConfig
 from uvxlan.controller import Controller
-from uvxlan.errors import StoreDenied
+from uvxlan.errors import StoreDenied, StoreUnavailable
 from uvxlan.store import open_store
 
 
@@ -79,6 +82,50 @@ def test_refused_later_is_logged_and_the_controller_goes_on(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             store.deny = False
+            await ctl.close()
+
+    asyncio.run(main())
+
+
+class StatusFailingStore(RefusingStore):
+    """Every status write refused as unavailable (a full etcd, a locked
+    file); everything else answered."""
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name != "put":
+            return attr
+
+        async def put(key: str, *args: Any, **kw: Any) -> Any:
+            if key.startswith(cluster.STATUS):
+                raise StoreUnavailable("store sqlite: database is locked")
+            return await attr(key, *args, **kw)
+
+        return put
+
+
+def test_a_failing_status_write_does_not_break_the_sync(tmp_path: Path) -> None:
+    """apply() queues what it cannot write: the first sync completes and
+    is not repeated (no relist loop), the status stays queued."""
+    async def main() -> None:
+        store = StatusFailingStore(open_store(f"sqlite://{tmp_path}/state.db"))
+        await cluster.create_network(store.inner, "net1", subnet="10.0.0.0/24", vni=256)
+        me = HostRecord(name=ME, underlay=VTEP[ME], port=4789)
+        await store.inner.put(cluster.host_key(ME), cluster.encode(me))   # no lease: by hand
+        await cluster.attach(store.inner, "net1", host=ME, netns="c1", ip="10.0.0.11")
+        cfg = HostConfig(underlay=VTEP[ME], name=ME, lease_ttl=30.0)
+        ctl = Controller(_typed(FakeNode()), cfg, store)  # type: ignore[arg-type]
+        task = asyncio.create_task(ctl.run())
+        try:
+            async with asyncio.timeout(5):
+                await ctl.synced.wait()
+            await asyncio.sleep(0.5)
+            assert not task.done()
+            assert ctl.work["full_syncs"] == 1
+            assert ctl._status_todo == {cluster.endpoint_key("net1", "c1")}
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             await ctl.close()
 
     asyncio.run(main())

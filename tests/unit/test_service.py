@@ -19,7 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from uvxlan import config, validate
 from uvxlan.control import CONTROL_DIR
 from uvxlan.errors import ConfigError
-from uvxlan.metrics import CONTENT_TYPE, AgentFacts, answer, exposition, families
+from uvxlan.metrics import (
+    CONTENT_TYPE,
+    AgentFacts,
+    Cached,
+    answer,
+    bind_metrics,
+    exposition,
+    families,
+)
 from uvxlan.notify import Notifier
 from uvxlan.store import DEFAULT_SQLITE_PATH
 
@@ -119,6 +127,28 @@ def test_notifier_without_a_socket_does_nothing(caplog: pytest.LogCaptureFixture
     assert caplog.records == []
 
 
+def test_a_full_notify_queue_loses_messages_not_the_manager(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A manager that reads slowly fills the socket's queue (EAGAIN): the
+    messages sent meanwhile are lost and that is logged once; once it
+    reads again, the next message is sent."""
+    address = str(tmp_path / "notify")
+    with _listener(address) as s, caplog.at_level(logging.WARNING, logger="uvxlan.notify"):
+        n = Notifier(address)
+        sent = 0
+        while n.status(f"{sent}"):
+            sent += 1
+            assert sent < 100_000, "the queue never filled"
+        assert n.active and not n.status("lost too")
+        for _ in range(sent):
+            s.recv(4096)
+        assert n.status("after")
+        assert s.recv(4096) == b"STATUS=after\n"
+        n.close()
+    assert len(caplog.records) == 1
+    assert "was lost" in caplog.records[0].getMessage()
+
+
 @pytest.mark.parametrize("value", ["/nonexistent/uvxlan-notify", "relative/path", "@"])
 def test_an_unusable_notify_socket_is_logged_once(
         caplog: pytest.LogCaptureFixture, value: str) -> None:
@@ -146,6 +176,63 @@ def test_listen_addresses(given: str, normal: str) -> None:
 def test_bad_listen_addresses(bad: object) -> None:
     with pytest.raises(ConfigError, match="is not IP:PORT"):
         validate.listen(bad)
+
+
+def test_a_second_agent_on_the_metrics_port_fails_at_bind() -> None:
+    """The socket listens as it is bound: a second one on the port (with
+    SO_REUSEADDR both could bind while neither listened) is refused there,
+    one line, before the agent makes anything."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    first = bind_metrics(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(ConfigError, match=f"metrics 127.0.0.1:{port}: "
+                                              "Address already in use"):
+            bind_metrics(f"127.0.0.1:{port}").close()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass                                  # accepted by the backlog already
+    finally:
+        first.close()
+
+
+def test_one_rendering_serves_scrapes_for_a_second() -> None:
+    now = [100.0]
+    rendered: list[str] = []
+
+    def render() -> str:
+        rendered.append(f"a {len(rendered)}\n")
+        if len(rendered) == 3:
+            raise RuntimeError("a bug")
+        return rendered[-1]
+
+    cached = Cached(render, ttl=1.0, clock=lambda: now[0])
+    assert [cached(), cached()] == ["a 0\n", "a 0\n"] and len(rendered) == 1
+    now[0] += 0.99
+    assert cached() == "a 0\n"
+    now[0] += 0.01
+    assert cached() == "a 1\n" and len(rendered) == 2
+    now[0] += 1.0
+    with pytest.raises(RuntimeError):
+        cached()
+    assert cached() == "a 3\n"                   # a failure is not kept
+
+
+def test_a_slow_rendering_is_kept_longer() -> None:
+    """A rendering that took 0.5 s serves for 5 s (RENDER_SHARE): a tight
+    scrape loop costs the event loop a tenth of its time, not all of it."""
+    now = [0.0]
+
+    def render() -> str:
+        now[0] += 0.5
+        return f"a {now[0]}\n"
+
+    cached = Cached(render, ttl=1.0, clock=lambda: now[0])
+    assert cached() == "a 0.5\n"
+    now[0] += 4.9
+    assert cached() == "a 0.5\n"
+    now[0] += 0.1
+    assert cached() == "a 6.0\n"
 
 
 def test_metrics_beyond_loopback_need_metrics_public() -> None:

@@ -323,3 +323,28 @@ def test_any_other_store_error_at_start_is_retried(tmp_path: Path) -> None:
 
     asyncio.run(main())
 
+
+
+def test_an_etcd_client_that_fails_to_close_still_gives_a_store_error() -> None:
+    """Dropping a failed client closes it; if that close raises too, the
+    caller still gets its one-line StoreError, not the raw exception."""
+    from uvxlan.store.etcd import EtcdStore
+
+    class BrokenClient:
+        closed = 0
+
+        async def close(self) -> None:
+            self.closed += 1
+            raise RuntimeError("channel already closed")
+
+    async def main() -> None:
+        store = open_store("etcd://127.0.0.1:2379")
+        assert isinstance(store, EtcdStore)
+        client = BrokenClient()
+        store._client, store._endpoint = client, "127.0.0.1:2379"
+        err = await store._error(ValueError("a gRPC failure of its own"), client)
+        assert type(err) is StoreError
+        assert str(err) == "etcd 127.0.0.1:2379: ValueError: a gRPC failure of its own"
+        assert client.closed == 1 and store._client is None
+
+    asyncio.run(main())

@@ -164,3 +164,32 @@ def test_sqlite_directory_others_can_write_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreDenied, match="can be written by others"):
         _touch(f"sqlite://{shared}/state.db")
     assert not (shared / "state.db").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["network", "ls"], ["network", "inspect", "net1"], ["endpoint", "ls"], ["host", "ls"],
+    ["check"], ["detach", "net1", "c1"], ["network", "rm", "net1"]])
+def test_a_command_that_only_reads_never_makes_the_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """A missing SQLite file made anew and empty by a listing would make
+    every agent remove its endpoints: one line instead, and no file."""
+    from uvxlan.cli import main
+
+    db = tmp_path / "state" / "state.db"
+    assert main([*argv, "--store", f"sqlite://{db}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"uvxlan: error: store {db}: store file missing (")
+    assert err.count("\n") == 1
+    assert not db.exists()
+
+
+def test_a_command_that_adds_makes_the_store(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from uvxlan.cli import main
+
+    db = tmp_path / "state" / "state.db"
+    url = f"sqlite://{db}"
+    assert main(["network", "create", "net1", "--subnet", "10.0.0.0/24", "--store", url]) == 0
+    assert db.exists()
+    assert main(["network", "ls", "--store", url]) == 0
+    assert "net1" in capsys.readouterr().out

@@ -76,13 +76,16 @@ __all__ = ["DEFAULT_SQLITE_PATH", "KV", "Event", "Store", "StoreAuth", "open_sto
 
 
 def open_store(url: str, auth: StoreAuth | None = None,
-               env: Mapping[str, str] | None = None) -> Store:
+               env: Mapping[str, str] | None = None, *, create: bool = True) -> Store:
     """The store a URL names (see the module docstring), with the TLS and
     authentication settings of flags (``auth``), the URL and the
     environment (``env``, default ``os.environ``).  Opens nothing yet: the
     first operation connects, and raises StoreUnavailable if it cannot.
     A malformed URL or an unreadable credential file is a one-line
-    ConfigError."""
+    ConfigError.  ``create=False``: a SQLite file that does not exist is
+    an error at the first operation, not made anew (for commands that
+    only read: a new, empty store would make every agent remove its
+    endpoints)."""
     auth = auth or StoreAuth()
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -93,7 +96,7 @@ def open_store(url: str, auth: StoreAuth | None = None,
         if auth.given():
             raise ConfigError(f"store URL {url!r}: {', '.join(auth.given())} "
                               "only apply to an etcd store")
-        return _open_sqlite(url, parts.netloc, parts.path, parts.query)
+        return _open_sqlite(url, parts.netloc, parts.path, parts.query, create)
     if scheme in ("etcd", "etcds"):
         if parts.path not in ("", "/"):
             raise ConfigError(f"store URL {url!r}: etcd takes no path")
@@ -109,7 +112,7 @@ def _redacted(parts: SplitResult) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _open_sqlite(url: str, netloc: str, path: str, query: str) -> Store:
+def _open_sqlite(url: str, netloc: str, path: str, query: str, create: bool) -> Store:
     if netloc:
         raise ConfigError(f"store URL {url!r}: the path must be absolute (sqlite:///ABS/PATH)")
     path = unquote(path)
@@ -122,7 +125,7 @@ def _open_sqlite(url: str, netloc: str, path: str, query: str) -> Store:
     busy_timeout = _number(url, opts, "busy_timeout", 5.0)
     from uvxlan.store.sqlite import SqliteStore
 
-    return SqliteStore(path, history=int(history), busy_timeout=busy_timeout)
+    return SqliteStore(path, history=int(history), busy_timeout=busy_timeout, create=create)
 
 
 def _open_etcd(url: str, scheme: str, netloc: str, query: str, auth: StoreAuth,

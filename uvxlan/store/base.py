@@ -5,11 +5,18 @@ import cycle.  The rules are in ``uvxlan.store``'s docstring."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from uvxlan.errors import ConfigError
+
+log = logging.getLogger("uvxlan.store")
+
+# Undecodable keys already logged (bounded: a writer could make millions).
+_TOLD_UNDECODABLE: set[bytes] = set()
+_TOLD_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -128,3 +135,16 @@ def prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
         return start, None
     end[-1] += 1
     return start, bytes(end)
+
+
+def decode_key(raw: bytes) -> str | None:
+    """A stored key as text, or None for one that is not UTF-8: such a key
+    (any writer can make one) is skipped by every list and watch, logged
+    once, so that one bad key never stops the cluster's control plane."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        if raw not in _TOLD_UNDECODABLE and len(_TOLD_UNDECODABLE) < _TOLD_MAX:
+            _TOLD_UNDECODABLE.add(raw)
+            log.warning("store key %r: not UTF-8; ignored", raw[:200])
+        return None

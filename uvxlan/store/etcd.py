@@ -51,7 +51,7 @@ from uvxlan.errors import (
     StoreError,
     StoreUnavailable,
 )
-from uvxlan.store.base import KV, Event, check_key, check_txn, prefix_range
+from uvxlan.store.base import KV, Event, check_key, check_txn, decode_key, prefix_range
 from uvxlan.store.credentials import EtcdCredentials
 
 log = logging.getLogger("uvxlan.store")
@@ -197,7 +197,7 @@ class EtcdStore:
 
         async def op(client: Any) -> tuple[list[KV], int]:
             got = await client.get_range(lo, hi, sort_order="ascend", sort_target="key")
-            return [_kv(kv) for kv in got.kvs], int(got.header.revision)
+            return [kv for kv in map(_kv, got.kvs) if kv is not None], int(got.header.revision)
 
         return await self._call(op, idempotent=True)
 
@@ -234,11 +234,14 @@ class EtcdStore:
                         raise StoreError(f"etcd {self._endpoint}: watch cancelled: {reason}")
                     for ev in resp.events:
                         seen = True
+                        key = decode_key(bytes(ev.kv.key))
+                        if key is None:
+                            continue
                         if ev.type == rpc.Event.PUT:
-                            yield Event(type="put", key=ev.kv.key.decode(), value=ev.kv.value,
+                            yield Event(type="put", key=key, value=ev.kv.value,
                                         revision=int(ev.kv.mod_revision))
                         else:
-                            yield Event(type="delete", key=ev.kv.key.decode(), value=b"",
+                            yield Event(type="delete", key=key, value=b"",
                                         revision=int(ev.kv.mod_revision))
             except grpc.aio.AioRpcError as exc:
                 if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
@@ -354,11 +357,11 @@ class EtcdStore:
                     await self._ready(client.channel, f"{host}:{port}")
                     await self._authenticate(client, f"{host}:{port}")
                 except StoreDenied:
-                    await client.close()
+                    await _close_quietly(client)
                     raise
                 except (aetcd.ClientError, StoreUnavailable) as exc:
                     failures.append(f"{host}:{port} {exc}")
-                    await client.close()
+                    await _close_quietly(client)
                     continue
                 self._client, self._endpoint, self._next = client, f"{host}:{port}", n
                 return client
@@ -486,7 +489,7 @@ class EtcdStore:
             if self._client is client:
                 self._client = None
                 self._next = (self._next + 1) % len(self.endpoints)
-                await client.close()
+                await _close_quietly(client)
             lost = self._connect_error(self._endpoint, detail)
             if isinstance(lost, StoreDenied):
                 return lost
@@ -510,7 +513,7 @@ class EtcdStore:
             # a new connection is the best chance of a good next call.
             if self._client is client:
                 self._client = None
-                await client.close()
+                await _close_quietly(client)
             return StoreError(f"{where}: {type(exc).__name__}: {detail}")
         return StoreError(f"{where}: {detail}")
 
@@ -536,6 +539,16 @@ def _last_error(detail: str) -> str:
     return detail.split("last error: ", 1)[-1]
 
 
+async def _close_quietly(client: Any) -> None:
+    """Close a client being dropped for a failure: whatever its close
+    raises is logged, never let out of the error handling (the caller
+    must get its StoreError, not a raw exception)."""
+    try:
+        await client.close()
+    except Exception as exc:  # noqa: BLE001 - the client is dropped either way
+        log.debug("etcd: closing a dropped client: %s: %s", type(exc).__name__, exc)
+
+
 def _etcd_range(prefix: str) -> tuple[bytes, bytes]:
     """(key, range_end) for a prefix in etcd's terms: "\\0" as range_end
     means no bound, and the empty prefix is every key from "\\0" on."""
@@ -543,7 +556,11 @@ def _etcd_range(prefix: str) -> tuple[bytes, bytes]:
     return lo or b"\0", b"\0" if hi is None else hi
 
 
-def _kv(kv: Any) -> KV:
-    return KV(key=bytes(kv.key).decode(), value=bytes(kv.value),
+def _kv(kv: Any) -> KV | None:
+    """The key as a KV; None for a key that is not UTF-8 (skipped)."""
+    key = decode_key(bytes(kv.key))
+    if key is None:
+        return None
+    return KV(key=key, value=bytes(kv.value),
               create_revision=int(kv.create_revision), mod_revision=int(kv.mod_revision),
               lease=int(kv.lease))

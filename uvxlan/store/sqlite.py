@@ -44,7 +44,8 @@ it) and its connection is dropped, so each call opens the path again until
 the file is good.  A file removed or replaced under an open connection is
 noticed at the next call (its inode); once opened, a file that is gone is
 never made anew here (StoreUnavailable until it is restored or a command
-makes it), and a watch whose store goes back in revision raises
+makes it); a store opened with ``create=False`` (commands that only read)
+never makes a missing file at all; and a watch whose store goes back in revision raises
 StoreCompacted.
 
 The database says who may do what on every host, so only its owner may
@@ -82,7 +83,7 @@ from uvxlan.errors import (
     StoreError,
     StoreUnavailable,
 )
-from uvxlan.store.base import KV, Event, check_key, check_txn, prefix_range
+from uvxlan.store.base import KV, Event, check_key, check_txn, decode_key, prefix_range
 
 log = logging.getLogger("uvxlan.store")
 
@@ -127,13 +128,15 @@ class SqliteStore:
     """A Store on one SQLite file; see the module docstring."""
 
     def __init__(self, path: str | Path, *, history: int = 10000, busy_timeout: float = 5.0,
-                 poll_interval: float = 0.05) -> None:
+                 poll_interval: float = 0.05, create: bool = True) -> None:
+        """create=False: a missing file is an error, never made anew."""
         if history < 1:
             raise ValueError("history must be at least 1")
         self.path = Path(path)
         self.history = history
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
+        self._may_create = create
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None     # (st_dev, st_ino) _conn has open
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uvxlan-store")
@@ -251,6 +254,9 @@ class SqliteStore:
             # Restoring it, or a uvxlan command that makes it, brings it back.
             raise StoreUnavailable(f"store {self.path}: the file is gone; waiting for it "
                                    "to be restored or made again")
+        if not self._may_create and not self.path.exists():
+            raise StoreError(f"store {self.path}: store file missing (`uvxlan network "
+                             "create` or `uvxlan attach` makes one)")
         _secure(self.path)
         with self._errors():
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
@@ -339,8 +345,8 @@ class SqliteStore:
             # file restored.  Each call opens it again until it is good.
             self._disconnect()
             raise StoreError(f"store {self.path}: {exc} (restore the file, or remove it "
-                             "with its -wal and -shm: the next uvxlan command makes "
-                             "it anew)") from None
+                             "with its -wal and -shm: the next agent start, `uvxlan "
+                             "network create` or `uvxlan attach` makes it anew)") from None
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from None
 
@@ -488,7 +494,7 @@ class SqliteStore:
                 "SELECT key, value, create_revision, mod_revision, lease FROM kv "
                 "WHERE key >= ? AND (? IS NULL OR key < ?) ORDER BY key", (lo, hi, hi)).fetchall()
             rev = self._revision(conn)
-        return [_kv(r) for r in rows], rev
+        return [kv for kv in map(_kv, rows) if kv is not None], rev
 
     def _poll(self, bounds: tuple[bytes, bytes | None],
               next_rev: int) -> tuple[builtins.list[Event], int, int]:
@@ -509,10 +515,10 @@ class SqliteStore:
                 "SELECT revision, type, key, value FROM events WHERE revision BETWEEN ? AND ? "
                 "AND key >= ? AND (? IS NULL OR key < ?) ORDER BY revision LIMIT ?",
                 (next_rev, rev, lo, hi, hi, _WATCH_BATCH)).fetchall()
-        events = [Event(type=r[1], key=bytes(r[2]).decode(), value=bytes(r[3]),
-                        revision=int(r[0])) for r in rows]
+        events = [Event(type=r[1], key=key, value=bytes(r[3]), revision=int(r[0]))
+                  for r in rows if (key := decode_key(bytes(r[2]))) is not None]
         if len(rows) == _WATCH_BATCH:
-            return events, events[-1].revision + 1, rev
+            return events, int(rows[-1][0]) + 1, rev
         return events, rev + 1, rev
 
     def _lease_grant(self, ttl: float) -> int:
@@ -605,6 +611,10 @@ def _secure(path: Path) -> None:
                         "now 0600", f, stat.S_IMODE(st.st_mode))
 
 
-def _kv(row: tuple[bytes, bytes, int, int, int]) -> KV:
-    return KV(key=bytes(row[0]).decode(), value=bytes(row[1]), create_revision=int(row[2]),
+def _kv(row: tuple[bytes, bytes, int, int, int]) -> KV | None:
+    """The row as a KV; None for a key that is not UTF-8 (skipped)."""
+    key = decode_key(bytes(row[0]))
+    if key is None:
+        return None
+    return KV(key=key, value=bytes(row[1]), create_revision=int(row[2]),
               mod_revision=int(row[3]), lease=int(row[4]))
