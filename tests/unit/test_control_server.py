@@ -367,7 +367,7 @@ class RunningNode(FakeNode):
     def unserve(self) -> None:
         self.served = False
 
-    def settle(self) -> None:
+    def settle(self, wanted: object = None) -> None:
         pass
 
     def age(self) -> None:
