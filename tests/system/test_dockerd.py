@@ -75,6 +75,17 @@ def test_dockerd_in_a_lab_host_runs_busybox_and_stops_clean(lab: Lab) -> None:
         d.docker("run", "-d", "--network", "none", "--name", "sleeper", BUSYBOX_IMAGE,
                  "sleep", "600")
         assert owned_pids(d.root)["shim"], "the running container has a shim"
+        # its sandbox's netns file, at the path Docker would give a network
+        # plugin, opens here (outside dockerd's mount namespace) as the
+        # container's netns; dockerd's other mounts (overlays, binds) stay its own
+        key, pid1 = d.docker("inspect", "--format",
+                             "{{.NetworkSettings.SandboxKey}} {{.State.Pid}}",
+                             "sleeper").stdout.split()
+        assert key.startswith(f"{d.root}/exec/netns/")
+        assert os.stat(key).st_ino == os.stat(f"/proc/{pid1}/ns/net").st_ino
+        with open("/proc/self/mountinfo") as f:
+            ours = [line.split()[4] for line in f if str(d.root) in line]
+        assert sorted(ours) == [f"{d.root}/exec/netns", key]
         assert any((h / cgroup_parent(d.root)).is_dir()
                    for h in Path("/sys/fs/cgroup").iterdir()), "containers under our cgroup"
         # no iptables of its own: the netns's filter table stays empty

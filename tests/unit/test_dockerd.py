@@ -23,14 +23,12 @@ from uvxlan.lab import dockerd
 from uvxlan.lab.dockerd import busybox_rootfs, dockerd_argv, host_root, owned_pids, remove
 
 
-def test_argv_enters_the_netns_unshares_mounts_and_binds_the_plugin_dirs() -> None:
+def test_argv_enters_the_netns_unshares_mounts_and_execs_dockerd() -> None:
     root = Path("/run/uvxlan/docker/demo-h1")
     argv = dockerd_argv(root, "/run/netns/uvx-demo-h1")
     assert argv[:3] == ["nsenter", "--net=/run/netns/uvx-demo-h1", "--"]
-    assert argv[3:8] == ["unshare", "--mount", "--propagation", "slave", "--"]
-    script = argv[10]
-    assert 'mount --bind "$1/etc" /etc/docker' in script
-    assert 'mount --bind "$1/plugins" /run/docker/plugins' in script
+    assert argv[3:8] == ["unshare", "--mount", "--propagation", "unchanged", "--"]
+    assert argv[8:10] == ["sh", "-c"]
     assert argv[11:13] == ["sh", str(root)]       # $0, $1 of the script
     tail = argv[13:]
     assert tail[0] == "dockerd"
@@ -45,16 +43,32 @@ def test_argv_enters_the_netns_unshares_mounts_and_binds_the_plugin_dirs() -> No
         assert flag in tail
 
 
-def test_the_script_binds_then_execs_dockerd_with_its_arguments(tmp_path: Path) -> None:
-    # the sh -c script with mount and mkdir replaced by echo: what it would run
-    argv = dockerd_argv(tmp_path, "/run/netns/x")
-    script = argv[10].replace("mkdir -p", "echo mkdir").replace("mount --bind", "echo bind")
-    done = subprocess.run(["sh", "-c", script, "sh", str(tmp_path), "echo", "exec", "a b"],
+def test_the_script_slaves_every_mount_but_the_netns_dir_binds_then_execs(
+        tmp_path: Path) -> None:
+    # The script as dockerd_argv gives it, run with every command that would
+    # change the machine (mkdir, mount) echoed instead, on a mountinfo of
+    # our own: mount points with a space and the shared netns directory.
+    root = Path("/run/uvxlan/docker/lab x-h1")
+    script = dockerd_argv(root, "/run/netns/x")[10]
+    assert script.count("mount ") == 3 and script.count("mkdir ") == 1
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "42 27 254:0 /run/netns /run/netns rw shared:2 - ext4 /dev/vda rw\n"
+        "43 27 254:0 /n /run/uvxlan/docker/lab\\040x-h1/exec/netns rw shared:3"
+        " - ext4 /dev/vda rw\n"
+        "44 27 0:9 / /mnt/a\\040b rw - tmpfs tmpfs rw\n")
+    safe = (script.replace("mkdir -p", "echo mkdir").replace("mount ", "echo mount ")
+            .replace("/proc/self/mountinfo", str(mountinfo)))
+    done = subprocess.run(["sh", "-c", safe, "sh", str(root), "echo", "exec", "a b"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.splitlines() == [
-        f"mkdir {tmp_path}/etc/plugins {tmp_path}/plugins /etc/docker /run/docker/plugins",
-        f"bind {tmp_path}/etc /etc/docker",
-        f"bind {tmp_path}/plugins /run/docker/plugins",
+        f"mkdir {root}/etc/plugins {root}/plugins /etc/docker /run/docker/plugins",
+        "mount --make-slave /",
+        "mount --make-slave /run/netns",
+        "mount --make-slave /mnt/a b",
+        f"mount --bind {root}/etc /etc/docker",
+        f"mount --bind {root}/plugins /run/docker/plugins",
         "exec a b",
     ]
 

@@ -18,11 +18,14 @@ socket path must fit in 108 bytes)::
 dockerd finds remote plugins by name in /run/docker/plugins (sockets) and
 /etc/docker/plugins (spec files), fixed paths; so that each lab host's
 dockerd finds its own host's agent, dockerd runs in a mount namespace of
-its own (``unshare -m --propagation slave``: it sees the machine's mounts,
-its own stay private) where the host's ``plugins/`` and ``etc/`` are bound
-over them.  ``nsenter --net`` enters the host's netns: ``ip netns exec``
-would remount /sys for the netns and dockerd then finds no cgroups
-("Devices cgroup isn't mounted").  No bridge, no iptables
+its own (``unshare -m``, every mount made a slave: it sees the machine's
+mounts, its own stay private) where the host's ``plugins/`` and ``etc/``
+are bound over them.  One exception: ``exec/netns``, where Docker makes
+its sandboxes' netns files, is shared with the machine, so the paths
+Docker hands a network plugin (SandboxKey) open anywhere.  ``nsenter
+--net`` enters the host's netns: ``ip netns exec`` would remount /sys for
+the netns and dockerd then finds no cgroups ("Devices cgroup isn't
+mounted").  No bridge, no iptables
 (``--bridge=none --iptables=false --ip6tables=false``): the lab's
 namespaces and the machine's firewall stay untouched.  Containers go under
 the cgroup parent ``uvxlan-LAB-HOST``.
@@ -86,6 +89,41 @@ def cgroup_parent(root: Path) -> str:
     return f"uvxlan-{root.name}"
 
 
+# Run as ``sh -c SCRIPT sh ROOT DOCKERD ARGS…`` in dockerd's new mount
+# namespace (a copy of the machine's, propagation unchanged).  Every mount
+# becomes a slave (sees the machine's changes, shows none of its own: the
+# plugin binds, the containers' overlays), except ROOT/exec/netns, a shared
+# mount made by share_netns_dir(): the netns files of Docker's sandboxes
+# appear there for the whole machine, as /run/docker/netns does for a
+# system dockerd, so a network plugin opens a sandbox by the path Docker
+# gives it.  mountinfo writes a space in a mount point as \040; printf %b
+# reads it back.  mkdir: docker.io makes the two places; a machine where
+# dockerd never ran may lack them.
+_MOUNTS_SCRIPT = r"""set -e
+root=$1; shift
+mkdir -p "$root/etc/plugins" "$root/plugins" /etc/docker /run/docker/plugins
+cut -d ' ' -f 5 /proc/self/mountinfo | while read -r m; do
+    m=$(printf '%b' "$m")
+    [ "$m" = "$root/exec/netns" ] || mount --make-slave "$m"
+done
+mount --bind "$root/etc" /etc/docker
+mount --bind "$root/plugins" /run/docker/plugins
+exec "$@"
+"""
+
+
+def share_netns_dir(root: Path) -> None:
+    """Make ROOT/exec/netns a shared mount of its own (in our mount
+    namespace): dockerd's netns files made under it show here too."""
+    netns = root / "exec" / "netns"
+    netns.mkdir(parents=True, exist_ok=True)
+    for args in (["--bind", str(netns), str(netns)], ["--make-private", str(netns)],
+                 ["--make-shared", str(netns)]):
+        done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise LabError(f"mount {' '.join(args)}: {' '.join(done.stderr.split())}")
+
+
 def dockerd_argv(root: Path, netns_path: str, dockerd: str = DOCKERD) -> list[str]:
     """The command line that starts dockerd for ``root`` in the netns at
     ``netns_path``: enter the netns, unshare the mounts, bind the plugin
@@ -95,17 +133,10 @@ def dockerd_argv(root: Path, netns_path: str, dockerd: str = DOCKERD) -> list[st
     if len(str(sock)) > SOCKADDR_MAX:
         raise LabError(f"docker root {root} is too long: containerd's socket {sock}"
                        f" exceeds {SOCKADDR_MAX} bytes")
-    binds = (
-        # mkdir: docker.io makes both; a machine where dockerd never ran may lack them
-        'mkdir -p "$1/etc/plugins" "$1/plugins" /etc/docker /run/docker/plugins'
-        ' && mount --bind "$1/etc" /etc/docker'
-        ' && mount --bind "$1/plugins" /run/docker/plugins'
-        ' && shift && exec "$@"'
-    )
     return [
         "nsenter", f"--net={netns_path}", "--",
-        "unshare", "--mount", "--propagation", "slave", "--",
-        "sh", "-c", binds, "sh", str(root),
+        "unshare", "--mount", "--propagation", "unchanged", "--",
+        "sh", "-c", _MOUNTS_SCRIPT, "sh", str(root),
         dockerd,
         "--data-root", str(root / "data"),
         "--exec-root", str(root / "exec"),
@@ -211,11 +242,12 @@ class LabDockerd:
         os.chmod(self.root, 0o700)
         (self.root / "etc" / "daemon.json").write_text("{}\n")
         argv = dockerd_argv(self.root, f"/run/netns/{self.netns}")
-        with open(self.log, "ab") as log:
-            # its own session: a Ctrl-C meant for us must not stop it mid-way
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
         try:
+            share_netns_dir(self.root)
+            with open(self.log, "ab") as log:
+                # its own session: a Ctrl-C meant for us must not stop it mid-way
+                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
             self.lab.record_pid(self.netns, self.proc.pid)   # lab down ends it too
             deadline = time.monotonic() + timeout
             while not _ping(self.socket):
