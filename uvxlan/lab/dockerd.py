@@ -97,14 +97,16 @@ def cgroup_parent(root: Path) -> str:
 # appear there for the whole machine, as /run/docker/netns does for a
 # system dockerd, so a network plugin opens a sandbox by the path Docker
 # gives it.  mountinfo writes a space in a mount point as \040; printf %b
-# reads it back.  mkdir: docker.io makes the two places; a machine where
-# dockerd never ran may lack them.
+# reads it back.  A mount gone since mountinfo was read (another lab's
+# netns, another runtime's) is skipped.  mkdir: docker.io makes the two
+# places; a machine where dockerd never ran may lack them.
 _MOUNTS_SCRIPT = r"""set -e
 root=$1; shift
 mkdir -p "$root/etc/plugins" "$root/plugins" /etc/docker /run/docker/plugins
 cut -d ' ' -f 5 /proc/self/mountinfo | while read -r m; do
     m=$(printf '%b' "$m")
-    [ "$m" = "$root/exec/netns" ] || mount --make-slave "$m"
+    [ "$m" = "$root/exec/netns" ] || mount --make-slave "$m" 2>/dev/null ||
+        ! mountpoint -q "$m" || mount --make-slave "$m"
 done
 mount --bind "$root/etc" /etc/docker
 mount --bind "$root/plugins" /run/docker/plugins
