@@ -1,17 +1,25 @@
-# uvxlan: make demo | make test | make test-unit | make bench | make lint | make clean
+# uvxlan: make demo | make demo-docker | make test | make test-unit | make bench | make lint | make clean
 # Every target that needs it runs scripts/setup.sh first (as root).
 PY := .venv/bin/python
 
-.PHONY: setup build demo test test-unit test-system test-quick lint bench bench-micro sanitize tsan \
+.PHONY: setup build demo demo-docker test test-unit test-system test-quick lint bench bench-micro sanitize tsan \
 	fuzz fuzz-build fuzz-vxlan fuzz-rcv fuzz-xmit clean
 
+# make test, test-system, test-quick and demo-docker set up Docker as well
+# (their prerequisite `setup` sees the variable)
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh $(SETUP_FLAGS)
+
+test test-system test-quick demo-docker: SETUP_FLAGS := --docker
 
 build: setup
 
 demo: setup
 	$(PY) -m uvxlan demo
+
+# The demo with real Docker: a dockerd per lab host, docker network create -d uvxlan
+demo-docker: setup
+	$(PY) -m uvxlan demo --docker
 
 test: setup lint
 	$(PY) -m pytest -ra tests

@@ -6,6 +6,8 @@
 #   scripts/setup.sh           everything: the demo, the whole suite, the bench
 #   scripts/setup.sh --unit    only what tests/unit needs (gcc, the venv, the
 #                              build): no root needed once gcc is there
+#   scripts/setup.sh --docker  everything, and Docker for `uvxlan demo --docker`
+#                              and the tests that run real dockerds (make test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +22,16 @@ cd "$(dirname "$0")/.."
 # tests/system/test_fuzz.py).
 # faketime: tests/system/test_identity.py steps a store user's wall clock.
 DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch openssl gcc libc6-dev clang libclang-rt-14-dev faketime systemd"
-if [ "${1:-}" = "--unit" ]; then
-	DEBS="gcc libc6-dev"
-fi
+# docker.io (dockerd, the docker CLI, containerd, runc), busybox-static:
+# each lab host runs a private dockerd; the image is busybox, imported
+# without a registry (uvxlan/lab/dockerd.py).
+DOCKER_DEBS="docker.io containerd busybox-static"
+case "${1:-}" in
+--unit) DEBS="gcc libc6-dev" ;;
+--docker) DEBS="$DEBS $DOCKER_DEBS" ;;
+"") ;;
+*) echo "usage: scripts/setup.sh [--unit | --docker]" >&2; exit 2 ;;
+esac
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 	DEBS="$DEBS python3-venv python3-dev"
@@ -47,6 +56,15 @@ if [ -n "$missing" ]; then
 	if [ -d /run/systemd/system ] && systemctl is-active -q openvswitch-switch 2>/dev/null; then
 		systemctl disable -q --now openvswitch-switch || true
 	fi
+	# Likewise the lab runs a dockerd per lab host; a system dockerd that
+	# was just installed (its bridge, its iptables rules) is not wanted.
+	# One that was there before stays as it was.
+	case " $missing " in
+	*" docker.io "*)
+		if [ -d /run/systemd/system ]; then
+			systemctl disable -q --now docker.socket docker.service containerd.service 2>/dev/null || true
+		fi ;;
+	esac
 fi
 
 stamp=.venv/.requirements

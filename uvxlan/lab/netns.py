@@ -8,8 +8,9 @@ request. Only namespaces are made: the root netns is never touched beyond the
 /run/netns entries.
 
 What a lab made is recorded in ``/run/uvxlan/lab-LAB.json``. ``down`` removes
-every namespace named ``uvx-LAB-*`` whether or not that file survived, and
-kills only the processes recorded there with :meth:`Lab.record_pid`.
+every namespace named ``uvx-LAB-*`` whether or not that file survived, the
+lab hosts' dockerds (:mod:`uvxlan.lab.dockerd`), and kills only the
+processes recorded there with :meth:`Lab.record_pid`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 from uvxlan import netlink
 from uvxlan.errors import LabError, UvxlanError
+from uvxlan.lab import dockerd
 from uvxlan.validate import MTU
 
 __all__ = [
@@ -277,6 +279,8 @@ class Lab:
             self._teardown(state)
 
     def _teardown(self, state: dict[str, Any] | None) -> None:
+        # first: a dockerd's containers go through its API while it answers
+        dockerd.remove_lab(self.name)
         if state is not None:
             self._kill_recorded(state.get("pids", []))
         failed = []
