@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from uvxlan._version import __version__
-from uvxlan.config import ADMIT
+from uvxlan.config import ADMIT, DOCKER_PLUGIN
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
 from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.proto import PORT_IANA
@@ -60,7 +60,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     over: dict[str, object] = {}
     for flag, key in (("name", "name"), ("advertise", "underlay"), ("port", "port"),
                       ("offload", "offload"), ("control_group", "control_group"),
-                      ("metrics", "metrics"), ("metrics_public", "metrics_public")):
+                      ("metrics", "metrics"), ("metrics_public", "metrics_public"),
+                      ("docker_plugin", "docker_plugin")):
         if getattr(args, flag) is not None:
             over[key] = getattr(args, flag)
     store_url = args.store
@@ -696,6 +697,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --metrics on an address beyond loopback: the metrics "
                    "show this host's networks, containers and peers to whoever "
                    "reaches it (default: refused)")
+    a.add_argument("--docker-plugin", nargs="?", const=DOCKER_PLUGIN, metavar="PATH",
+                   help="serve Docker's network and IPAM driver 'uvxlan' on this unix "
+                   f"socket (default PATH: {DOCKER_PLUGIN}, where dockerd finds it); "
+                   "needs a store.  docker network create -d uvxlan --ipam-driver "
+                   "uvxlan -o uvxlan.network=NAME ...: docs/docker.md")
     a.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     a.set_defaults(func=_cmd_agent)
 

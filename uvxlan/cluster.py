@@ -542,6 +542,31 @@ def _parse_ip(net: NetworkRecord, ip: object) -> ipaddress.IPv4Address:
     return iface.ip
 
 
+def pick_address(net: NetworkRecord, endpoints: list[EndpointRecord], ipam_kvs: list[KV],
+                 want_ip: ipaddress.IPv4Address | None,
+                 want_mac: str | None) -> ipaddress.IPv4Address:
+    """want_ip if it is free in net, else ClusterError; without one, the
+    lowest free address after the gateway whose derived MAC nobody took
+    by hand (unless want_mac is given).  Free: no endpoint holds it and no
+    reservation (ipam_kvs, read under the same compare) names it."""
+    ip_owner = {e.address.ip: e.name for e in endpoints}
+    taken = set(ip_owner) | _reserved(ipam_kvs)
+    if want_ip is not None:
+        if want_ip in taken:
+            raise ClusterError(f"ip {want_ip} is already used by endpoint "
+                               f"{ip_owner.get(want_ip, '?')} in network {net.name}")
+        return want_ip
+    macs = {e.mac for e in endpoints}
+    first = int(ipaddress.IPv4Address(net.gateway)) + 1
+    for n in range(first, int(net.network.broadcast_address)):
+        candidate = ipaddress.IPv4Address(n)
+        # Skip an address whose derived MAC someone took by hand.
+        if candidate not in taken and (want_mac is not None or derived_mac(candidate) not in macs):
+            return candidate
+    raise ClusterError(f"network {net.name} ({net.network}) has no free address left "
+                       f"({len(taken)} in use)")
+
+
 async def attach(store: Store, network: str, *, host: str, netns: str,
                  name: str | None = None, ip: str | None = None, mac: str | None = None,
                  ifname: str = "eth0") -> EndpointRecord:
@@ -583,29 +608,9 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
         endpoints = _decode_all(EndpointRecord, ep_kvs)
         if any(e.name == ep_name for e in endpoints):
             raise ClusterError(f"endpoint {ep_name} already exists in network {network}")
-        ip_owner = {e.address.ip: e.name for e in endpoints}
-        taken = set(ip_owner) | _reserved(ipam_kvs)
+        address = pick_address(net, endpoints, ipam_kvs, want_ip, want_mac)
         mac_owner = {e.mac: e.name for e in endpoints}
         subnet = net.network
-        if want_ip is not None:
-            if want_ip in taken:
-                raise ClusterError(f"ip {want_ip} is already used by endpoint "
-                                   f"{ip_owner.get(want_ip, '?')} in network {network}")
-            address = want_ip
-        else:
-            found = None
-            first = int(ipaddress.IPv4Address(net.gateway)) + 1
-            for n in range(first, int(subnet.broadcast_address)):
-                candidate = ipaddress.IPv4Address(n)
-                # Skip an address whose derived MAC someone took by hand.
-                if candidate not in taken and (want_mac is not None
-                                               or derived_mac(candidate) not in mac_owner):
-                    found = candidate
-                    break
-            if found is None:
-                raise ClusterError(f"network {network} ({subnet}) has no free address left "
-                                   f"({len(taken)} in use)")
-            address = found
         the_mac = derived_mac(address) if want_mac is None else want_mac
         if the_mac in mac_owner:
             raise ClusterError(f"mac {the_mac} is already used by endpoint "

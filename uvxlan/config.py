@@ -60,6 +60,21 @@ def setting(default: T, bounds: Bounds | None = None, *, choices: tuple[str, ...
                  metadata={"bounds": bounds, "choices": choices, "rule": rule})
 
 
+# Where dockerd looks for the plugin called uvxlan (moby pkg/plugins discovery).
+DOCKER_PLUGIN = "/run/docker/plugins/uvxlan.sock"
+
+
+def _socket_path(path: object) -> str:
+    """An absolute path for a unix socket (108 bytes with its NUL), or ""."""
+    if path == "":
+        return ""
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        raise ConfigError(f"{path!r}: expected an absolute path")
+    if len(path.encode()) > 107:
+        raise ConfigError(f"{path!r}: longer than a unix socket's path may be (107 bytes)")
+    return path
+
+
 def _group(name: object) -> str:
     """A group of this host, or "" for none."""
     if name == "":
@@ -178,6 +193,9 @@ class HostConfig:
     # beyond loopback is refused unless metrics_public says it is meant.
     metrics: str = setting("", rule=validate.listen)
     metrics_public: bool = setting(False)
+    # Docker's network and IPAM driver (uvxlan.docker) on this unix
+    # socket; empty: not served.  Needs a cluster store.
+    docker_plugin: str = setting("", rule=_socket_path)
 
     def datapath(self) -> DatapathConfig:
         return DatapathConfig(

@@ -53,6 +53,7 @@ import uvloop
 from uvxlan._version import __version__
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
+from uvxlan.docker import AgentTaps, Plugin, PluginServer, bind_plugin
 from uvxlan.errors import ConfigError, UvxlanError
 from uvxlan.metrics import AgentFacts, MetricsServer, bind_metrics, exposition, families
 from uvxlan.node import Node
@@ -89,7 +90,8 @@ class Daemon:
                  controller: Controller | None = None, *,
                  metrics: socket.socket | None = None,
                  notifier: Notifier | None = None,
-                 contact: ContactStore | None = None) -> None:
+                 contact: ContactStore | None = None,
+                 docker: PluginServer | None = None) -> None:
         self.node = node
         self.cfg = node.cfg
         self.claim = claim
@@ -97,6 +99,7 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier("")
         self.metrics = None if metrics is None else MetricsServer(metrics, self.metrics_text)
         self.contact = contact          # whether the controller's store answers
+        self.docker = docker            # Docker's network and IPAM driver (uvxlan.docker)
         self.ready = False              # forwarding and answering (READY=1 sent)
         self._control: asyncio.AbstractServer | None = None
         # Open connections: ended on stop, so no handler is left cancelled
@@ -137,6 +140,8 @@ class Daemon:
             await self._serve_control()
             if self.metrics is not None:
                 await self.metrics.start()
+            if self.docker is not None:
+                await self.docker.start()
             if self.controller is not None:
                 control_plane = asyncio.create_task(self.controller.run())
             log.info(
@@ -185,6 +190,8 @@ class Daemon:
                 with suppress(BaseException):
                     await control_plane
                 await self.controller.close(leave=self.leaving)
+            if self.docker is not None:
+                await self.docker.close()
             node.unserve()
             if self.metrics is not None:
                 await self.metrics.close()
@@ -536,7 +543,13 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
     claim = claim_control(cfg.host)
     notifier = Notifier()
     metrics = None
+    plugin_sock = None
     try:
+        if cfg.host.docker_plugin:
+            if store is None:
+                raise ConfigError("docker_plugin needs a cluster store (--store): Docker's "
+                                  "networks are the store's")
+            plugin_sock = bind_plugin(cfg.host.docker_plugin)
         # Before anything is made: a port in use is one line, and no TAP.
         if cfg.host.metrics:
             metrics = bind_metrics(cfg.host.metrics)
@@ -549,8 +562,13 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
         node.start()
         contact = None if store is None else ContactStore(store)
         controller = None if contact is None else Controller(node, cfg.host, contact, state)
+        docker = None
+        if plugin_sock is not None and contact is not None:
+            taps = AgentTaps(cfg.host.name, cfg.host.tap_queue,
+                             lambda: node.features.tap_vnet_hdr)
+            docker = PluginServer(plugin_sock, Plugin(contact, cfg.host.name, taps))
         daemon = Daemon(node, claim, controller, metrics=metrics, notifier=notifier,
-                        contact=contact)
+                        contact=contact, docker=docker)
         try:
             uvloop.run(daemon.run())
         finally:
@@ -560,5 +578,7 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
     finally:
         if metrics is not None:
             metrics.close()
+        if plugin_sock is not None:
+            plugin_sock.close()
         notifier.close()
         claim.release()

@@ -97,6 +97,65 @@ def _tap_open(name: str, flags: int) -> int:
     return fd
 
 
+def _tap_new(name: str, flags: int, vnet_hdr: bool) -> int:
+    """A new TAP called name in the caller's netns (refused if the name
+    exists), its offloads asked for: the container's stack then sees a NIC
+    with TSO and checksum offload from the start.  Its fd."""
+    try:
+        fd = _tap_open(name, flags | IFF_TUN_EXCL)
+    except OSError as exc:
+        raise NetlinkError(f"cannot create a TAP device: {exc.strerror}") from None
+    if vnet_hdr:
+        try:
+            enable_tap_offloads(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _restrict(fd: int, what: str) -> None:
+    """Only a process with CAP_NET_ADMIN (or running as root) may attach
+    to the TAP.  A persistent TAP has no fd attached while no agent
+    runs, and with no owner or group set, the kernel's
+    tun_not_capable() (drivers/net/tun.c) lets any process that can
+    open /dev/net/tun attach to it with TUNSETIFF: it would see the
+    container's frames, inject its own, and the next agent's adoption
+    would fail with EBUSY.  Owner and group 0: attaching then needs
+    euid 0 and group 0, or CAP_NET_ADMIN over the netns.  Set at
+    creation and again on adoption (a TAP an older agent made has
+    none)."""
+    try:
+        fcntl.ioctl(fd, TUNSETOWNER, 0)
+        fcntl.ioctl(fd, TUNSETGROUP, 0)
+    except OSError as exc:
+        raise NetlinkError(f"{what}: cannot restrict it to root: {exc.strerror}") from None
+
+
+def handoff_tap(name: str, *, mac: str, mtu: int, owner: str, vnet_hdr: bool,
+                queue: int | None) -> None:
+    """A persistent TAP called name in the agent's own netns, made as
+    ``Endpoint`` makes one (MAC, MTU, queue, offloads, super-frame size,
+    owner root, alias ``uvxlan:OWNER``) but neither moved nor addressed:
+    for a runtime that moves it into the container and addresses it itself
+    (Docker's Join).  Nobody holds it afterwards; once it is in the
+    container, the agent adopts it there as any TAP it made before.  On
+    failure nothing is left (persistence comes last)."""
+    flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+    fd = _tap_new(name, flags, vnet_hdr)
+    try:
+        _restrict(fd, f"TAP {name!r}")
+        netlink.link_configure(name, mac=mac, mtu=mtu, up=False,
+                               gso_max_size=tso_max_size(mtu) if vnet_hdr else None,
+                               txqlen=queue, alias=marker(owner))
+        try:
+            fcntl.ioctl(fd, TUNSETPERSIST, 1)
+        except OSError as exc:
+            raise NetlinkError(f"cannot make TAP {name!r} persistent: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 class Endpoint:
     """One container's interface: the TAP fd here, the device over there."""
 
@@ -158,14 +217,7 @@ class Endpoint:
     def _create(self, flags: int) -> None:
         # A temporary name, unique in the agent's netns until the move.
         tmp = "uvx" + secrets.token_hex(5)
-        try:
-            self._fd = _tap_open(tmp, flags | IFF_TUN_EXCL)
-        except OSError as exc:
-            raise NetlinkError(f"cannot create a TAP device: {exc.strerror}") from None
-        # Offloads are asked for before the move: the container's stack
-        # then sees a NIC with TSO and checksum offload.
-        if self.vnet_hdr:
-            enable_tap_offloads(self._fd)
+        self._fd = _tap_new(tmp, flags, self.vnet_hdr)
         netlink.link_move(tmp, to_netns=self.cfg.netns, new_name=self.cfg.ifname)
 
     def _adopt(self, flags: int) -> None:
@@ -185,22 +237,7 @@ class Endpoint:
                 fcntl.ioctl(self._fd, TUNSETOFFLOAD, 0)
 
     def _restrict(self) -> None:
-        """Only a process with CAP_NET_ADMIN (or running as root) may attach
-        to the TAP.  A persistent TAP has no fd attached while no agent
-        runs, and with no owner or group set, the kernel's
-        tun_not_capable() (drivers/net/tun.c) lets any process that can
-        open /dev/net/tun attach to it with TUNSETIFF: it would see the
-        container's frames, inject its own, and the next agent's adoption
-        would fail with EBUSY.  Owner and group 0: attaching then needs
-        euid 0 and group 0, or CAP_NET_ADMIN over the netns.  Set at
-        creation and again on adoption (a TAP an older agent made has
-        none)."""
-        try:
-            fcntl.ioctl(self._fd, TUNSETOWNER, 0)
-            fcntl.ioctl(self._fd, TUNSETGROUP, 0)
-        except OSError as exc:
-            raise NetlinkError(f"endpoint {self.cfg.address}: cannot restrict"
-                               f" {self.cfg.ifname!r} to root: {exc.strerror}") from None
+        _restrict(self._fd, f"endpoint {self.cfg.address}: {self.cfg.ifname!r}")
 
     def ask_neighbours_again(self) -> None:
         """While no agent ran, the container's ARP/ND requests went nowhere,

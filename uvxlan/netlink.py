@@ -432,6 +432,30 @@ def link_state(ifname: str, netns: str | None = None) -> LinkState | None:
                          alias=None if alias is None else str(alias))
 
 
+class FoundLink(TypedDict):
+    ifname: str
+    up: bool
+    addresses: list[str]   # CIDR, e.g. "10.0.0.2/24"
+
+
+@_outside_event_loop
+def link_find(netns: str | None, *, mac: str, alias: str) -> FoundLink | None:
+    """The link with this MAC and alias in netns, whatever its name (a
+    runtime moved and renamed it): its name, whether it is up, and its
+    addresses; None if there is none."""
+    mac = validate.check("invalid MAC address", validate.mac, mac).lower()
+    with _iproute(netns) as ipr:
+        for link in ipr.link("dump"):
+            if str(link.get("address")).lower() != mac or link.get("ifalias") != alias:
+                continue
+            index = int(link["index"])
+            found = [f"{a.get('local') or a.get('address')}/{a['prefixlen']}"
+                     for a in ipr.addr("dump", index=index)]
+            return FoundLink(ifname=str(link.get("ifname")),
+                             up=bool(int(link["flags"]) & _IFF_UP), addresses=found)
+    return None
+
+
 _NUD_INCOMPLETE = 0x01
 _NUD_FAILED = 0x20
 
