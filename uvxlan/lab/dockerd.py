@@ -50,12 +50,9 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from uvxlan.errors import LabError
-
-if TYPE_CHECKING:
-    from uvxlan.lab.netns import Lab
 
 __all__ = [
     "BUSYBOX_IMAGE",
@@ -194,11 +191,28 @@ def busybox_rootfs(busybox: str = BUSYBOX) -> bytes:
     return buf.getvalue()
 
 
+class _Host(Protocol):
+    @property
+    def netns(self) -> str: ...
+
+
+class LabLike(Protocol):
+    """What a dockerd needs of its lab (:class:`uvxlan.lab.netns.Lab`,
+    which calls this module at down: no import back)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def host(self, name: str) -> _Host: ...
+
+    def record_pid(self, netns: str, pid: int) -> None: ...
+
+
 class LabDockerd:
     """The dockerd of one lab host: start, run the docker CLI against it,
     stop."""
 
-    def __init__(self, lab: Lab, host: str, base: Path = DOCKER_ROOT) -> None:
+    def __init__(self, lab: LabLike, host: str, base: Path = DOCKER_ROOT) -> None:
         self.lab = lab
         self.host = host
         self.netns: str = lab.host(host).netns
