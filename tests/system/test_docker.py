@@ -190,10 +190,20 @@ def test_run_to_first_ping_across_hosts(sites: DockerSites, capsys: pytest.Captu
         took.append(_unix(started) + first * 0.01 - t0)
         inside.append(first * 0.01)
         sites.docker("h1", "rm", "-f", name)
+    # Docker's own share: the same run without a network, to its start.
+    bare = []
+    for n in range(5):
+        t0 = time.time()
+        sites.docker("h1", "run", "-d", "--name", f"bare{n}", "--network", "none",
+                     BUSYBOX_IMAGE, "true")
+        bare.append(_unix(sites.docker("h1", "inspect", "-f", "{{.State.StartedAt}}",
+                                       f"bare{n}").strip()) - t0)
+        sites.docker("h1", "rm", "-f", f"bare{n}")
     with capsys.disabled():
         print(f"\ndocker run -> first ping across hosts: median {statistics.median(took):.3f} s"
               f" (runs: {', '.join(f'{t:.3f}' for t in took)}); of which after the "
-              f"container's process started: median {statistics.median(inside):.3f} s")
+              f"container's process started: median {statistics.median(inside):.3f} s; "
+              f"docker run --network none to its start: median {statistics.median(bare):.3f} s")
     assert all(t > 0 for t in took)
 
 
@@ -220,6 +230,10 @@ def test_agent_restarts_keep_containers_connected(sites: DockerSites) -> None:
     # A container run after the restarts gets the next address and works.
     c = sites.run("h1", "cc", "net1")
     assert c == "10.10.0.4" and sites.ping("h1", "cc", b)
+    # docker restart: a new endpoint (Docker releases the old one at stop).
+    sites.docker("h2", "restart", "-t", "0", "cb")
+    assert sites.ping("h1", "ca", sites.ip("h2", "cb", "net1"))
+    assert len(sites.endpoints()) == 3
 
 
 def _first_reply(sites: DockerSites, name: str, timeout: float = 20.0) -> int:
