@@ -332,6 +332,9 @@ class Daemon:
             if self.metrics is not None:
                 st["metrics"] = self.cfg.host.metrics
                 st["metrics_refused"] = dict(self.metrics.refused)
+            if self.docker is not None:
+                st["docker_plugin"] = self.cfg.host.docker_plugin
+                st["docker_refused"] = dict(self.docker.refused)
             if self.controller is not None:
                 st["synced"] = self.controller.synced.is_set()
                 st["lease"] = self.controller.lease

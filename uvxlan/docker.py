@@ -129,6 +129,8 @@ class AgentTaps:
         self.vnet_hdr = vnet_hdr
 
     def make(self, name: str, mac: str, mtu: int) -> None:
+        # One left by a Join that did not complete (Docker tries again) goes.
+        self.remove(name)
         handoff_tap(name, mac=mac, mtu=mtu, owner=self.owner, vnet_hdr=self.vnet_hdr(),
                     queue=self.queue)
 
