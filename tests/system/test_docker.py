@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,7 +23,7 @@ from uvxlan.lab.netns import Lab
 from uvxlan.lab.overlay import ClusterOverlay
 from uvxlan.proto import derived_mac
 
-pytestmark = [root, needs("dockerd", "docker", "nsenter", "unshare", "busybox")]
+pytestmark = [root, needs("dockerd", "docker", "nsenter", "unshare", "busybox", "ethtool")]
 
 CREATE = ("network", "create", "-d", "uvxlan", "--ipam-driver", "uvxlan")
 HOSTS = ("h1", "h2")
@@ -148,8 +149,27 @@ def test_networks_across_two_dockerds(sites: DockerSites) -> None:
     assert all(e["status"]["state"] == "ready" and e["ifname"] == "eth0"
                for e in eps.values()), eps
 
+    # Offloads and the super-frame size, as every uvxlan endpoint's: seen
+    # from the machine, in the sandbox Docker gave the plugin.
+    key = sites.docker("h1", "inspect", "-f", "{{.NetworkSettings.SandboxKey}}",
+                       "net1c1").strip()
+    assert key in {e["netns"] for e in eps.values()}     # the record's netns: the sandbox
+    features = _in_netns(key, "ethtool", "-k", "eth0")
+    assert "tcp-segmentation-offload: on" in features, features
+    assert "tx-checksumming: on" in features, features
+    assert " gso_max_size 59400 " in _in_netns(key, "ip", "-d", "link", "show", "eth0")
+
     assert sites.ping("h1", "net1c1", ips["net1c2"])
     assert sites.ping("h2", "net2c2", ips["net2c1"])
+    # A second network on a running container: Docker names it eth1; the
+    # agent finds and adopts it by its MAC.
+    sites.docker("h2", "network", "connect", "net2", "net1c2")
+    second = sites.ip("h2", "net1c2", "net2")
+    assert " eth1 " in sites.docker("h2", "exec", "net1c2", "ip", "-o", "addr", "show",
+                                    "to", second)
+    assert sites.ping("h1", "net2c1", second)
+    sites.docker("h2", "network", "disconnect", "net2", "net1c2")
+    assert not sites.ping("h1", "net2c1", second, count=2)
     # net2 is isolated from net1, even asked for on net1's own segment.
     sites.docker("h1", "exec", "net1c1", "ip", "route", "add", "10.0.0.0/8", "dev", "eth0")
     assert not sites.ping("h1", "net1c1", ips["net2c2"], count=2)
@@ -234,6 +254,11 @@ def test_agent_restarts_keep_containers_connected(sites: DockerSites) -> None:
     sites.docker("h2", "restart", "-t", "0", "cb")
     assert sites.ping("h1", "ca", sites.ip("h2", "cb", "net1"))
     assert len(sites.endpoints()) == 3
+
+
+def _in_netns(path: str, *argv: str) -> str:
+    return subprocess.run(["nsenter", f"--net={path}", "--", *argv], capture_output=True,
+                          text=True, check=True).stdout
 
 
 def _first_reply(sites: DockerSites, name: str, timeout: float = 20.0) -> int:
