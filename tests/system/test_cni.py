@@ -130,7 +130,9 @@ def test_the_cni_lifecycle_as_libcni_runs_it(two_hosts: Cluster, tmp_path: Path,
         assert f"address {res1['ips'][0]['address']} missing" in broke.value.msg
 
         # DEL, and DEL again (no cached result left: no prevResult either).
+        start = time.monotonic()
         r1.delete(a1)
+        print(f"DEL {version} on h1: {time.monotonic() - start:.2f} s")
         assert not r1.cache_file(a1).exists() and link(c, ns1) == {}
         r1.delete(a1)
         assert "prevResult" not in json.loads(r1.calls[-1][2])
