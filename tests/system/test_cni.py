@@ -30,13 +30,16 @@ from tests.support.cluster import Cluster, eventually
 from tests.support.cnirunner import CniRunner, PluginError, RuntimeConf
 from uvxlan import cni
 from uvxlan.lab.netns import Lab
+from uvxlan.lab.overlay import ETCD
 
 pytestmark = root
 
 
 @pytest.fixture
-def two_hosts(lab: Lab, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(lab, tmp_path, "sqlite", 2)
+def two_hosts(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator[Cluster]:
+    """Agents h1 and h2 on one store (SQLite unless the test asks for
+    etcd) and network net1."""
+    c = Cluster(lab, tmp_path, getattr(request, "param", "sqlite"), 2)
     try:
         c.start()
         c.cli("network", "create", "net1")
@@ -73,7 +76,9 @@ def link(c: Cluster, netns: str) -> dict[str, Any]:
     return found[0] if found else {}
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "1.1.0"])
+@pytest.mark.parametrize(("two_hosts", "version"), [
+    ("sqlite", "1.0.0"), ("sqlite", "1.1.0"),
+    pytest.param("etcd", "1.1.0", marks=needs(ETCD))], indirect=["two_hosts"])
 def test_the_cni_lifecycle_as_libcni_runs_it(two_hosts: Cluster, tmp_path: Path,
                                              version: str) -> None:
     c = two_hosts
@@ -87,7 +92,12 @@ def test_the_cni_lifecycle_as_libcni_runs_it(two_hosts: Cluster, tmp_path: Path,
         ns2 = f"/proc/{holder.pid}/ns/net"
         eventually(lambda: os.readlink(ns2) != os.readlink("/proc/self/ns/net"), 5,
                    "unshare made its netns")
-        a1 = RuntimeConf("cid-c1-" + version.replace(".", ""), ns1, "eth0")
+        # The address asked for in CNI_ARGS (CONVENTIONS.md), beside a key
+        # meant for other plugins.
+        net = ipaddress.ip_network(c.cli_json("network", "inspect", "net1")["subnet"])
+        asked = f"{net.network_address + 20}/{net.prefixlen}"
+        a1 = RuntimeConf("cid-c1-" + version.replace(".", ""), ns1, "eth0",
+                         [("IgnoreUnknown", "1"), ("IP", asked.split("/")[0])])
         a2 = RuntimeConf("cid-c2-" + version.replace(".", ""), ns2, "eth0")
 
         start = time.monotonic()
@@ -95,6 +105,7 @@ def test_the_cni_lifecycle_as_libcni_runs_it(two_hosts: Cluster, tmp_path: Path,
         took = time.monotonic() - start
         res2 = r2.add(a2)
         print(f"\nADD {version} on h1: {took:.2f} s")
+        assert res1["ips"][0]["address"] == asked
         for res, rt in ((res1, a1), (res2, a2)):
             assert res["cniVersion"] == version
             (iface,) = res["interfaces"]
@@ -105,8 +116,9 @@ def test_the_cni_lifecycle_as_libcni_runs_it(two_hosts: Cluster, tmp_path: Path,
             assert got["address"] == iface["mac"] and got["mtu"] == 1450
             assert any(f"{a['local']}/{a['prefixlen']}" == res["ips"][0]["address"]
                        for a in got["addr_info"])
-            cached = json.loads(r1.cache_file(a1).read_text())
-            assert cached["kind"] == "cniCacheV1" and cached["result"] == res1
+        cached = json.loads(r1.cache_file(a1).read_text())
+        assert cached["kind"] == "cniCacheV1" and cached["result"] == res1
+        assert cached["cniArgs"] == [["IgnoreUnknown", "1"], ["IP", asked.split("/")[0]]]
         eps = endpoints(c)
         assert {e["host"] for e in eps.values()} == {"h1", "h2"}
         assert all(e["status"]["state"] == "ready" for e in eps.values())
