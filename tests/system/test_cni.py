@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,26 @@ def test_gc_and_status(two_hosts: Cluster, tmp_path: Path) -> None:
     for rt in (keep,):
         r1.delete(rt)
     r2.delete(other)
+    assert endpoints(c) == {}
+
+
+def test_concurrent_adds_on_two_hosts_get_distinct_addresses(two_hosts: Cluster,
+                                                              tmp_path: Path) -> None:
+    """A runtime runs ADDs for different containers at once (the spec
+    allows it); two hosts' runtimes do anyway."""
+    c = two_hosts
+    runners = {h: runner(c, tmp_path, h, "1.1.0") for h in ("h1", "h2")}
+    attachments = [(h, RuntimeConf(f"par{i}{h}", f"/run/netns/{c.container(f'par{i}{h}')}",
+                                   "eth0")) for i in range(3) for h in ("h1", "h2")]
+    with ThreadPoolExecutor(len(attachments)) as pool:
+        results = list(pool.map(lambda a: runners[a[0]].add(a[1]), attachments))
+    addresses = [r["ips"][0]["address"] for r in results]
+    assert len(set(addresses)) == len(attachments)
+    eps = endpoints(c)
+    assert sorted(e["ip"] for e in eps.values()) == sorted(addresses)
+    assert all(e["status"]["state"] == "ready" for e in eps.values())
+    with ThreadPoolExecutor(len(attachments)) as pool:
+        list(pool.map(lambda a: runners[a[0]].delete(a[1]), attachments))
     assert endpoints(c) == {}
 
 
