@@ -545,7 +545,10 @@ def cmd_check(conf: NetConf, inv: Invocation) -> None:
 
     iface, ips = _expected(conf, inv)
     agent = _agent_name(conf)
-    _agent_status(conf, agent)        # "external dependencies such as a daemon"
+    try:
+        _agent_status(conf, agent)    # "external dependencies such as a daemon"
+    except CniError as exc:           # 50 and 51 are STATUS's codes
+        raise CniError(NOT_AS_EXPECTED, exc.msg) from None
     record, mtu = asyncio.run(_check_store(conf, inv, agent))
     if not _netns_exists(inv.netns):
         raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {inv.netns}: no such network namespace")

@@ -192,8 +192,13 @@ def test_gc_and_status(two_hosts: Cluster, tmp_path: Path) -> None:
         r2.status()
     assert down.value.code == cni.NOT_AVAILABLE_DEGRADED
     assert re.match(r"uvxlan agent h2 is not running \(no agent answers at ", down.value.msg)
+    # CHECK of h2's container: the daemon it depends on is gone.
+    with pytest.raises(PluginError) as down:
+        r2.check(other)
+    assert down.value.code == cni.NOT_AS_EXPECTED and "not running" in down.value.msg
     r1.status()
     c.ov.start("h2")
+    r2.check(other)                  # adopted by the new agent: as ADD left it
     r2.status()
     for rt in (keep,):
         r1.delete(rt)
