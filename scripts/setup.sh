@@ -22,6 +22,9 @@ cd "$(dirname "$0")/.."
 # tests/system/test_fuzz.py).
 # faketime: tests/system/test_identity.py steps a store user's wall clock.
 DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch openssl gcc libc6-dev clang libclang-rt-14-dev faketime systemd"
+# podman (its CNI backend), runc, containernetworking-plugins, busybox-static:
+# tests/system/test_cni.py runs podman containers on uvxlan-cni.
+DEBS="$DEBS podman containernetworking-plugins runc busybox-static"
 # docker.io (dockerd, the docker CLI, containerd, runc), busybox-static:
 # each lab host runs a private dockerd; the image is busybox, imported
 # without a registry (uvxlan/lab/dockerd.py).  A Docker installed another

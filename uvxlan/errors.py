@@ -17,7 +17,8 @@ works as well as ``except UvxlanError``.  The CLI prints these as one line.
     │   ├── StoreCompacted              watch history gone
     │   └── LeaseExpired                lease (and its keys) gone
     ├── RecordError (ValueError)        a stored value that is not a usable record
-    └── ClusterError                    the cluster's state refuses: taken, not found, busy
+    ├── ClusterError                    the cluster's state refuses: taken, not found, busy
+    └── CniError                        uvxlan-cni's answer to a runtime: a CNI error code
 
 The three store branches call for different handling: a ``StoreError``
 is retried (or the operation fails for now), except ``StoreDenied``,
@@ -95,3 +96,15 @@ class ClusterError(UvxlanError):
     """The cluster's state refuses the operation: a name, VNI, subnet,
     address or MAC already taken, a network or endpoint or host not found,
     a network with endpoints left, an endpoint its agent failed to make."""
+
+
+class CniError(UvxlanError):
+    """What uvxlan-cni tells a container runtime went wrong: a CNI error
+    code (the spec's 1-99, or uvxlan's own 100+, listed in uvxlan.cni)
+    and a one-line message; the runtime shows the message."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
