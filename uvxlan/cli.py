@@ -331,10 +331,19 @@ def _cmd_network(args: argparse.Namespace) -> int:
     from uvxlan import cluster
 
     if args.network_cmd == "create":
+        from uvxlan import underlay
+
         vni, mtu = _int_arg("--vni", args.vni), _int_arg("--mtu", args.mtu)
+        routes = underlay.host_routes()
         net = _with_store(args, lambda s: cluster.create_network(
             s, args.name, subnet=args.subnet, vni=vni, mtu=mtu, admit=args.admit,
-            learning=args.learning), create=True)
+            learning=args.learning, avoid=list(routes)), create=True)
+        if args.subnet is not None and (route := underlay.overlapping_route(
+                net.network, routes)) is not None:
+            # Given by hand: the user's call (the route may be this host's
+            # alone), but containers on it cannot reach what the route does.
+            print(f"uvxlan: warning: subnet {net.subnet} overlaps this host's route {route}",
+                  file=sys.stderr)
         _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
                        ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
                        ("learning", "on" if net.learning else "off")])
@@ -521,8 +530,10 @@ def _add_cluster_commands(sub: Any) -> None:
         nsub, "create", "create a network",
         "Create a network.  Without --vni it takes the first free VNI from 256; "
         "without --subnet the first /24 of 10.0.0.0/8 that overlaps no network and "
-        "holds no host's underlay address; without --mtu the smallest registered "
-        "host's underlay MTU less 50 (VXLAN's overhead), or 1450.  Its hosts accept "
+        "no route of this host (default route aside), and holds no host's underlay "
+        "address (a --subnet over a route of this host is created, with a warning); "
+        "without --mtu the smallest registered host's underlay MTU (each agent "
+        "reads its underlay interface's) less 50 (VXLAN's overhead), or 1450.  Its hosts accept "
         "VXLAN for it from the other live hosts only (--admit any: from anyone), "
         "and learn no MACs (the store programs every path; --learning: learn too).",
         "  uvxlan network create net1\n"

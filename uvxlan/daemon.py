@@ -50,6 +50,7 @@ from typing import Any
 
 import uvloop
 
+from uvxlan import underlay
 from uvxlan._version import __version__
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
@@ -537,6 +538,8 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
     notifier = Notifier()
     metrics = None
     try:
+        # The underlay MTU the networks are checked against: its interface's.
+        cfg = underlay.settle_mtu(cfg)
         # Before anything is made: a port in use is one line, and no TAP.
         if cfg.host.metrics:
             metrics = bind_metrics(cfg.host.metrics)

@@ -267,7 +267,9 @@ class ClusterOverlay(AgentProcs):
         wait until it answers and has applied the store's state."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.file(host, ".toml")
-        opts = {"control_dir": str(self.workdir), "mtu": self.lab.mtu, **self.host_options}
+        # An option set to None is left out of the file (its default).
+        opts = {k: v for k, v in {"control_dir": str(self.workdir), "mtu": self.lab.mtu,
+                                  **self.host_options}.items() if v is not None}
         path.write_text("[host]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in opts.items()))
         argv = ["--config", str(path), "--store", self.store_url, "--name", host,
                 "--advertise", self.lab.host(host).underlay_ip, "--port", str(self.port)]

