@@ -59,7 +59,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     over: dict[str, object] = {}
     for flag, key in (("name", "name"), ("advertise", "underlay"), ("port", "port"),
                       ("offload", "offload"), ("control_group", "control_group"),
-                      ("metrics", "metrics"), ("metrics_public", "metrics_public")):
+                      ("metrics", "metrics"), ("metrics_public", "metrics_public"),
+                      ("collect_after", "collect_after")):
         if getattr(args, flag) is not None:
             over[key] = getattr(args, flag)
     store_url = args.store
@@ -701,6 +702,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --metrics on an address beyond loopback: the metrics "
                    "show this host's networks, containers and peers to whoever "
                    "reaches it (default: refused)")
+    a.add_argument("--collect-after", type=int, metavar="SECONDS",
+                   help="with a store: delete an endpoint of this host whose netns has "
+                   "been gone this long (its address is free again; a /proc/PID/ns/net "
+                   "whose process ended: at once); 0: never (default: the config's "
+                   "[host] collect_after, else 60)")
     a.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     a.set_defaults(func=_cmd_agent)
 

@@ -173,6 +173,9 @@ class HostConfig:
     arp_suppression: str = setting("answer", choices=ARP_SUPPRESSION)
     lease_ttl: float = setting(10.0, Bounds(2, 3600))
     resync: float = setting(30.0, Bounds(1, 86400))
+    # With a store: seconds an endpoint's netns may be gone before the
+    # agent deletes its record (uvxlan.collect); 0: never.
+    collect_after: float = setting(60.0, Bounds(0, 31_536_000))
 
     # Prometheus metrics (GET /metrics), "IP:PORT"; empty: not served.
     # They show the host's networks, containers and peers: an address

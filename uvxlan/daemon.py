@@ -52,6 +52,7 @@ import uvloop
 
 from uvxlan import underlay
 from uvxlan._version import __version__
+from uvxlan.collect import Collector
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.errors import ConfigError, UvxlanError
@@ -95,6 +96,9 @@ class Daemon:
         self.cfg = node.cfg
         self.claim = claim
         self.controller = controller
+        # With a store: endpoints whose netns is gone for good are deleted.
+        self.collector = (Collector(self.cfg.host.collect_after)
+                          if controller is not None else None)
         self.notifier = notifier if notifier is not None else Notifier("")
         self.metrics = None if metrics is None else MetricsServer(metrics, self.metrics_text)
         self.contact = contact          # whether the controller's store answers
@@ -240,6 +244,8 @@ class Daemon:
             for epc, error in self.node.check_endpoints():
                 if self.controller is not None:
                     await self.controller.endpoint_health(epc, error)
+            if self.collector is not None and self.controller is not None:
+                await self.collector.collect(self.controller.store, self.controller.want.local)
 
         await _every(ENDPOINT_CHECK_S, "checking endpoints", check, first=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ping, root
+from tests.support.cluster import eventually
 from uvxlan import netlink
 from uvxlan.errors import LabError
 from uvxlan.lab.netns import Lab
@@ -128,3 +130,45 @@ def test_an_automatic_subnet_overlaps_no_route_of_the_host(
         "uvxlan: warning: subnet 10.0.2.0/24 overlaps this host's route 10.0.2.0/24"]
     ov.cli("network", "create", "next")
     assert cli_json(ov, "network", "inspect", "next")["subnet"] == "10.0.5.0/24"
+
+
+# --- endpoints of containers that are gone ------------------------------------
+
+def test_an_endpoint_whose_netns_is_gone_is_collected_after_the_grace_period(
+        lab: Lab, tmp_path: Path, agents: list[ClusterOverlay]) -> None:
+    """collect_after = 4: c1's netns deleted for good loses its record
+    (its address free, its MAC gone from the other host's FDB, logged
+    once); c3's netns deleted and made again within the grace period
+    keeps its endpoint, made again and reachable (issue 11's behaviour)."""
+    lab.up(2)
+    ov = overlay(lab, tmp_path, agents, "collect", collect_after=4)
+    ov.start("h1")
+    ov.start("h2")
+    ov.cli("network", "create", "net1")
+    ns = {c: lab.add_container(c) for c in ("c1", "c2", "c3")}
+    for c, h in (("c1", "h1"), ("c2", "h2"), ("c3", "h1")):
+        ov.cli("attach", "net1", "--host", h, "--netns", ns[c], "--name", c)
+    eps = {c: endpoint(ov, "net1", c) for c in ns}
+    ip = {c: str(e["ip"]).split("/")[0] for c, e in eps.items() if e is not None}
+    mac1 = eps["c1"]["mac"] if eps["c1"] else ""
+    assert ping(lab, ns["c2"], ip["c1"]) == 3
+
+    gone_at = time.monotonic()
+    lab.remove_container("c1")
+    lab.remove_container("c3")
+    lab.add_container("c3")                      # back within the grace period
+    eventually(lambda: netlink.link_index("eth0", ns["c3"]) is not None, 10, "c3 made again")
+    eventually(lambda: endpoint(ov, "net1", "c1") is None, 20, "c1 collected")
+    took = time.monotonic() - gone_at
+    assert took >= 4, f"collected {took:.1f} s after its netns went: before the grace period"
+    eventually(lambda: not any(e["mac"] == mac1 for e in ov.query("h2", "fdb")["fdb"]), 10,
+               "c1's MAC gone from h2")
+    c3 = endpoint(ov, "net1", "c3")
+    assert c3 is not None and c3["status"]["state"] == "ready"
+    assert ping(lab, ns["c2"], ip["c3"]) == 3
+    collected = [line for line in ov.file("h1", ".log").read_text().splitlines()
+                 if "collected" in line]
+    assert len(collected) == 1 and "endpoint net1/c1: netns" in collected[0], collected
+    ov.cli("attach", "net1", "--host", "h2", "--netns", lab.add_container("c4"), "--name", "c4")
+    c4 = endpoint(ov, "net1", "c4")
+    assert c4 is not None and str(c4["ip"]).split("/")[0] == ip["c1"]   # free again
