@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ping, root
+from tests.conftest import TOOLS, ping, root
 from tests.support.cluster import eventually
 from uvxlan import netlink
 from uvxlan.errors import LabError
@@ -172,3 +173,51 @@ def test_an_endpoint_whose_netns_is_gone_is_collected_after_the_grace_period(
     ov.cli("attach", "net1", "--host", "h2", "--netns", lab.add_container("c4"), "--name", "c4")
     c4 = endpoint(ov, "net1", "c4")
     assert c4 is not None and str(c4["ip"]).split("/")[0] == ip["c1"]   # free again
+
+
+# --- multicast inside a network -----------------------------------------------
+
+GROUP, MPORT = "239.1.2.3", 5007
+
+
+def test_multicast_reaches_every_member_of_its_network_and_no_other(
+        lab: Lab, tmp_path: Path, agents: list[ClusterOverlay]) -> None:
+    """A container of net1 on h1 sends to 239.1.2.3 (MAC 01:00:5e:01:02:03):
+    every other member of net1, on h1, h2 and h3, receives each datagram
+    once; no member of net2, on any of the three hosts and joined to the
+    same group, sees even one frame of it at layer 2."""
+    lab.up(3)
+    ov = overlay(lab, tmp_path, agents, "mcast")
+    for h in ("h1", "h2", "h3"):
+        ov.start(h)
+    ov.cli("network", "create", "net1")
+    ov.cli("network", "create", "net2")
+    places = {"m1": ("net1", "h1"), "m2": ("net1", "h1"), "m3": ("net1", "h2"),
+              "m4": ("net1", "h3"), "o1": ("net2", "h1"), "o2": ("net2", "h2"),
+              "o3": ("net2", "h3")}
+    ns = {}
+    for c, (net, h) in places.items():
+        ns[c] = lab.add_container(c)
+        ov.cli("attach", net, "--host", h, "--netns", ns[c], "--name", c)
+    tool = [sys.executable, str(TOOLS / "mcast.py")]
+    receivers: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for c in places:
+            if c != "m1":
+                receivers[c] = lab.spawn(ns[c], [*tool, "recv", GROUP, str(MPORT), "8"],
+                                         stdout=subprocess.PIPE, text=True)
+        for c, p in receivers.items():
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready", c
+        sent = lab.run(ns["m1"], [*tool, "send", GROUP, str(MPORT), "5", "hello"], timeout=20)
+        assert sent.returncode == 0, sent.stderr
+        heard = {c: json.loads(p.communicate(timeout=30)[0]) for c, p in receivers.items()}
+    finally:
+        for p in receivers.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    want = [f"hello-{i}" for i in range(5)]
+    for c in ("m2", "m3", "m4"):
+        assert heard[c] == {"udp": want, "frames": 5}, (c, heard[c])
+    for c in ("o1", "o2", "o3"):
+        assert heard[c] == {"udp": [], "frames": 0}, (c, heard[c])
