@@ -8,6 +8,8 @@ namespaces."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import subprocess
 import sys
@@ -20,10 +22,12 @@ import pytest
 
 from tests.conftest import TOOLS, ping, root
 from tests.support.cluster import eventually
-from uvxlan import netlink
+from uvxlan import cluster, netlink
+from uvxlan.cluster import EndpointRecord
 from uvxlan.errors import LabError
 from uvxlan.lab.netns import Lab
 from uvxlan.lab.overlay import ClusterOverlay
+from uvxlan.store import open_store
 
 pytestmark = root
 
@@ -55,6 +59,17 @@ def cli_json(ov: ClusterOverlay, *args: str) -> Any:
 def endpoint(ov: ClusterOverlay, network: str, name: str) -> dict[str, Any] | None:
     return next((e for e in cli_json(ov, "endpoint", "ls", "--network", network)
                  if e["name"] == name), None)
+
+
+def put(ov: ClusterOverlay, key: str, value: bytes) -> None:
+    """A record straight into the store, past the CLI's checks."""
+    async def write() -> None:
+        store = open_store(ov.store_url)
+        try:
+            await store.put(key, value)
+        finally:
+            await store.close()
+    asyncio.run(write())
 
 
 # --- the MTU, from the underlay -----------------------------------------------
@@ -101,6 +116,23 @@ def test_the_underlay_interface_sets_the_mtu_and_a_network_too_big_is_refused(
                    timeout=15)
     assert done.returncode == 0, done.stdout + done.stderr
     assert ping(lab, c1, ip3) == 3
+
+    # Written past the CLI's check (an older record, or by hand): h3's
+    # agent gives it an error status naming both MTUs, and makes nothing.
+    big = cli_json(ov, "network", "inspect", "big")
+    ip = str(ipaddress.IPv4Network(big["subnet"]).network_address + 9)
+    c3big = lab.add_container("c3big")
+    hand = EndpointRecord(name="c3big", network="big", host="h3", netns=c3big, ifname="eth0",
+                          mac="02:42:0a:00:00:99", ip=f"{ip}/24", created=time.time())
+    put(ov, cluster.endpoint_key("big", "c3big"), cluster.encode(hand))
+
+    def status() -> str:
+        ep = endpoint(ov, "big", "c3big") or {}
+        return str((ep.get("status") or {}).get("error", ""))
+    why = "network big is refused: MTU 1450 needs an underlay MTU of 1500; host h3's is 1400"
+    eventually(lambda: why in status(), 10,
+               f"an error status for the endpoint h3 cannot carry ({status()!r})")
+    assert netlink.link_index("eth0", c3big) is None
 
     ov.stop("h3")
     told = overlay(lab, tmp_path, agents, "told", mtu=1500)
