@@ -21,7 +21,6 @@ then takes the endpoint out of the agent as a detach would.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -40,13 +39,12 @@ GONE_AT_ONCE = "process gone"   # gone() for a process' netns whose process is g
 
 def gone(netns: str) -> str | None:
     """Why the netns is gone (GONE_AT_ONCE, or "deleted"), None while it
-    exists: a name under /run/netns, or a netns file's path."""
-    if not netns.startswith("/"):
-        return None if netlink.netns_exists(netns) else "deleted"
-    m = _PROC_NETNS.match(netns)
-    if m is not None and not os.path.exists(f"/proc/{m.group(1)}"):
-        return GONE_AT_ONCE
-    return None if os.path.exists(netns) else "deleted"
+    exists: a name under /run/netns, or a namespace file's path."""
+    if netlink.netns_exists(netns):
+        return None
+    # /proc/PID/ns/net that no longer opens: the process ended (or is a
+    # zombie, whose namespaces are gone already).
+    return GONE_AT_ONCE if _PROC_NETNS.match(netns) else "deleted"
 
 
 class Collector:

@@ -207,6 +207,36 @@ def test_an_endpoint_whose_netns_is_gone_is_collected_after_the_grace_period(
     assert c4 is not None and str(c4["ip"]).split("/")[0] == ip["c1"]   # free again
 
 
+
+def test_an_endpoint_in_a_process_netns_goes_with_the_process(
+        lab: Lab, tmp_path: Path, agents: list[ClusterOverlay]) -> None:
+    """A netns given as /proc/PID/ns/net (a runtime without a bind mount)
+    is collected as soon as its process ends, long before collect_after
+    (600 s here): that path can never name that netns again."""
+    lab.up(2)
+    ov = overlay(lab, tmp_path, agents, "proc", collect_after=600)
+    ov.start("h1")
+    ov.start("h2")
+    ov.cli("network", "create", "net1")
+    c2 = lab.add_container("c2")
+    ov.cli("attach", "net1", "--host", "h2", "--netns", c2, "--name", "c2")
+    inside = lab.spawn(lab.add_container("base"), ["unshare", "--net", "sleep", "120"])
+    try:
+        path = f"/proc/{inside.pid}/ns/net"
+        eventually(lambda: netlink.netns_inode(path) != netlink.netns_inode(
+            lab.container_netns("base")), 5, "the process in a netns of its own")
+        ov.cli("attach", "net1", "--host", "h1", "--netns", path, "--name", "p1")
+        p1 = endpoint(ov, "net1", "p1")
+        assert p1 is not None and ping(lab, c2, str(p1["ip"]).split("/")[0]) == 3
+        inside.kill()
+        inside.wait()
+        eventually(lambda: endpoint(ov, "net1", "p1") is None, 15, "p1 collected")
+    finally:
+        if inside.poll() is None:
+            inside.kill()
+            inside.wait()
+    assert "its process is gone: collected" in ov.file("h1", ".log").read_text()
+
 # --- multicast inside a network -----------------------------------------------
 
 GROUP, MPORT = "239.1.2.3", 5007

@@ -106,12 +106,13 @@ def test_the_setting_and_its_default() -> None:
 
 def test_gone_reads_real_paths(tmp_path: Path) -> None:
     assert collect.gone(f"/proc/{os.getpid()}/ns/net") is None
+    assert collect.gone("/proc/self/ns/net") is None
     child = subprocess.Popen(["true"])
     child.wait()
     assert collect.gone(f"/proc/{child.pid}/ns/net") == GONE_AT_ONCE
     assert collect.gone(str(tmp_path / "no-such-netns")) == "deleted"
-    (tmp_path / "ns").touch()
-    assert collect.gone(str(tmp_path / "ns")) is None
+    (tmp_path / "ns").touch()                  # a file, but no namespace
+    assert collect.gone(str(tmp_path / "ns")) == "deleted"
 
 
 def test_collect_deletes_the_record_and_frees_its_address(
