@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from uvxlan import cluster, netlink
-from uvxlan.cluster import EndpointRecord
+from uvxlan.cluster import EndpointRecord, EndpointStatus
 from uvxlan.errors import StoreError
 from uvxlan.store import Store
 
@@ -45,6 +45,16 @@ def gone(netns: str) -> str | None:
     # /proc/PID/ns/net that no longer opens: the process ended (or is a
     # zombie, whose namespaces are gone already).
     return GONE_AT_ONCE if _PROC_NETNS.match(netns) else "deleted"
+
+
+def not_ready(wanted: Mapping[str, EndpointRecord],
+              statuses: Mapping[str, EndpointStatus]) -> dict[str, EndpointRecord]:
+    """The endpoints asked of this host that do not forward (an error
+    status, or none yet): only these can have lost their netns (a lost one
+    gets an error status within the second), so a host of many containers
+    costs a walk of its statuses a second, not a look at every netns."""
+    return {k: r for k, r in wanted.items()
+            if (st := statuses.get(k)) is None or st.state != "ready"}
 
 
 class Collector:

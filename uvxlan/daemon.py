@@ -52,7 +52,7 @@ import uvloop
 
 from uvxlan import underlay
 from uvxlan._version import __version__
-from uvxlan.collect import Collector
+from uvxlan.collect import Collector, not_ready
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.errors import ConfigError, UvxlanError
@@ -245,7 +245,8 @@ class Daemon:
                 if self.controller is not None:
                     await self.controller.endpoint_health(epc, error)
             if self.collector is not None and self.controller is not None:
-                await self.collector.collect(self.controller.store, self.controller.want.local)
+                c = self.controller
+                await self.collector.collect(c.store, not_ready(c.want.local, c.statuses))
 
         await _every(ENDPOINT_CHECK_S, "checking endpoints", check, first=True)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from uvxlan import cluster, collect
-from uvxlan.cluster import EndpointRecord
-from uvxlan.collect import GONE_AT_ONCE, Collector
+from uvxlan.cluster import EndpointRecord, EndpointStatus
+from uvxlan.collect import GONE_AT_ONCE, Collector, not_ready
 from uvxlan.config import HostConfig, parse
 from uvxlan.store import open_store
 
@@ -94,6 +94,13 @@ def test_endpoints_no_longer_wanted_are_forgotten() -> None:
     assert "a" in c.since
     c.due({})
     assert c.since == {}
+
+
+def test_only_endpoints_that_do_not_forward_are_looked_at() -> None:
+    wanted = {"up": rec("up"), "lost": rec("lost"), "new": rec("new")}
+    statuses = {"up": EndpointStatus(state="ready"),
+                "lost": EndpointStatus(state="error", error="netns lost is gone")}
+    assert sorted(not_ready(wanted, statuses)) == ["lost", "new"]
 
 
 def test_the_setting_and_its_default() -> None:
