@@ -61,7 +61,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     for flag, key in (("name", "name"), ("advertise", "underlay"), ("port", "port"),
                       ("offload", "offload"), ("control_group", "control_group"),
                       ("metrics", "metrics"), ("metrics_public", "metrics_public"),
-                      ("docker_plugin", "docker_plugin")):
+                      ("docker_plugin", "docker_plugin"),
+                      ("collect_after", "collect_after")):
         if getattr(args, flag) is not None:
             over[key] = getattr(args, flag)
     store_url = args.store
@@ -337,10 +338,19 @@ def _cmd_network(args: argparse.Namespace) -> int:
     from uvxlan import cluster
 
     if args.network_cmd == "create":
+        from uvxlan import underlay
+
         vni, mtu = _int_arg("--vni", args.vni), _int_arg("--mtu", args.mtu)
+        routes = underlay.host_routes()
         net = _with_store(args, lambda s: cluster.create_network(
             s, args.name, subnet=args.subnet, vni=vni, mtu=mtu, admit=args.admit,
-            learning=args.learning), create=True)
+            learning=args.learning, avoid=list(routes)), create=True)
+        if args.subnet is not None and (route := underlay.overlapping_route(
+                net.network, routes)) is not None:
+            # Given by hand: the user's call (the route may be this host's
+            # alone), but containers on it cannot reach what the route does.
+            print(f"uvxlan: warning: subnet {net.subnet} overlaps this host's route {route}",
+                  file=sys.stderr)
         _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
                        ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
                        ("learning", "on" if net.learning else "off")])
@@ -527,8 +537,10 @@ def _add_cluster_commands(sub: Any) -> None:
         nsub, "create", "create a network",
         "Create a network.  Without --vni it takes the first free VNI from 256; "
         "without --subnet the first /24 of 10.0.0.0/8 that overlaps no network and "
-        "holds no host's underlay address; without --mtu the smallest registered "
-        "host's underlay MTU less 50 (VXLAN's overhead), or 1450.  Its hosts accept "
+        "no route of this host (default route aside), and holds no host's underlay "
+        "address (a --subnet over a route of this host is created, with a warning); "
+        "without --mtu the smallest registered host's underlay MTU (each agent "
+        "reads its underlay interface's) less 50 (VXLAN's overhead), or 1450.  Its hosts accept "
         "VXLAN for it from the other live hosts only (--admit any: from anyone), "
         "and learn no MACs (the store programs every path; --learning: learn too).",
         "  uvxlan network create net1\n"
@@ -702,6 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
                    f"socket (default PATH: {DOCKER_PLUGIN}, where dockerd finds it); "
                    "needs a store.  docker network create -d uvxlan --ipam-driver "
                    "uvxlan -o uvxlan.network=NAME ...: docs/docker.md")
+    a.add_argument("--collect-after", type=int, metavar="SECONDS",
+                   help="with a store: delete an endpoint of this host whose netns has "
+                   "been gone this long (its address is free again; a /proc/PID/ns/net "
+                   "whose process ended: at once); 0: never (default: the config's "
+                   "[host] collect_after, else 60)")
     a.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     a.set_defaults(func=_cmd_agent)
 

@@ -37,7 +37,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any, TypeVar
@@ -401,10 +401,11 @@ def _underlay_mtu(hosts: list[HostRecord]) -> int:
     return min((h.mtu for h in hosts), default=DEFAULT_UNDERLAY_MTU)
 
 
-def _choose_subnet(taken: list[ipaddress.IPv4Network],
-                   hosts: list[HostRecord]) -> ipaddress.IPv4Network:
-    """The first /24 of SUBNET_POOL that overlaps no network and holds no
-    host's underlay address (its traffic would be routed into the overlay)."""
+def _choose_subnet(taken: list[ipaddress.IPv4Network], hosts: list[HostRecord],
+                   avoid: Sequence[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first /24 of SUBNET_POOL that overlaps no network and no route
+    to avoid, and holds no host's underlay address (its traffic would be
+    routed into the overlay)."""
     underlays = []
     for h in hosts:
         try:
@@ -416,19 +417,25 @@ def _choose_subnet(taken: list[ipaddress.IPv4Network],
             continue
         if any(a in candidate for a in underlays):
             continue
+        if any(candidate.overlaps(r) for r in avoid):
+            continue
         return candidate
-    raise ClusterError(f"no free /{SUBNET_PREFIX} left in {SUBNET_POOL}: give --subnet")
+    raise ClusterError(f"no free /{SUBNET_PREFIX} left in {SUBNET_POOL} (networks, hosts' "
+                       "underlays and this host's routes take them all): give --subnet")
 
 
 async def create_network(store: Store, name: str, *, subnet: str | None = None,
                          vni: int | None = None, mtu: int | None = None,
-                         admit: str = "members", learning: bool = False) -> NetworkRecord:
+                         admit: str = "members", learning: bool = False,
+                         avoid: Sequence[ipaddress.IPv4Network] = ()) -> NetworkRecord:
     """A new network.  Unique name; vni given (1-16777215, unused) or the
     first free from 256; subnet given (IPv4 CIDR, prefix <= 30, the network
     address, overlapping no other) or the first free /24 of 10.0.0.0/8 that
-    holds no host's underlay address; gateway its first address; mtu at most
-    the smallest registered host's underlay MTU - 50, by default that.
-    ConfigError for bad input, ClusterError for a conflict."""
+    holds no host's underlay address and overlaps no route of ``avoid``
+    (the asking host's: ``uvxlan.underlay.host_routes``); gateway its first
+    address; mtu at most the smallest registered host's underlay MTU - 50,
+    by default that.  ConfigError for bad input, ClusterError for a
+    conflict."""
     check_name("network name", name)
     want_vni = None if vni is None else check_vni(vni)
     want_subnet = None if subnet is None else rules.check("subnet", rules.subnet, subnet)
@@ -459,14 +466,18 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
                                        f"({n.subnet})")
             net = want_subnet
         else:
-            net = _choose_subnet([n.network for n in networks], hosts)
+            net = _choose_subnet([n.network for n in networks], hosts, avoid)
         limit = _underlay_mtu(hosts) - ENCAP_OVERHEAD
         if limit < MTU_MIN:
             raise ConfigError(f"the underlay MTU ({limit + ENCAP_OVERHEAD}) leaves less than "
                               f"{MTU_MIN} for a network")
         the_mtu = limit if mtu is None else mtu
         if the_mtu > limit:
-            raise ConfigError(f"MTU {the_mtu} is larger than the underlay allows ({limit})")
+            smallest = min(hosts, key=lambda h: h.mtu, default=None)
+            raise ConfigError(f"MTU {the_mtu} is larger than the underlay allows ({limit})"
+                              + ("" if smallest is None else
+                                 f": host {smallest.name}'s underlay MTU is {smallest.mtu}, "
+                                 f"less {ENCAP_OVERHEAD} for VXLAN"))
         if the_mtu < MTU_MIN:
             raise ConfigError(f"MTU {the_mtu} is below the minimum ({MTU_MIN})")
         record = NetworkRecord(name=name, vni=the_vni, subnet=str(net),

@@ -9,6 +9,7 @@ as one ``ConfigError`` line naming the file and the field.
     underlay = "10.77.0.1"      # address to bind and send from
     port = 4789                 # VXLAN UDP port (8472 for older Linux peers)
     mtu = 1500                  # underlay MTU; endpoints get mtu - 50
+                                # (left out: the MTU of underlay's interface)
 
     [[network]]
     name = "net1"
@@ -187,6 +188,9 @@ class HostConfig:
     arp_suppression: str = setting("answer", choices=ARP_SUPPRESSION)
     lease_ttl: float = setting(10.0, Bounds(2, 3600))
     resync: float = setting(30.0, Bounds(1, 86400))
+    # With a store: seconds an endpoint's netns may be gone before the
+    # agent deletes its record (uvxlan.collect); 0: never.
+    collect_after: float = setting(60.0, Bounds(0, 31_536_000))
 
     # Prometheus metrics (GET /metrics), "IP:PORT"; empty: not served.
     # They show the host's networks, containers and peers: an address
@@ -228,6 +232,9 @@ class AgentConfig:
     host: HostConfig
     networks: list[NetworkConfig]
     endpoints: list[EndpointConfig]
+    # [host] mtu left out: the agent takes the MTU of the interface holding
+    # the underlay address, read at start (uvxlan.underlay.settle_mtu).
+    derive_mtu: bool = False
 
     def network(self, name: str) -> NetworkConfig:
         for n in self.networks:
@@ -453,7 +460,8 @@ def parse(data: dict[str, Any], source: str = "config",
         if any(s.mac == ep.mac for s in owner.static):
             raise e.fail("mac", f"{ep.mac} is also a static remote entry in {network!r}")
         endpoints.append(ep)
-    return AgentConfig(host=host, networks=networks, endpoints=endpoints)
+    return AgentConfig(host=host, networks=networks, endpoints=endpoints,
+                       derive_mtu=not h.has("mtu"))
 
 
 def load(path: str | Path, host_overrides: dict[str, Any] | None = None) -> AgentConfig:

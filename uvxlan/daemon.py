@@ -50,7 +50,9 @@ from typing import Any
 
 import uvloop
 
+from uvxlan import underlay
 from uvxlan._version import __version__
+from uvxlan.collect import Collector, not_ready
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.docker import AgentTaps, Plugin, PluginServer, bind_plugin
@@ -96,6 +98,9 @@ class Daemon:
         self.cfg = node.cfg
         self.claim = claim
         self.controller = controller
+        # With a store: endpoints whose netns is gone for good are deleted.
+        self.collector = (Collector(self.cfg.host.collect_after)
+                          if controller is not None else None)
         self.notifier = notifier if notifier is not None else Notifier("")
         self.metrics = None if metrics is None else MetricsServer(metrics, self.metrics_text)
         self.contact = contact          # whether the controller's store answers
@@ -246,6 +251,9 @@ class Daemon:
             for epc, error in self.node.check_endpoints():
                 if self.controller is not None:
                     await self.controller.endpoint_health(epc, error)
+            if self.collector is not None and self.controller is not None:
+                c = self.controller
+                await self.collector.collect(c.store, not_ready(c.want.local, c.statuses))
 
         await _every(ENDPOINT_CHECK_S, "checking endpoints", check, first=True)
 
@@ -548,6 +556,8 @@ def run_agent(cfg: AgentConfig, store: Store | None = None) -> None:
     metrics = None
     plugin_sock = None
     try:
+        # The underlay MTU the networks are checked against: its interface's.
+        cfg = underlay.settle_mtu(cfg)
         if cfg.host.docker_plugin:
             if store is None:
                 raise ConfigError("docker_plugin needs a cluster store (--store): Docker's "

@@ -238,6 +238,27 @@ def test_subnet_choice(backend: Backend) -> None:
     run(body())
 
 
+def test_subnet_choice_avoids_the_routes_given(backend: Backend) -> None:
+    """A chosen /24 overlaps no route of the asking host (avoid): one that
+    covers a /24, a /23 and a /25 inside a /24 are each skipped; a route
+    over the whole pool leaves nothing to choose, said in one line."""
+    async def body() -> None:
+        async with backend.store() as s:
+            await add_host(s, "h1", "10.0.5.1")
+            avoid = [ipaddress.IPv4Network(r) for r in
+                     ("10.0.0.0/24", "10.0.1.0/25", "10.0.2.0/23", "192.168.0.0/16")]
+            got = [(await create_network(s, f"n{i}", avoid=avoid)).subnet for i in range(3)]
+            assert got == ["10.0.4.0/24", "10.0.6.0/24", "10.0.7.0/24"]
+            # Given by hand, a subnet over a route is the user's call.
+            assert (await create_network(s, "given", subnet="10.0.0.0/24",
+                                         avoid=avoid)).subnet == "10.0.0.0/24"
+            with pytest.raises(ClusterError, match=r"no free /24 left in 10\.0\.0\.0/8 "
+                               r"\(networks, hosts' underlays and this host's routes"):
+                await create_network(s, "none", avoid=[ipaddress.IPv4Network("10.0.0.0/8")])
+
+    run(body())
+
+
 def test_mtu_from_hosts(backend: Backend) -> None:
     async def body() -> None:
         async with backend.store() as s:
@@ -246,7 +267,8 @@ def test_mtu_from_hosts(backend: Backend) -> None:
             await add_host(s, "h2", "192.0.2.2", mtu=1400)
             assert (await create_network(s, "small")).mtu == 1350
             with pytest.raises(ConfigError,
-                               match=r"MTU 1400 is larger than the underlay allows \(1350\)"):
+                               match=r"MTU 1400 is larger than the underlay allows \(1350\): "
+                               r"host h2's underlay MTU is 1400, less 50 for VXLAN"):
                 await create_network(s, "big", mtu=1400)
             assert (await create_network(s, "min", mtu=68)).mtu == 68
             assert [h.name for h in await list_hosts(s)] == ["h1", "h2"]

@@ -268,7 +268,9 @@ class ClusterOverlay(AgentProcs):
         ``extra_args`` go after the agent's own (``--docker-plugin PATH``)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.file(host, ".toml")
-        opts = {"control_dir": str(self.workdir), "mtu": self.lab.mtu, **self.host_options}
+        # An option set to None is left out of the file (its default).
+        opts = {k: v for k, v in {"control_dir": str(self.workdir), "mtu": self.lab.mtu,
+                                  **self.host_options}.items() if v is not None}
         path.write_text("[host]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in opts.items()))
         argv = ["--config", str(path), "--store", self.store_url, "--name", host,
                 "--advertise", self.lab.host(host).underlay_ip, "--port", str(self.port),
