@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uvxlan import proto
+from uvxlan import capture, proto
 from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, ARP_SUPPRESSION, DatapathConfig, HostConfig
@@ -93,7 +93,7 @@ _check_constants()
 
 __all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "ADMIT_MODES",
            "LearnResult", "FdbEntry", "Counters", "Limits", "VniSizes", "FdbSizes", "now_ms",
-           "open_tx_socket", "nofrag"]
+           "open_tx_socket", "nofrag", "CAPTURE_POINTS", "CaptureStats", "capture_buffer"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX
@@ -132,6 +132,25 @@ class LearnResult(enum.IntEnum):
     STATIC = lib.FDB_LEARN_STATIC
     LIMIT = lib.FDB_LEARN_LIMIT
     FULL = lib.FDB_LEARN_FULL
+
+
+#: Where a capture takes frames, by the names ``uvxlan capture --at``
+#: uses: each is UVX_CAP_<its C name in uvxlan.capture.POINTS>, a bit.
+CAPTURE_POINTS: dict[str, int] = {
+    name: getattr(lib, "UVX_CAP_" + c_name) for name, c_name in capture.POINTS.items()
+}
+CAPTURE_SNAP_MIN: int = lib.UVX_CAPTURE_SNAP_MIN
+CAPTURE_SNAP_MAX: int = lib.UVX_CAPTURE_SNAP_MAX
+CAPTURE_SLOTS_MAX: int = lib.UVX_CAPTURE_SLOTS_MAX
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    captured: int             # frames put in the rings
+    missed: int               # frames that found a ring full
+    drained: int              # frames moved out by capture_drain
+    slots: int                # per datapath thread
+    snaplen: int
 
 
 @dataclass(frozen=True)
@@ -507,6 +526,53 @@ class Datapath:
         out = ffi.new("struct uvx_counters *")
         _check(lib.uvx_vni_counters(self._dp, vni, out), f"VNI {vni}")
         return Counters(out.rx_packets, out.rx_bytes, out.tx_packets, out.tx_bytes)
+
+
+    # Live capture (csrc/capture.c; uvxlan.capture_agent drives it) -------
+
+    def capture_start(self, points: int, *, vni: int | None = None,
+                      port: int | None = None, mac: str | None = None,
+                      ethertype: int | None = None, outer: bool = False,
+                      snaplen: int, slots: int = 0) -> CaptureStats:
+        """Start capturing at points (CAPTURE_POINTS' bits) what the
+        filter matches (None: any); the rings are allocated now."""
+        f = ffi.new("struct uvx_capture_filter *")
+        f.points, f.snaplen, f.slots = points, snaplen, slots
+        match = lib.UVX_CAP_F_OUTER if outer else 0
+        if vni is not None:
+            f.vni, match = vni, match | lib.UVX_CAP_F_VNI
+        if port is not None:
+            f.port, match = port, match | lib.UVX_CAP_F_PORT
+        if mac is not None:
+            f.mac, match = mac_to_bytes(mac), match | lib.UVX_CAP_F_MAC
+        if ethertype is not None:
+            f.ethertype, match = ethertype, match | lib.UVX_CAP_F_ETHERTYPE
+        f.match = match
+        _check(lib.uvx_capture_start(self._dp, f), "starting a capture")
+        return self.capture_stats()
+
+    def capture_stats(self) -> CaptureStats:
+        out = ffi.new("struct uvx_capture_stats *")
+        _check(lib.uvx_capture_stats(self._dp, out), "reading the capture's counters")
+        return CaptureStats(out.captured, out.missed, out.drained, out.slots, out.snaplen)
+
+    def capture_drain(self, buf: Any) -> bytes:
+        """Captured frames as pcap records, as many as buf (from
+        capture_buffer) holds; b"" if none are waiting."""
+        n = _check(lib.uvx_capture_drain(self._dp, buf, len(buf)), "draining the capture")
+        return bytes(ffi.buffer(buf, n))
+
+    def capture_stop(self) -> CaptureStats | None:
+        """End the capture (its rings freed): its last counts, None if none ran."""
+        out = ffi.new("struct uvx_capture_stats *")
+        if lib.uvx_capture_stop(self._dp, out) < 0:
+            return None
+        return CaptureStats(out.captured, out.missed, out.drained, out.slots, out.snaplen)
+
+
+def capture_buffer(size: int) -> Any:
+    """A buffer for Datapath.capture_drain, allocated once per capture."""
+    return ffi.new("uint8_t[]", size)
 
 
 def _nonzero(counts: Any) -> dict[str, int]:
