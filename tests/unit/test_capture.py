@@ -9,7 +9,7 @@ import struct
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
 from tests.support import native_testing as t
