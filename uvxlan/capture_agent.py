@@ -20,16 +20,14 @@ import os
 import time
 from typing import Any
 
-from uvxlan import native
 from uvxlan.capture import DATA, END, STATS, STATS_S, CaptureRequest, chunk
-from uvxlan.errors import ConfigError, NativeError
+from uvxlan.errors import ConfigError, NativeError, UvxlanError
 from uvxlan.node import Node
 
 log = logging.getLogger("uvxlan.capture")
 
 DRAIN_S = 0.05              # how often the rings are drained
-DRAIN_BYTES = 4 << 20       # at most this much per drain (a buffer of this size)
-HIGH_WATER = 4 << 20        # bytes waiting for the client before draining pauses
+HIGH_WATER = 1 << 20        # bytes waiting for the client before draining pauses
 END_SEND_S = 5.0            # for the client to take the last chunks
 
 
@@ -37,9 +35,9 @@ def _reply(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj).encode() + b"\n"
 
 
-def resolve(node: Node, req: CaptureRequest) -> dict[str, Any]:
-    """The request in the datapath's terms (points, VNI, port id); a
-    ConfigError naming what this agent does not have."""
+def resolve(node: Node, req: CaptureRequest) -> tuple[int | None, int | None]:
+    """The request's network and port in the datapath's terms (VNI, port
+    id); a ConfigError naming what this agent does not have."""
     vni = None
     if req.network is not None:
         by_name = {name: v for v, name in node.networks.items()}
@@ -68,14 +66,7 @@ def resolve(node: Node, req: CaptureRequest) -> dict[str, Any]:
                     "no endpoint in that netns on this agent" if not found else
                     "several endpoints in that netns: name one as NETNS/IFNAME"))
             port = found[0]
-    if not native.CAPTURE_SNAP_MIN <= req.snaplen <= native.CAPTURE_SNAP_MAX:
-        raise ConfigError(f"--snaplen {req.snaplen}: {native.CAPTURE_SNAP_MIN} to "
-                          f"{native.CAPTURE_SNAP_MAX}")
-    if req.slots > native.CAPTURE_SLOTS_MAX:
-        raise ConfigError(f"--slots {req.slots}: at most {native.CAPTURE_SLOTS_MAX}")
-    points = req.points()
-    return dict(points=points, vni=vni, port=port,
-                bits=sum(native.CAPTURE_POINTS[p] for p in points))
+    return vni, port
 
 
 async def serve(node: Node, obj: dict[str, Any], uid: int | None,
@@ -87,36 +78,32 @@ async def serve(node: Node, obj: dict[str, Any], uid: int | None,
         writer.write(_reply({"error": "capture: permission denied; the frames are "
                                       "the containers' private traffic: run as root"}))
         return
-    dp = node.dp
-    if dp is None:
-        writer.write(_reply({"error": "capture: the datapath is not running"}))
-        return
     try:
         req = CaptureRequest.from_json(obj)
-        where = resolve(node, req)
-        stats = dp.capture_start(where["bits"], vni=where["vni"], port=where["port"],
-                                 mac=req.mac, ethertype=req.ethertype, outer=req.outer,
-                                 snaplen=req.snaplen, slots=req.slots)
-    except ConfigError as exc:
-        writer.write(_reply({"error": str(exc)}))
-        return
+        vni, port = resolve(node, req)
+        stats = node.capture_start(req.points(), vni=vni, port=port, mac=req.mac,
+                                   ethertype=req.ethertype, outer=req.outer,
+                                   snaplen=req.snaplen, slots=req.slots)
     except NativeError as exc:
         writer.write(_reply({"error": "capture: another capture runs on this agent "
                                       "(one at a time)" if exc.errno == errno.EBUSY
                              else str(exc)}))
         return
+    except UvxlanError as exc:       # the request, or no datapath
+        writer.write(_reply({"error": str(exc)}))
+        return
     name = node.cfg.host.name
-    info = dict(agent=name, points=list(where["points"]),
-                network=node.networks.get(where["vni"]) if where["vni"] is not None else None,
-                vni=where["vni"], port=where["port"], mac=req.mac, ethertype=req.ethertype,
+    info = dict(agent=name, points=list(req.points()),
+                network=None if vni is None else node.networks.get(vni),
+                vni=vni, port=port, mac=req.mac, ethertype=req.ethertype,
                 outer=req.outer, snaplen=stats.snaplen, slots=stats.slots)
     log.info("capture started for uid %s: %s", uid, info)
     final = None
     try:
         writer.write(_reply({"capture": info}))
-        await _stream(dp, reader, writer)
+        await _stream(node, reader, writer)
     finally:
-        final = dp.capture_stop()
+        final = node.capture_stop()
     if final is not None:
         # Frames captured but not drained before the stop are missed too.
         missed = final.missed + final.captured - final.drained
@@ -130,10 +117,9 @@ async def serve(node: Node, obj: dict[str, Any], uid: int | None,
                 writer.transport.abort()
 
 
-async def _stream(dp: native.Datapath, reader: asyncio.StreamReader,
+async def _stream(node: Node, reader: asyncio.StreamReader,
                   writer: asyncio.StreamWriter) -> None:
     """Drain and send until the client shuts its side down or goes."""
-    buf = native.capture_buffer(DRAIN_BYTES)
     transport = writer.transport
     # Anything from the client, or its end, ends the capture.
     gone = asyncio.ensure_future(reader.read(1))
@@ -141,19 +127,19 @@ async def _stream(dp: native.Datapath, reader: asyncio.StreamReader,
     try:
         while not gone.done() and not transport.is_closing():
             if transport.get_write_buffer_size() < HIGH_WATER:
-                data = dp.capture_drain(buf)
+                data = node.capture_drain()
                 if data:
                     writer.write(chunk(DATA, data))
             now = time.monotonic()
             if now - told >= STATS_S and transport.get_write_buffer_size() < HIGH_WATER:
                 told = now
-                st = dp.capture_stats()
+                st = node.capture_stats()
                 writer.write(chunk(STATS, json.dumps(
                     {"captured": st.drained, "missed": st.missed}).encode()))
             await asyncio.wait({gone}, timeout=DRAIN_S)
         # The client asked to stop: what the rings hold goes too.
         while not transport.is_closing():
-            data = dp.capture_drain(buf)
+            data = node.capture_drain()
             if not data:
                 break
             writer.write(chunk(DATA, data))

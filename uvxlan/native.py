@@ -19,6 +19,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from uvxlan import capture, proto
 from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, ARP_SUPPRESSION, DatapathConfig, HostConfig
-from uvxlan.errors import NativeError, StaleBuildError
+from uvxlan.errors import ConfigError, NativeError, StaleBuildError
 from uvxlan.proto import mac_to_bytes, mac_to_str
 
 try:
@@ -93,7 +94,7 @@ _check_constants()
 
 __all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "ADMIT_MODES",
            "LearnResult", "FdbEntry", "Counters", "Limits", "VniSizes", "FdbSizes", "now_ms",
-           "open_tx_socket", "nofrag", "CAPTURE_POINTS", "CaptureStats", "capture_buffer"]
+           "open_tx_socket", "nofrag", "CAPTURE_POINTS", "CaptureStats"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX
@@ -142,6 +143,7 @@ CAPTURE_POINTS: dict[str, int] = {
 CAPTURE_SNAP_MIN: int = lib.UVX_CAPTURE_SNAP_MIN
 CAPTURE_SNAP_MAX: int = lib.UVX_CAPTURE_SNAP_MAX
 CAPTURE_SLOTS_MAX: int = lib.UVX_CAPTURE_SLOTS_MAX
+CAPTURE_DRAIN_BYTES = 4 << 20     # the most one capture_drain moves
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,7 @@ class Datapath:
         self._dp = ffi.gc(dp, lib.uvx_dp_free)
         self.local_ip = config.local_ip
         self.dst_port = config.dst_port
+        self._capture_buf: Any = None     # while a capture runs (capture_start)
 
     def close(self) -> None:
         if self._dp is not None:
@@ -530,14 +533,20 @@ class Datapath:
 
     # Live capture (csrc/capture.c; uvxlan.capture_agent drives it) -------
 
-    def capture_start(self, points: int, *, vni: int | None = None,
+    def capture_start(self, points: Sequence[str], *, vni: int | None = None,
                       port: int | None = None, mac: str | None = None,
                       ethertype: int | None = None, outer: bool = False,
                       snaplen: int, slots: int = 0) -> CaptureStats:
-        """Start capturing at points (CAPTURE_POINTS' bits) what the
-        filter matches (None: any); the rings are allocated now."""
+        """Start capturing at points (CAPTURE_POINTS' names) what the
+        filter matches (None: any); the rings are allocated now, and the
+        buffer capture_drain fills."""
+        if not CAPTURE_SNAP_MIN <= snaplen <= CAPTURE_SNAP_MAX:
+            raise ConfigError(f"--snaplen {snaplen}: {CAPTURE_SNAP_MIN} to {CAPTURE_SNAP_MAX}")
+        if not 0 <= slots <= CAPTURE_SLOTS_MAX:
+            raise ConfigError(f"--slots {slots}: at most {CAPTURE_SLOTS_MAX}")
         f = ffi.new("struct uvx_capture_filter *")
-        f.points, f.snaplen, f.slots = points, snaplen, slots
+        f.points = sum(CAPTURE_POINTS[p] for p in set(points))
+        f.snaplen, f.slots = snaplen, slots
         match = lib.UVX_CAP_F_OUTER if outer else 0
         if vni is not None:
             f.vni, match = vni, match | lib.UVX_CAP_F_VNI
@@ -549,6 +558,7 @@ class Datapath:
             f.ethertype, match = ethertype, match | lib.UVX_CAP_F_ETHERTYPE
         f.match = match
         _check(lib.uvx_capture_start(self._dp, f), "starting a capture")
+        self._capture_buf = ffi.new("uint8_t[]", CAPTURE_DRAIN_BYTES)
         return self.capture_stats()
 
     def capture_stats(self) -> CaptureStats:
@@ -556,23 +566,22 @@ class Datapath:
         _check(lib.uvx_capture_stats(self._dp, out), "reading the capture's counters")
         return CaptureStats(out.captured, out.missed, out.drained, out.slots, out.snaplen)
 
-    def capture_drain(self, buf: Any) -> bytes:
-        """Captured frames as pcap records, as many as buf (from
-        capture_buffer) holds; b"" if none are waiting."""
+    def capture_drain(self) -> bytes:
+        """Captured frames as pcap records, up to CAPTURE_DRAIN_BYTES; b""
+        if none are waiting."""
+        buf = self._capture_buf
+        if buf is None:
+            return b""
         n = _check(lib.uvx_capture_drain(self._dp, buf, len(buf)), "draining the capture")
         return bytes(ffi.buffer(buf, n))
 
     def capture_stop(self) -> CaptureStats | None:
         """End the capture (its rings freed): its last counts, None if none ran."""
+        self._capture_buf = None
         out = ffi.new("struct uvx_capture_stats *")
         if lib.uvx_capture_stop(self._dp, out) < 0:
             return None
         return CaptureStats(out.captured, out.missed, out.drained, out.slots, out.snaplen)
-
-
-def capture_buffer(size: int) -> Any:
-    """A buffer for Datapath.capture_drain, allocated once per capture."""
-    return ffi.new("uint8_t[]", size)
 
 
 def _nonzero(counts: Any) -> dict[str, int]:

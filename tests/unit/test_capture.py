@@ -5,16 +5,27 @@ the request, pcap and stream helpers of uvxlan.capture."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import io
+import json
+import os
+import signal
 import struct
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
+from scapy.utils import rdpcap
 
 from tests.support import native_testing as t
-from uvxlan import capture
-from uvxlan.errors import ConfigError
+from uvxlan import capture, capture_agent
+from uvxlan.errors import ConfigError, NativeError, UvxlanError
 from uvxlan.native import CAPTURE_POINTS
 
 PORT_IN, PORT_OUT = CAPTURE_POINTS["port-in"], CAPTURE_POINTS["port-out"]
@@ -213,3 +224,110 @@ def test_pcap_header_and_records() -> None:
     data = b"".join(r.take() for _ in range(3))
     assert capture.count_records(data) == 3
     assert capture.count_records(b"") == 0
+
+
+# The stream between uvxlan capture and the agent, with a fake node -------------
+
+
+class FakeNode:
+    """What capture_agent asks of a Node: networks, endpoints, the capture
+    calls.  Hands out `frames` records over a few drains, then nothing."""
+
+    def __init__(self, frames: list[bytes], busy: bool = False) -> None:
+        self.cfg = SimpleNamespace(host=SimpleNamespace(name="h1"))
+        self.networks = {300: "net1"}
+        self.endpoints = [SimpleNamespace(port=0, cfg=SimpleNamespace(netns="c1", ifname="eth0"))]
+        self.records = [struct.pack("=IIII", 1, i, len(f), len(f)) + f
+                        for i, f in enumerate(frames)]
+        self.busy = busy
+        self.started: dict[str, Any] | None = None
+        self.stopped = False
+
+    def capture_start(self, points: Any, **match: Any) -> SimpleNamespace:
+        if self.busy:
+            raise NativeError(errno.EBUSY, "starting a capture: busy")
+        self.started = dict(points=tuple(points), **match)
+        return self.capture_stats()
+
+    def capture_drain(self) -> bytes:
+        out, self.records = b"".join(self.records[:2]), self.records[2:]
+        return out
+
+    def capture_stats(self) -> SimpleNamespace:
+        return SimpleNamespace(captured=7, missed=2, drained=5, slots=64, snaplen=2048)
+
+    def capture_stop(self) -> SimpleNamespace:
+        self.stopped = True
+        return self.capture_stats()
+
+
+def run_against(node: FakeNode, req: capture.CaptureRequest, tmp_path: Path,
+                stop_after: float) -> tuple[capture.CaptureResult, bytes]:
+    """run_capture against capture_agent.serve on a thread's event loop;
+    SIGINT after stop_after seconds, as Ctrl-C."""
+    path = str(tmp_path / "a.sock")
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        await capture_agent.serve(node, json.loads(line), 0, reader, writer)  # type: ignore[arg-type]
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_unix_server(handle, path)
+        ready.set()
+        async with server:
+            while not stopping.is_set():
+                await asyncio.sleep(0.02)
+
+    stopping = threading.Event()
+    t = threading.Thread(target=loop.run_until_complete, args=(main(),))
+    t.start()
+    ready.wait(5)
+    timer = threading.Timer(stop_after, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    out = io.BytesIO()
+    try:
+        result = capture.run_capture(path, req, lambda: out)
+    finally:
+        timer.cancel()
+        stopping.set()
+        t.join(5)
+        loop.close()
+    return result, out.getvalue()
+
+
+def test_stream_to_a_valid_pcap_and_final_counts(tmp_path: Path) -> None:
+    frames = [bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP() / UDP()
+                    / (bytes([i]) * 10)) for i in range(5)]
+    node = FakeNode(frames)
+    req = capture.CaptureRequest(network="net1", port="c1", mac="02:00:00:00:00:01")
+    result, data = run_against(node, req, tmp_path, 0.5)
+    assert node.started == dict(points=("port-in", "port-out"), vni=300, port=0,
+                                mac="02:00:00:00:00:01", ethertype=None, outer=False,
+                                snaplen=2048, slots=0)
+    assert node.stopped
+    # Drained 5, captured 7: the 2 never drained count as missed, with the 2 missed.
+    assert (result.frames, result.missed, result.ended_by) == (5, 4, "you")
+    assert capture.report(result) == "5 frames captured, 4 missed by the capture"
+    pcap = tmp_path / "x.pcap"
+    pcap.write_bytes(data)
+    assert [bytes(p) for p in rdpcap(str(pcap))] == frames
+
+
+@pytest.mark.parametrize("req, busy, error", [
+    (capture.CaptureRequest(network="net9"), False, "--network net9: not served by this "
+     "agent (its networks: net1)"),
+    (capture.CaptureRequest(port="7"), False, "--port 7: no such port on this agent"),
+    (capture.CaptureRequest(port="c2"), False, "--port c2: no endpoint in that netns"),
+    (capture.CaptureRequest(), True, "capture: another capture runs on this agent "
+     "(one at a time)"),
+])
+def test_refusals_are_one_line(tmp_path: Path, req: capture.CaptureRequest, busy: bool,
+                               error: str) -> None:
+    node = FakeNode([], busy=busy)
+    with pytest.raises(UvxlanError) as err:
+        run_against(node, req, tmp_path, 5.0)
+    assert str(err.value).startswith(f"agent: {error}")
+    assert not node.stopped
