@@ -2,8 +2,9 @@
 request line to its end (the stream is described in ``uvxlan.capture``).
 
 The C fast path fills a ring per datapath thread (csrc/capture.c); this
-drains them every DRAIN_S while the client keeps up.  When what waits to
-be sent to the client passes HIGH_WATER, draining pauses: the rings fill
+drains them every DRAIN_S (at once again after a BUSY drain) while the
+client keeps up.  When what waits to be sent to the client passes
+HIGH_WATER, draining pauses until the client has taken it: the rings fill
 and the C side counts what it misses, while forwarding goes on untouched.
 The capture ends when the client shuts its side down or goes, or the
 agent stops; the rings are freed then.
@@ -28,6 +29,7 @@ log = logging.getLogger("uvxlan.capture")
 
 DRAIN_S = 0.05              # how often the rings are drained
 HIGH_WATER = 1 << 20        # bytes waiting for the client before draining pauses
+BUSY = 256 << 10            # a drain this big: drain again at once, not after DRAIN_S
 END_SEND_S = 5.0            # for the client to take the last chunks
 
 
@@ -121,11 +123,13 @@ async def _stream(node: Node, reader: asyncio.StreamReader,
                   writer: asyncio.StreamWriter) -> None:
     """Drain and send until the client shuts its side down or goes."""
     transport = writer.transport
+    transport.set_write_buffer_limits(high=HIGH_WATER)
     # Anything from the client, or its end, ends the capture.
     gone = asyncio.ensure_future(reader.read(1))
     told = time.monotonic()
     try:
         while not gone.done() and not transport.is_closing():
+            data = b""
             if transport.get_write_buffer_size() < HIGH_WATER:
                 data = node.capture_drain()
                 if data:
@@ -136,7 +140,18 @@ async def _stream(node: Node, reader: asyncio.StreamReader,
                 st = node.capture_stats()
                 writer.write(chunk(STATS, json.dumps(
                     {"captured": st.drained, "missed": st.missed}).encode()))
-            await asyncio.wait({gone}, timeout=DRAIN_S)
+            if transport.get_write_buffer_size() >= HIGH_WATER:
+                # Drain again once the client has taken most of it; a
+                # client that takes nothing leaves the rings to fill.
+                taken = asyncio.ensure_future(writer.drain())
+                await asyncio.wait({gone, taken}, timeout=DRAIN_S)
+                taken.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await taken
+            elif len(data) >= BUSY:
+                await asyncio.sleep(0)      # more is waiting: after the loop's other work
+            else:
+                await asyncio.wait({gone}, timeout=DRAIN_S)
         # The client asked to stop: what the rings hold goes too.
         while not transport.is_closing():
             data = node.capture_drain()
