@@ -94,13 +94,13 @@ fuzz-rcv fuzz-xmit: fuzz-%: fuzz-build
 	  build/fuzz/corpus-$* build/fuzz/seeds-$* $(wildcard csrc/fuzz/regress-$*)
 
 # The C switch (and the test hooks' codec and offloads) under ASan/UBSan,
-# driven by the switch, FDB, codec and offload tests.
+# driven by the switch, FDB, codec, offload and capture ring tests.
 sanitize: setup
 	UVX_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	UVX_SANITIZE=1 $(PY) csrc/testing/build_testing.py >/dev/null
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so) \
 	  ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider \
 	  tests/system/test_switch.py tests/system/test_arp.py tests/unit/test_fdb.py \
-	  tests/unit/test_wire.py tests/unit/test_offload.py; \
+	  tests/unit/test_wire.py tests/unit/test_offload.py tests/unit/test_capture.py; \
 	status=$$?; $(PY) setup.py -q build_ext --inplace --force; \
 	$(PY) csrc/testing/build_testing.py >/dev/null; exit $$status

@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "dp.h"
 
 #ifndef UVX_BUILD_VERSION
@@ -102,6 +103,7 @@ void uvx_dp_free(struct uvx_dp *dp)
 	if (!dp)
 		return;
 	uvx_dp_stop_threads(dp);
+	capture_free(dp);
 	for (unsigned i = 0; i < UVX_MAX_VNIS; i++)
 		free(dp->vnis[i]);
 	fdb_free(&dp->fdb);

@@ -148,6 +148,8 @@ static inline uint8_t *slot_frame(struct uvx_worker *w, unsigned i)
 #define W_TX 0
 #define W_RX 1
 
+struct uvx_capture;
+
 struct uvx_dp {
 	struct uvx_config cfg;
 	int udp_fd;
@@ -171,6 +173,7 @@ struct uvx_dp {
 	int epfd[UVX_WORKERS];
 	pthread_t thread[UVX_WORKERS];
 	struct uvx_worker w[UVX_WORKERS];
+	struct uvx_capture *cap;   /* a live capture, or NULL (capture.h) */
 };
 
 /* Every change from Python runs under the write lock, so a worker never

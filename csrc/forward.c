@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "forward.h"
 #include "stats.h"
 
@@ -87,6 +88,8 @@ int tap_writev(struct uvx_dp *dp, int32_t port, const struct vnet_hdr *vh,
 		return -1;
 	}
 	struct uvx_port *p = &dp->ports[port];
+	if (dp->cap)
+		capture_frame(dp, UVX_CAP_TAP_TX, p->vni, port, iov + 1, niov - 1);
 	static const struct vnet_hdr plain;
 	iov[0] = (struct iovec){ (void *)(vh ? vh : &plain), VNET_HLEN };
 	/* A plain port gets the frame alone: skip the header slot. */

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "capture.h"
 #include "forward.h"
 #include "stats.h"
 
@@ -212,6 +213,9 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	int verdict = fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to);
 	if (verdict == FWD_DROPPED)
 		return;                                      /* counted */
+	if (dp->cap)
+		capture_wire_rx(dp, v->vni, verdict == FWD_UNICAST ? to.port : -1,
+				pkt, off, len, from);
 	if (verdict == FWD_FLOOD)
 		flood_local(dp, w, v, frame, flen);          /* BUM or unknown */
 	else if (to.port < 0)

@@ -248,4 +248,64 @@ struct uvx_fdb_sizes {
 };
 int uvx_fdb_sizes(struct uvx_dp *dp, struct uvx_fdb_sizes *out);
 
+
+/* Live capture (capture.c; `uvxlan capture`).  Frames are taken where the
+ * switch sees them, at the points asked for: read from a port (TAP_RX),
+ * written to one (TAP_TX), decapsulated from the wire once admitted
+ * (WIRE_RX), encapsulated for it (WIRE_TX, each datagram, segments of a
+ * super-frame each).  A filter picks them (match: the fields compared;
+ * a MAC matches as source or destination, an EtherType also behind one
+ * VLAN tag) and up to snaplen bytes of each go to a ring per worker,
+ * with the outer Ethernet/IPv4/UDP/VXLAN headers first at the wire
+ * points if UVX_CAP_F_OUTER (capring.h says what they hold).  slots per worker (0: as many as
+ * UVX_CAPTURE_RING_BYTES hold, at most UVX_CAPTURE_SLOTS_MAX).  One
+ * capture at a time; with none, the packet path pays one branch per
+ * point.  The rings are allocated by start, freed by stop; a frame that
+ * finds its ring full is counted as missed, never waited for. */
+#define UVX_CAP_TAP_RX      1u
+#define UVX_CAP_TAP_TX      2u
+#define UVX_CAP_WIRE_RX     4u
+#define UVX_CAP_WIRE_TX     8u
+#define UVX_CAP_F_VNI       1u
+#define UVX_CAP_F_PORT      2u
+#define UVX_CAP_F_MAC       4u
+#define UVX_CAP_F_ETHERTYPE 8u
+#define UVX_CAP_F_OUTER     16u
+#define UVX_CAPTURE_RING_BYTES  (8u << 20)
+#define UVX_CAPTURE_SLOTS_MAX   65536
+#define UVX_CAPTURE_SNAP_MIN    64
+/* The largest frame plus the outer headers --outer adds (Ethernet, IPv4,
+ * UDP, VXLAN). */
+#define UVX_CAPTURE_SNAP_MAX    (UVX_FRAME_MAX + ETH_HLEN + IPV4_HLEN + VXLAN_ENCAP_LEN)
+/* The pcap record header each drained frame starts with. */
+#define UVX_CAPTURE_REC_HLEN    16
+struct uvx_capture_filter {
+	uint32_t points;          /* UVX_CAP_TAP_RX | ... */
+	uint32_t match;           /* UVX_CAP_F_* */
+	uint32_t vni;
+	int32_t port;
+	uint8_t mac[6];
+	uint16_t ethertype;
+	uint32_t snaplen;         /* UVX_CAPTURE_SNAP_MIN..UVX_CAPTURE_SNAP_MAX */
+	uint32_t slots;
+};
+struct uvx_capture_stats {
+	uint64_t captured;        /* frames put in the rings */
+	uint64_t missed;          /* frames that found a ring full */
+	uint64_t drained;         /* frames moved out by uvx_capture_drain */
+	uint32_t slots;           /* per worker */
+	uint32_t snaplen;
+};
+/* 0, -EBUSY if a capture runs, -EINVAL for a bad filter, -ENOMEM. */
+int uvx_capture_start(struct uvx_dp *dp, const struct uvx_capture_filter *f);
+/* Ends the capture; its last counts into out (may be NULL).  -ENOENT if none. */
+int uvx_capture_stop(struct uvx_dp *dp, struct uvx_capture_stats *out);
+int uvx_capture_stats(struct uvx_dp *dp, struct uvx_capture_stats *out);
+/* Moves captured frames into buf as pcap records (UVX_CAPTURE_REC_HLEN
+ * bytes: seconds, nanoseconds, bytes kept, length, each a uint32_t in the
+ * host's order; then the bytes), oldest first across the workers, as
+ * many as fit in cap.  Bytes written (0: nothing waiting), or -ENOENT.
+ * Takes the read lock: the workers never wait for it. */
+int uvx_capture_drain(struct uvx_dp *dp, uint8_t *buf, size_t cap);
+
 #endif

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "forward.h"
 #include "stats.h"
 
@@ -98,6 +99,9 @@ static void txq_add(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 	h->msg_iovlen = l2 ? 3 : 2;
 	q->vni[i] = v;
 	q->fd[i] = pool >= 0 ? dp->pool_fd[pool] : dp->tx_fd;
+	if (dp->cap)
+		capture_wire_tx(dp, v->vni, w->port, to->ip, sport, to->udp_port,
+				q->hdr[i] + UDP_HLEN, &q->iov[i][1], l2 ? 2 : 1);
 }
 
 /* Segments [0, n) of w->segs to one VTEP in one sendmsg with UDP_SEGMENT:
@@ -158,6 +162,10 @@ static int xmit_gso(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 		return -1;
 	}
 	count_n(v->ctr, 1, n, total + (size_t)n * UDP_HLEN);
+	if (dp->cap)
+		for (unsigned i = 0; i < n; i++)
+			capture_wire_tx(dp, v->vni, w->port, to->ip, dp->pool_port[pool],
+					to->udp_port, vxh, &iov[3 * i + 1], 2);
 	return 0;
 }
 
@@ -358,6 +366,10 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 	    (reason = tso_parse(frame, len, vh, &ti)) != UVX_PASS) {
 		drop(dp, v, port, reason);
 		return;
+	}
+	if (dp->cap) {
+		const struct iovec iov = { frame, len };
+		capture_frame(dp, UVX_CAP_TAP_RX, v->vni, port, &iov, 1);
 	}
 	if (v->arp_mode != UVX_ARP_OFF && arp_reduce(dp, v, port, frame, len))
 		return;

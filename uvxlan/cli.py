@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, DOCKER_PLUGIN
@@ -44,6 +44,7 @@ examples:
   uvxlan agent --config h1.toml       run the agent of one host
   uvxlan stats --agent h1             counters and drops of a running agent
   uvxlan leave --agent h1             stop an agent for good, removing its endpoints
+  uvxlan capture --agent h1 | tshark -r -   watch the frames h1 switches
   uvxlan lab down                     remove everything the lab made
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
@@ -188,6 +189,32 @@ def _cmd_leave(args: argparse.Namespace) -> int:
               "store when the lease ends, within lease_ttl)")
     else:
         print(f"agent {reply['name']!r} left: its endpoints are removed")
+    return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from uvxlan.capture import CaptureRequest, parse_at, parse_ethertype, report, run_capture
+    from uvxlan.control import socket_for
+
+    req = CaptureRequest(
+        network=args.network, port=args.port, mac=args.mac, outer=args.outer,
+        ethertype=None if args.ethertype is None else parse_ethertype(args.ethertype),
+        snaplen=args.snaplen, at=parse_at(args.at) if args.at else (), slots=args.slots)
+    req = CaptureRequest.from_json(req.to_json())    # the agent's checks, here first
+    if args.write == "-" and sys.stdout.isatty():
+        raise ConfigError("not writing pcap to a terminal: -w FILE, or pipe it"
+                          " (uvxlan capture ... | tshark -r -)")
+
+    def open_out() -> BinaryIO:
+        if args.write == "-":
+            return sys.stdout.buffer
+        try:
+            return open(args.write, "wb")
+        except OSError as exc:
+            raise UvxlanError(f"-w {args.write}: {exc.strerror or exc}") from None
+
+    result = run_capture(socket_for(args.agent), req, open_out, status=sys.stderr.buffer)
+    print(report(result), file=sys.stderr)
     return 0
 
 
@@ -744,6 +771,49 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for the agent to exit (default 30)")
     lv.set_defaults(func=_cmd_leave)
+
+    cap = sub.add_parser(
+        "capture", help="live capture of the frames an agent switches, as pcap",
+        description="Write pcap (Ethernet) of the frames a running agent's switch\n"
+        "sees, live, to a file or to stdout, until Ctrl-C; then report how many\n"
+        "frames were captured and how many the capture missed.  The agent copies\n"
+        "matching frames into a bounded ring in C: a reader too slow for the\n"
+        "traffic loses frames (counted), never slows forwarding.  Root only: the\n"
+        "frames are the containers' private traffic.\n\n"
+        "Where (--at): port-in (read from a container), port-out (written to\n"
+        "one), wire-in (decapsulated, once admitted), wire-out (encapsulated,\n"
+        "each datagram); or in, out, port, wire, all.  Default: where each frame\n"
+        "enters the switch (in); both directions of --port's port with --port;\n"
+        "the wire with --outer.",
+        epilog="examples:\n"
+        "  uvxlan capture --agent h1 --network net1 | tshark -r -\n"
+        "  uvxlan capture --agent h1 --outer -w /tmp/h1.pcap\n"
+        "  uvxlan capture --agent h1 --port c1 --ethertype arp -w arp.pcap\n"
+        "  tshark -r /tmp/h1.pcap -T fields -e vxlan.vni -e icmp.type",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cap.add_argument("--agent", metavar="NAME",
+                     help="the agent's host name, or its control socket's path"
+                     " (default: the one agent running here)")
+    cap.add_argument("--network", metavar="N", help="only this network (name or VNI)")
+    cap.add_argument("--port", metavar="P",
+                     help="only frames from or to this port: its number (`uvxlan stats`)"
+                     " or its endpoint's NETNS[/IFNAME]")
+    cap.add_argument("--mac", metavar="M", help="only frames with this source or"
+                     " destination MAC")
+    cap.add_argument("--ethertype", metavar="T", help="only this EtherType (also behind"
+                     " a VLAN tag): a number (0x0806) or ipv4, ipv6, arp, vlan, lldp")
+    cap.add_argument("--outer", action="store_true",
+                     help="keep the outer IPv4/UDP/VXLAN headers (wire points only)")
+    cap.add_argument("--at", metavar="POINTS",
+                     help="where to capture, comma-separated (see above)")
+    cap.add_argument("--snaplen", type=int, default=2048, metavar="N",
+                     help="bytes kept of each frame, outer headers included (%(default)s)")
+    cap.add_argument("--slots", type=int, default=0, metavar="N",
+                     help="frames each datapath thread's ring holds (default: as many"
+                     " as 8 MiB hold)")
+    cap.add_argument("-w", "--write", default="-", metavar="FILE",
+                     help="write pcap here; - for stdout (default; never a terminal)")
+    cap.set_defaults(func=_cmd_capture)
 
     f = sub.add_parser("fdb", help="forwarding table of a running agent")
     fsub = f.add_subparsers(dest="fdb_cmd", required=True, metavar="ACTION")

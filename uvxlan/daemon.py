@@ -6,7 +6,8 @@ until SIGTERM or SIGINT.  The packet path runs on the datapath's two C
 threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
-``status`` queries as JSON (and ``leave``, for root alone: SO_PEERCRED;
+``status`` queries as JSON (and ``leave`` and ``capture``, a stream of
+frames (``uvxlan.capture_agent``), for root alone: SO_PEERCRED;
 ``uvxlan.control`` is its client), and a
 timer that finds endpoints whose netns went away (and makes them again),
 and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
@@ -51,6 +52,7 @@ from typing import Any
 import uvloop
 
 from uvxlan import underlay
+from uvxlan import capture_agent
 from uvxlan._version import __version__
 from uvxlan.collect import Collector, not_ready
 from uvxlan.config import AgentConfig, HostConfig
@@ -292,7 +294,10 @@ class Daemon:
         assert me is not None
         self._clients[me] = writer
         try:
-            writer.write(_reply(await self._answer(reader, _peer_uid(writer))))
+            reply = await self._answer(reader, _peer_uid(writer), writer)
+            if reply is None:
+                return                   # streamed (capture) and done
+            writer.write(_reply(reply))
             await asyncio.wait_for(writer.drain(), SEND_S)
         except TimeoutError:
             self.refused["slow_reader"] += 1
@@ -303,10 +308,11 @@ class Daemon:
             del self._clients[me]
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader,
-                      uid: int | None) -> dict[str, Any]:
+    async def _answer(self, reader: asyncio.StreamReader, uid: int | None,
+                      writer: asyncio.StreamWriter) -> dict[str, Any] | None:
         """The reply to the connection's one request line (from a peer of
-        this uid, None if unknown), or the error that ends it."""
+        this uid, None if unknown), or the error that ends it; None when
+        the request streamed its answer itself (capture)."""
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_S)
         except TimeoutError:
@@ -318,17 +324,22 @@ class Daemon:
         except asyncio.IncompleteReadError as exc:   # closed without a newline
             line = exc.partial
         try:
-            cmd = json.loads(line or b"{}").get("cmd", "")
-            if cmd in MUTATING and uid not in (0, os.geteuid()):
-                # control_group is for watching (stats, fdb, status); a
-                # change (leave) is root's, or the agent's own user's.
-                return {"error": f"{cmd}: permission denied; run as root"}
-            return self.query(cmd)
+            request = json.loads(line or b"{}")
+            cmd = request.get("cmd", "")
+            if cmd != "capture":
+                if cmd in MUTATING and uid not in (0, os.geteuid()):
+                    # control_group is for watching (stats, fdb, status); a
+                    # change (leave) is root's, or the agent's own user's.
+                    return {"error": f"{cmd}: permission denied; run as root"}
+                return self.query(cmd)
         except (ValueError, AttributeError, TypeError, RecursionError):
             # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
         except UvxlanError as exc:   # a query the datapath refused
             return {"error": str(exc)}
+        # Frames until the client goes (uvxlan.capture_agent; root's).
+        await capture_agent.serve(self.node, request, uid, reader, writer)
+        return None
 
     def query(self, cmd: str) -> dict[str, Any]:
         """The answer to one control socket request."""

@@ -19,15 +19,16 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uvxlan import proto
+from uvxlan import capture, proto
 from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, ARP_SUPPRESSION, DatapathConfig, HostConfig
-from uvxlan.errors import NativeError, StaleBuildError
+from uvxlan.errors import ConfigError, NativeError, StaleBuildError
 from uvxlan.proto import mac_to_bytes, mac_to_str
 
 try:
@@ -93,7 +94,7 @@ _check_constants()
 
 __all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "ADMIT_MODES",
            "LearnResult", "FdbEntry", "Counters", "Limits", "VniSizes", "FdbSizes", "now_ms",
-           "open_tx_socket", "nofrag"]
+           "open_tx_socket", "nofrag", "CAPTURE_POINTS", "CaptureStats"]
 
 BATCH_MAX: int = lib.UVX_BATCH_MAX
 FRAME_MAX: int = lib.UVX_FRAME_MAX
@@ -132,6 +133,26 @@ class LearnResult(enum.IntEnum):
     STATIC = lib.FDB_LEARN_STATIC
     LIMIT = lib.FDB_LEARN_LIMIT
     FULL = lib.FDB_LEARN_FULL
+
+
+#: Where a capture takes frames, by the names ``uvxlan capture --at``
+#: uses: each is UVX_CAP_<its C name in uvxlan.capture.POINTS>, a bit.
+CAPTURE_POINTS: dict[str, int] = {
+    name: getattr(lib, "UVX_CAP_" + c_name) for name, c_name in capture.POINTS.items()
+}
+CAPTURE_SNAP_MIN: int = lib.UVX_CAPTURE_SNAP_MIN
+CAPTURE_SNAP_MAX: int = lib.UVX_CAPTURE_SNAP_MAX
+CAPTURE_SLOTS_MAX: int = lib.UVX_CAPTURE_SLOTS_MAX
+CAPTURE_DRAIN_BYTES = 4 << 20     # the most one capture_drain moves
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    captured: int             # frames put in the rings
+    missed: int               # frames that found a ring full
+    drained: int              # frames moved out by capture_drain
+    slots: int                # per datapath thread
+    snaplen: int
 
 
 @dataclass(frozen=True)
@@ -271,6 +292,7 @@ class Datapath:
         self._dp = ffi.gc(dp, lib.uvx_dp_free)
         self.local_ip = config.local_ip
         self.dst_port = config.dst_port
+        self._capture_buf: Any = None     # while a capture runs (capture_start)
 
     def close(self) -> None:
         if self._dp is not None:
@@ -507,6 +529,59 @@ class Datapath:
         out = ffi.new("struct uvx_counters *")
         _check(lib.uvx_vni_counters(self._dp, vni, out), f"VNI {vni}")
         return Counters(out.rx_packets, out.rx_bytes, out.tx_packets, out.tx_bytes)
+
+
+    # Live capture (csrc/capture.c; uvxlan.capture_agent drives it) -------
+
+    def capture_start(self, points: Sequence[str], *, vni: int | None = None,
+                      port: int | None = None, mac: str | None = None,
+                      ethertype: int | None = None, outer: bool = False,
+                      snaplen: int, slots: int = 0) -> CaptureStats:
+        """Start capturing at points (CAPTURE_POINTS' names) what the
+        filter matches (None: any); the rings are allocated now, and the
+        buffer capture_drain fills."""
+        if not CAPTURE_SNAP_MIN <= snaplen <= CAPTURE_SNAP_MAX:
+            raise ConfigError(f"--snaplen {snaplen}: {CAPTURE_SNAP_MIN} to {CAPTURE_SNAP_MAX}")
+        if not 0 <= slots <= CAPTURE_SLOTS_MAX:
+            raise ConfigError(f"--slots {slots}: at most {CAPTURE_SLOTS_MAX}")
+        f = ffi.new("struct uvx_capture_filter *")
+        f.points = sum(CAPTURE_POINTS[p] for p in set(points))
+        f.snaplen, f.slots = snaplen, slots
+        match = lib.UVX_CAP_F_OUTER if outer else 0
+        if vni is not None:
+            f.vni, match = vni, match | lib.UVX_CAP_F_VNI
+        if port is not None:
+            f.port, match = port, match | lib.UVX_CAP_F_PORT
+        if mac is not None:
+            f.mac, match = mac_to_bytes(mac), match | lib.UVX_CAP_F_MAC
+        if ethertype is not None:
+            f.ethertype, match = ethertype, match | lib.UVX_CAP_F_ETHERTYPE
+        f.match = match
+        _check(lib.uvx_capture_start(self._dp, f), "starting a capture")
+        self._capture_buf = ffi.new("uint8_t[]", CAPTURE_DRAIN_BYTES)
+        return self.capture_stats()
+
+    def capture_stats(self) -> CaptureStats:
+        out = ffi.new("struct uvx_capture_stats *")
+        _check(lib.uvx_capture_stats(self._dp, out), "reading the capture's counters")
+        return CaptureStats(out.captured, out.missed, out.drained, out.slots, out.snaplen)
+
+    def capture_drain(self) -> bytes:
+        """Captured frames as pcap records, up to CAPTURE_DRAIN_BYTES; b""
+        if none are waiting."""
+        buf = self._capture_buf
+        if buf is None:
+            return b""
+        n = _check(lib.uvx_capture_drain(self._dp, buf, len(buf)), "draining the capture")
+        return bytes(ffi.buffer(buf, n))
+
+    def capture_stop(self) -> CaptureStats | None:
+        """End the capture (its rings freed): its last counts, None if none ran."""
+        self._capture_buf = None
+        out = ffi.new("struct uvx_capture_stats *")
+        if lib.uvx_capture_stop(self._dp, out) < 0:
+            return None
+        return CaptureStats(out.captured, out.missed, out.drained, out.slots, out.snaplen)
 
 
 def _nonzero(counts: Any) -> dict[str, int]:

@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from uvxlan import native, netlink, offload
@@ -506,6 +507,23 @@ class Node:
                           mac=epc.mac, error=why)
                      for epc, _, _, why in self.lost.values()],
         }
+
+    # Live capture: uvxlan.capture_agent streams it to a client ----------------
+
+    def capture_start(self, points: Sequence[str], **match: Any) -> native.CaptureStats:
+        """Capture at these points (uvxlan.capture.POINTS) what match
+        (native.Datapath.capture_start's filter) picks; one at a time."""
+        return self._datapath().capture_start(points, **match)
+
+    def capture_drain(self) -> bytes:
+        return self._datapath().capture_drain()
+
+    def capture_stats(self) -> native.CaptureStats:
+        return self._datapath().capture_stats()
+
+    def capture_stop(self) -> native.CaptureStats | None:
+        """End the capture, if one runs (the datapath may be gone already)."""
+        return None if self.dp is None else self.dp.capture_stop()
 
     def fdb(self, from_store: set[tuple[int, str]]) -> list[dict[str, Any]]:
         """Every FDB entry, with its network's name and its source: where

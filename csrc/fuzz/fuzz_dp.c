@@ -167,6 +167,15 @@ void fuzz_dp_setup(struct fuzz_dp *f)
 	}
 	mac_of(mac, FZ_MAC_PORT3);
 	ok_or_die(uvx_arp_add(dp, FZ_VNI_B, htonl(0x0a010006u), mac), "uvx_arp_add");
+
+	/* A live capture at every point, with outer headers: its hooks read
+	 * every frame the switch sees (fuzz_dp_drain checks the records).  A
+	 * few slots, so a batch also fills them and counts misses. */
+	const struct uvx_capture_filter cap = {
+		.points = UVX_CAP_TAP_RX | UVX_CAP_TAP_TX | UVX_CAP_WIRE_RX | UVX_CAP_WIRE_TX,
+		.match = UVX_CAP_F_OUTER, .snaplen = FZ_CAPTURE_SNAP, .slots = 16,
+	};
+	ok_or_die(uvx_capture_start(dp, &cap), "uvx_capture_start");
 }
 
 void fuzz_dp_reset(struct fuzz_dp *f, unsigned send_mode)
@@ -258,8 +267,30 @@ static void check_sent(unsigned vtep, const uint8_t *buf, size_t n)
 	      "a VTEP gets only its own VNIs' frames");
 }
 
+/* The capture's records: whole pcap records, each within the snap length
+ * and its frame's length, filling exactly what the drain returned. */
+static void check_captured(struct uvx_dp *dp)
+{
+	static uint8_t buf[1 << 16];
+	int n;
+	while ((n = uvx_capture_drain(dp, buf, sizeof(buf))) > 0) {
+		size_t at = 0;
+		while (at < (size_t)n) {
+			uint32_t rec[4];
+			check(at + sizeof(rec) <= (size_t)n, "a whole record header");
+			memcpy(rec, buf + at, sizeof(rec));
+			check(rec[2] <= FZ_CAPTURE_SNAP && rec[2] <= rec[3] && rec[1] < 1000000000u,
+			      "a record within the snap length and its frame");
+			at += sizeof(rec) + rec[2];
+		}
+		check(at == (size_t)n, "records fill the drain exactly");
+	}
+	check(n == 0, "the capture runs");
+}
+
 void fuzz_dp_drain(struct fuzz_dp *f)
 {
+	check_captured(f->dp);
 	for (unsigned i = 0; i < FZ_PORTS; i++) {
 		ssize_t n;
 		while ((n = recv(f->peer[i], got, sizeof(got), MSG_DONTWAIT | MSG_TRUNC)) >= 0) {

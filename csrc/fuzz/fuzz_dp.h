@@ -45,6 +45,10 @@
 #define FZ_MAC_VTEP1 5
 #define FZ_MAC_PORT3 6
 
+/* The snap length of the capture the datapath runs (every point, outer
+ * headers): below a full frame, so records are cut too. */
+#define FZ_CAPTURE_SNAP 1200u
+
 struct fuzz_dp {
 	struct uvx_dp *dp;
 	int port[FZ_PORTS];            /* port ids */

@@ -1,12 +1,16 @@
 /* The test hooks declared in testing.h: the codec one call at a time, and
  * segmentation and coalescing with whole frames in and out.  Thin: each
  * calls the same code the datapath runs (vxlan.c, offload.c). */
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../capring.h"
 #include "../fdb.h"
 #include "../offload.h"
 #include "../peers.h"
 #include "../pmtud.h"
+#include "../uvx.h"
 #include "testing.h"
 
 #ifndef UVX_BUILD_VERSION
@@ -158,4 +162,133 @@ int64_t uvx_test_peer_longest_run(const uint32_t *ips, size_t n)
 		r = peer_set_longest_run(&ps);
 	peer_set_free(&ps);
 	return r;
+}
+
+/* --- The capture ring and filter ----------------------------------------- */
+
+struct capring *uvx_test_capring_new(uint32_t nslots, uint32_t snaplen)
+{
+	struct capring *r = malloc(sizeof(*r));
+	if (r && capring_init(r, nslots, snaplen) < 0) {
+		capring_free(r);
+		free(r);
+		r = NULL;
+	}
+	return r;
+}
+
+void uvx_test_capring_free(struct capring *r)
+{
+	if (r) {
+		capring_free(r);
+		free(r);
+	}
+}
+
+int uvx_test_capring_put(struct capring *r, uint64_t ts_ns, const uint8_t *outer,
+			 size_t outer_len, const uint8_t *frame, size_t len)
+{
+	const struct iovec iov = { (void *)frame, len };
+	return capring_put(r, ts_ns, outer, outer_len, &iov, 1);
+}
+
+size_t uvx_test_capring_take(struct capring *r, uint8_t *out, size_t cap)
+{
+	return capring_take(r, out, cap);
+}
+
+void uvx_test_capring_counts(struct capring *r, uint64_t *captured, uint64_t *missed)
+{
+	*captured = capring_captured(r);
+	*missed = capring_missed(r);
+}
+
+struct race {
+	struct capring *r;
+	uint64_t n;
+	int done;
+};
+
+static void *race_producer(void *arg)
+{
+	struct race *a = arg;
+	uint8_t frame[64];
+	for (uint64_t i = 0; i < a->n; i++) {
+		/* The sequence number at both ends: a torn slot shows. */
+		memset(frame, (int)(i & 0xff), sizeof(frame));
+		memcpy(frame, &i, sizeof(i));
+		memcpy(frame + sizeof(frame) - sizeof(i), &i, sizeof(i));
+		const struct iovec iov = { frame, sizeof(frame) };
+		capring_put(a->r, i, NULL, 0, &iov, 1);
+	}
+	__atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* One record taken from the race's ring: 1 if it was whole and after
+ * the last one (*last updated), 0 if not. */
+static int race_check(const uint8_t *rec, size_t got, int64_t taken, uint64_t *last)
+{
+	uint64_t head, tail;
+	memcpy(&head, rec + CAPRING_REC_HLEN, sizeof(head));
+	memcpy(&tail, rec + CAPRING_REC_HLEN + 64 - sizeof(tail), sizeof(tail));
+	int ok = got == CAPRING_REC_HLEN + 64 && head == tail && (!taken || head > *last);
+	*last = head;
+	return ok;
+}
+
+int64_t uvx_test_capring_race(uint32_t nslots, uint64_t n, uint64_t *missed,
+			      int *in_order)
+{
+	struct capring r;
+	if (capring_init(&r, nslots, 64) < 0)
+		return -1;
+	struct race a = { &r, n, 0 };
+	pthread_t t;
+	if (pthread_create(&t, NULL, race_producer, &a)) {
+		capring_free(&r);
+		return -1;
+	}
+	uint8_t rec[CAPRING_REC_HLEN + 64];
+	int64_t taken = 0;
+	uint64_t last = 0;
+	int ok = 1, finished = 0;
+	for (;;) {
+		size_t got = capring_take(&r, rec, sizeof(rec));
+		if (got) {
+			ok &= race_check(rec, got, taken++, &last);
+			continue;
+		}
+		if (finished)
+			break;
+		/* Once it is done, one more pass takes what is left. */
+		finished = __atomic_load_n(&a.done, __ATOMIC_ACQUIRE);
+	}
+	pthread_join(t, NULL);
+	*missed = capring_missed(&r);
+	*in_order = ok;
+	capring_free(&r);
+	return taken;
+}
+
+int uvx_test_capture_match(uint32_t f_points, uint32_t f_match, uint32_t f_vni,
+			   int32_t f_port, const uint8_t *f_mac, uint16_t f_ethertype,
+			   unsigned point, uint32_t vni, int32_t port,
+			   const uint8_t *frame, size_t len)
+{
+	struct uvx_capture_filter f = {
+		.points = f_points, .match = f_match, .vni = f_vni, .port = f_port,
+		.ethertype = f_ethertype,
+	};
+	memcpy(f.mac, f_mac, sizeof(f.mac));
+	const struct iovec iov = { (void *)frame, len };
+	uint8_t head[CAPTURE_HEAD];
+	return capture_match(&f, point, vni, port, head, capture_head(head, &iov, 1));
+}
+
+void uvx_test_capture_outer(uint8_t *out, uint32_t saddr, uint32_t daddr,
+			    uint16_t sport, uint16_t dport, const uint8_t *vxh,
+			    size_t inner_len)
+{
+	capture_outer(out, saddr, daddr, sport, dport, vxh, inner_len);
 }

@@ -63,6 +63,34 @@ int uvx_gro_join(const uint8_t *segs, const size_t *lens, unsigned n,
 int uvx_test_pmtud_reply(const uint8_t *frame, size_t len, size_t room,
 			 uint8_t *out, size_t cap);
 
+/* The capture ring and filter (capring.h), without a datapath.  A ring
+ * of nslots slots keeping snaplen bytes per frame; put one frame (after
+ * outer_len bytes of outer headers) as the producer; take the oldest as a
+ * pcap record into out (its size, 0 if none or it does not fit); its
+ * counters.  uvx_test_capring_race puts n frames, each holding its
+ * sequence number, from a thread of its own while this one takes them:
+ * returns how many were taken, with *missed the producer's count and
+ * *in_order 1 if every frame taken came whole and in sequence. */
+struct capring;
+struct capring *uvx_test_capring_new(uint32_t nslots, uint32_t snaplen);
+void uvx_test_capring_free(struct capring *r);
+int uvx_test_capring_put(struct capring *r, uint64_t ts_ns, const uint8_t *outer,
+			 size_t outer_len, const uint8_t *frame, size_t len);
+size_t uvx_test_capring_take(struct capring *r, uint8_t *out, size_t cap);
+void uvx_test_capring_counts(struct capring *r, uint64_t *captured, uint64_t *missed);
+int64_t uvx_test_capring_race(uint32_t nslots, uint64_t n, uint64_t *missed,
+			      int *in_order);
+/* The filter on one frame: f_* as struct uvx_capture_filter's fields
+ * (mac: 6 bytes), the frame seen at point in vni, from or to port. */
+int uvx_test_capture_match(uint32_t f_points, uint32_t f_match, uint32_t f_vni,
+			   int32_t f_port, const uint8_t *f_mac, uint16_t f_ethertype,
+			   unsigned point, uint32_t vni, int32_t port,
+			   const uint8_t *frame, size_t len);
+/* The outer headers --outer shows (CAPTURE_OUTER_LEN, 50, bytes into out). */
+void uvx_test_capture_outer(uint8_t *out, uint32_t saddr, uint32_t daddr,
+			    uint16_t sport, uint16_t dport, const uint8_t *vxh,
+			    size_t inner_len);
+
 /* Timing loops for benchmarks/test_micro.py: nanoseconds per operation,
  * measured inside C so the figure is the fast path's cost and not cffi's
  * per-call crossing.  The FDB loops use an FDB of their own (65536

@@ -162,6 +162,62 @@ def gro_join(segments: list[bytes]) -> Joined:
     return Joined(bytes(ffi.buffer(out, n)), *(int(x) for x in vh))
 
 
+# The capture ring and filter (csrc/capring.c) ---------------------------------
+
+
+class CapRing:
+    """A capture ring of nslots slots keeping snaplen bytes per frame."""
+
+    def __init__(self, nslots: int, snaplen: int) -> None:
+        r = lib.uvx_test_capring_new(nslots, snaplen)
+        if r == ffi.NULL:
+            raise NativeError(errno.ENOMEM, "capture ring")
+        self._r = ffi.gc(r, lib.uvx_test_capring_free)
+
+    def put(self, frame: bytes, ts_ns: int = 0, outer: bytes = b"") -> bool:
+        """As the producer; False if the ring was full (missed)."""
+        return bool(lib.uvx_test_capring_put(self._r, ts_ns, outer, len(outer),
+                                             frame, len(frame)))
+
+    def take(self, cap: int = 1 << 17) -> bytes:
+        """The oldest record, pcap-framed (b"" if none, or if it does not fit cap)."""
+        out = ffi.new("uint8_t[]", cap)
+        return bytes(ffi.buffer(out, lib.uvx_test_capring_take(self._r, out, cap)))
+
+    def counts(self) -> tuple[int, int]:
+        """(captured, missed)."""
+        captured = ffi.new("uint64_t *")
+        missed = ffi.new("uint64_t *")
+        lib.uvx_test_capring_counts(self._r, captured, missed)
+        return int(captured[0]), int(missed[0])
+
+
+def capring_race(nslots: int, n: int) -> tuple[int, int, bool]:
+    """n frames put from a thread while this one takes: (taken, missed,
+    every frame whole and in order)."""
+    missed = ffi.new("uint64_t *")
+    in_order = ffi.new("int *")
+    taken = lib.uvx_test_capring_race(nslots, n, missed, in_order)
+    if taken < 0:
+        raise NativeError(errno.ENOMEM, "capture ring race")
+    return int(taken), int(missed[0]), bool(in_order[0])
+
+
+def capture_match(frame: bytes, *, point: int, vni: int = 1, port: int = -1,
+                  f_points: int, f_match: int = 0, f_vni: int = 0, f_port: int = 0,
+                  f_mac: bytes = bytes(6), f_ethertype: int = 0) -> bool:
+    return bool(lib.uvx_test_capture_match(f_points, f_match, f_vni, f_port, f_mac,
+                                           f_ethertype, point, vni, port, frame, len(frame)))
+
+
+def capture_outer(saddr: str, daddr: str, sport: int, dport: int, vxh: bytes,
+                  inner_len: int) -> bytes:
+    out = ffi.new("uint8_t[]", 50)
+    lib.uvx_test_capture_outer(out, _ip(saddr), _ip(daddr), socket.htons(sport),
+                               socket.htons(dport), vxh, inner_len)
+    return bytes(ffi.buffer(out, 50))
+
+
 # Timing loops: nanoseconds per operation, measured inside C ------------------
 
 
