@@ -43,6 +43,7 @@ examples:
   uvxlan agent --config h1.toml       run the agent of one host
   uvxlan stats --agent h1             counters and drops of a running agent
   uvxlan leave --agent h1             stop an agent for good, removing its endpoints
+  uvxlan fault --agent h1 --peer 10.77.0.2 --loss 5   inject faults (lab tool)
   uvxlan lab down                     remove everything the lab made
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
@@ -715,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for the agent to exit (default 30)")
     lv.set_defaults(func=_cmd_leave)
+
+    from uvxlan.fault import add_fault_command
+    add_fault_command(sub)
 
     f = sub.add_parser("fdb", help="forwarding table of a running agent")
     fsub = f.add_subparsers(dest="fdb_cmd", required=True, metavar="ACTION")

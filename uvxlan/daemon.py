@@ -6,7 +6,7 @@ until SIGTERM or SIGINT.  The packet path runs on the datapath's two C
 threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
-``status`` queries as JSON (and ``leave``, for root alone: SO_PEERCRED;
+``status`` queries as JSON (and ``leave`` and ``fault``, for root alone: SO_PEERCRED;
 ``uvxlan.control`` is its client), and a
 timer that finds endpoints whose netns went away (and makes them again),
 and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
@@ -50,6 +50,7 @@ from typing import Any
 
 import uvloop
 
+from uvxlan import fault
 from uvxlan._version import __version__
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
@@ -78,7 +79,7 @@ CONNECTIONS_MAX = 16    # at once; more are refused at once with an error line
 LOOP_NICE = 10
 # Requests that change the agent rather than read it: only for root (or
 # the agent's own user), whoever else the socket's mode lets connect.
-MUTATING = frozenset({"leave"})
+MUTATING = frozenset({"leave", "fault"})
 PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid (socket(7))
 
 
@@ -303,20 +304,22 @@ class Daemon:
         except asyncio.IncompleteReadError as exc:   # closed without a newline
             line = exc.partial
         try:
-            cmd = json.loads(line or b"{}").get("cmd", "")
+            request = json.loads(line or b"{}")
+            cmd = request.get("cmd", "")
             if cmd in MUTATING and uid not in (0, os.geteuid()):
                 # control_group is for watching (stats, fdb, status); a
-                # change (leave) is root's, or the agent's own user's.
+                # change (leave, fault) is root's, or the agent's own user's.
                 return {"error": f"{cmd}: permission denied; run as root"}
-            return self.query(cmd)
+            return self.query(cmd, request)
         except (ValueError, AttributeError, TypeError, RecursionError):
             # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
         except UvxlanError as exc:   # a query the datapath refused
             return {"error": str(exc)}
 
-    def query(self, cmd: str) -> dict[str, Any]:
-        """The answer to one control socket request."""
+    def query(self, cmd: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The answer to one control socket request (its other fields in
+        request)."""
         if cmd == "status":
             st: dict[str, Any] = {
                 "ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
@@ -350,6 +353,9 @@ class Daemon:
         if cmd == "fdb":
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}
+        if cmd in ("fault", "faults"):
+            # Fault injection (uvxlan.fault): in the datapath's memory only.
+            return fault.answer(cmd, request or {}, self.node)
         return {"error": f"unknown command {cmd!r}"}
 
 
