@@ -35,7 +35,8 @@ _spec.loader.exec_module(product)
 # The test hooks, and the product sources they call (not dp.c and the
 # packet path: nothing here needs a datapath).
 SOURCES = [TESTING / "testing.c", TESTING / "bench.c",
-           *(CSRC / s for s in ("vxlan.c", "csum.c", "fdb.c", "offload.c", "peers.c", "pmtud.c"))]
+           *(CSRC / s for s in ("vxlan.c", "csum.c", "fdb.c", "offload.c", "peers.c", "pmtud.c",
+                         "fault.c"))]
 
 VERSION, DIGEST = product.package_version(), product.source_digest(CSRC, TESTING)
 ffibuilder = FFI()
