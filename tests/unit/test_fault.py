@@ -396,3 +396,34 @@ def test_cli_mistakes_are_one_line_before_any_agent(argv: list[str],
     assert main([*argv, "--agent", "/nonexistent/x.sock"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("uvxlan: error: fault:") and err.count("\n") == 1, err
+
+
+# --- The product's datapath (no threads, no sockets) ------------------------------
+
+
+def test_datapath_entries_set_listed_changed_cleared() -> None:
+    from uvxlan import native as product
+    from uvxlan.config import DatapathConfig
+    from uvxlan.errors import NativeError
+
+    dp = product.Datapath(DatapathConfig(local_ip="127.0.0.1"))
+    try:
+        spec = FaultSpec(peer="10.0.0.2", vni=300, loss=2.5, duplicate=1, corrupt=0.1)
+        dp.fault_set(spec)
+        dp.fault_set(FaultSpec(vni=301, loss=1))
+        assert [s for s, _ in dp.faults()] == [spec, FaultSpec(vni=301, loss=1)]
+        assert dp.faults()[0][1] == dict.fromkeys(fault.COUNTERS, 0)
+        # A new setting replaces the entry's settings, in place.
+        dp.fault_set(FaultSpec(peer="10.0.0.2", vni=300, loss=50))
+        assert [s.loss for s, _ in dp.faults()] == [50.0, 1.0]
+        # Held frames need the TX thread's timer: refused, in one line.
+        with pytest.raises(NativeError, match="need the datapath threads"):
+            dp.fault_set(FaultSpec(peer="10.0.0.2", delay_us=1000))
+        assert dp.fault_clear("10.0.0.2", 300) and not dp.fault_clear("10.0.0.2", 300)
+        for i in range(63):
+            dp.fault_set(FaultSpec(peer=f"10.1.0.{i + 1}", loss=1))
+        with pytest.raises(NativeError, match="64 entries"):
+            dp.fault_set(FaultSpec(peer="10.2.0.1", loss=1))
+        assert len(dp.faults()) == 64
+    finally:
+        dp.close()
