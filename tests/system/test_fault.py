@@ -93,7 +93,10 @@ def test_loss_within_a_binomial_bound_and_cleared(lab: Lab, ov: Overlay) -> None
     assert within_binomial(n - got, n, 0.2), got
     assert e["peer"] == h2 and e["network"] == "net1" and e["loss"] == 20.0
     c = e["counters"]
-    assert c["lost"] == n - got and c["matched"] >= n
+    # The entry also judged what else a1 sent h2's way (an ARP refresh):
+    # each of those may have been lost too.
+    others = c["matched"] - n
+    assert 0 <= others <= 10 and n - got <= c["lost"] <= n - got + others
     stats = ov.query("h1", "stats")
     net1 = next(x for x in stats["networks"] if x["name"] == "net1")
     assert net1["drops"]["fault_loss"] == c["lost"]
