@@ -355,7 +355,12 @@ class Daemon:
             return {"fdb": self.node.fdb(from_store)}
         if cmd in ("fault", "faults"):
             # Fault injection (uvxlan.fault): in the datapath's memory only.
-            return fault.answer(cmd, request or {}, self.node)
+            # Its refusals are ConfigErrors (ValueErrors): told as they are,
+            # not as a bad request.
+            try:
+                return fault.answer(cmd, request or {}, self.node)
+            except UvxlanError as exc:
+                return {"error": str(exc)}
         return {"error": f"unknown command {cmd!r}"}
 
 

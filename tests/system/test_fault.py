@@ -214,3 +214,14 @@ def test_corruption_parser_and_rules_clean_under_asan_ubsan(tmp_path: Path) -> N
     assert run.returncode == 0, run.stderr[-2000:]
     corrupted = int(re.search(r"(\d+) corrupted", run.stdout).group(1))  # type: ignore[union-attr]
     assert corrupted > 10_000 and "no findings" in run.stdout
+
+
+def test_refusals_are_one_line(lab: Lab, ov: Overlay) -> None:
+    """What only the agent can refuse (a network it does not serve) comes
+    back as one line, and nothing is set."""
+    done = subprocess.run([sys.executable, "-m", "uvxlan", "fault", "--agent",
+                           ov.control_socket("h1"), "--network", "web", "--loss", "1"],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1
+    assert done.stderr == "uvxlan: error: agent: fault: this agent serves no network 'web'\n"
+    assert fault(ov, "h1") == "no faults set\n"
