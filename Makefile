@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 
 .PHONY: setup build demo demo-docker test test-unit test-system test-quick lint bench bench-micro sanitize tsan \
-	fuzz fuzz-build fuzz-vxlan fuzz-rcv fuzz-xmit clean
+	fuzz fuzz-build fuzz-vxlan fuzz-rcv fuzz-xmit fuzz-fault clean
 
 # make test, test-system, test-quick and demo-docker set up Docker as well
 # (their prerequisite `setup` sees the variable)
@@ -65,10 +65,10 @@ tsan: setup
 	$(PY) setup.py -q build_ext --inplace --force; \
 	$(PY) csrc/testing/build_testing.py >/dev/null; exit $$status
 
-# libFuzzer (clang, ASan + UBSan) on three targets, each its own binary in
+# libFuzzer (clang, ASan + UBSan) on four targets, each its own binary in
 # build/fuzz: the parsers and FDB (fuzz_vxlan), the whole receive path
 # (fuzz_rcv) and the transmit path with segmentation (fuzz_xmit) on a real
-# datapath.  Each runs FUZZ_RUNS executions, else FUZZ_SECONDS (60); a
+# datapath, fault injection's corruption parser and rules (fuzz_fault).  Each runs FUZZ_RUNS executions, else FUZZ_SECONDS (60); a
 # finding stops it and leaves crash-* here.  Root: the transmit target's
 # raw socket.  Inputs found go to build/fuzz/corpus-*, seeds are written by
 # csrc/fuzz/seeds.py, past findings are in csrc/fuzz/regress-*.
@@ -77,17 +77,21 @@ FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Wno-unused-paramet
 FUZZ_LIMIT = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(or $(FUZZ_SECONDS),60))
 FUZZ_DP := csrc/fuzz/fuzz_dp.c $(wildcard csrc/*.c)
 
-fuzz: fuzz-vxlan fuzz-rcv fuzz-xmit
+fuzz: fuzz-vxlan fuzz-rcv fuzz-xmit fuzz-fault
 
 fuzz-build: setup
 	mkdir -p build/fuzz
 	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c csrc/arp.c csrc/offload.c -o build/fuzz/fuzz_vxlan
+	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_fault.c csrc/fault.c -o build/fuzz/fuzz_fault
 	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_rcv.c $(FUZZ_DP) -lpthread -o build/fuzz/fuzz_rcv
 	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_xmit.c $(FUZZ_DP) -lpthread -o build/fuzz/fuzz_xmit
 	for t in rcv xmit; do python3 csrc/fuzz/seeds.py $$t build/fuzz/seeds-$$t; mkdir -p build/fuzz/corpus-$$t; done
 
 fuzz-vxlan: fuzz-build
 	build/fuzz/fuzz_vxlan $(FUZZ_LIMIT) -max_len=2048
+
+fuzz-fault: fuzz-build
+	build/fuzz/fuzz_fault $(FUZZ_LIMIT) -max_len=1464
 
 fuzz-rcv fuzz-xmit: fuzz-%: fuzz-build
 	build/fuzz/fuzz_$* $(FUZZ_LIMIT) -max_len=65600 -print_final_stats=1 \

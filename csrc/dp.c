@@ -13,6 +13,7 @@
 
 #include "capture.h"
 #include "dp.h"
+#include "fault.h"
 
 #ifndef UVX_BUILD_VERSION
 #define UVX_BUILD_VERSION "unknown"
@@ -54,6 +55,7 @@ struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
 	dp->udp_fd = -1;
 	dp->tx_fd = -1;
 	dp->wake_fd = -1;
+	dp->timer_fd = -1;
 	dp->epfd[W_TX] = dp->epfd[W_RX] = -1;
 	/* Writers first: Python's changes must not wait behind an endless
 	 * stream of batches. */
@@ -107,6 +109,7 @@ void uvx_dp_free(struct uvx_dp *dp)
 	for (unsigned i = 0; i < UVX_MAX_VNIS; i++)
 		free(dp->vnis[i]);
 	fdb_free(&dp->fdb);
+	fault_table_free(dp->fault);   /* frames still held go with it */
 	for (unsigned k = 0; k < UVX_WORKERS; k++)
 		free(dp->w[k].bufs);
 	pthread_rwlock_destroy(&dp->cfg_lock);

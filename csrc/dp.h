@@ -4,9 +4,11 @@
  * lookup, the clock).  Not part of the public API.
  *
  * Who calls whom (down the page only, never back up):
- *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c, peers.c
+ *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c, peers.c, fault.c
+ *   fault_api.c  faults from Python, timer -> fault.c
  *   worker.c   the two threads             -> xmit.c, rcv.c
- *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c, pmtud.c
+ *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c, pmtud.c,
+ *                                             fault.c, fault_api.c
  *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c
  *   forward.c  switch, write to a port     -> fdb.c
  *   vxlan.c, offload.c, pmtud.c (codecs)   -> csum.c
@@ -125,6 +127,12 @@ struct uvx_worker {
  * source could not be chosen. */
 int uvx_xmit_frames(struct uvx_dp *dp, int port, uint8_t *const *frame,
 		    const size_t *len, struct vnet_hdr *vh, unsigned n);
+/* Fault injection's hooks (fault_api.c, xmit.c): set the TX thread's
+ * timer to the first held frame; send the held frames that are due (the
+ * TX thread, when the timer fires). */
+struct fault_table;
+void fault_arm(struct uvx_dp *dp);
+int uvx_fault_tick(struct uvx_dp *dp);
 void uvx_rcv_datagrams(struct uvx_dp *dp, uint8_t *const *pkt, const size_t *len,
 		       const struct sockaddr_in *from, unsigned n);
 
@@ -174,6 +182,11 @@ struct uvx_dp {
 	pthread_t thread[UVX_WORKERS];
 	struct uvx_worker w[UVX_WORKERS];
 	struct uvx_capture *cap;   /* a live capture, or NULL (capture.h) */
+	/* Fault injection (fault.h): NULL until the first fault is set; the
+	 * TX thread's timer for the frames it holds (-1 without threads). */
+	struct fault_table *fault;
+	int timer_fd;
+	uint64_t timer_at;         /* the due time it is set to */
 };
 
 /* Every change from Python runs under the write lock, so a worker never

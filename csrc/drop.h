@@ -31,7 +31,10 @@
 	X(UVX_DROP_UNKNOWN_VTEP,  "unknown_vtep",    "from an address not admitted to the VNI") \
 	X(UVX_DROP_SPOOFED_MAC,   "spoofed_mac",     "source MAC is a static entry that points elsewhere") \
 	X(UVX_DROP_FRAG_NEEDED,   "frag_needed",     "larger than the underlay carries (ICMP sent back for IPv4 with DF)") \
-	X(UVX_DROP_UNKNOWN_DST,   "unknown_dst",     "unicast to a MAC not in the FDB, where unknown unicast is not flooded")
+	X(UVX_DROP_UNKNOWN_DST,   "unknown_dst",     "unicast to a MAC not in the FDB, where unknown unicast is not flooded") \
+	X(UVX_DROP_FAULT_LOSS,    "fault_loss",      "lost on purpose: an injected fault (uvxlan fault --loss)") \
+	X(UVX_DROP_FAULT_RATE,    "fault_rate",      "over an injected rate limit for longer than its backlog (uvxlan fault --rate)") \
+	X(UVX_DROP_FAULT_QUEUE_FULL, "fault_queue_full", "no room left to hold a frame an injected fault delays")
 
 #define UVX_DROP_ENUM(id, name, doc) id,
 enum uvx_drop_reason {

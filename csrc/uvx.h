@@ -307,5 +307,52 @@ int uvx_capture_stats(struct uvx_dp *dp, struct uvx_capture_stats *out);
  * many as fit in cap.  Bytes written (0: nothing waiting), or -ENOENT.
  * Takes the read lock: the workers never wait for it. */
 int uvx_capture_drain(struct uvx_dp *dp, uint8_t *buf, size_t cap);
+/* Fault injection, a lab tool (fault.h; issue 14): on the way to the wire,
+ * for datagrams to one remote VTEP (peer_ip), in one VNI, or both (the
+ * other UVX_FAULT_ANY); the most specific entry applies, (peer, VNI)
+ * before (peer, any) before (any, VNI).  Off by default, kept in memory
+ * only.  Probabilities are in parts per million of the datagrams the
+ * entry sees; delay and jitter (uniform in [-jitter, +jitter]) in
+ * microseconds; the rate in bits per second of outer datagrams (0: none).
+ * Delay, jitter, reordering and a rate hold frames, sent by the TX thread
+ * when due: they need the threads (else -EOPNOTSUPP). */
+#define UVX_FAULTS_MAX      64
+#define UVX_FAULT_ANY       0xFFFFFFFFu
+#define UVX_FAULT_PPM       1000000u
+#define UVX_FAULT_DELAY_MAX 10000000u   /* microseconds: 10 s */
+#define UVX_FAULT_RATE_MIN  8000u       /* bits per second */
+struct uvx_fault {
+	uint32_t peer_ip;         /* network byte order, or UVX_FAULT_ANY */
+	uint32_t vni;             /* or UVX_FAULT_ANY */
+	uint32_t loss_ppm;
+	uint32_t duplicate_ppm;
+	uint32_t reorder_ppm;     /* held back behind the next datagram */
+	uint32_t corrupt_ppm;     /* a bit flipped in the inner L4 payload */
+	uint32_t delay_us;
+	uint32_t jitter_us;
+	uint64_t rate_bps;
+};
+/* What an entry did: datagrams it saw (matched), lost (the fault_loss
+ * drop), delayed (held for the delay or the rate), duplicated, reordered,
+ * corrupted, rate_dropped (the fault_rate drop: over the rate for longer
+ * than the backlog allows), queue_full (fault_queue_full: no slot left to
+ * hold it). */
+struct uvx_fault_counters {
+	uint64_t matched;
+	uint64_t lost;
+	uint64_t delayed;
+	uint64_t duplicated;
+	uint64_t reordered;
+	uint64_t corrupted;
+	uint64_t rate_dropped;
+	uint64_t queue_full;
+};
+/* Set (add, or change keeping the counters) or clear one entry; clearing
+ * sends what it held back at once.  uvx_fault_list fills up to max entries
+ * and their counters and returns how many. */
+int uvx_fault_set(struct uvx_dp *dp, const struct uvx_fault *f);
+int uvx_fault_clear(struct uvx_dp *dp, uint32_t peer_ip, uint32_t vni);
+int uvx_fault_list(struct uvx_dp *dp, struct uvx_fault *out,
+		   struct uvx_fault_counters *ctr, int max);
 
 #endif

@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "dp.h"
 
 #define WAKE_TOKEN UINT64_MAX
+#define TIMER_TOKEN (UINT64_MAX - 1)   /* held frames due (fault_api.c) */
 
 static void *worker_main(void *arg)
 {
@@ -23,6 +25,10 @@ static void *worker_main(void *arg)
 		for (int i = 0; i < n; i++) {
 			if (ev[i].data.u64 == WAKE_TOKEN)
 				continue;
+			if (ev[i].data.u64 == TIMER_TOKEN) {
+				uvx_fault_tick(dp);
+				continue;
+			}
 			if (w->id == W_RX) {
 				uvx_udp_rx(dp);
 				continue;
@@ -58,6 +64,12 @@ static int start_threads(struct uvx_dp *dp)
 		    epoll_ctl(dp->epfd[k], EPOLL_CTL_ADD, dp->wake_fd, &wake) < 0)
 			goto fail;
 	}
+	/* Fault injection's frames held for later wake the TX thread. */
+	dp->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	dp->timer_at = UINT64_MAX;
+	struct epoll_event tev = { .events = EPOLLIN, .data.u64 = TIMER_TOKEN };
+	if (dp->timer_fd < 0 || epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_ADD, dp->timer_fd, &tev) < 0)
+		goto fail;
 	struct epoll_event uev = { .events = EPOLLIN, .data.u64 = 0 };
 	if (epoll_ctl(dp->epfd[W_RX], EPOLL_CTL_ADD, dp->udp_fd, &uev) < 0)
 		goto fail;
@@ -92,6 +104,9 @@ fail:;
 	}
 	close(dp->wake_fd);
 	dp->wake_fd = -1;
+	if (dp->timer_fd >= 0)
+		close(dp->timer_fd);
+	dp->timer_fd = -1;
 	return e;
 }
 
@@ -118,6 +133,8 @@ int uvx_dp_stop_threads(struct uvx_dp *dp)
 	}
 	close(dp->wake_fd);
 	dp->wake_fd = -1;
+	close(dp->timer_fd);
+	dp->timer_fd = -1;
 	dp->running = 0;
 	return 0;
 }

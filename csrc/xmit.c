@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "capture.h"
+#include "fault.h"
 #include "forward.h"
 #include "stats.h"
 
@@ -58,6 +59,8 @@ static void txq_flush(struct uvx_dp *dp, struct uvx_worker *w)
 		done += (unsigned)r;
 	}
 	q->n = 0;
+	if (dp->fault)
+		fault_reclaim(dp->fault);   /* the copies fault injection queued */
 }
 
 /* The pool socket a flow leaves on, or -1 for the raw socket. */
@@ -67,7 +70,7 @@ static int flow_socket(struct uvx_dp *dp, struct uvx_worker *w)
 }
 
 /* Queue one datagram: our header, then up to two pieces of inner frame. */
-static void txq_add(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+static void txq_put(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 		    const struct fdb_dest *to, const uint8_t *h1, size_t l1,
 		    const uint8_t *h2, size_t l2)
 {
@@ -102,6 +105,89 @@ static void txq_add(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 	if (dp->cap)
 		capture_wire_tx(dp, v->vni, w->port, to->ip, sport, to->udp_port,
 				q->hdr[i] + UDP_HLEN, &q->iov[i][1], l2 ? 2 : 1);
+}
+
+/* Fault injection (fault.h): a frame fault_judge held or copied, queued
+ * copies times to where it was going; its VNI may have gone meanwhile. */
+static void txq_put_slot(struct uvx_dp *dp, struct uvx_worker *w, uint32_t slot)
+{
+	struct fault_table *t = dp->fault;
+	const struct fault_slot_meta *m = &t->meta[slot];
+	struct uvx_vni *v = vni_find(dp, m->vni);
+	if (!v) {
+		drop(dp, NULL, -1, UVX_DROP_UNKNOWN_VNI);
+		fault_slot_free(t, slot);
+		return;
+	}
+	const struct fdb_dest to = { -1, m->ip, m->udp_port };
+	uint32_t hash = w->hash;
+	w->hash = m->hash;                 /* its flow's socket */
+	for (unsigned c = 0; c < m->copies; c++)
+		txq_put(dp, w, v, &to, fault_slot_data(t, slot), m->len, NULL, 0);
+	w->hash = hash;
+	/* Only now: a flush inside txq_put frees the slots in flight. */
+	fault_inflight(t, slot);
+}
+
+/* A datagram to a VTEP that a fault entry covers: lost, held for later,
+ * or sent now (once or twice, maybe a corrupted copy), perhaps with one
+ * that was held back for it to overtake. */
+static void txq_fault(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+		      const struct fdb_dest *to, struct fault_entry *fe,
+		      const uint8_t *h1, size_t l1, const uint8_t *h2, size_t l2)
+{
+	const struct fault_frame fr = { h1, l1, h2, l2, v->vni, to->ip, to->udp_port, w->hash };
+	struct fault_verdict fv;
+	fault_judge(dp->fault, fe, &fr, mono_ns(), &fv);
+	if (fv.reason != UVX_PASS) {
+		drop(dp, v, w->port, fv.reason);
+		return;
+	}
+	if (fv.slot >= 0)
+		txq_put_slot(dp, w, (uint32_t)fv.slot);
+	else
+		for (unsigned c = 0; c < fv.copies; c++)
+			txq_put(dp, w, v, to, h1, l1, h2, l2);
+	if (fv.release >= 0)
+		txq_put_slot(dp, w, (uint32_t)fv.release);
+}
+
+static void txq_add(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+		    const struct fdb_dest *to, const uint8_t *h1, size_t l1,
+		    const uint8_t *h2, size_t l2)
+{
+	struct fault_entry *fe;
+	if (dp->fault && (fe = fault_find(dp->fault, to->ip, v->vni))) {
+		txq_fault(dp, w, v, to, fe, h1, l1, h2, l2);
+		return;
+	}
+	txq_put(dp, w, v, to, h1, l1, h2, l2);
+}
+
+/* Send the held frames that are due, and set the timer for the next. */
+static void fault_release(struct uvx_dp *dp, struct uvx_worker *w)
+{
+	int32_t port = w->port;
+	w->port = -1;                      /* its port may be gone: count for none */
+	uint64_t now = mono_ns();
+	int64_t slot;
+	while ((slot = fault_due(dp->fault, now)) >= 0)
+		txq_put_slot(dp, w, (uint32_t)slot);
+	txq_flush(dp, w);
+	w->port = port;
+	fault_arm(dp);
+}
+
+int uvx_fault_tick(struct uvx_dp *dp)
+{
+	uvx_wid = W_TX;
+	uint64_t ticks;
+	(void)!read(dp->timer_fd, &ticks, sizeof(ticks));
+	pthread_rwlock_rdlock(&dp->cfg_lock);
+	if (dp->fault)
+		fault_release(dp, &dp->w[W_TX]);
+	pthread_rwlock_unlock(&dp->cfg_lock);
+	return 0;
 }
 
 /* Segments [0, n) of w->segs to one VTEP in one sendmsg with UDP_SEGMENT:
@@ -246,7 +332,10 @@ static void xmit_remote(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni 
 		txq_flush(dp, w);
 		tso_segment(frame, &ti, first, n, w->segs);
 		for (unsigned d = 0; d < nto; d++) {
+			/* A VTEP under an injected fault takes each segment
+			 * through txq_add, to be judged one by one. */
 			if (dp->gso && n > 1 &&
+			    !(dp->fault && fault_find(dp->fault, to[d].ip, v->vni)) &&
 			    xmit_gso(dp, w, v, &to[d], n, (uint16_t)seg_dgram) == 0)
 				continue;
 			for (unsigned i = 0; i < n; i++)
@@ -411,6 +500,9 @@ static int tap_rx_locked(struct uvx_dp *dp, int port)
 	int err = 0;
 
 	w->now_ms = mono_ms();
+	/* Held frames that are due go before the new ones. */
+	if (dp->fault)
+		fault_release(dp, w);
 	w->port = port;
 	/* Read the whole batch first: frames stay in their slots until every
 	 * copy queued from them has been sent.  The virtio-net header lands
@@ -440,6 +532,8 @@ static int tap_rx_locked(struct uvx_dp *dp, int port)
 		vxlan_xmit(dp, w, port, v, slot_frame(w, i), w->len[i], &w->vh[i]);
 	}
 	txq_flush(dp, w);
+	if (dp->fault)
+		fault_release(dp, w);
 	return n ? (int)n : err;
 }
 

@@ -45,6 +45,7 @@ examples:
   uvxlan stats --agent h1             counters and drops of a running agent
   uvxlan leave --agent h1             stop an agent for good, removing its endpoints
   uvxlan capture --agent h1 | tshark -r -   watch the frames h1 switches
+  uvxlan fault --agent h1 --peer 10.77.0.2 --loss 5   inject faults (lab tool)
   uvxlan lab down                     remove everything the lab made
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
@@ -814,6 +815,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("-w", "--write", default="-", metavar="FILE",
                      help="write pcap here; - for stdout (default; never a terminal)")
     cap.set_defaults(func=_cmd_capture)
+    from uvxlan.fault import add_fault_command
+    add_fault_command(sub)
 
     f = sub.add_parser("fdb", help="forwarding table of a running agent")
     fsub = f.add_subparsers(dest="fdb_cmd", required=True, metavar="ACTION")

@@ -6,8 +6,8 @@ until SIGTERM or SIGINT.  The packet path runs on the datapath's two C
 threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
-``status`` queries as JSON (and ``leave`` and ``capture``, a stream of
-frames (``uvxlan.capture_agent``), for root alone: SO_PEERCRED;
+``status`` queries as JSON (and ``leave`` and ``fault``, for root alone, and
+``capture``, a stream of frames (``uvxlan.capture_agent``), for root alone: SO_PEERCRED;
 ``uvxlan.control`` is its client), and a
 timer that finds endpoints whose netns went away (and makes them again),
 and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
@@ -53,6 +53,7 @@ import uvloop
 
 from uvxlan import underlay
 from uvxlan import capture_agent
+from uvxlan import fault
 from uvxlan._version import __version__
 from uvxlan.collect import Collector, not_ready
 from uvxlan.config import AgentConfig, HostConfig
@@ -83,7 +84,7 @@ CONNECTIONS_MAX = 16    # at once; more are refused at once with an error line
 LOOP_NICE = 10
 # Requests that change the agent rather than read it: only for root (or
 # the agent's own user), whoever else the socket's mode lets connect.
-MUTATING = frozenset({"leave"})
+MUTATING = frozenset({"leave", "fault"})
 PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid (socket(7))
 
 
@@ -329,9 +330,9 @@ class Daemon:
             if cmd != "capture":
                 if cmd in MUTATING and uid not in (0, os.geteuid()):
                     # control_group is for watching (stats, fdb, status); a
-                    # change (leave) is root's, or the agent's own user's.
+                    # change (leave, fault) is root's, or the agent's own user's.
                     return {"error": f"{cmd}: permission denied; run as root"}
-                return self.query(cmd)
+                return self.query(cmd, request)
         except (ValueError, AttributeError, TypeError, RecursionError):
             # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
@@ -341,8 +342,9 @@ class Daemon:
         await capture_agent.serve(self.node, request, uid, reader, writer)
         return None
 
-    def query(self, cmd: str) -> dict[str, Any]:
-        """The answer to one control socket request."""
+    def query(self, cmd: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The answer to one control socket request (its other fields in
+        request)."""
         if cmd == "status":
             st: dict[str, Any] = {
                 "ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
@@ -379,6 +381,14 @@ class Daemon:
         if cmd == "fdb":
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}
+        if cmd in ("fault", "faults"):
+            # Fault injection (uvxlan.fault): in the datapath's memory only.
+            # Its refusals are ConfigErrors (ValueErrors): told as they are,
+            # not as a bad request.
+            try:
+                return fault.answer(cmd, request or {}, self.node)
+            except UvxlanError as exc:
+                return {"error": str(exc)}
         return {"error": f"unknown command {cmd!r}"}
 
 

@@ -29,6 +29,9 @@ from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, ARP_SUPPRESSION, DatapathConfig, HostConfig
 from uvxlan.errors import ConfigError, NativeError, StaleBuildError
+from uvxlan.errors import NativeError, StaleBuildError
+from uvxlan.fault import COUNTERS as FAULT_COUNTERS
+from uvxlan.fault import FaultSpec
 from uvxlan.proto import mac_to_bytes, mac_to_str
 
 try:
@@ -77,6 +80,20 @@ def _check_constants() -> None:
                 f"uvxlan.proto.{name} is {py}, the C fast path's {c}: fix one, then"
                 " run `make build`"
             )
+    # Fault injection's bounds, which uvxlan.fault checks before C does.
+    from uvxlan import fault
+    for name, py, c in [("PPM", fault.PPM, lib.UVX_FAULT_PPM),
+                        ("DELAY_MAX_US", fault.DELAY_MAX_US, lib.UVX_FAULT_DELAY_MAX),
+                        ("RATE_MIN_BPS", fault.RATE_MIN_BPS, lib.UVX_FAULT_RATE_MIN)]:
+        if py != c:
+            raise StaleBuildError(
+                f"uvxlan.fault.{name} is {py}, the C fast path's {c}: fix one, then"
+                " run `make build`"
+            )
+    c_counters = tuple(f[0] for f in ffi.typeof("struct uvx_fault_counters").fields)
+    if c_counters != fault.COUNTERS:
+        raise StaleBuildError("uvxlan.fault.COUNTERS differ from struct uvx_fault_counters:"
+                              " fix one, then run `make build`")
     # The [host] settings bounded by the size of a C array.
     bounds = {f.name: f.metadata.get("bounds") for f in dataclasses.fields(HostConfig)}
     for setting, c_name, c in [("batch", "UVX_BATCH_MAX", lib.UVX_BATCH_MAX),
@@ -498,6 +515,56 @@ class Datapath:
     def udp_rx(self) -> int:
         return _check(lib.uvx_udp_rx(self._dp), "reading the VXLAN socket")
 
+    # Fault injection (csrc/fault.h) ----------------------------------------
+
+    def fault_set(self, spec: FaultSpec) -> None:
+        """Add or change one entry (its counters kept)."""
+        f = ffi.new("struct uvx_fault *")
+        f.peer_ip, f.vni = _fault_key(spec.peer, spec.vni)
+        f.loss_ppm = spec.ppm("loss")
+        f.duplicate_ppm = spec.ppm("duplicate")
+        f.reorder_ppm = spec.ppm("reorder")
+        f.corrupt_ppm = spec.ppm("corrupt")
+        f.delay_us, f.jitter_us, f.rate_bps = spec.delay_us, spec.jitter_us, spec.rate_bps
+        rc = lib.uvx_fault_set(self._dp, f)
+        if rc == -errno.EOPNOTSUPP:
+            raise NativeError(errno.EOPNOTSUPP, "fault: delay, jitter, reordering and a"
+                              " rate need the datapath threads (threads = true)")
+        if rc == -errno.ENOSPC:
+            raise NativeError(errno.ENOSPC, f"fault: {lib.UVX_FAULTS_MAX} entries are set"
+                              " already; clear one")
+        _check(rc, "fault")
+
+    def fault_clear(self, peer: str | None, vni: int | None) -> bool:
+        """Remove one entry (what it held back leaves at once); False if
+        there was none."""
+        rc = lib.uvx_fault_clear(self._dp, *_fault_key(peer, vni))
+        if rc == -errno.ENOENT:
+            return False
+        _check(rc, "fault")
+        return True
+
+    def faults(self) -> list[tuple[FaultSpec, dict[str, int]]]:
+        """Every entry with its counters."""
+        n_max = lib.UVX_FAULTS_MAX
+        out = ffi.new("struct uvx_fault[]", n_max)
+        ctr = ffi.new("struct uvx_fault_counters[]", n_max)
+        n = _check(lib.uvx_fault_list(self._dp, out, ctr, n_max), "fault")
+        any_ = int(lib.UVX_FAULT_ANY)
+        found = []
+        for i in range(n):
+            f = out[i]
+            spec = FaultSpec(
+                peer=None if f.peer_ip == any_ else _ip_str(f.peer_ip),
+                vni=None if f.vni == any_ else int(f.vni),
+                loss=f.loss_ppm * 100 / lib.UVX_FAULT_PPM,
+                duplicate=f.duplicate_ppm * 100 / lib.UVX_FAULT_PPM,
+                reorder=f.reorder_ppm * 100 / lib.UVX_FAULT_PPM,
+                corrupt=f.corrupt_ppm * 100 / lib.UVX_FAULT_PPM,
+                delay_us=int(f.delay_us), jitter_us=int(f.jitter_us), rate_bps=int(f.rate_bps))
+            found.append((spec, {name: int(getattr(ctr[i], name)) for name in FAULT_COUNTERS}))
+        return found
+
     # Counters ------------------------------------------------------------
 
     def drops(self) -> dict[str, int]:
@@ -582,6 +649,9 @@ class Datapath:
         if lib.uvx_capture_stop(self._dp, out) < 0:
             return None
         return CaptureStats(out.captured, out.missed, out.drained, out.slots, out.snaplen)
+def _fault_key(peer: str | None, vni: int | None) -> tuple[int, int]:
+    any_ = int(lib.UVX_FAULT_ANY)
+    return (any_ if peer is None else _ip(peer)), (any_ if vni is None else vni)
 
 
 def _nonzero(counts: Any) -> dict[str, int]:

@@ -36,7 +36,7 @@ _spec.loader.exec_module(product)
 # packet path: nothing here needs a datapath).
 SOURCES = [TESTING / "testing.c", TESTING / "bench.c",
            *(CSRC / s for s in ("vxlan.c", "csum.c", "fdb.c", "offload.c", "peers.c", "pmtud.c",
-                                "capring.c"))]
+                                "capring.c", "fault.c"))]
 
 VERSION, DIGEST = product.package_version(), product.source_digest(CSRC, TESTING)
 ffibuilder = FFI()

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../capring.h"
+#include "../fault.h"
 #include "../fdb.h"
 #include "../offload.h"
 #include "../peers.h"
@@ -291,4 +292,125 @@ void uvx_test_capture_outer(uint8_t *out, uint32_t saddr, uint32_t daddr,
 			    size_t inner_len)
 {
 	capture_outer(out, saddr, daddr, sport, dport, vxh, inner_len);
+/* --- Fault injection's pieces (fault.h) ----------------------------------- */
+
+void *uvx_test_heap_new(uint32_t cap)
+{
+	struct fault_heap *h = calloc(1, sizeof(*h));
+	if (h && fault_heap_init(h, cap) < 0) {
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void uvx_test_heap_free(void *h)
+{
+	if (h)
+		fault_heap_free(h);
+	free(h);
+}
+
+void uvx_test_heap_push(void *h, uint32_t slot, uint64_t due)
+{
+	fault_heap_push(h, slot, due);
+}
+
+int64_t uvx_test_heap_pop_due(void *h, uint64_t now)
+{
+	return fault_heap_pop_due(h, now);
+}
+
+void uvx_test_heap_move(void *h, uint32_t slot, uint64_t due)
+{
+	fault_heap_move(h, slot, due);
+}
+
+void uvx_test_heap_remove(void *h, uint32_t slot)
+{
+	fault_heap_remove(h, slot);
+}
+
+uint64_t uvx_test_heap_next(void *h)
+{
+	return fault_heap_next(h);
+}
+
+void uvx_test_bucket_run(uint64_t rate_bps, size_t frame_max, const uint64_t *now,
+			 const uint32_t *bytes, unsigned n, int64_t *due)
+{
+	struct fault_bucket b;
+	fault_bucket_init(&b, rate_bps, frame_max);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t at;
+		due[i] = fault_bucket_take(&b, now[i], bytes[i], &at) < 0 ? -1 : (int64_t)at;
+	}
+}
+
+int uvx_test_payload_span(const uint8_t *frame, size_t len, size_t *off, size_t *end)
+{
+	return fault_payload_span(frame, len, off, end);
+}
+
+void *uvx_test_fault_new(size_t frame_max, uint64_t seed, const uint32_t *rule,
+			 uint64_t rate_bps)
+{
+	struct fault_table *t = fault_table_new(frame_max, seed);
+	if (!t)
+		return NULL;
+	struct uvx_fault f = {
+		.peer_ip = 1, .vni = 1,
+		.loss_ppm = rule[0], .duplicate_ppm = rule[1], .reorder_ppm = rule[2],
+		.corrupt_ppm = rule[3], .delay_us = rule[4], .jitter_us = rule[5],
+		.rate_bps = rate_bps,
+	};
+	if (fault_table_set(t, &f) < 0) {
+		fault_table_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void uvx_test_fault_free(void *t)
+{
+	fault_table_free(t);
+}
+
+void uvx_test_fault_judge(void *tp, const uint8_t *frame, size_t len, uint64_t now,
+			  struct uvx_test_verdict *out)
+{
+	struct fault_table *t = tp;
+	/* Split in two pieces, as a segment's headers and payload come. */
+	size_t l1 = len / 2;
+	const struct fault_frame fr = { frame, l1, frame + l1, len - l1, 1, 1, 4789, 0 };
+	struct fault_verdict v;
+	fault_judge(t, fault_find(t, 1, 1), &fr, now, &v);
+	*out = (struct uvx_test_verdict){ v.reason, v.copies, v.slot, v.release };
+}
+
+int64_t uvx_test_fault_due(void *t, uint64_t now)
+{
+	return fault_due(t, now);
+}
+
+size_t uvx_test_fault_slot(void *tp, uint32_t slot, uint8_t *out, size_t cap,
+			   unsigned *copies)
+{
+	struct fault_table *t = tp;
+	size_t n = t->meta[slot].len < cap ? t->meta[slot].len : cap;
+	memcpy(out, fault_slot_data(t, slot), n);
+	*copies = t->meta[slot].copies;
+	fault_slot_free(t, slot);
+	return n;
+}
+
+void uvx_test_fault_counters(void *tp, uint64_t *counters)
+{
+	struct fault_table *t = tp;
+	memcpy(counters, &fault_find(t, 1, 1)->ctr, sizeof(struct uvx_fault_counters));
+}
+
+uint32_t uvx_test_fault_free_slots(void *t)
+{
+	return ((struct fault_table *)t)->nfree;
 }

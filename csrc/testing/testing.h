@@ -90,6 +90,40 @@ int uvx_test_capture_match(uint32_t f_points, uint32_t f_match, uint32_t f_vni,
 void uvx_test_capture_outer(uint8_t *out, uint32_t saddr, uint32_t daddr,
 			    uint16_t sport, uint16_t dport, const uint8_t *vxh,
 			    size_t inner_len);
+/* Fault injection's pieces (fault.h), on their own: the delay queue (a
+ * heap of slots by due time), the token bucket run over a sequence of
+ * frames (due[i]: when frame i may leave, -1 if dropped), where corruption
+ * goes, and a fault table with one entry (peer 1, VNI 1) whose rule is
+ * loss, duplicate, reorder, corrupt (ppm), delay and jitter (us), in
+ * rule[0..6), judging whole frames at given times.  uvx_test_fault_slot
+ * copies a slot's frame out and frees it (copies: how many to send);
+ * counters[8] in struct uvx_fault_counters' order. */
+struct uvx_test_verdict {
+	int reason;
+	unsigned copies;
+	int32_t slot;
+	int32_t release;
+};
+void *uvx_test_heap_new(uint32_t cap);
+void uvx_test_heap_free(void *h);
+void uvx_test_heap_push(void *h, uint32_t slot, uint64_t due);
+int64_t uvx_test_heap_pop_due(void *h, uint64_t now);
+void uvx_test_heap_move(void *h, uint32_t slot, uint64_t due);
+void uvx_test_heap_remove(void *h, uint32_t slot);
+uint64_t uvx_test_heap_next(void *h);
+void uvx_test_bucket_run(uint64_t rate_bps, size_t frame_max, const uint64_t *now,
+			 const uint32_t *bytes, unsigned n, int64_t *due);
+int uvx_test_payload_span(const uint8_t *frame, size_t len, size_t *off, size_t *end);
+void *uvx_test_fault_new(size_t frame_max, uint64_t seed, const uint32_t *rule,
+			 uint64_t rate_bps);
+void uvx_test_fault_free(void *t);
+void uvx_test_fault_judge(void *t, const uint8_t *frame, size_t len, uint64_t now,
+			  struct uvx_test_verdict *out);
+int64_t uvx_test_fault_due(void *t, uint64_t now);
+size_t uvx_test_fault_slot(void *t, uint32_t slot, uint8_t *out, size_t cap,
+			   unsigned *copies);
+void uvx_test_fault_counters(void *t, uint64_t *counters);
+uint32_t uvx_test_fault_free_slots(void *t);
 
 /* Timing loops for benchmarks/test_micro.py: nanoseconds per operation,
  * measured inside C so the figure is the fast path's cost and not cffi's

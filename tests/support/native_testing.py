@@ -246,3 +246,100 @@ def bench_tso(frame: bytes, mss: int, n: int, *, v6: bool = False) -> float:
 def bench_gro(segments: list[bytes], n: int) -> float:
     lens = ffi.new("size_t[]", [len(s) for s in segments] or [0])
     return float(lib.uvx_bench_gro(b"".join(segments), lens, len(segments), n))
+
+
+# Fault injection's pieces (csrc/fault.h) -------------------------------------
+
+
+class FaultHeap:
+    """The delay queue: slots by due time, ties in push order."""
+
+    def __init__(self, cap: int) -> None:
+        self._h = ffi.gc(lib.uvx_test_heap_new(cap), lib.uvx_test_heap_free)
+
+    def push(self, slot: int, due: int) -> None:
+        lib.uvx_test_heap_push(self._h, slot, due)
+
+    def pop_due(self, now: int) -> int | None:
+        slot = int(lib.uvx_test_heap_pop_due(self._h, now))
+        return None if slot < 0 else slot
+
+    def move(self, slot: int, due: int) -> None:
+        lib.uvx_test_heap_move(self._h, slot, due)
+
+    def remove(self, slot: int) -> None:
+        lib.uvx_test_heap_remove(self._h, slot)
+
+    def next_due(self) -> int | None:
+        due = int(lib.uvx_test_heap_next(self._h))
+        return None if due == 2**64 - 1 else due
+
+
+def bucket_run(rate_bps: int, frame_max: int, frames: list[tuple[int, int]]) -> list[int | None]:
+    """The token bucket over (now ns, bytes) frames: when each may leave,
+    None for those dropped."""
+    n = len(frames)
+    due = ffi.new("int64_t[]", max(n, 1))
+    lib.uvx_test_bucket_run(rate_bps, frame_max, [t for t, _ in frames] or [0],
+                            [b for _, b in frames] or [0], n, due)
+    return [None if due[i] < 0 else int(due[i]) for i in range(n)]
+
+
+def payload_span(frame: bytes) -> tuple[int, int] | None:
+    """Where corruption may flip a bit: the L4 payload's [off, end)."""
+    off, end = ffi.new("size_t *"), ffi.new("size_t *")
+    if not lib.uvx_test_payload_span(frame, len(frame), off, end):
+        return None
+    return int(off[0]), int(end[0])
+
+
+@dataclass
+class Verdict:
+    reason: str
+    copies: int
+    slot: int | None
+    release: int | None
+
+
+FAULT_COUNTERS = ("matched", "lost", "delayed", "duplicated", "reordered", "corrupted",
+                  "rate_dropped", "queue_full")
+
+
+class FaultTable:
+    """A fault table with one entry; frames judged at given times (ns)."""
+
+    def __init__(self, *, frame_max: int = 1464, seed: int = 1, loss: int = 0,
+                 duplicate: int = 0, reorder: int = 0, corrupt: int = 0, delay_us: int = 0,
+                 jitter_us: int = 0, rate_bps: int = 0) -> None:
+        rule = [loss, duplicate, reorder, corrupt, delay_us, jitter_us]
+        t = lib.uvx_test_fault_new(frame_max, seed, rule, rate_bps)
+        if t == ffi.NULL:
+            raise NativeError(errno.EINVAL, "fault rule refused")
+        self._t = ffi.gc(t, lib.uvx_test_fault_free)
+        self._names = {i: name for name, i in DROP_REASONS.items()}
+
+    def judge(self, frame: bytes, now: int) -> Verdict:
+        out = ffi.new("struct uvx_test_verdict *")
+        lib.uvx_test_fault_judge(self._t, frame, len(frame), now, out)
+        return Verdict(self._names[out.reason], int(out.copies),
+                       None if out.slot < 0 else int(out.slot),
+                       None if out.release < 0 else int(out.release))
+
+    def due(self, now: int) -> int | None:
+        slot = int(lib.uvx_test_fault_due(self._t, now))
+        return None if slot < 0 else slot
+
+    def take(self, slot: int) -> tuple[bytes, int]:
+        """A slot's frame and how many copies go; the slot is freed."""
+        out = ffi.new("uint8_t[]", 65536)
+        copies = ffi.new("unsigned *")
+        n = lib.uvx_test_fault_slot(self._t, slot, out, 65536, copies)
+        return bytes(ffi.buffer(out, n)), int(copies[0])
+
+    def counters(self) -> dict[str, int]:
+        out = ffi.new("uint64_t[8]")
+        lib.uvx_test_fault_counters(self._t, out)
+        return {name: int(out[i]) for i, name in enumerate(FAULT_COUNTERS)}
+
+    def free_slots(self) -> int:
+        return int(lib.uvx_test_fault_free_slots(self._t))

@@ -407,3 +407,32 @@ def test_a_failing_background_task_neither_ends_silently_nor_skips_the_stop(
     assert not node.served and not Path(claim.socket).exists()
     told = [r for r in caplog.records if "checking endpoints failed" in r.getMessage()]
     assert len(told) == 1
+
+
+def test_fault_is_for_root_alone(tmp_path: Path) -> None:
+    """Injecting faults changes what the agent forwards: refused to a
+    control_group member by the peer's uid, as leave is; listing them
+    (faults) is a read, open to such a peer."""
+    async def body(path: str) -> None:
+        ask = b'{"cmd": "fault", "set": {"peer": "10.0.0.2", "loss": 5}}\n'
+        reply = await asyncio.to_thread(ask_as_another_user, path, ask)
+        assert reply == b'{"error": "fault: permission denied; run as root"}\n'
+        reply = await asyncio.to_thread(ask_as_another_user, path, b'{"cmd": "faults"}\n')
+        assert b"permission denied" not in reply
+        if os.geteuid() == 0:
+            # The fake node has no datapath: the request got as far as that.
+            reply = await asyncio.to_thread(talk, path, ask)
+            assert json.loads(reply) == {"error": "fault: the datapath is not running"}
+
+    d, path = serving(tmp_path)
+    d.node.dp = None  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        await d._serve_control()
+        try:
+            await body(path)
+        finally:
+            await d._close_control()
+            d.claim.release()
+
+    asyncio.run(main())
