@@ -102,8 +102,11 @@ void uvx_dp_free(struct uvx_dp *dp)
 	if (!dp)
 		return;
 	uvx_dp_stop_threads(dp);
-	for (unsigned i = 0; i < UVX_MAX_VNIS; i++)
+	for (unsigned i = 0; i < UVX_MAX_VNIS; i++) {
+		if (dp->vnis[i])
+			gbp_policy_free(&dp->vnis[i]->gbp);
 		free(dp->vnis[i]);
+	}
 	fdb_free(&dp->fdb);
 	for (unsigned k = 0; k < UVX_WORKERS; k++)
 		free(dp->w[k].bufs);
@@ -288,6 +291,7 @@ static int vni_del(struct uvx_dp *dp, uint32_t vni)
 		}
 	}
 	arp_table_free(v->arp);
+	gbp_policy_free(&v->gbp);
 	free(v->remotes);
 	peer_set_free(&v->peers);
 	free(v);
