@@ -43,6 +43,8 @@ examples:
   uvxlan agent --config h1.toml       run the agent of one host
   uvxlan stats --agent h1             counters and drops of a running agent
   uvxlan leave --agent h1             stop an agent for good, removing its endpoints
+  uvxlan policy --agent h1 --network net1 --from 10 --to 20 deny
+                                      VXLAN-GBP policy between endpoint groups, live
   uvxlan lab down                     remove everything the lab made
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
@@ -212,6 +214,35 @@ def _cmd_fdb(args: argparse.Namespace) -> int:
         kind = "static" if e["static"] else "learned"
         print(f"{e['network'] or '?':<10} {e['vni']:>8} {e['mac']:<18} {kind:<8}"
               f" {e.get('source', '?'):<7} {to:<22} {e['age_s']:>7.1f}")
+    return 0
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    from uvxlan.control import query_agent, socket_for
+
+    req: dict[str, Any] = {"network": args.network, "op": "show"}
+    if args.default:
+        req.update(op="default", action=args.default)
+    elif args.delete or args.action:
+        if args.src is None or args.dst is None:
+            raise ConfigError("policy: a rule needs --from and --to")
+        req.update(op="del" if args.delete else "set", action=args.action,
+                   **{"from": args.src, "to": args.dst})
+        if args.delete and args.action:
+            raise ConfigError("policy: --delete takes no allow or deny")
+    elif args.src is not None or args.dst is not None:
+        raise ConfigError("policy: --from and --to need allow, deny or --delete")
+    reply = query_agent(socket_for(args.agent), "policy", args=req)
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    print(f"network {reply['network']} (VNI {reply['vni']}): gbp "
+          f"{'on' if reply['gbp'] else 'off'}, default {reply['default']} "
+          f"(allowed {reply['default_allowed']}, denied {reply['default_denied']})")
+    if reply["rules"]:
+        print(f"\n{'from':>6} {'to':>6} {'action':<7} {'frames':>10}")
+    for r in reply["rules"]:
+        print(f"{r['from']:>6} {r['to']:>6} {r['action']:<7} {r['hits']:>10}")
     return 0
 
 
@@ -725,6 +756,37 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--network", metavar="NAME", help="only this network")
     fs.add_argument("--json", action="store_true", help="machine-readable output")
     fs.set_defaults(func=_cmd_fdb)
+
+    po = sub.add_parser(
+        "policy", help="VXLAN-GBP group policy of a network on a running agent",
+        description="Show or change, live, the policy between endpoint groups of a\n"
+        "network with gbp = true: a frame of group FROM reaches an endpoint of\n"
+        "group TO if the rule for the pair allows it, else if the network's\n"
+        "default does (allow unless set).  Each rule counts the frames it\n"
+        "decided; denied ones count as the drop gbp_denied (uvxlan stats).\n"
+        "A change lasts until the agent restarts: the config file's policy\n"
+        "(policy, policy_default) is where it is kept (docs/workbench.md).",
+        epilog="examples:\n"
+        "  uvxlan policy --agent h1 --network net1\n"
+        "  uvxlan policy --agent h1 --network net1 --from 10 --to 20 deny\n"
+        "  uvxlan policy --agent h1 --network net1 --from 10 --to 20 --delete\n"
+        "  uvxlan policy --agent h1 --network net1 --default deny",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    po.add_argument("--agent", metavar="NAME",
+                    help="the agent's host name, or its control socket's path"
+                    " (default: the one agent running here)")
+    po.add_argument("--network", metavar="NAME", required=True, help="the network")
+    po.add_argument("--from", dest="src", type=int, metavar="G1",
+                    help="the sender's group (0..65535; 0: no group)")
+    po.add_argument("--to", dest="dst", type=int, metavar="G2",
+                    help="the receiving endpoint's group")
+    po.add_argument("action", nargs="?", choices=("allow", "deny"),
+                    help="set the rule for --from/--to")
+    po.add_argument("--delete", action="store_true", help="remove the rule for --from/--to")
+    po.add_argument("--default", choices=("allow", "deny"),
+                    help="the action for pairs without a rule")
+    po.add_argument("--json", action="store_true", help="machine-readable output")
+    po.set_defaults(func=_cmd_policy)
 
     lab = sub.add_parser("lab", help="simulated hosts in network namespaces",
                          description="Simulated hosts on one machine: namespaces "

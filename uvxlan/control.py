@@ -4,8 +4,9 @@ A running agent (``uvxlan.daemon``) listens on a Unix socket,
 ``CONTROL_DIR/HOST.sock`` by default.  A request is one line of JSON,
 ``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``, ``"control"``, which
 only read, and ``"leave"``, which stops the agent and removes its endpoints:
-root's alone); the answer is one line of JSON, ``{"error": "..."}`` when the
-agent refuses.
+root's alone; ``"policy"`` shows a network's group policy, and changes it
+live with ``"op"``: root's alone too, see uvxlan.gbp.answer); the answer is
+one line of JSON, ``{"error": "..."}`` when the agent refuses.
 
 This module imports nothing that loads the C fast path: ``uvxlan stats``
 and ``uvxlan fdb`` only read a socket.
@@ -67,9 +68,11 @@ QUERY_TIMEOUTS = {"fdb": 30.0}
 
 
 def query_agent(control_socket: str, cmd: str,
-                timeout: float | None = None) -> dict[str, Any]:
-    """Ask a running agent over its control socket.  Every failure to get
-    an answer is a UvxlanError of one line."""
+                timeout: float | None = None, args: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """Ask a running agent over its control socket (args: the request's
+    other fields).  Every failure to get an answer is a UvxlanError of one
+    line."""
     if timeout is None:
         timeout = QUERY_TIMEOUTS.get(cmd, QUERY_TIMEOUT)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -87,7 +90,7 @@ def query_agent(control_socket: str, cmd: str,
         except OSError as exc:
             raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
         try:
-            s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+            s.sendall(json.dumps({**(args or {}), "cmd": cmd}).encode() + b"\n")
             chunks: list[bytes] = []
             while not chunks or not chunks[-1].endswith(b"\n"):
                 chunk = s.recv(65536)

@@ -50,6 +50,7 @@ from typing import Any
 
 import uvloop
 
+from uvxlan import gbp
 from uvxlan._version import __version__
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
@@ -79,6 +80,13 @@ LOOP_NICE = 10
 # Requests that change the agent rather than read it: only for root (or
 # the agent's own user), whoever else the socket's mode lets connect.
 MUTATING = frozenset({"leave"})
+
+
+def _changes_policy(req: dict[str, Any]) -> bool:
+    """A "policy" request that changes the policy (not "show")."""
+    return req.get("cmd") == "policy" and req.get("op", "show") != "show"
+
+
 PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid (socket(7))
 
 
@@ -303,20 +311,21 @@ class Daemon:
         except asyncio.IncompleteReadError as exc:   # closed without a newline
             line = exc.partial
         try:
-            cmd = json.loads(line or b"{}").get("cmd", "")
-            if cmd in MUTATING and uid not in (0, os.geteuid()):
+            req = json.loads(line or b"{}")
+            cmd = req.get("cmd", "")
+            if (cmd in MUTATING or _changes_policy(req)) and uid not in (0, os.geteuid()):
                 # control_group is for watching (stats, fdb, status); a
                 # change (leave) is root's, or the agent's own user's.
                 return {"error": f"{cmd}: permission denied; run as root"}
-            return self.query(cmd)
+            return self.query(cmd, req)
         except (ValueError, AttributeError, TypeError, RecursionError):
             # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
         except UvxlanError as exc:   # a query the datapath refused
             return {"error": str(exc)}
 
-    def query(self, cmd: str) -> dict[str, Any]:
-        """The answer to one control socket request."""
+    def query(self, cmd: str, req: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The answer to one control socket request (req: all of it)."""
         if cmd == "status":
             st: dict[str, Any] = {
                 "ready": True, "name": self.cfg.host.name, "pid": os.getpid(),
@@ -350,6 +359,8 @@ class Daemon:
         if cmd == "fdb":
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}
+        if cmd == "policy":
+            return gbp.answer(self.node, req or {}, store=self.controller is not None)
         return {"error": f"unknown command {cmd!r}"}
 
 

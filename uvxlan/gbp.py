@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from uvxlan.errors import ConfigError
+
+if TYPE_CHECKING:
+    from uvxlan.native import GbpState
 
 ACTIONS = ("allow", "deny")
 GROUP_MAX = 65535
@@ -94,3 +98,60 @@ def policy_from(default: object, rules: Iterable[object], where: str) -> Policy:
     if len(out) > RULES_MAX:
         raise ConfigError(f"{where}: {len(out)} rules, at most {RULES_MAX}")
     return Policy(action(default, f"{where}: default"), tuple(sorted(out.values())))
+
+
+# --- The control socket's "policy" request (uvxlan policy --agent) ----------
+
+
+class PolicyNode(Protocol):
+    """What the request needs of the agent's node (uvxlan.node.Node)."""
+
+    static_vnis: set[int]
+
+    def gbp(self, name: str) -> tuple[int, GbpState]: ...
+
+    def set_gbp(self, vni: int, on: bool, policy: Policy) -> None: ...
+
+
+def state_json(state: GbpState) -> dict[str, Any]:
+    return {"gbp": state.on, "default": state.default,
+            "default_allowed": state.default_allowed, "default_denied": state.default_denied,
+            "rules": [{**r.to_json(), "hits": hits} for r, hits in state.rules.items()]}
+
+
+def answer(node: PolicyNode, req: Mapping[str, Any], *, store: bool) -> dict[str, Any]:
+    """The reply to {"cmd": "policy", "network": N, "op": "show" | "set" |
+    "del" | "default", "from": G1, "to": G2, "action": A}.  A change is
+    live, on this agent only: a network of the config file keeps it until
+    the agent restarts (the file is its source); a store network's policy
+    is the store's (store: the agent serves one), so it is refused here."""
+    name = req.get("network")
+    if not isinstance(name, str):
+        raise ConfigError("policy: a network name is required")
+    vni, state = node.gbp(name)
+    op = req.get("op", "show")
+    if op == "show":
+        return {"network": name, "vni": vni, **state_json(state)}
+    if op not in ("set", "del", "default"):
+        raise ConfigError(f"policy: {op!r} is not show, set, del or default")
+    if store and vni not in node.static_vnis:
+        raise ConfigError(f"network {name!r} is the store's: its policy is set in its "
+                          "record (uvxlan policy without --agent)")
+    if not state.on:
+        raise ConfigError(f"network {name!r} does not use GBP (gbp = true in its config)")
+    current = Policy(state.default, tuple(state.rules))
+    if op == "default":
+        policy = Policy(action(req.get("action")), current.rules)
+    elif op == "set":
+        rule = Rule(group(req.get("from"), "from"), group(req.get("to"), "to"),
+                    action(req.get("action")))
+        policy = current.with_rule(rule)
+        if len(policy.rules) > RULES_MAX:
+            raise ConfigError(f"network {name!r} has {RULES_MAX} rules already")
+    else:
+        src, dst = group(req.get("from"), "from"), group(req.get("to"), "to")
+        if not any((r.src, r.dst) == (src, dst) for r in current.rules):
+            raise ConfigError(f"network {name!r} has no rule from {src} to {dst}")
+        policy = current.without(src, dst)
+    node.set_gbp(vni, True, policy)
+    return {"network": name, "vni": vni, **state_json(node.gbp(name)[1])}
