@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
+from uvxlan.gbp import Policy
+from uvxlan.gbp import group as gbp_group
 from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.proto import PORT_IANA
 
@@ -220,6 +222,8 @@ def _cmd_fdb(args: argparse.Namespace) -> int:
 def _cmd_policy(args: argparse.Namespace) -> int:
     from uvxlan.control import query_agent, socket_for
 
+    if not args.agent:
+        return _policy_in_store(args)
     req: dict[str, Any] = {"network": args.network, "op": "show"}
     if args.default:
         req.update(op="default", action=args.default)
@@ -243,6 +247,51 @@ def _cmd_policy(args: argparse.Namespace) -> int:
         print(f"\n{'from':>6} {'to':>6} {'action':<7} {'frames':>10}")
     for r in reply["rules"]:
         print(f"{r['from']:>6} {r['to']:>6} {r['action']:<7} {r['hits']:>10}")
+    return 0
+
+
+def _policy_change(args: argparse.Namespace) -> Callable[[Policy], Policy] | None:
+    """What uvxlan policy's arguments do to a policy (None: show it)."""
+    from uvxlan.gbp import Rule
+
+    if args.default:
+        return lambda p: Policy(args.default, p.rules)
+    if args.src is None and args.dst is None and not (args.delete or args.action):
+        return None
+    if args.src is None or args.dst is None or not (args.delete or args.action):
+        raise ConfigError("policy: a rule needs --from, --to and allow, deny or --delete")
+    if args.delete and args.action:
+        raise ConfigError("policy: --delete takes no allow or deny")
+    rule = Rule(gbp_group(args.src, "--from"), gbp_group(args.dst, "--to"), args.action or "")
+
+    def change(p: Policy) -> Policy:
+        if not args.delete:
+            return p.with_rule(rule)
+        if not any((r.src, r.dst) == (rule.src, rule.dst) for r in p.rules):
+            raise ConfigError(f"network {args.network} has no rule from {rule.src} to {rule.dst}")
+        return p.without(rule.src, rule.dst)
+    return change
+
+
+def _policy_in_store(args: argparse.Namespace) -> int:
+    from uvxlan import cluster
+
+    change = _policy_change(args)
+    if change is None:
+        net = _with_store(args, lambda s: cluster.get_network(s, args.network))
+    else:
+        net = _with_store(args, lambda s: cluster.set_policy(s, args.network, change))
+    policy = net.gbp_policy
+    if args.json:
+        print(json.dumps({"network": net.name, "vni": net.vni, "gbp": net.gbp,
+                          **policy.to_json()}, indent=2))
+        return 0
+    print(f"network {net.name} (VNI {net.vni}): gbp {'on' if net.gbp else 'off'}, "
+          f"default {policy.default} (in the store; counts: uvxlan policy --agent H)")
+    if policy.rules:
+        print(f"\n{'from':>6} {'to':>6} action")
+    for r in policy.rules:
+        print(f"{r.src:>6} {r.dst:>6} {r.action}")
     return 0
 
 
@@ -365,10 +414,11 @@ def _cmd_network(args: argparse.Namespace) -> int:
         vni, mtu = _int_arg("--vni", args.vni), _int_arg("--mtu", args.mtu)
         net = _with_store(args, lambda s: cluster.create_network(
             s, args.name, subnet=args.subnet, vni=vni, mtu=mtu, admit=args.admit,
-            learning=args.learning), create=True)
+            learning=args.learning, gbp=args.gbp), create=True)
         _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
                        ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
-                       ("learning", "on" if net.learning else "off")])
+                       ("learning", "on" if net.learning else "off"),
+                       ("gbp", "on" if net.gbp else "off")])
         return 0
     if args.network_cmd == "rm":
         async def rm(s: Store) -> None:
@@ -432,7 +482,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
     async def attach(s: Store) -> tuple[EndpointRecord, EndpointStatus | None]:
         ep = await cluster.attach(s, args.network, host=args.host, netns=args.netns,
                                   name=args.name, ip=args.ip, mac=args.mac,
-                                  ifname=args.ifname)
+                                  ifname=args.ifname, group=args.group)
         if args.no_wait:
             return ep, None
         try:
@@ -570,6 +620,9 @@ def _add_cluster_commands(sub: Any) -> None:
                    "or any address (as Linux's vxlan; for peers the store does not know)")
     c.add_argument("--learning", action="store_true",
                    help="learn source MACs (off by default: the store programs every path)")
+    c.add_argument("--gbp", action="store_true",
+                   help="VXLAN-GBP: carry endpoints' groups (attach --group) and apply "
+                   "the policy between them (uvxlan policy); off by default")
     ls = with_store(parser(nsub, "ls", "list networks", "List the networks.",
                            "  uvxlan network ls\n  uvxlan network ls --json\n"))
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -607,6 +660,8 @@ def _add_cluster_commands(sub: Any) -> None:
     a.add_argument("--ip", help="its IPv4 address in the subnet (default: the lowest free)")
     a.add_argument("--mac", help="its MAC (default: 02:42 + the IP's bytes)")
     a.add_argument("--ifname", default="eth0", help="its name inside NS (%(default)s)")
+    a.add_argument("--group", type=int, default=0, metavar="N",
+                   help="its VXLAN-GBP group, 0-65535, in a network with --gbp (%(default)s)")
     a.add_argument("--timeout", metavar="S", default="30",
                    help="seconds to wait for the agent (%(default)s)")
     a.add_argument("--no-wait", action="store_true",
@@ -764,9 +819,13 @@ def build_parser() -> argparse.ArgumentParser:
         "group TO if the rule for the pair allows it, else if the network's\n"
         "default does (allow unless set).  Each rule counts the frames it\n"
         "decided; denied ones count as the drop gbp_denied (uvxlan stats).\n"
-        "A change lasts until the agent restarts: the config file's policy\n"
-        "(policy, policy_default) is where it is kept (docs/workbench.md).",
+        "With --agent, on that running agent, live, with the frames each rule\n"
+        "decided: for a network of its config file, until it restarts (the\n"
+        "file's policy and policy_default are where it is kept).  Without, in\n"
+        "the cluster store, for a network made with --gbp: every agent serving\n"
+        "it applies the change (docs/workbench.md).",
         epilog="examples:\n"
+        "  uvxlan policy --network net1 --from 10 --to 20 deny      (the store)\n"
         "  uvxlan policy --agent h1 --network net1\n"
         "  uvxlan policy --agent h1 --network net1 --from 10 --to 20 deny\n"
         "  uvxlan policy --agent h1 --network net1 --from 10 --to 20 --delete\n"
@@ -774,7 +833,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     po.add_argument("--agent", metavar="NAME",
                     help="the agent's host name, or its control socket's path"
-                    " (default: the one agent running here)")
+                    " (default: the store's policy, not an agent's)")
+    po.add_argument("--store", metavar="URL",
+                    help="without --agent: sqlite:///ABS/PATH.db or etcd[s]://HOST:PORT[,...] "
+                    "(default: $UVXLAN_STORE, else sqlite:///var/lib/uvxlan/state.db)")
+    _add_store_auth(po)
     po.add_argument("--network", metavar="NAME", required=True, help="the network")
     po.add_argument("--from", dest="src", type=int, metavar="G1",
                     help="the sender's group (0..65535; 0: no group)")

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from uvxlan.errors import ConfigError
-
-if TYPE_CHECKING:
-    from uvxlan.native import GbpState
 
 ACTIONS = ("allow", "deny")
 GROUP_MAX = 65535
@@ -70,6 +67,18 @@ class Policy:
 
     def without(self, src: int, dst: int) -> Policy:
         return Policy(self.default, tuple(r for r in self.rules if (r.src, r.dst) != (src, dst)))
+
+
+@dataclass(frozen=True)
+class GbpState:
+    """A VNI's group policy as the fast path holds it, with its counts
+    (uvxlan.native.Datapath.gbp_state)."""
+
+    on: bool
+    default: str
+    default_allowed: int      # frames of pairs without a rule
+    default_denied: int
+    rules: dict[Rule, int]    # each rule, with the frames it decided
 
 
 def rule_from(raw: object, where: str) -> Rule:

@@ -98,7 +98,7 @@ _check_stamp()
 _check_constants()
 
 __all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "ADMIT_MODES",
-           "GBP_ACTIONS", "GbpState",
+           "GBP_ACTIONS",
            "LearnResult", "FdbEntry", "Counters", "Limits", "VniSizes", "FdbSizes", "now_ms",
            "open_tx_socket", "nofrag"]
 
@@ -186,17 +186,6 @@ class FdbSizes:
     learned: int
     learn_max: int      # the learned entries' cap (fdb_capacity)
     capacity: int       # the pool, grown for static entries
-
-
-@dataclass(frozen=True)
-class GbpState:
-    """A VNI's group policy as the fast path holds it, with its counts."""
-
-    on: bool
-    default: str
-    default_allowed: int      # frames of pairs without a rule
-    default_denied: int
-    rules: dict[gbp.Rule, int]   # each rule, with the frames it decided
 
 
 @dataclass(frozen=True)
@@ -486,14 +475,14 @@ class Datapath:
             _check(lib.uvx_gbp_rule_set(self._dp, vni, r.src, r.dst, GBP_ACTIONS[r.action]),
                    f"setting the rule from {r.src} to {r.dst} in VNI {vni}")
 
-    def gbp_state(self, vni: int) -> GbpState:
+    def gbp_state(self, vni: int) -> gbp.GbpState:
         info = ffi.new("struct uvx_gbp_info *")
         _check(lib.uvx_gbp_info(self._dp, vni, info), f"VNI {vni}")
         out = ffi.new("struct uvx_gbp_rule_info[]", max(info.rules, 1))
         n = _check(lib.uvx_gbp_rules(self._dp, vni, out, info.rules), f"VNI {vni}")
         rules = {gbp.Rule(out[i].src, out[i].dst, _GBP_ACTION_NAMES[out[i].action]):
                  int(out[i].hits) for i in range(n)}
-        return GbpState(bool(info.on), _GBP_ACTION_NAMES[info.default_action],
+        return gbp.GbpState(bool(info.on), _GBP_ACTION_NAMES[info.default_action],
                         int(info.default_allowed), int(info.default_denied),
                         dict(sorted(rules.items())))
 

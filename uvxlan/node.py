@@ -33,7 +33,7 @@ from uvxlan import native, netlink, offload
 from uvxlan.config import AgentConfig, EndpointConfig
 from uvxlan.endpoint import Endpoint, preflight
 from uvxlan.errors import ConfigError, NativeError, UvxlanError
-from uvxlan.gbp import Policy
+from uvxlan.gbp import GbpState, Policy
 from uvxlan.state import AgentState, marker
 
 log = logging.getLogger("uvxlan.node")
@@ -387,7 +387,7 @@ class Node:
         dp.set_gbp(vni, on)
         dp.set_gbp_policy(vni, policy)
 
-    def gbp(self, name: str) -> tuple[int, native.GbpState]:
+    def gbp(self, name: str) -> tuple[int, GbpState]:
         """The VNI of network name and its policy as the fast path holds it."""
         vni = next((v for v, n in self.networks.items() if n == name), None)
         if vni is None:

@@ -15,8 +15,7 @@ from uvxlan import gbp
 from uvxlan.config import parse
 from uvxlan.daemon import _changes_policy
 from uvxlan.errors import ConfigError
-from uvxlan.gbp import Policy, Rule
-from uvxlan.native import GbpState
+from uvxlan.gbp import GbpState, Policy, Rule
 
 UNDERLAY = "192.0.2.1"
 
