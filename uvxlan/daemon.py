@@ -318,11 +318,11 @@ class Daemon:
                 # change (leave) is root's, or the agent's own user's.
                 return {"error": f"{cmd}: permission denied; run as root"}
             return self.query(cmd, req)
+        except UvxlanError as exc:   # a query the datapath (or a check: ConfigError) refused
+            return {"error": str(exc)}
         except (ValueError, AttributeError, TypeError, RecursionError):
             # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
-        except UvxlanError as exc:   # a query the datapath refused
-            return {"error": str(exc)}
 
     def query(self, cmd: str, req: dict[str, Any] | None = None) -> dict[str, Any]:
         """The answer to one control socket request (req: all of it)."""
