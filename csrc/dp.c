@@ -106,8 +106,11 @@ void uvx_dp_free(struct uvx_dp *dp)
 		return;
 	uvx_dp_stop_threads(dp);
 	capture_free(dp);
-	for (unsigned i = 0; i < UVX_MAX_VNIS; i++)
+	for (unsigned i = 0; i < UVX_MAX_VNIS; i++) {
+		if (dp->vnis[i])
+			gbp_policy_free(&dp->vnis[i]->gbp);
 		free(dp->vnis[i]);
+	}
 	fdb_free(&dp->fdb);
 	fault_table_free(dp->fault);   /* frames still held go with it */
 	for (unsigned k = 0; k < UVX_WORKERS; k++)
@@ -293,6 +296,7 @@ static int vni_del(struct uvx_dp *dp, uint32_t vni)
 		}
 	}
 	arp_table_free(v->arp);
+	gbp_policy_free(&v->gbp);
 	free(v->remotes);
 	peer_set_free(&v->peers);
 	free(v);

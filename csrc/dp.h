@@ -8,8 +8,8 @@
  *   fault_api.c  faults from Python, timer -> fault.c
  *   worker.c   the two threads             -> xmit.c, rcv.c
  *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c, pmtud.c,
- *                                             fault.c, fault_api.c
- *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c
+ *                                             fault.c, fault_api.c, gbp.c
+ *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c, gbp.c
  *   forward.c  switch, write to a port     -> fdb.c
  *   vxlan.c, offload.c, pmtud.c (codecs)   -> csum.c
  *   stats.c    counters as Python reads them; the packet path counts
@@ -26,6 +26,7 @@
 
 #include "arp.h"
 #include "fdb.h"
+#include "gbp.h"
 #include "offload.h"
 #include "peers.h"
 #include "pmtud.h"
@@ -46,6 +47,7 @@ struct uvx_port {
 	 * alone. */
 	uint32_t pmtud_credit;
 	uint64_t pmtud_ms;         /* when it was last filled */
+	uint16_t group;            /* its GBP group (gbp.h) */
 };
 
 /* The VTEP addresses admitted to a VNI: open addressing on the IPv4
@@ -57,6 +59,7 @@ struct uvx_vni {
 	int admit;                 /* enum uvx_admit_mode */
 	int learning;              /* learn sources (else static entries only) */
 	int flood_unknown;         /* flood unicast for MACs not in the FDB (else unknown_dst) */
+	struct gbp_policy gbp;     /* group policy (gbp.h) */
 	struct peer_set peers;
 	uint32_t learned;          /* learned FDB entries, for the cap */
 	uint32_t nports;
@@ -112,6 +115,7 @@ struct uvx_worker {
 	uint64_t now_ms;
 	int32_t port;              /* TX: the port the batch came from; RX: -1 */
 	uint32_t hash;             /* flow hash of the frame being sent */
+	int32_t gbp_src;           /* RX: the datagram's GBP group, -1: no policy */
 	struct uvx_txq txq;
 	struct seg segs[UVX_SEGS_MAX];
 	struct gro_table gro;

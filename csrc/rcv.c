@@ -130,6 +130,9 @@ static void gro_rcv(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 static void deliver(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		    uint8_t *frame, size_t len)
 {
+	/* Group policy at the egress port (gbp.h), counted for it. */
+	if (w->gbp_src >= 0 && !gbp_allows(dp, (uint16_t)w->gbp_src, port, port))
+		return;
 	if (port >= 0 && port < UVX_MAX_PORTS && dp->ports[port].vnet) {
 		gro_rcv(dp, w, port, frame, len);
 		return;
@@ -169,9 +172,9 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 		      uint8_t *pkt, size_t len,
 		      const struct sockaddr_in *from)
 {
-	uint32_t vni = 0;
+	uint32_t vni = 0, gbp = 0;
 	size_t off = 0;
-	int reason = vxlan_parse(pkt, len, dp->cfg.accept_reserved, &vni, &off);
+	int reason = vxlan_parse_gbp(pkt, len, dp->cfg.accept_reserved, &vni, &off, &gbp);
 	/* The VNI is checked before the inner frame, so a bad frame in an
 	 * unknown VNI counts as what an operator would look for first. */
 	if (reason == UVX_DROP_TRUNCATED || reason == UVX_DROP_BAD_FLAGS ||
@@ -180,6 +183,12 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 		return;
 	}
 	struct uvx_vni *v = vni_find(dp, vni);
+	/* The GBP bits are reserved bits but where the VNI speaks GBP: the
+	 * same verdict, before the VNI is looked at, as without GBP. */
+	if (gbp && !dp->cfg.accept_reserved && !(v && v->gbp.on)) {
+		drop(dp, NULL, -1, UVX_DROP_RESERVED);
+		return;
+	}
 	if (!v) {
 		drop(dp, NULL, -1, UVX_DROP_UNKNOWN_VNI);   /* no VNI of ours to count */
 		return;
@@ -201,6 +210,9 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	uint8_t *frame = pkt + off;     /* a receive slot: ours to complete */
 	size_t flen = len - off;
 	count(v->ctr, 0, len);
+	/* The D bit (do not learn) is read by Linux and not acted on; nor
+	 * here: the VNI's own learning setting decides. */
+	w->gbp_src = gbp_source(&v->gbp, gbp);
 
 	/* The port matters only to an entry learned from this datagram (a
 	 * static entry is matched by address): no walk of a flood list of

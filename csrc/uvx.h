@@ -118,6 +118,44 @@ int uvx_peer_add(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
 int uvx_peer_del(struct uvx_dp *dp, uint32_t vni, uint32_t ip);
 int uvx_peer_count(struct uvx_dp *dp, uint32_t vni);
 
+/* VXLAN Group Based Policy per VNI (gbp.h; draft-smith-vxlan-group-policy).
+ * GBP on: the G flag and group ID are read from the wire (else, as for
+ * every new VNI, those bits are reserved bits: dropped unless
+ * accept_reserved) and sent, with the group of the port a frame came
+ * from (uvx_port_set_group; 0, a new port's, sends no G flag, as Linux).
+ * Frames are then delivered to a local port only if the policy allows
+ * the pair (source group, the port's group): a rule, else the VNI's
+ * default (ALLOW in a new VNI); denied ones count as gbp_denied.  Up to
+ * UVX_GBP_RULES_MAX rules per VNI, each with a hit counter. */
+enum uvx_gbp_action {
+	UVX_GBP_ALLOW,
+	UVX_GBP_DENY,
+};
+#define UVX_GBP_GROUP_MAX 65535
+#define UVX_GBP_RULES_MAX 16384
+int uvx_vni_set_gbp(struct uvx_dp *dp, uint32_t vni, int on);
+int uvx_port_set_group(struct uvx_dp *dp, int port, uint32_t group);
+int uvx_gbp_set_default(struct uvx_dp *dp, uint32_t vni, int action);
+int uvx_gbp_rule_set(struct uvx_dp *dp, uint32_t vni, uint32_t src, uint32_t dst,
+		     int action);
+int uvx_gbp_rule_del(struct uvx_dp *dp, uint32_t vni, uint32_t src, uint32_t dst);
+struct uvx_gbp_info {
+	uint8_t on;
+	uint8_t default_action;
+	uint32_t rules;
+	uint64_t default_allowed;  /* frames of pairs without a rule */
+	uint64_t default_denied;
+};
+int uvx_gbp_info(struct uvx_dp *dp, uint32_t vni, struct uvx_gbp_info *out);
+struct uvx_gbp_rule_info {
+	uint16_t src;
+	uint16_t dst;
+	uint8_t action;
+	uint64_t hits;             /* frames it decided */
+};
+/* Up to max rules of the VNI, in no order; returns how many. */
+int uvx_gbp_rules(struct uvx_dp *dp, uint32_t vni, struct uvx_gbp_rule_info *out, int max);
+
 /* ARP suppression per VNI (see arp.h).  Modes: OFF, every ARP request is
  * switched like any frame; ANSWER, requests for an address in the table
  * are answered to the asking port and go nowhere else, the rest flood;

@@ -8,6 +8,18 @@
 int vxlan_parse(const uint8_t *pkt, size_t len, int accept_reserved,
 		uint32_t *vni, size_t *inner_off)
 {
+	uint32_t gbp = 0;
+	int r = vxlan_parse_gbp(pkt, len, accept_reserved, vni, inner_off, &gbp);
+	/* Without a GBP network to read them, the GBP bits are reserved. */
+	if (gbp && !accept_reserved && r != UVX_DROP_TRUNCATED && r != UVX_DROP_BAD_FLAGS)
+		return UVX_DROP_RESERVED;
+	return r;
+}
+
+int vxlan_parse_gbp(const uint8_t *pkt, size_t len, int accept_reserved,
+		    uint32_t *vni, size_t *inner_off, uint32_t *gbp)
+{
+	*gbp = 0;
 	if (len < VXLAN_HLEN)
 		return UVX_DROP_TRUNCATED;
 
@@ -22,16 +34,29 @@ int vxlan_parse(const uint8_t *pkt, size_t len, int accept_reserved,
 	 * default, as Linux does: extensions (GBP, GPE, RCO) put meaning in
 	 * those bits, and reading such a packet as plain VXLAN would hand the
 	 * container a frame it was never meant to see.  accept_reserved
-	 * follows the RFC's letter instead. */
-	if (!accept_reserved &&
-	    ((vh->flags & ~VXLAN_HF_I) || vh->reserved1[0] || vh->reserved1[1] ||
-	     vh->reserved1[2] || vh->reserved2))
+	 * follows the RFC's letter instead.  The GBP bits go to the caller,
+	 * who knows whether the VNI reads them (vxlan_parse: it does not). */
+	uint32_t word = rd32(pkt);
+	uint32_t reserved = word & ~(VXLAN_GBP_USED | ((uint32_t)VXLAN_HF_I << 24));
+	if (!accept_reserved && (reserved || vh->reserved2))
 		return UVX_DROP_RESERVED;
+	*gbp = word & VXLAN_GBP_USED;
 
 	*vni = ((uint32_t)vh->vni[0] << 16) | ((uint32_t)vh->vni[1] << 8) |
 	       vh->vni[2];
 	*inner_off = VXLAN_HLEN;
 	return vxlan_check_inner(pkt + VXLAN_HLEN, len - VXLAN_HLEN);
+}
+
+void vxlan_gbp_put(uint8_t *vxh, uint16_t group)
+{
+	/* draft-smith-vxlan-group-policy section 2.1: G set, the ID in the
+	 * low 16 bits of the first word; D and A clear (we learn, and apply
+	 * policy at the receiving end). */
+	if (!group)
+		return;
+	vxh[0] |= (uint8_t)(VXLAN_GBP_G >> 24);
+	wr16(vxh + 2, group);
 }
 
 int vxlan_check_inner(const uint8_t *frame, size_t len)

@@ -44,12 +44,48 @@ struct vxlanhdr {
  * on top of the inner MTU (1500 - 50 = 1450). */
 #define VXLAN_OVERHEAD  (IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN)
 
+/* The Group Based Policy extension (draft-smith-vxlan-group-policy-05
+ * section 2.1; Linux's vxlan "gbp" flag, include/net/vxlan.h), which puts
+ * meaning in the first word's reserved bits:
+ *
+ *    0                   1                   2                   3
+ *    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |G|R|R|R|I|R|R|R|R|D|R|R|A|R|R|R|        Group Policy ID        |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |                VXLAN Network Identifier (VNI) |   Reserved    |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *
+ * G: the Group Policy ID is present; D: do not learn the inner source;
+ * A: policy was already applied, and MUST NOT be applied again.  As
+ * values of the first word read in host order (rd32). */
+#define VXLAN_GBP_G       0x80000000u
+#define VXLAN_GBP_D       0x00400000u
+#define VXLAN_GBP_A       0x00080000u
+#define VXLAN_GBP_ID_MASK 0x0000ffffu
+/* What a GBP network takes from the first word: G, and the 24 bits after
+ * the flags byte, as Linux's VXLAN_GBP_USED_BITS (its unnamed bits there
+ * are ignored, not dropped). */
+#define VXLAN_GBP_USED    0x80ffffffu
+
 /* Parse the VXLAN payload of a UDP datagram (what a UDP socket returns).
  * On UVX_PASS, *vni and *inner_off are set; the inner frame starts at
  * pkt + *inner_off and runs to pkt + len.  Bounds are checked before every
  * read. */
 int vxlan_parse(const uint8_t *pkt, size_t len, int accept_reserved,
 		uint32_t *vni, size_t *inner_off);
+
+/* The same, with the GBP bits (VXLAN_GBP_USED) of the first word left to
+ * the caller, who alone knows whether the VNI speaks GBP: they are put in
+ * *gbp (0: none set) and never make UVX_DROP_RESERVED here.  Every other
+ * reserved bit is judged as vxlan_parse judges it. */
+int vxlan_parse_gbp(const uint8_t *pkt, size_t len, int accept_reserved,
+		    uint32_t *vni, size_t *inner_off, uint32_t *gbp);
+
+/* Mark a VXLAN header (VXLAN_HLEN bytes, as built above) with the G flag
+ * and a group; group 0 leaves it plain, as Linux sends a frame whose
+ * skb->mark is 0. */
+void vxlan_gbp_put(uint8_t *vxh, uint16_t group);
 
 /* Check an inner Ethernet frame before it enters the switch: at least an
  * Ethernet header, and a source MAC that is neither multicast nor zero. */

@@ -69,6 +69,12 @@ static int flow_socket(struct uvx_dp *dp, struct uvx_worker *w)
 	return dp->npool ? (int)(w->hash % dp->npool) : -1;
 }
 
+/* The GBP group of the port the frame came from (gbp.h). */
+static uint16_t source_group(struct uvx_dp *dp, struct uvx_worker *w)
+{
+	return w->port >= 0 && w->port < UVX_MAX_PORTS ? dp->ports[w->port].group : 0;
+}
+
 /* Queue one datagram: our header, then up to two pieces of inner frame. */
 static void txq_put(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 		    const struct fdb_dest *to, const uint8_t *h1, size_t l1,
@@ -83,6 +89,8 @@ static void txq_put(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 	uint16_t sport = pool >= 0 ? dp->pool_port[pool]
 		: vxlan_src_port(w->hash, dp->cfg.src_port_min, dp->cfg.src_port_max);
 	vxlan_fill_encap(q->hdr[i], v->vni, l1 + l2, sport, to->udp_port);
+	if (v->gbp.on)
+		vxlan_gbp_put(q->hdr[i] + UDP_HLEN, source_group(dp, w));
 	if (pool < 0 && dp->cfg.udp_csum)
 		vxlan_fill_csum(q->hdr[i], h1, l1, h2, l2, dp->cfg.local_ip, to->ip);
 	/* Raw socket: our UDP header goes too.  Pool socket: the kernel
@@ -206,6 +214,8 @@ static int xmit_gso(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
 	size_t total = 0;
 
 	vxlan_build_hdr(vxh, v->vni);
+	if (v->gbp.on)
+		vxlan_gbp_put(vxh, source_group(dp, w));
 	for (unsigned i = 0; i < n; i++) {
 		iov[3 * i] = (struct iovec){ vxh, VXLAN_HLEN };
 		iov[3 * i + 1] = (struct iovec){ w->segs[i].hdr, w->segs[i].hdrlen };
@@ -352,6 +362,9 @@ static void deliver_local(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vn
 			  int32_t port, const uint8_t *frame, size_t len,
 			  const struct vnet_hdr *vh)
 {
+	/* Group policy at the egress port (gbp.h), counted for the sender. */
+	if (v->gbp.on && !gbp_allows(dp, source_group(dp, w), port, w->port))
+		return;
 	if (vh->gso_type == VNET_GSO_NONE || dp->ports[port].vnet) {
 		tap_xmit(dp, port, frame, len, vh);
 		return;

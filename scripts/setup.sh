@@ -21,7 +21,9 @@ cd "$(dirname "$0")/.."
 # clang, libclang-rt-14-dev: libFuzzer and its sanitizers (make fuzz,
 # tests/system/test_fuzz.py).
 # faketime: tests/system/test_identity.py steps a store user's wall clock.
-DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch openssl gcc libc6-dev clang libclang-rt-14-dev faketime systemd"
+# iptables: tests/system/test_gbp_interop.py marks a Linux vxlan host's
+# traffic with its VXLAN-GBP group.
+DEBS="iproute2 iputils-ping iperf3 iptables tshark tcpdump ethtool procps etcd-server openvswitch-switch openssl gcc libc6-dev clang libclang-rt-14-dev faketime systemd"
 # podman (its CNI backend), runc, containernetworking-plugins, busybox-static:
 # tests/system/test_cni.py runs podman containers on uvxlan-cni.
 DEBS="$DEBS podman containernetworking-plugins runc busybox-static"

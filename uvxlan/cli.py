@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, DOCKER_PLUGIN
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
+from uvxlan.gbp import Policy
+from uvxlan.gbp import group as gbp_group
 from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.proto import PORT_IANA
 
@@ -46,6 +48,8 @@ examples:
   uvxlan leave --agent h1             stop an agent for good, removing its endpoints
   uvxlan capture --agent h1 | tshark -r -   watch the frames h1 switches
   uvxlan fault --agent h1 --peer 10.77.0.2 --loss 5   inject faults (lab tool)
+  uvxlan policy --agent h1 --network net1 --from 10 --to 20 deny
+                                      VXLAN-GBP policy between endpoint groups, live
   uvxlan lab down                     remove everything the lab made
   uvxlan network create net1          a network in the cluster store
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
@@ -246,6 +250,82 @@ def _cmd_fdb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_policy(args: argparse.Namespace) -> int:
+    from uvxlan.control import query_agent, socket_for
+
+    if not args.agent:
+        return _policy_in_store(args)
+    req: dict[str, Any] = {"network": args.network, "op": "show"}
+    if args.default:
+        req.update(op="default", action=args.default)
+    elif args.delete or args.action:
+        if args.src is None or args.dst is None:
+            raise ConfigError("policy: a rule needs --from and --to")
+        req.update(op="del" if args.delete else "set", action=args.action,
+                   **{"from": args.src, "to": args.dst})
+        if args.delete and args.action:
+            raise ConfigError("policy: --delete takes no allow or deny")
+    elif args.src is not None or args.dst is not None:
+        raise ConfigError("policy: --from and --to need allow, deny or --delete")
+    reply = query_agent(socket_for(args.agent), "policy", args=req)
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    print(f"network {reply['network']} (VNI {reply['vni']}): gbp "
+          f"{'on' if reply['gbp'] else 'off'}, default {reply['default']} "
+          f"(allowed {reply['default_allowed']}, denied {reply['default_denied']})")
+    if reply["rules"]:
+        print(f"\n{'from':>6} {'to':>6} {'action':<7} {'frames':>10}")
+    for r in reply["rules"]:
+        print(f"{r['from']:>6} {r['to']:>6} {r['action']:<7} {r['hits']:>10}")
+    return 0
+
+
+def _policy_change(args: argparse.Namespace) -> Callable[[Policy], Policy] | None:
+    """What uvxlan policy's arguments do to a policy (None: show it)."""
+    from uvxlan.gbp import Rule
+
+    if args.default:
+        return lambda p: Policy(args.default, p.rules)
+    if args.src is None and args.dst is None and not (args.delete or args.action):
+        return None
+    if args.src is None or args.dst is None or not (args.delete or args.action):
+        raise ConfigError("policy: a rule needs --from, --to and allow, deny or --delete")
+    if args.delete and args.action:
+        raise ConfigError("policy: --delete takes no allow or deny")
+    rule = Rule(gbp_group(args.src, "--from"), gbp_group(args.dst, "--to"), args.action or "")
+
+    def change(p: Policy) -> Policy:
+        if not args.delete:
+            return p.with_rule(rule)
+        if not any((r.src, r.dst) == (rule.src, rule.dst) for r in p.rules):
+            raise ConfigError(f"network {args.network} has no rule from {rule.src} to {rule.dst}")
+        return p.without(rule.src, rule.dst)
+    return change
+
+
+def _policy_in_store(args: argparse.Namespace) -> int:
+    from uvxlan import cluster
+
+    change = _policy_change(args)
+    if change is None:
+        net = _with_store(args, lambda s: cluster.get_network(s, args.network))
+    else:
+        net = _with_store(args, lambda s: cluster.set_policy(s, args.network, change))
+    policy = net.gbp_policy
+    if args.json:
+        print(json.dumps({"network": net.name, "vni": net.vni, "gbp": net.gbp,
+                          **policy.to_json()}, indent=2))
+        return 0
+    print(f"network {net.name} (VNI {net.vni}): gbp {'on' if net.gbp else 'off'}, "
+          f"default {policy.default} (in the store; counts: uvxlan policy --agent H)")
+    if policy.rules:
+        print(f"\n{'from':>6} {'to':>6} action")
+    for r in policy.rules:
+        print(f"{r.src:>6} {r.dst:>6} {r.action}")
+    return 0
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     from uvxlan.lab import netns as lab
 
@@ -372,7 +452,7 @@ def _cmd_network(args: argparse.Namespace) -> int:
         routes = underlay.host_routes()
         net = _with_store(args, lambda s: cluster.create_network(
             s, args.name, subnet=args.subnet, vni=vni, mtu=mtu, admit=args.admit,
-            learning=args.learning, avoid=list(routes)), create=True)
+            learning=args.learning, avoid=list(routes), gbp=args.gbp), create=True)
         if args.subnet is not None and (route := underlay.overlapping_route(
                 net.network, routes)) is not None:
             # Given by hand: the user's call (the route may be this host's
@@ -381,7 +461,8 @@ def _cmd_network(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         _print_fields([("name", net.name), ("vni", net.vni), ("subnet", net.subnet),
                        ("gateway", net.gateway), ("mtu", net.mtu), ("admit", net.admit),
-                       ("learning", "on" if net.learning else "off")])
+                       ("learning", "on" if net.learning else "off"),
+                       ("gbp", "on" if net.gbp else "off")])
         return 0
     if args.network_cmd == "rm":
         async def rm(s: Store) -> None:
@@ -445,7 +526,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
     async def attach(s: Store) -> tuple[EndpointRecord, EndpointStatus | None]:
         ep = await cluster.attach(s, args.network, host=args.host, netns=args.netns,
                                   name=args.name, ip=args.ip, mac=args.mac,
-                                  ifname=args.ifname)
+                                  ifname=args.ifname, group=args.group)
         if args.no_wait:
             return ep, None
         try:
@@ -585,6 +666,9 @@ def _add_cluster_commands(sub: Any) -> None:
                    "or any address (as Linux's vxlan; for peers the store does not know)")
     c.add_argument("--learning", action="store_true",
                    help="learn source MACs (off by default: the store programs every path)")
+    c.add_argument("--gbp", action="store_true",
+                   help="VXLAN-GBP: carry endpoints' groups (attach --group) and apply "
+                   "the policy between them (uvxlan policy); off by default")
     ls = with_store(parser(nsub, "ls", "list networks", "List the networks.",
                            "  uvxlan network ls\n  uvxlan network ls --json\n"))
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -623,6 +707,8 @@ def _add_cluster_commands(sub: Any) -> None:
     a.add_argument("--ip", help="its IPv4 address in the subnet (default: the lowest free)")
     a.add_argument("--mac", help="its MAC (default: 02:42 + the IP's bytes)")
     a.add_argument("--ifname", default="eth0", help="its name inside NS (%(default)s)")
+    a.add_argument("--group", type=int, default=0, metavar="N",
+                   help="its VXLAN-GBP group, 0-65535, in a network with --gbp (%(default)s)")
     a.add_argument("--timeout", metavar="S", default="30",
                    help="seconds to wait for the agent (%(default)s)")
     a.add_argument("--no-wait", action="store_true",
@@ -827,6 +913,45 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--network", metavar="NAME", help="only this network")
     fs.add_argument("--json", action="store_true", help="machine-readable output")
     fs.set_defaults(func=_cmd_fdb)
+
+    po = sub.add_parser(
+        "policy", help="VXLAN-GBP group policy of a network on a running agent",
+        description="Show or change, live, the policy between endpoint groups of a\n"
+        "network with gbp = true: a frame of group FROM reaches an endpoint of\n"
+        "group TO if the rule for the pair allows it, else if the network's\n"
+        "default does (allow unless set).  Each rule counts the frames it\n"
+        "decided; denied ones count as the drop gbp_denied (uvxlan stats).\n"
+        "With --agent, on that running agent, live, with the frames each rule\n"
+        "decided: for a network of its config file, until it restarts (the\n"
+        "file's policy and policy_default are where it is kept).  Without, in\n"
+        "the cluster store, for a network made with --gbp: every agent serving\n"
+        "it applies the change (docs/workbench.md).",
+        epilog="examples:\n"
+        "  uvxlan policy --network net1 --from 10 --to 20 deny      (the store)\n"
+        "  uvxlan policy --agent h1 --network net1\n"
+        "  uvxlan policy --agent h1 --network net1 --from 10 --to 20 deny\n"
+        "  uvxlan policy --agent h1 --network net1 --from 10 --to 20 --delete\n"
+        "  uvxlan policy --agent h1 --network net1 --default deny",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    po.add_argument("--agent", metavar="NAME",
+                    help="the agent's host name, or its control socket's path"
+                    " (default: the store's policy, not an agent's)")
+    po.add_argument("--store", metavar="URL",
+                    help="without --agent: sqlite:///ABS/PATH.db or etcd[s]://HOST:PORT[,...] "
+                    "(default: $UVXLAN_STORE, else sqlite:///var/lib/uvxlan/state.db)")
+    _add_store_auth(po)
+    po.add_argument("--network", metavar="NAME", required=True, help="the network")
+    po.add_argument("--from", dest="src", type=int, metavar="G1",
+                    help="the sender's group (0..65535; 0: no group)")
+    po.add_argument("--to", dest="dst", type=int, metavar="G2",
+                    help="the receiving endpoint's group")
+    po.add_argument("action", nargs="?", choices=("allow", "deny"),
+                    help="set the rule for --from/--to")
+    po.add_argument("--delete", action="store_true", help="remove the rule for --from/--to")
+    po.add_argument("--default", choices=("allow", "deny"),
+                    help="the action for pairs without a rule")
+    po.add_argument("--json", action="store_true", help="machine-readable output")
+    po.set_defaults(func=_cmd_policy)
 
     lab = sub.add_parser("lab", help="simulated hosts in network namespaces",
                          description="Simulated hosts on one machine: namespaces "

@@ -32,16 +32,18 @@ fails; they leave nothing half-written: each write is one transaction.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any, TypeVar
 
+from uvxlan import gbp as groups
 from uvxlan import validate as rules
 from uvxlan.config import ADMIT
 from uvxlan.errors import (
@@ -111,6 +113,16 @@ class NetworkRecord:
     # before these fields decode with the defaults.
     admit: str = "members"
     learning: bool = False
+    # VXLAN-GBP (uvxlan.gbp): off, or on with its policy between groups,
+    # rules as {"from": G1, "to": G2, "action": "allow"|"deny"}.
+    gbp: bool = False
+    policy_default: str = groups.DEFAULT_ACTION
+    policy: list[dict[str, Any]] = field(default_factory=list)
+
+    @cached_property
+    def gbp_policy(self) -> groups.Policy:
+        """The policy, checked (validate() refuses a record whose is not)."""
+        return groups.policy_from(self.policy_default, self.policy, "policy")
 
     # Parsed once per record (the screener reads it for every endpoint it
     # screens); kept out of the fields, so never encoded or compared.
@@ -131,6 +143,7 @@ class EndpointRecord:
     mac: str               # lower-case aa:bb:cc:dd:ee:ff
     ip: str                # the address with the network's prefix, 10.0.0.2/24
     created: float = 0.0
+    group: int = 0         # its VXLAN-GBP group (uvxlan.gbp)
 
     @cached_property                     # as NetworkRecord.network
     def address(self) -> ipaddress.IPv4Interface:
@@ -318,6 +331,13 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
             if record.admit not in ADMIT or not isinstance(record.learning, bool):
                 raise ConfigError(f"admit {record.admit!r} / learning {record.learning!r}:"
                                   f" expected {' or '.join(ADMIT)} / true or false")
+            if not isinstance(record.gbp, bool) or not isinstance(record.policy, list):
+                raise ConfigError(f"gbp {record.gbp!r} / policy {record.policy!r}: expected"
+                                  " true or false / a list of rules")
+            if (record.policy or record.policy_default != groups.DEFAULT_ACTION) \
+                    and not record.gbp:
+                raise ConfigError("policy applies only with gbp")
+            record.gbp_policy                    # noqa: B018 - checks it
             gateway = ipaddress.IPv4Address(rules.check("gateway", rules.ipv4, record.gateway))
             if gateway not in record.network or gateway in (
                     record.network.network_address, record.network.broadcast_address):
@@ -330,6 +350,7 @@ def validate(record: HostRecord | NetworkRecord | EndpointRecord, key: str = "")
             rules.check("netns", rules.netns, record.netns)
             rules.check("ip", rules.interface, record.ip)
             check_stored_mac(record.mac)
+            groups.group(record.group)
     except (ValueError, TypeError) as exc:
         where = f"store key {key}: " if key else ""
         raise RecordError(f"{where}not a valid {type(record).__name__}: {exc}") from None
@@ -427,7 +448,8 @@ def _choose_subnet(taken: list[ipaddress.IPv4Network], hosts: list[HostRecord],
 async def create_network(store: Store, name: str, *, subnet: str | None = None,
                          vni: int | None = None, mtu: int | None = None,
                          admit: str = "members", learning: bool = False,
-                         avoid: Sequence[ipaddress.IPv4Network] = ()) -> NetworkRecord:
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
     """A new network.  Unique name; vni given (1-16777215, unused) or the
     first free from 256; subnet given (IPv4 CIDR, prefix <= 30, the network
     address, overlapping no other) or the first free /24 of 10.0.0.0/8 that
@@ -482,7 +504,8 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
             raise ConfigError(f"MTU {the_mtu} is below the minimum ({MTU_MIN})")
         record = NetworkRecord(name=name, vni=the_vni, subnet=str(net),
                                gateway=str(net.network_address + 1), mtu=the_mtu,
-                               created=time.time(), admit=admit, learning=learning)
+                               created=time.time(), admit=admit, learning=learning,
+                               gbp=gbp)
         key = network_key(name)
         ok = await store.txn(
             compare=[(NETWORKS_GUARD, 0 if guard is None else guard.mod_revision), (key, 0)],
@@ -491,6 +514,32 @@ async def create_network(store: Store, name: str, *, subnet: str | None = None,
         return record if ok else None
 
     return await _retrying(f"create network {name}", attempt)
+
+
+async def set_policy(store: Store, name: str,
+                     change: Callable[[groups.Policy], groups.Policy]) -> NetworkRecord:
+    """Change the VXLAN-GBP policy of a network with gbp on: change(the
+    current policy) is written back in one transaction on the network's
+    key, and every agent serving the network applies it."""
+    async def attempt() -> NetworkRecord | None:
+        kv = await store.get(network_key(name)) if _is_name(name) else None
+        if kv is None:
+            await get_network(store, name)               # the not-found error
+            return None
+        net = checked(NetworkRecord, kv)
+        if not net.gbp:
+            raise ClusterError(f"network {name} does not use GBP (network create --gbp)")
+        policy = change(net.gbp_policy)
+        record = dataclasses.replace(net, policy_default=policy.default,
+                                     policy=[r.to_json() for r in policy.rules])
+        value = encode(record)
+        if len(value) > RECORD_MAX:
+            raise ConfigError(f"network {name}: {len(policy.rules)} rules do not fit its store "
+                              f"record ({RECORD_MAX} bytes); a config file network holds more")
+        ok = await store.txn(compare=[(kv.key, kv.mod_revision)], put=[(kv.key, value, 0)])
+        return record if ok else None
+
+    return await _retrying(f"set the policy of network {name}", attempt)
 
 
 async def remove_network(store: Store, name: str) -> NetworkRecord:
@@ -580,7 +629,7 @@ def pick_address(net: NetworkRecord, endpoints: list[EndpointRecord], ipam_kvs: 
 
 async def attach(store: Store, network: str, *, host: str, netns: str,
                  name: str | None = None, ip: str | None = None, mac: str | None = None,
-                 ifname: str = "eth0") -> EndpointRecord:
+                 ifname: str = "eth0", group: int = 0) -> EndpointRecord:
     """Add an endpoint for netns on host to a network (the agent of host
     then makes it).  name defaults to netns, unique in the network; ip given
     (in the subnet, not its network, gateway or broadcast address, free) or
@@ -594,6 +643,7 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
                          netns if name is None else name)
     rules.check("ifname", rules.ifname, ifname)
     want_mac = None if mac is None else check_mac(mac)
+    groups.group(group)
 
     async def attempt() -> EndpointRecord | None:
         net_kv = await store.get(network_key(network)) if _is_name(network) else None
@@ -628,7 +678,8 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
                                f"{mac_owner[the_mac]} in network {network}")
         record = EndpointRecord(name=ep_name, network=network, host=host, netns=netns,
                                 ifname=ifname, mac=the_mac,
-                                ip=f"{address}/{subnet.prefixlen}", created=time.time())
+                                ip=f"{address}/{subnet.prefixlen}", created=time.time(),
+                                group=group)
         ep_key, ip_key = endpoint_key(network, ep_name), ipam_key(network, str(address))
         ok = await store.txn(
             compare=[(net_kv.key, net_kv.mod_revision), (ep_key, 0), (ip_key, 0)],

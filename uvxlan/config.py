@@ -19,12 +19,16 @@ as one ``ConfigError`` line naming the file and the field.
     admit = "members"           # VXLAN from remotes and static peers only;
                                 # "any": from anyone (Linux's vxlan)
     learning = true             # learn MACs behind peers and containers
+    gbp = false                 # VXLAN-GBP: carry endpoints' groups, apply policy
+    policy_default = "allow"    # with gbp: pairs of groups without a rule
+    policy = [{ from = 10, to = 20, action = "deny" }]
 
     [[endpoint]]
     network = "net1"
     netns = "c1"                # an existing named network namespace
     address = "10.0.0.2/24"
-    # ifname = "eth0", mac = derived from the address, gateway = none
+    # ifname = "eth0", mac = derived from the address, gateway = none,
+    # group = 0 (its VXLAN-GBP group, 0..65535)
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from uvxlan import gbp as groups
 from uvxlan import validate
 from uvxlan.control import CONTROL_DIR
 from uvxlan.errors import ConfigError
@@ -107,6 +112,8 @@ class NetworkConfig:
     static: list[StaticEntry] = field(default_factory=list)
     admit: str = "members"          # one of ADMIT
     learning: bool = True           # learn MACs behind remotes and ports
+    gbp: bool = False               # VXLAN-GBP: groups on the wire, policy (uvxlan.gbp)
+    policy: groups.Policy = field(default_factory=groups.Policy)   # keys policy(_default)
 
     @property
     def peers(self) -> list[str]:
@@ -123,6 +130,7 @@ class EndpointConfig:
     mac: str
     ifname: str = "eth0"
     gateway: str | None = None
+    group: int = 0                  # VXLAN-GBP group (uvxlan.gbp)
 
 
 @dataclass(frozen=True)
@@ -252,7 +260,7 @@ def _default(cls: Any, name: str) -> Any:
 
 
 _HOST_KEYS = _keys(HostConfig)
-_NETWORK_KEYS = _keys(NetworkConfig)
+_NETWORK_KEYS = _keys(NetworkConfig) | {"policy_default"}
 _STATIC_KEYS = {"mac", "remote", "port"}
 _ENDPOINT_KEYS = _keys(EndpointConfig)
 
@@ -407,7 +415,13 @@ def parse(data: dict[str, Any], source: str = "config",
         n.where = f"{source}: network {name!r}"
         net = NetworkConfig(name=name, vni=n.int_("vni", None, validate.VNI),
                             admit=n.choice("admit", ADMIT, _default(NetworkConfig, "admit")),
-                            learning=n.bool_("learning", _default(NetworkConfig, "learning")))
+                            learning=n.bool_("learning", _default(NetworkConfig, "learning")),
+                            gbp=n.bool_("gbp", _default(NetworkConfig, "gbp")))
+        if n.has("policy") or n.has("policy_default"):
+            if not net.gbp:
+                raise n.fail("policy", "applies only with gbp = true")
+            net.policy = groups.policy_from(n.table.get("policy_default", groups.DEFAULT_ACTION),
+                                         n.list_("policy"), f"{n.where}: policy")
         for other in networks:
             if other.name == name:
                 raise ConfigError(f"{n.where}: declared twice")
@@ -444,6 +458,7 @@ def parse(data: dict[str, Any], source: str = "config",
             mac=e.rule("mac", validate.mac) if e.has("mac") else derived_mac(address.ip),
             ifname=e.rule("ifname", validate.ifname, _default(EndpointConfig, "ifname")),
             gateway=e.rule("gateway", validate.ipv4) if e.has("gateway") else None,
+            group=groups.group(e.table.get("group", 0), f"{e.where}: group"),
         )
         for prev in endpoints:
             if prev.netns == ep.netns and prev.ifname == ep.ifname:

@@ -5,8 +5,9 @@ A running agent (``uvxlan.daemon``) listens on a Unix socket,
 ``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``, ``"control"``,
 ``"faults"``, which only read; ``"leave"``, which stops the agent and removes
 its endpoints, and ``"fault"``, which sets or clears an injected fault:
-root's alone); the answer is one line of JSON, ``{"error": "..."}`` when the
-agent refuses.
+root's alone; ``"policy"`` shows a network's group policy, and changes it
+live with ``"op"``: root's alone too, see uvxlan.gbp.answer); the answer is
+one line of JSON, ``{"error": "..."}`` when the agent refuses.
 
 This module imports nothing that loads the C fast path: ``uvxlan stats``
 and ``uvxlan fdb`` only read a socket.
@@ -89,7 +90,7 @@ def query_agent(control_socket: str, cmd: str, timeout: float | None = None,
         except OSError as exc:
             raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
         try:
-            s.sendall(json.dumps({"cmd": cmd, **(args or {})}).encode() + b"\n")
+            s.sendall(json.dumps({**(args or {}), "cmd": cmd}).encode() + b"\n")
             chunks: list[bytes] = []
             while not chunks or not chunks[-1].endswith(b"\n"):
                 chunk = s.recv(65536)

@@ -69,6 +69,7 @@ from uvxlan.errors import (
     StoreUnavailable,
     UvxlanError,
 )
+from uvxlan.gbp import Policy
 from uvxlan.records import Here, Screener, Touched, shapes_datapath
 from uvxlan.state import AgentState
 from uvxlan.store import KV, Event, Store
@@ -110,6 +111,9 @@ class NodePort(Protocol):
     def set_admission(self, vni: int, admit: str, learning: bool) -> None:
         """Who may send into the VNI ("members" or "any"), and whether it
         learns source MACs."""
+
+    def set_gbp(self, vni: int, on: bool, policy: Policy) -> None:
+        """VXLAN-GBP in the VNI, and its policy between groups."""
 
     def admit_peer(self, vni: int, ip: str) -> None:
         """VTEP ip is a member of the VNI: its datagrams are accepted."""
@@ -159,6 +163,7 @@ class Desired:
     arp: Counter[Arp] = field(default_factory=Counter)
     vteps: Counter[str] = field(default_factory=Counter)        # live hosts' underlays
     admission: dict[int, tuple[str, bool]] = field(default_factory=dict)   # vni -> admit, learning
+    gbp: dict[int, tuple[bool, Policy]] = field(default_factory=dict)    # vni -> on, policy
 
     def wants_peer(self, pe: Peer) -> bool:
         return pe[0] in self.vnis and pe[1] in self.vteps
@@ -176,6 +181,7 @@ class Dirty:
     arp: set[Arp] = field(default_factory=set)
     peers: set[Peer] = field(default_factory=set)
     admission: set[int] = field(default_factory=set)
+    gbp: set[int] = field(default_factory=set)
 
     def shrink(self) -> None:
         """Copy each set into one sized for what it holds now.  A set
@@ -183,7 +189,7 @@ class Dirty:
         and iterating it scans all of that table: after a full list filled
         them with the whole cluster, every apply would cost in proportion
         to the cluster.  A copy costs what one iteration does."""
-        for name in ("vnis", "local", "fdb", "flood", "arp", "peers", "admission"):
+        for name in ("vnis", "local", "fdb", "flood", "arp", "peers", "admission", "gbp"):
             setattr(self, name, set(getattr(self, name)))
 
 
@@ -204,6 +210,11 @@ class Applied:
     arp: set[Arp] = field(default_factory=set)
     peers: set[Peer] = field(default_factory=set)
     admission: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    gbp: dict[int, tuple[bool, Policy]] = field(default_factory=dict)
+
+
+# A VNI's GBP as a new one has it: off, the default policy.
+GBP_OFF = (False, Policy())
 
 
 class Backoff:
@@ -673,8 +684,10 @@ class Controller:
         want.mtu[n.name] = n.mtu
         # Members speak: every live host but this one, in every network.
         want.admission[n.vni] = (n.admit, n.learning)
+        want.gbp[n.vni] = (n.gbp, n.gbp_policy)
         dirty.vnis.add(n.vni)
         dirty.admission.add(n.vni)
+        dirty.gbp.add(n.vni)
         dirty.peers.update((n.vni, u) for u in want.vteps)
 
     def _unwant_network(self, name: str) -> None:
@@ -685,6 +698,7 @@ class Controller:
         if want.vnis.get(n.vni) == name:
             del want.vnis[n.vni]
             want.admission.pop(n.vni, None)
+            want.gbp.pop(n.vni, None)
         want.vni_of.pop(name, None)
         want.mtu.pop(name, None)
         dirty.vnis.add(n.vni)
@@ -786,6 +800,7 @@ class Controller:
                 self._try(node.remove_network, vni)
             have.vni_of.pop(have.vnis.pop(vni), None)
             have.admission.pop(vni, None)
+            have.gbp.pop(vni, None)
 
         for vni in list(dirty.vnis):
             name = want.vnis.get(vni)
@@ -830,6 +845,13 @@ class Controller:
             elif vni in have.vnis and self._try(node.set_admission, vni, *mode):
                 have.admission[vni] = mode
                 dirty.admission.discard(vni)
+        for vni in list(dirty.gbp):
+            gbp = want.gbp.get(vni)
+            if gbp is None or have.gbp.get(vni, GBP_OFF) == gbp:
+                dirty.gbp.discard(vni)
+            elif vni in have.vnis and self._try(node.set_gbp, vni, *gbp):
+                have.gbp[vni] = gbp
+                dirty.gbp.discard(vni)
         for pe in list(dirty.peers):
             if not want.wants_peer(pe) or pe in have.peers:
                 dirty.peers.discard(pe)
@@ -877,7 +899,7 @@ class Controller:
     def _realise(self, key: str, rec: EndpointRecord) -> None:
         vni = self.applied.vni_of[rec.network]
         epc = EndpointConfig(network=rec.network, netns=rec.netns, address=rec.address,
-                             mac=rec.mac, ifname=rec.ifname)
+                             mac=rec.mac, ifname=rec.ifname, group=rec.group)
         self.work["node_calls"] += 1
         try:
             # A learned or store entry for this MAC (it lived elsewhere

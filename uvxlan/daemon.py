@@ -51,9 +51,7 @@ from typing import Any
 
 import uvloop
 
-from uvxlan import underlay
-from uvxlan import capture_agent
-from uvxlan import fault
+from uvxlan import capture_agent, fault, gbp, underlay
 from uvxlan._version import __version__
 from uvxlan.collect import Collector, not_ready
 from uvxlan.config import AgentConfig, HostConfig
@@ -85,6 +83,13 @@ LOOP_NICE = 10
 # Requests that change the agent rather than read it: only for root (or
 # the agent's own user), whoever else the socket's mode lets connect.
 MUTATING = frozenset({"leave", "fault"})
+
+
+def _changes_policy(req: dict[str, Any]) -> bool:
+    """A "policy" request that changes the policy (not "show")."""
+    return req.get("cmd") == "policy" and req.get("op", "show") != "show"
+
+
 PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid (socket(7))
 
 
@@ -328,16 +333,16 @@ class Daemon:
             request = json.loads(line or b"{}")
             cmd = request.get("cmd", "")
             if cmd != "capture":
-                if cmd in MUTATING and uid not in (0, os.geteuid()):
+                if (cmd in MUTATING or _changes_policy(request)) and uid not in (0, os.geteuid()):
                     # control_group is for watching (stats, fdb, status); a
-                    # change (leave, fault) is root's, or the agent's own user's.
+                    # change (leave, fault, policy) is root's, or the agent's own user's.
                     return {"error": f"{cmd}: permission denied; run as root"}
                 return self.query(cmd, request)
+        except UvxlanError as exc:   # a query the datapath (or a check: ConfigError) refused
+            return {"error": str(exc)}
         except (ValueError, AttributeError, TypeError, RecursionError):
             # Not JSON, not an object, a cmd that is not a string, too deep.
             return {"error": "bad request"}
-        except UvxlanError as exc:   # a query the datapath refused
-            return {"error": str(exc)}
         # Frames until the client goes (uvxlan.capture_agent; root's).
         await capture_agent.serve(self.node, request, uid, reader, writer)
         return None
@@ -389,6 +394,8 @@ class Daemon:
                 return fault.answer(cmd, request or {}, self.node)
             except UvxlanError as exc:
                 return {"error": str(exc)}
+        if cmd == "policy":
+            return gbp.answer(self.node, request or {}, store=self.controller is not None)
         return {"error": f"unknown command {cmd!r}"}
 
 

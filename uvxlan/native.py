@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uvxlan import capture, proto
+from uvxlan import capture, gbp, proto
 from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, ARP_SUPPRESSION, DatapathConfig, HostConfig
@@ -70,6 +70,7 @@ def _check_constants() -> None:
         ("IPV4_HLEN", proto.IPV4_HLEN, lib.IPV4_HLEN),
         ("ETH_HLEN", proto.ETH_HLEN, lib.ETH_HLEN),
         ("FLAG_I", proto.FLAG_I, lib.VXLAN_HF_I),
+        ("FLAG_GBP", proto.FLAG_GBP, lib.VXLAN_GBP_G >> 24),
         ("VNI_MAX", proto.VNI_MAX, lib.VXLAN_VNI_MAX),
         ("PORT_IANA", proto.PORT_IANA, lib.VXLAN_PORT_IANA),
         ("ENCAP_OVERHEAD", proto.ENCAP_OVERHEAD, lib.VXLAN_OVERHEAD),
@@ -94,6 +95,11 @@ def _check_constants() -> None:
     if c_counters != fault.COUNTERS:
         raise StaleBuildError("uvxlan.fault.COUNTERS differ from struct uvx_fault_counters:"
                               " fix one, then run `make build`")
+    for name, py, c in [("GROUP_MAX", gbp.GROUP_MAX, lib.UVX_GBP_GROUP_MAX),
+                        ("RULES_MAX", gbp.RULES_MAX, lib.UVX_GBP_RULES_MAX)]:
+        if py != c:
+            raise StaleBuildError(f"uvxlan.gbp.{name} is {py}, the C fast path's {c}:"
+                                  " fix one, then run `make build`")
     # The [host] settings bounded by the size of a C array.
     bounds = {f.name: f.metadata.get("bounds") for f in dataclasses.fields(HostConfig)}
     for setting, c_name, c in [("batch", "UVX_BATCH_MAX", lib.UVX_BATCH_MAX),
@@ -110,6 +116,7 @@ _check_stamp()
 _check_constants()
 
 __all__ = ["ffi", "lib", "Datapath", "DROP_REASONS", "ARP_MODES", "ADMIT_MODES",
+           "GBP_ACTIONS",
            "LearnResult", "FdbEntry", "Counters", "Limits", "VniSizes", "FdbSizes", "now_ms",
            "open_tx_socket", "nofrag", "CAPTURE_POINTS", "CaptureStats"]
 
@@ -138,6 +145,12 @@ ARP_MODES: dict[str, int] = {
 ADMIT_MODES: dict[str, int] = {
     name: getattr(lib, "UVX_ADMIT_" + name.upper()) for name in ADMIT
 }
+
+#: Group policy actions by their names (``allow``, ``deny``), each
+#: UVX_GBP_<NAME> in C (enum uvx_gbp_action).
+GBP_ACTIONS: dict[str, int] = {name: getattr(lib, "UVX_GBP_" + name.upper())
+                               for name in gbp.ACTIONS}
+_GBP_ACTION_NAMES = {v: k for k, v in GBP_ACTIONS.items()}
 
 #: Entries per uvx_fdb_dump call: the most the FDB is locked for at once.
 FDB_DUMP_CHUNK = 256
@@ -475,6 +488,42 @@ class Datapath:
         out = ffi.new("struct uvx_fdb_sizes *")
         _check(lib.uvx_fdb_sizes(self._dp, out), "FDB sizes")
         return FdbSizes(out.entries, out.learned, out.learn_max, out.capacity)
+
+    # Group policy (VXLAN-GBP) ---------------------------------------------
+
+    def set_gbp(self, vni: int, on: bool) -> None:
+        """Read and send the GBP bits in the VNI (off: they are reserved
+        bits, as in a new VNI)."""
+        _check(lib.uvx_vni_set_gbp(self._dp, vni, on), f"setting GBP of VNI {vni}")
+
+    def set_port_group(self, port: int, group: int) -> None:
+        _check(lib.uvx_port_set_group(self._dp, port, group),
+               f"setting group {group} of port {port}")
+
+    def set_gbp_policy(self, vni: int, policy: gbp.Policy) -> None:
+        """Make the VNI's policy this one: its default, the rules it has
+        added or changed, the others removed (hit counts of rules kept)."""
+        _check(lib.uvx_gbp_set_default(self._dp, vni, GBP_ACTIONS[policy.default]),
+               f"setting the default policy of VNI {vni}")
+        wanted = {(r.src, r.dst) for r in policy.rules}
+        for old in self.gbp_state(vni).rules:
+            if (old.src, old.dst) not in wanted:
+                _check(lib.uvx_gbp_rule_del(self._dp, vni, old.src, old.dst),
+                       f"removing the rule from {old.src} to {old.dst} in VNI {vni}")
+        for r in policy.rules:
+            _check(lib.uvx_gbp_rule_set(self._dp, vni, r.src, r.dst, GBP_ACTIONS[r.action]),
+                   f"setting the rule from {r.src} to {r.dst} in VNI {vni}")
+
+    def gbp_state(self, vni: int) -> gbp.GbpState:
+        info = ffi.new("struct uvx_gbp_info *")
+        _check(lib.uvx_gbp_info(self._dp, vni, info), f"VNI {vni}")
+        out = ffi.new("struct uvx_gbp_rule_info[]", max(info.rules, 1))
+        n = _check(lib.uvx_gbp_rules(self._dp, vni, out, info.rules), f"VNI {vni}")
+        rules = {gbp.Rule(out[i].src, out[i].dst, _GBP_ACTION_NAMES[out[i].action]):
+                 int(out[i].hits) for i in range(n)}
+        return gbp.GbpState(bool(info.on), _GBP_ACTION_NAMES[info.default_action],
+                        int(info.default_allowed), int(info.default_denied),
+                        dict(sorted(rules.items())))
 
     # ARP suppression -----------------------------------------------------
 

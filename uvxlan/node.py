@@ -34,6 +34,7 @@ from uvxlan import native, netlink, offload
 from uvxlan.config import AgentConfig, EndpointConfig
 from uvxlan.endpoint import Endpoint, preflight
 from uvxlan.errors import ConfigError, NativeError, UvxlanError
+from uvxlan.gbp import GbpState, Policy
 from uvxlan.state import AgentState, marker
 
 log = logging.getLogger("uvxlan.node")
@@ -121,6 +122,8 @@ class Node:
                 self.add_network(net.name, net.vni)
                 self.static_vnis.add(net.vni)
                 self.set_admission(net.vni, net.admit, net.learning)
+                if net.gbp:
+                    self.set_gbp(net.vni, True, net.policy)
                 for ip in net.peers:
                     self.admit_peer(net.vni, ip)
                 for r in net.remotes:
@@ -378,6 +381,20 @@ class Node:
         dp.set_learning(vni, learning)
         dp.set_flood_unknown(vni, learning or vni in self.static_vnis)
 
+    def set_gbp(self, vni: int, on: bool, policy: Policy) -> None:
+        """VXLAN-GBP in the VNI (off: its bits are reserved bits), and the
+        policy between groups: its default and exactly these rules."""
+        dp = self._datapath()
+        dp.set_gbp(vni, on)
+        dp.set_gbp_policy(vni, policy)
+
+    def gbp(self, name: str) -> tuple[int, GbpState]:
+        """The VNI of network name and its policy as the fast path holds it."""
+        vni = next((v for v, n in self.networks.items() if n == name), None)
+        if vni is None:
+            raise ConfigError(f"no network {name!r} on this agent")
+        return vni, self._datapath().gbp_state(vni)
+
     def admit_peer(self, vni: int, ip: str) -> None:
         """VTEP ip is a member of the VNI: its datagrams are accepted."""
         self._datapath().peer_add(vni, ip)
@@ -431,6 +448,8 @@ class Node:
             # Our own containers' MACs are known: pin them, so a frame
             # from the wire claiming one cannot move it.
             dp.fdb_add(vni, epc.mac, port=ep.port)
+            if epc.group:
+                dp.set_port_group(ep.port, epc.group)
         except BaseException:
             if ep.port is not None:
                 dp.del_port(ep.port)

@@ -12,6 +12,7 @@ UDP_HLEN = 8
 IPV4_HLEN = 20            # without options, as uvxlan sends them
 ETH_HLEN = 14
 FLAG_I = 0x08
+FLAG_GBP = 0x80           # VXLAN-GBP's G flag (draft-smith-vxlan-group-policy)
 VNI_MAX = 0xFFFFFF
 PORT_IANA = 4789          # RFC 7348 section 5
 PORT_LINUX_LEGACY = 8472  # Linux's default before the IANA assignment

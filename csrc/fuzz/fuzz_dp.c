@@ -176,6 +176,16 @@ void fuzz_dp_setup(struct fuzz_dp *f)
 		.match = UVX_CAP_F_OUTER, .snaplen = FZ_CAPTURE_SNAP, .slots = 16,
 	};
 	ok_or_die(uvx_capture_start(dp, &cap), "uvx_capture_start");
+	/* Group policy in VNI 100 (VNI 300 reads GBP bits as reserved):
+	 * ports 0 and 1 in groups 10 and 20, port 2 in none; 10 -> 20 and
+	 * 7 -> 10 denied, the rest allowed. */
+	ok_or_die(uvx_vni_set_gbp(dp, FZ_VNI_A, 1), "uvx_vni_set_gbp");
+	ok_or_die(uvx_port_set_group(dp, f->port[0], FZ_GROUP_PORT0), "uvx_port_set_group");
+	ok_or_die(uvx_port_set_group(dp, f->port[1], FZ_GROUP_PORT1), "uvx_port_set_group");
+	ok_or_die(uvx_gbp_rule_set(dp, FZ_VNI_A, FZ_GROUP_PORT0, FZ_GROUP_PORT1, UVX_GBP_DENY),
+		  "uvx_gbp_rule_set");
+	ok_or_die(uvx_gbp_rule_set(dp, FZ_VNI_A, 7, FZ_GROUP_PORT0, UVX_GBP_DENY),
+		  "uvx_gbp_rule_set");
 }
 
 void fuzz_dp_reset(struct fuzz_dp *f, unsigned send_mode)
@@ -252,9 +262,9 @@ static void check_port_frame(const struct fuzz_dp *f, int vnet, const uint8_t *b
 /* What reaches a VTEP: a VXLAN datagram of a VNI that VTEP is in. */
 static void check_sent(unsigned vtep, const uint8_t *buf, size_t n)
 {
-	uint32_t vni = 0;
+	uint32_t vni = 0, gbp = 0;
 	size_t off = 0;
-	int r = vxlan_parse(buf, n, 0, &vni, &off);
+	int r = vxlan_parse_gbp(buf, n, 0, &vni, &off, &gbp);
 	if (r != UVX_PASS) {
 		fprintf(stderr, "fuzz: VTEP %u got %zu bytes (%s):", vtep, n,
 			uvx_drop_reason_name(r));
@@ -265,6 +275,10 @@ static void check_sent(unsigned vtep, const uint8_t *buf, size_t n)
 	check(r == UVX_PASS, "we send valid VXLAN");
 	check(vtep == 2 ? vni == FZ_VNI_C : vni == FZ_VNI_A,
 	      "a VTEP gets only its own VNIs' frames");
+	/* GBP in VNI 100 only, and only a sending port's group. */
+	check(gbp == 0 || (vni == FZ_VNI_A && (gbp == (VXLAN_GBP_G | FZ_GROUP_PORT0) ||
+					       gbp == (VXLAN_GBP_G | FZ_GROUP_PORT1))),
+	      "the G flag goes with a port's group, where the VNI speaks GBP");
 }
 
 /* The capture's records: whole pcap records, each within the snap length

@@ -6,7 +6,8 @@
  *
  *   VNI 100  ports 0 (virtio-net), 1 (plain), 2 (virtio-net); flood list
  *            and admitted: VTEPs 0 and 1; ARP answered; static entries to
- *            ports 0..2 and to VTEPs 0 and 1
+ *            ports 0..2 and to VTEPs 0 and 1; VXLAN-GBP on, ports 0 and 1
+ *            in groups 10 and 20, two rules that deny
  *   VNI 200  port 3 (plain); no flood list; admits anyone; ARP
  *            answer-only; a static entry to port 3
  *   VNI 300  no ports; flood list and admitted: VTEP 2
@@ -48,6 +49,9 @@
 /* The snap length of the capture the datapath runs (every point, outer
  * headers): below a full frame, so records are cut too. */
 #define FZ_CAPTURE_SNAP 1200u
+/* VXLAN-GBP groups of ports 0 and 1 in VNI 100 (port 2 has none). */
+#define FZ_GROUP_PORT0 10
+#define FZ_GROUP_PORT1 20
 
 struct fuzz_dp {
 	struct uvx_dp *dp;

@@ -38,6 +38,18 @@ static void fuzz_parse(const uint8_t *data, size_t size)
 			      "pass implies a header and an inner frame");
 			check(vni <= VXLAN_VNI_MAX, "vni fits 24 bits");
 		}
+		/* With the GBP bits left to the caller: the same verdict,
+		 * but reserved_bits for those bits alone, which come back. */
+		uint32_t gvni = 0, gbp = 0;
+		size_t goff = 0;
+		int g = vxlan_parse_gbp(data, size, accept, &gvni, &goff, &gbp);
+		check(g >= 0 && g < UVX_DROP__MAX, "gbp parse verdict in range");
+		check(!(gbp & ~VXLAN_GBP_USED), "only the GBP bits come back");
+		if (g == r)
+			check(g != UVX_PASS || (gvni == vni && goff == off), "same vni");
+		else
+			check(r == UVX_DROP_RESERVED && gbp && !accept,
+			      "GBP bits are the only difference");
 	}
 	(void)vxlan_check_inner(data, size);
 	uint32_t h = vxlan_flow_hash(data, size);
@@ -62,6 +74,16 @@ static void fuzz_build(const uint8_t *data, size_t size)
 		check(got == vni, "round trip keeps the vni");
 	else
 		check(r == UVX_DROP_BAD_INNER, "our own header always parses");
+
+	/* A group on it: G and the ID come back, nothing else moves. */
+	uint16_t group = size >= 5 ? (uint16_t)(data[3] << 8 | data[4]) : 7;
+	vxlan_gbp_put(out + UDP_HLEN, group);
+	uint32_t gbp = 0;
+	r = vxlan_parse_gbp(out + UDP_HLEN, n - UDP_HLEN, 0, &got, &off, &gbp);
+	check(r == UVX_PASS || r == UVX_DROP_BAD_INNER, "a GBP header parses");
+	check(gbp == (group ? (VXLAN_GBP_G | group) : 0), "round trip keeps the group");
+	if (r == UVX_PASS)
+		check(got == vni, "round trip with a group keeps the vni");
 }
 
 /* The FDB driven by the input as a little program of operations. */

@@ -17,7 +17,7 @@ import struct
 import sys
 from pathlib import Path
 
-VNI_A, VNI_B, VNI_UNKNOWN = 100, 200, 999
+VNI_A, VNI_B, VNI_C, VNI_UNKNOWN = 100, 200, 300, 999
 FIX_IP, FIX_L4, FIX_PARTIAL = 1, 2, 4
 BCAST = b"\xff" * 6
 GSO_TCPV4, GSO_TCPV6 = 1, 4
@@ -60,6 +60,11 @@ def vxlan(vni: int, frame: bytes, flags: int = 0x08) -> bytes:
     return struct.pack("!B3xI", flags, vni << 8) + frame
 
 
+def vxlan_gbp(vni: int, frame: bytes, word: int) -> bytes:
+    """VXLAN-GBP: the G flag, D and A bits and the group in the first word."""
+    return struct.pack("!II", 0x08000000 | word, vni << 8) + frame
+
+
 def dgram(sender: int, fix: int, payload: bytes, addr: bytes | None = None) -> bytes:
     who = sender | (4 if addr is not None else 0)
     return struct.pack("!BBH", who, fix, len(payload)) + (addr or b"") + payload
@@ -92,6 +97,14 @@ def rcv_seeds() -> dict[str, bytes]:
         + dgram(0, 0, vxlan(VNI_A, eth(mac(1), mac(26), 0x0800), flags=0x88))
         + dgram(0, 0, vxlan(VNI_UNKNOWN, eth(mac(1), mac(26), 0x0800)))
         + dgram(0, 0, b"\x08\0\0"),
+        # Groups 7 (denied to port 0's 10), 10 (to port 1's 20: denied), 0 with
+        # the A bit, and GBP bits in VNI 300, which reads them as reserved.
+        "gbp-groups": b"".join(
+            dgram(0, FIX_IP | FIX_L4, vxlan_gbp(VNI_A, eth(dst, mac(27), 0x0800)
+                                                + ipv4(tcp(1, data[:64])), word))
+            for dst, word in [(mac(1), 0x80000007), (mac(2), 0x8000000A),
+                              (BCAST, 0x8008000A), (BCAST, 0x80400014)])
+        + dgram(2, 0, vxlan_gbp(VNI_C, eth(BCAST, mac(28), 0x0800), 0x8000000A)),
     }
 
 

@@ -22,6 +22,7 @@ from uvxlan.cluster import EndpointRecord, EndpointStatus, HostRecord
 from uvxlan.config import EndpointConfig, HostConfig
 from uvxlan.controller import Controller, Dirty, NodePort
 from uvxlan.errors import NativeError, NetlinkError
+from uvxlan.gbp import Policy
 from uvxlan.state import AgentState
 from uvxlan.store import Event, Store, open_store
 
@@ -34,7 +35,7 @@ Call = tuple[object, ...]
 
 REMOVALS = {"arp_del", "fdb_del", "del_remote", "forget_peer", "detach", "remove_network"}
 ADDITIONS = {"add_network", "rename_network", "set_arp", "attach", "fdb_add", "add_remote",
-             "arp_add", "set_admission", "admit_peer"}
+             "arp_add", "set_admission", "set_gbp", "admit_peer"}
 
 
 class FakeNode:
@@ -47,6 +48,7 @@ class FakeNode:
         self.vnis: dict[int, str] = {}
         self.arp_mode: dict[int, str] = {}
         self.admission: dict[int, tuple[str, bool]] = {}
+        self.gbp: dict[int, tuple[bool, Policy]] = {}
         self.peers: set[tuple[int, str]] = set()
         self.flood: set[tuple[int, str, int]] = set()
         self.fdb: dict[tuple[int, str], str] = {}     # (vni, mac) -> "ip:port" | "local"
@@ -79,6 +81,7 @@ class FakeNode:
         del self.vnis[vni]
         self.arp_mode.pop(vni, None)
         self.admission.pop(vni, None)
+        self.gbp.pop(vni, None)
         self.peers = {p for p in self.peers if p[0] != vni}
         self.flood = {f for f in self.flood if f[0] != vni}
         self.fdb = {k: v for k, v in self.fdb.items() if k[0] != vni}
@@ -97,6 +100,11 @@ class FakeNode:
         self.calls.append(("set_admission", vni, admit, learning))
         self._vni(vni)
         self.admission[vni] = (admit, learning)
+
+    def set_gbp(self, vni: int, on: bool, policy: Policy) -> None:
+        self.calls.append(("set_gbp", vni, on, policy))
+        self._vni(vni)
+        self.gbp[vni] = (on, policy)
 
     def admit_peer(self, vni: int, ip: str) -> None:
         self.calls.append(("admit_peer", vni, ip))

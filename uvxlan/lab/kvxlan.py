@@ -43,6 +43,30 @@ def kernel_vxlan_host(lab: Lab, host: str, *, vni: int, port: int, peers: list[s
         lab.run(netns, argv, timeout=10, check=True)
 
 
+def kernel_vxlan_gbp_endpoint(lab: Lab, host: str, *, vni: int, port: int, peers: list[str],
+                              address: str, group: int, mtu: int = 1450) -> None:
+    """The host itself as an endpoint behind Linux's vxlan with ``gbp``:
+    ``vxlan0`` holds address, and what the host sends through it is marked
+    with group (iptables' MARK in mangle OUTPUT), which the kernel puts in
+    the GBP header (skb->mark, include/net/vxlan.h).  Received frames get
+    their group as skb->mark.  The mark is set on the host, not in a
+    container: crossing a veth into another netns clears skb->mark."""
+    h = lab.host(host)
+    steps = [
+        ["ip", "link", "add", "vxlan0", "type", "vxlan", "id", str(vni),
+         "local", h.underlay_ip, "dstport", str(port), "learning", "gbp"],
+        ["ip", "link", "set", "vxlan0", "mtu", str(mtu)],
+        ["ip", "addr", "add", address, "dev", "vxlan0"],
+        ["ip", "link", "set", "vxlan0", "up"],
+        ["iptables", "-t", "mangle", "-A", "OUTPUT", "-o", "vxlan0",
+         "-j", "MARK", "--set-mark", str(group)],
+    ]
+    steps += [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vxlan0", "dst", peer]
+              for peer in peers]
+    for argv in steps:
+        lab.run(h.netns, argv, timeout=10, check=True)
+
+
 def kernel_fdb(lab: Lab, host: str) -> list[tuple[str, str]]:
     """(MAC, dst VTEP) pairs of vxlan0's forwarding table, learned ones included."""
     out = lab.run(lab.host(host).netns, ["bridge", "fdb", "show", "dev", "vxlan0"],

@@ -126,6 +126,8 @@ class Overlay(AgentProcs):
     extra_remotes: dict[str, list[str]] = field(default_factory=dict)  # net -> ["ip"]
     # [[network]] keys beyond name, vni and remotes: net -> {"admit": "any"}
     network_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # [[endpoint]] keys beyond network, netns and address: container -> {"group": 10}
+    endpoint_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     agent_prefix: list[str] = field(default_factory=list)   # e.g. jailed([])
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -157,6 +159,8 @@ class Overlay(AgentProcs):
             lines += ["", "[[endpoint]]", f'network = "{p.network}"',
                       f'netns = "{self.lab.container_netns(p.container)}"',
                       f'address = "{p.address}"']
+            lines += [f"{k} = {_toml(v)}"
+                      for k, v in self.endpoint_options.get(p.container, {}).items()]
         return "\n".join(lines) + "\n"
 
     def file(self, host: str, suffix: str) -> Path:
@@ -183,6 +187,8 @@ def _toml(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from uvxlan.proto import (  # noqa: F401  (re-exported for the tests)
     ETH_HLEN,
+    FLAG_GBP,
     FLAG_I,
     PORT_IANA,
     PORT_LINUX_LEGACY,
@@ -64,10 +65,15 @@ def parse(pkt: bytes, accept_reserved: bool = False) -> Parsed:
     return Parsed("pass", vni, VXLAN_HLEN)
 
 
-def build_header(vni: int) -> bytes:
+def build_header(vni: int, group: int = 0) -> bytes:
+    """The VXLAN header; a group other than 0 sets the GBP G flag and ID
+    (csrc/vxlan.h: vxlan_gbp_put)."""
     if not 0 <= vni <= VNI_MAX:
         raise ValueError(f"VNI {vni} is outside 0..{VNI_MAX}")
-    return bytes([FLAG_I, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\x00"
+    if not 0 <= group <= 0xFFFF:
+        raise ValueError(f"group {group} is outside 0..65535")
+    flags = FLAG_I | (FLAG_GBP if group else 0)
+    return bytes([flags, 0]) + group.to_bytes(2, "big") + vni.to_bytes(3, "big") + b"\x00"
 
 
 def _fnv1a(h: int, data: bytes) -> int:
