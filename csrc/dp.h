@@ -10,6 +10,7 @@
  *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c
  *   forward.c  switch, write to a port     -> fdb.c
  *   vxlan.c, offload.c, pmtud.c (codecs)   -> csum.c
+ *   punt.c     Python hooks: match, slots     (called by xmit.c, rcv.c, dp.c)
  *   stats.c    counters as Python reads them; the packet path counts
  *              inline (stats.h), into per-worker sets
  */
@@ -27,6 +28,7 @@
 #include "offload.h"
 #include "peers.h"
 #include "pmtud.h"
+#include "punt.h"
 #include "uvx.h"
 
 struct uvx_port {
@@ -55,6 +57,7 @@ struct uvx_vni {
 	int admit;                 /* enum uvx_admit_mode */
 	int learning;              /* learn sources (else static entries only) */
 	int flood_unknown;         /* flood unicast for MACs not in the FDB (else unknown_dst) */
+	int hooked;                /* a hook's rule names it (punt.c) */
 	struct peer_set peers;
 	uint32_t learned;          /* learned FDB entries, for the cap */
 	uint32_t nports;
@@ -171,6 +174,7 @@ struct uvx_dp {
 	int epfd[UVX_WORKERS];
 	pthread_t thread[UVX_WORKERS];
 	struct uvx_worker w[UVX_WORKERS];
+	struct punt punt;          /* Python hooks: rules, slots, rings */
 };
 
 /* Every change from Python runs under the write lock, so a worker never

@@ -31,7 +31,9 @@
 	X(UVX_DROP_UNKNOWN_VTEP,  "unknown_vtep",    "from an address not admitted to the VNI") \
 	X(UVX_DROP_SPOOFED_MAC,   "spoofed_mac",     "source MAC is a static entry that points elsewhere") \
 	X(UVX_DROP_FRAG_NEEDED,   "frag_needed",     "larger than the underlay carries (ICMP sent back for IPv4 with DF)") \
-	X(UVX_DROP_UNKNOWN_DST,   "unknown_dst",     "unicast to a MAC not in the FDB, where unknown unicast is not flooded")
+	X(UVX_DROP_UNKNOWN_DST,   "unknown_dst",     "unicast to a MAC not in the FDB, where unknown unicast is not flooded") \
+	X(UVX_DROP_HOOK_DROP,     "hook_drop",       "a Python hook said drop, or gave no verdict in time") \
+	X(UVX_DROP_HOOK_QUEUE_FULL, "hook_queue_full", "matched a hook's rule with every slot waiting for a verdict")
 
 #define UVX_DROP_ENUM(id, name, doc) id,
 enum uvx_drop_reason {
