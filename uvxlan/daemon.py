@@ -54,6 +54,7 @@ from uvxlan._version import __version__
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.errors import ConfigError, UvxlanError
+from uvxlan.hookserver import HookServer
 from uvxlan.metrics import AgentFacts, MetricsServer, bind_metrics, exposition, families
 from uvxlan.node import Node
 from uvxlan.notify import Notifier
@@ -78,7 +79,7 @@ CONNECTIONS_MAX = 16    # at once; more are refused at once with an error line
 LOOP_NICE = 10
 # Requests that change the agent rather than read it: only for root (or
 # the agent's own user), whoever else the socket's mode lets connect.
-MUTATING = frozenset({"leave"})
+MUTATING = frozenset({"leave", "hook"})
 PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid (socket(7))
 
 
@@ -105,6 +106,7 @@ class Daemon:
         # Connections ended by a limit, by limit: shown by "status".
         self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
         self.leaving = False            # a leave was asked for: remove everything
+        self.hooks = HookServer(node)   # Python hooks: sessions on the control socket
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -277,8 +279,10 @@ class Daemon:
         assert me is not None
         self._clients[me] = writer
         try:
-            writer.write(_reply(await self._answer(reader, _peer_uid(writer))))
-            await asyncio.wait_for(writer.drain(), SEND_S)
+            reply = await self._answer(reader, _peer_uid(writer), writer)
+            if reply is not None:        # None: a hook session, which answered itself
+                writer.write(_reply(reply))
+                await asyncio.wait_for(writer.drain(), SEND_S)
         except TimeoutError:
             self.refused["slow_reader"] += 1
             writer.transport.abort()     # drops the unsent rest of the reply
@@ -288,8 +292,8 @@ class Daemon:
             del self._clients[me]
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader,
-                      uid: int | None) -> dict[str, Any]:
+    async def _answer(self, reader: asyncio.StreamReader, uid: int | None,
+                      writer: asyncio.StreamWriter) -> dict[str, Any] | None:
         """The reply to the connection's one request line (from a peer of
         this uid, None if unknown), or the error that ends it."""
         try:
@@ -303,11 +307,16 @@ class Daemon:
         except asyncio.IncompleteReadError as exc:   # closed without a newline
             line = exc.partial
         try:
-            cmd = json.loads(line or b"{}").get("cmd", "")
+            request = json.loads(line or b"{}")
+            cmd = request.get("cmd", "")
             if cmd in MUTATING and uid not in (0, os.geteuid()):
                 # control_group is for watching (stats, fdb, status); a
-                # change (leave) is root's, or the agent's own user's.
+                # change (leave, a hook) is root's, or the agent's own user's.
                 return {"error": f"{cmd}: permission denied; run as root"}
+            if cmd == "hook":
+                # The connection becomes a hook session (uvxlan.hookserver).
+                await self.hooks.session(request, reader, writer)
+                return None
             return self.query(cmd)
         except (ValueError, AttributeError, TypeError, RecursionError):
             # Not JSON, not an object, a cmd that is not a string, too deep.
@@ -347,6 +356,8 @@ class Daemon:
             return {"synced": self.controller.synced.is_set(), **self.controller.counts()}
         if cmd == "stats":
             return self.node.stats()
+        if cmd == "hooks":
+            return self.hooks.status()
         if cmd == "fdb":
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}

@@ -104,7 +104,7 @@ def test_a_full_queue_drops_and_counts(sw: Switch) -> None:
     a, b = sw.add_port(1), sw.add_port(1)
     punt = Punt(sw.dp)
     punt.add(1, 1, ethertype=ARP)
-    for i in range(SLOTS + 5):
+    for _ in range(SLOTS + 5):
         sw.send_from_port(a, arp_like(mac(2), mac(1)))
     assert sw.dp.drops()["hook_queue_full"] == 5
     assert sw.dp.port_drops(a)["hook_queue_full"] == 5
