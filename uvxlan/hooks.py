@@ -68,8 +68,8 @@ MSG_FRAME = 1      # agent -> client: code = direction, seq, port, remote VTEP
 MSG_VERDICT = 2    # client -> agent: code = VERDICT_*, seq; rewrite: bytes
 MSG_INJECT = 3     # client -> agent: code = INJECT_*, port, bytes
 VERDICT_PASS, VERDICT_DROP, VERDICT_REWRITE = 0, 1, 2
-INJECT_NETWORK, INJECT_CONTAINER = 1, 4       # uvx.h: FROM_PORT, TO_PORT
-FROM_PORT, FROM_WIRE = 1, 2                   # uvx.h: UVX_HOOK_FROM_*
+INJECT_NETWORK, INJECT_CONTAINER = 1, 2       # from the port / to its container
+FROM_PORT, FROM_WIRE = 1, 2                   # a frame's direction; bits in a request
 DIRECTIONS = {"both": FROM_PORT | FROM_WIRE, "from-port": FROM_PORT,
               "from-wire": FROM_WIRE}
 FRAME_MAX = 65535

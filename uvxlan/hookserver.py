@@ -32,7 +32,6 @@ from typing import Any
 from uvxlan import hooks
 from uvxlan.errors import ConfigError, NativeError, UvxlanError
 from uvxlan.node import Node
-from uvxlan.punt import DROP, PASS, Punt, Punted
 
 log = logging.getLogger("uvxlan.hooks")
 
@@ -48,7 +47,7 @@ class HookSession:
     vni: int
     request: dict[str, Any]
     writer: asyncio.StreamWriter
-    fail: int                               # PASS or DROP
+    fail_drop: bool                         # the fail verdict: drop (else pass)
     timeout: float
     # seq -> (token, deadline): frames sent, waiting for their verdict,
     # oldest first (deadlines grow with seq).
@@ -61,7 +60,7 @@ class HookSession:
         return {"id": self.id, "network": self.network, "vni": self.vni,
                 "ethertype": self.request["ethertype"], "mac": self.request["mac"],
                 "direction": self.request["direction"], "timeout": self.timeout,
-                "fail": "drop" if self.fail == DROP else "pass",
+                "fail": "drop" if self.fail_drop else "pass",
                 "waiting": len(self.waiting), **self.counts}
 
 
@@ -71,23 +70,15 @@ class HookServer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.sessions: dict[int, HookSession] = {}
-        self._punt: Punt | None = None
         self._next_id = 1
         self._reading = False
         self._kick_soon = False
         # The fail verdict of hooks gone, for their frames still in the
         # queue when they went (ids are never reused).
-        self._gone_fail: dict[int, int] = {}
-
-    def _queue(self) -> Punt:
-        if self.node.dp is None:
-            raise UvxlanError("the datapath is not running")
-        if self._punt is None:
-            self._punt = Punt(self.node.dp)
-        return self._punt
+        self._gone_fail: dict[int, bool] = {}
 
     def status(self) -> dict[str, Any]:
-        punted = self._punt.punted() if self._punt is not None else 0
+        punted = self.node.dp.hook_punted() if self.node.dp is not None else 0
         return {"hooks": [s.status() for s in self.sessions.values()], "punted": punted}
 
     # A session ----------------------------------------------------------
@@ -109,20 +100,24 @@ class HookServer:
         """Serve one hook until its client goes (or the agent stops)."""
         try:
             network, vni, checked = self._check(request)
-            punt = self._queue()
+            dp = self.node.dp
+            if dp is None:
+                raise UvxlanError("the datapath is not running")
             hook_id = self._next_id
             self._next_id += 1
-            punt.add(hook_id, vni, ethertype=checked["ethertype"], mac=checked["mac"],
-                     directions=hooks.DIRECTIONS[checked["direction"]])
+            dirs = hooks.DIRECTIONS[checked["direction"]]
+            dp.hook_add(hook_id, vni, ethertype=checked["ethertype"], mac=checked["mac"],
+                        from_port=bool(dirs & hooks.FROM_PORT),
+                        from_wire=bool(dirs & hooks.FROM_WIRE))
         except (UvxlanError, ValueError) as exc:
             writer.write(_line({"error": str(exc)}))
             await writer.drain()
             return
         s = HookSession(hook_id, network, vni, checked, writer,
-                        DROP if checked["fail"] == "drop" else PASS, checked["timeout"])
+                        checked["fail"] == "drop", checked["timeout"])
         self.sessions[hook_id] = s
         if not self._reading:
-            asyncio.get_running_loop().add_reader(punt.fd(), self._drain)
+            asyncio.get_running_loop().add_reader(dp.hook_fd(), self._drain)
             self._reading = True
         log.info("hook %d attached to %s (%s)", hook_id, network, _describe(checked))
         ports = [{"port": ep.port, "netns": ep.cfg.netns, "mac": ep.cfg.mac,
@@ -142,45 +137,47 @@ class HookServer:
             self._detach(s)
 
     async def _read_answers(self, s: HookSession, reader: asyncio.StreamReader) -> None:
-        punt = self._queue()
         size = hooks.HEADER.size
         while True:
             kind, code, seq, port, _, length = hooks.HEADER.unpack(await reader.readexactly(size))
             if length > hooks.FRAME_MAX:
                 raise ConnectionError("frame too long")
             data = await reader.readexactly(length) if length else b""
+            dp = self.node.dp
+            if dp is None:
+                return                        # the agent stops
             if kind == hooks.MSG_VERDICT:
                 waiting = s.waiting.pop(seq, None)
                 if waiting is None:
                     continue                  # too late: its fail verdict went
                 if code == hooks.VERDICT_DROP:
-                    verdict, new, what = DROP, None, "dropped"
+                    drop, new, what = True, None, "dropped"
                 elif code == hooks.VERDICT_REWRITE and len(data) >= 14:
-                    verdict, new, what = PASS, data, "rewritten"
+                    drop, new, what = False, data, "rewritten"
                 else:
-                    verdict, new, what = PASS, None, "passed"
+                    drop, new, what = False, None, "passed"
                 s.counts[what] += 1
-                punt.verdict(waiting[0], verdict, new)
+                dp.hook_verdict(waiting[0], drop=drop, data=new)
             elif kind == hooks.MSG_INJECT:
-                self._inject(s, punt, code, port, data)
+                self._inject(s, code, port, data)
             else:
                 raise ConnectionError("not a hook message")
             self._kick()
 
-    def _inject(self, s: HookSession, punt: Punt, code: int, port: int, data: bytes) -> None:
+    def _inject(self, s: HookSession, code: int, port: int, data: bytes) -> None:
+        dp = self.node.dp
         ports = {ep.port for ep in self.node.endpoints if ep.cfg.network == s.network}
-        if port not in ports or len(data) < 14:
+        if dp is None or port not in ports or len(data) < 14:
             s.counts["failed"] += 1           # only into the hook's own network
             return
-        direction = hooks.INJECT_CONTAINER if code == hooks.INJECT_CONTAINER \
-            else hooks.INJECT_NETWORK
+        to_container = code == hooks.INJECT_CONTAINER
         try:
-            if punt.inject(port, direction, data):
+            if dp.hook_inject(port, data, to_container=to_container):
                 s.counts["injected"] += 1
                 return
             # Every injection slot in flight: run them, then once more.
-            punt.kick()
-            if punt.inject(port, direction, data):
+            dp.hook_kick()
+            if dp.hook_inject(port, data, to_container=to_container):
                 s.counts["injected"] += 1
                 return
         except NativeError:
@@ -196,36 +193,35 @@ class HookServer:
 
     def _kick_now(self) -> None:
         self._kick_soon = False
-        if self._punt is not None and self.node.dp is not None:
-            self._punt.kick()
+        if self.node.dp is not None:
+            self.node.dp.hook_kick()
 
     def _drain(self) -> None:
         """Frames wait: each to its hook's client."""
-        punt = self._punt
-        if punt is None or self.node.dp is None:
+        dp = self.node.dp
+        if dp is None:
             return
         now = time.monotonic()
         orphans = False
-        for p in punt.take():
+        for p in dp.hook_take():
             s = self.sessions.get(p.hook)
             if s is None or s.writer.is_closing():
-                punt.verdict(p.token, s.fail if s else self._gone_fail.get(p.hook, DROP))
+                dp.hook_verdict(p.token, drop=s.fail_drop if s else
+                                self._gone_fail.get(p.hook, True))
                 orphans = True
                 continue
-            self._send(s, p, now)
+            s.seq = (s.seq + 1) & 0xFFFFFFFF
+            s.waiting[s.seq] = (p.token, now + s.timeout)
+            s.counts["frames"] += 1
+            remote = int.from_bytes(socket.inet_aton(p.remote), "big") if p.remote else 0
+            direction = hooks.FROM_WIRE if p.from_wire else hooks.FROM_PORT
+            s.writer.write(hooks.HEADER.pack(hooks.MSG_FRAME, direction, s.seq, p.port,
+                                             remote, len(p.data)) + p.data)
+            if s.writer.transport.get_write_buffer_size() > BACKLOG_MAX:
+                log.warning("hook %d: its client does not read; detached", s.id)
+                s.writer.transport.abort()
         if orphans:
             self._kick()
-
-    def _send(self, s: HookSession, p: Punted, now: float) -> None:
-        s.seq = (s.seq + 1) & 0xFFFFFFFF
-        s.waiting[s.seq] = (p.token, now + s.timeout)
-        s.counts["frames"] += 1
-        remote = int.from_bytes(socket.inet_aton(p.remote), "big") if p.remote else 0
-        s.writer.write(hooks.HEADER.pack(hooks.MSG_FRAME, p.direction, s.seq, p.port,
-                                         remote, len(p.data)) + p.data)
-        if s.writer.transport.get_write_buffer_size() > BACKLOG_MAX:
-            log.warning("hook %d: its client does not read; detached", s.id)
-            s.writer.transport.abort()
 
     async def _expire(self, s: HookSession) -> None:
         """The fail verdict for frames past their deadline."""
@@ -240,7 +236,8 @@ class HookServer:
                     break
                 del s.waiting[seq]
                 s.counts["timeouts"] += 1
-                self._queue().verdict(token, s.fail)
+                if self.node.dp is not None:
+                    self.node.dp.hook_verdict(token, drop=s.fail_drop)
                 expired = True
             if expired:
                 self._kick()
@@ -248,19 +245,20 @@ class HookServer:
     def _detach(self, s: HookSession) -> None:
         """The hook's rules go; what it holds gets its fail verdict."""
         self.sessions.pop(s.id, None)
-        self._gone_fail[s.id] = s.fail
-        if self._punt is None or self.node.dp is None:
+        self._gone_fail[s.id] = s.fail_drop
+        dp = self.node.dp
+        if dp is None:
             return
-        self._punt.delete(s.id)
+        dp.hook_del(s.id)
         for token, _ in s.waiting.values():
-            self._punt.verdict(token, s.fail)
+            dp.hook_verdict(token, drop=s.fail_drop)
         s.waiting.clear()
-        self._punt.kick()
         if not self.sessions and self._reading:
             # Frames punted before the rules went are still to be read.
             self._drain()
-            asyncio.get_running_loop().remove_reader(self._punt.fd())
+            asyncio.get_running_loop().remove_reader(dp.hook_fd())
             self._reading = False
+        dp.hook_kick()
         log.info("hook %d detached from %s: %s", s.id, s.network,
                  ", ".join(f"{k} {v}" for k, v in s.counts.items()))
 

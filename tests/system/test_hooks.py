@@ -73,9 +73,11 @@ class Hooks:
                 p.communicate()
 
 
-@pytest.fixture
-def hooked(lab: Lab, overlay: OverlayFactory) -> Iterator[tuple[Lab, Overlay, Hooks]]:
-    ov = overlay(NETS, PLACE)
+@pytest.fixture(params=[True, False], ids=["threads", "loop"])
+def hooked(request: pytest.FixtureRequest, lab: Lab,
+           overlay: OverlayFactory) -> Iterator[tuple[Lab, Overlay, Hooks]]:
+    """The overlay, its datapath on its two threads or on the agent's loop."""
+    ov = overlay(NETS, PLACE, host_options={"threads": request.param})
     h = Hooks(lab, ov)
     try:
         yield lab, ov, h
