@@ -2,10 +2,11 @@
 
 A running agent (``uvxlan.daemon``) listens on a Unix socket,
 ``CONTROL_DIR/HOST.sock`` by default.  A request is one line of JSON,
-``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``, ``"control"``, which
-only read, and ``"leave"``, which stops the agent and removes its endpoints:
-root's alone); the answer is one line of JSON, ``{"error": "..."}`` when the
-agent refuses.
+``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``, ``"control"``,
+``"hooks"``, which only read, and ``"leave"``, which stops the agent and
+removes its endpoints: root's alone); the answer is one line of JSON,
+``{"error": "..."}`` when the agent refuses.  A ``"hook"`` request (root's)
+turns the connection into a hook session (``uvxlan.hooks``).
 
 This module imports nothing that loads the C fast path: ``uvxlan stats``
 and ``uvxlan fdb`` only read a socket.

@@ -7,7 +7,8 @@ threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
 ``status`` queries as JSON (and ``leave``, for root alone: SO_PEERCRED;
-``uvxlan.control`` is its client), and a
+``uvxlan.control`` is its client; and ``hook`` sessions, root's too, which
+``uvxlan.hookserver`` serves), and a
 timer that finds endpoints whose netns went away (and makes them again),
 and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
 Under systemd (``Type=notify``) it says READY=1 once the control socket

@@ -53,7 +53,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -218,17 +218,22 @@ def load_hook(spec: str) -> Hook:
 
 
 class Session:
-    """A hook attached to an agent: frames in, verdicts out, on one socket."""
+    """A hook attached to an agent: frames in, verdicts out, on one socket.
+    Frames are read as they come, in whatever batches the socket gives,
+    and each batch's answers go back in one send."""
+
+    RECV = 1 << 20
 
     def __init__(self, agent: str | None, request: dict[str, Any]) -> None:
         path = socket_for(agent)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._buf = bytearray()
         try:
             self.sock.settimeout(5.0)
             self.sock.connect(path)
             self.sock.sendall(json.dumps(request).encode() + b"\n")
-            self._in = self.sock.makefile("rb")
-            line = self._in.readline()
+            while b"\n" not in self._buf and self._fill():
+                pass
         except (FileNotFoundError, ConnectionRefusedError):
             self.sock.close()
             raise UvxlanError(f"no agent answers at {path}") from None
@@ -238,6 +243,8 @@ class Session:
         except OSError as exc:
             self.sock.close()
             raise UvxlanError(f"agent at {path}: {exc.strerror or exc}") from None
+        line, _, rest = bytes(self._buf).partition(b"\n")
+        self._buf = bytearray(rest)
         try:
             hello = json.loads(line)
         except ValueError:
@@ -252,35 +259,52 @@ class Session:
         self.network = str(hello["network"])
         self.sock.settimeout(None)
 
-    def frames(self) -> Any:
-        """(seq, Frame) as the agent sends them; ends when it closes."""
-        read = self._in.read
-        while True:
-            head = read(HEADER.size)
-            if len(head) < HEADER.size:
-                return
-            kind, code, seq, port, remote, length = HEADER.unpack(head)
-            data = read(length)
-            if kind != MSG_FRAME or len(data) < length:
-                return
-            from_port = code == FROM_PORT
-            yield seq, Frame(data=data, network=self.network,
-                             direction="from-port" if from_port else "from-wire",
-                             port=port if from_port else None,
-                             remote=None if from_port else socket.inet_ntoa(
-                                 remote.to_bytes(4, "big")))
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(self.RECV)
+        self._buf += chunk
+        return bool(chunk)
 
-    def answer(self, seq: int, verdict: Verdict, injected: list[tuple[int, int, bytes]]) -> None:
-        code = {"pass": VERDICT_PASS, "drop": VERDICT_DROP,
-                "rewrite": VERDICT_REWRITE}[verdict.action]
-        data = verdict.data or b""
-        parts = [HEADER.pack(MSG_VERDICT, code, seq, 0, 0, len(data)), data]
-        for to, port, frame in injected:
-            parts += [HEADER.pack(MSG_INJECT, to, 0, port, 0, len(frame)), frame]
+    def batches(self) -> Iterator[list[tuple[int, Frame]]]:
+        """The frames (seq, Frame) that have come, a batch at a time; ends
+        when the agent closes."""
+        while True:
+            batch, at, buf = [], 0, self._buf
+            while len(buf) - at >= HEADER.size:
+                kind, code, seq, port, remote, length = HEADER.unpack_from(buf, at)
+                if kind != MSG_FRAME:
+                    return
+                if len(buf) - at - HEADER.size < length:
+                    break
+                data = bytes(buf[at + HEADER.size:at + HEADER.size + length])
+                at += HEADER.size + length
+                from_port = code == FROM_PORT
+                batch.append((seq, Frame(
+                    data=data, network=self.network,
+                    direction="from-port" if from_port else "from-wire",
+                    port=port if from_port else None,
+                    remote=None if from_port else socket.inet_ntoa(remote.to_bytes(4, "big")))))
+            del buf[:at]
+            if batch:
+                yield batch
+            try:
+                if not self._fill():
+                    return
+            except OSError:
+                return
+
+    def answer(self, answers: list[tuple[int, Verdict, list[tuple[int, int, bytes]]]]) -> None:
+        """(seq, verdict, injected) for each frame of a batch, in one send."""
+        parts: list[bytes] = []
+        for seq, verdict, injected in answers:
+            code = {"pass": VERDICT_PASS, "drop": VERDICT_DROP,
+                    "rewrite": VERDICT_REWRITE}[verdict.action]
+            data = verdict.data or b""
+            parts += [HEADER.pack(MSG_VERDICT, code, seq, 0, 0, len(data)), data]
+            for to, port, frame in injected:
+                parts += [HEADER.pack(MSG_INJECT, to, 0, port, 0, len(frame)), frame]
         self.sock.sendall(b"".join(parts))
 
     def close(self) -> None:
-        self._in.close()
         self.sock.close()
 
 
@@ -301,25 +325,30 @@ def attach(hook: Hook, *, agent: str | None, network: str, ethertype: int = 0,
     try:
         if ready is not None:
             ready(session.hello)
-        for seq, frame in session.frames():
-            stats.frames += 1
+        for batch in session.batches():
+            answers = []
+            for seq, frame in batch:
+                if count is not None and stats.frames >= count:
+                    break
+                stats.frames += 1
+                try:
+                    verdict = hook(frame) or PASS
+                    if not isinstance(verdict, Verdict):
+                        raise TypeError(f"returned {verdict!r}, not a Verdict")
+                except Exception:  # noqa: BLE001 - the user's code; told, and the frame fails
+                    stats.errors += 1
+                    if stats.errors == 1:
+                        print("uvxlan hook: the hook raised (its fail verdict, "
+                              f"{fail}, goes for each frame it fails):", file=sys.stderr)
+                        traceback.print_exc(file=sys.stderr)
+                    verdict = fail_verdict
+                stats.passed += verdict.action == "pass"
+                stats.dropped += verdict.action == "drop"
+                stats.rewritten += verdict.action == "rewrite"
+                stats.injected += len(frame._injected)
+                answers.append((seq, verdict, frame._injected))
             try:
-                verdict = hook(frame) or PASS
-                if not isinstance(verdict, Verdict):
-                    raise TypeError(f"returned {verdict!r}, not a Verdict")
-            except Exception:  # noqa: BLE001 - the user's code; told, and the frame fails
-                stats.errors += 1
-                if stats.errors == 1:
-                    print("uvxlan hook: the hook raised (its fail verdict, "
-                          f"{fail}, goes for each frame it fails):", file=sys.stderr)
-                    traceback.print_exc(file=sys.stderr)
-                verdict = fail_verdict
-            stats.passed += verdict.action == "pass"
-            stats.dropped += verdict.action == "drop"
-            stats.rewritten += verdict.action == "rewrite"
-            stats.injected += len(frame._injected)
-            try:
-                session.answer(seq, verdict, frame._injected)
+                session.answer(answers)
             except OSError:
                 break                  # the agent went
             if count is not None and stats.frames >= count:

@@ -137,32 +137,41 @@ class HookServer:
             self._detach(s)
 
     async def _read_answers(self, s: HookSession, reader: asyncio.StreamReader) -> None:
+        """Verdicts and injections as they come, a read at a time; the
+        workers are kicked once per read."""
         size = hooks.HEADER.size
-        while True:
-            kind, code, seq, port, _, length = hooks.HEADER.unpack(await reader.readexactly(size))
-            if length > hooks.FRAME_MAX:
-                raise ConnectionError("frame too long")
-            data = await reader.readexactly(length) if length else b""
+        buf = bytearray()
+        while chunk := await reader.read(1 << 20):
+            buf += chunk
             dp = self.node.dp
             if dp is None:
                 return                        # the agent stops
-            if kind == hooks.MSG_VERDICT:
+            at = 0
+            while len(buf) - at >= size:
+                kind, code, seq, port, _, length = hooks.HEADER.unpack_from(buf, at)
+                if length > hooks.FRAME_MAX or kind not in (hooks.MSG_VERDICT,
+                                                            hooks.MSG_INJECT):
+                    raise ConnectionError("not a hook message")
+                if len(buf) - at - size < length:
+                    break
+                data = bytes(buf[at + size:at + size + length])
+                at += size + length
+                if kind == hooks.MSG_INJECT:
+                    self._inject(s, code, port, data)
+                    continue
                 waiting = s.waiting.pop(seq, None)
                 if waiting is None:
                     continue                  # too late: its fail verdict went
                 if code == hooks.VERDICT_DROP:
                     drop, new, what = True, None, "dropped"
-                elif code == hooks.VERDICT_REWRITE and len(data) >= 14:
+                elif code == hooks.VERDICT_REWRITE and length >= 14:
                     drop, new, what = False, data, "rewritten"
                 else:
                     drop, new, what = False, None, "passed"
                 s.counts[what] += 1
                 dp.hook_verdict(waiting[0], drop=drop, data=new)
-            elif kind == hooks.MSG_INJECT:
-                self._inject(s, code, port, data)
-            else:
-                raise ConnectionError("not a hook message")
-            self._kick()
+            del buf[:at]
+            dp.hook_kick()
 
     def _inject(self, s: HookSession, code: int, port: int, data: bytes) -> None:
         dp = self.node.dp
@@ -203,6 +212,7 @@ class HookServer:
             return
         now = time.monotonic()
         orphans = False
+        out: dict[int, list[bytes]] = {}          # per session: one write per drain
         for p in dp.hook_take():
             s = self.sessions.get(p.hook)
             if s is None or s.writer.is_closing():
@@ -215,8 +225,12 @@ class HookServer:
             s.counts["frames"] += 1
             remote = int.from_bytes(socket.inet_aton(p.remote), "big") if p.remote else 0
             direction = hooks.FROM_WIRE if p.from_wire else hooks.FROM_PORT
-            s.writer.write(hooks.HEADER.pack(hooks.MSG_FRAME, direction, s.seq, p.port,
-                                             remote, len(p.data)) + p.data)
+            out.setdefault(s.id, []).extend((
+                hooks.HEADER.pack(hooks.MSG_FRAME, direction, s.seq, p.port, remote,
+                                  len(p.data)), p.data))
+        for hook_id, parts in out.items():
+            s = self.sessions[hook_id]
+            s.writer.write(b"".join(parts))
             if s.writer.transport.get_write_buffer_size() > BACKLOG_MAX:
                 log.warning("hook %d: its client does not read; detached", s.id)
                 s.writer.transport.abort()
