@@ -57,6 +57,7 @@ struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
 	dp->wake_fd = -1;
 	dp->timer_fd = -1;
 	dp->epfd[W_TX] = dp->epfd[W_RX] = -1;
+	punt_init(&dp->punt);
 	/* Writers first: Python's changes must not wait behind an endless
 	 * stream of batches. */
 	pthread_rwlockattr_t attr;
@@ -113,6 +114,7 @@ void uvx_dp_free(struct uvx_dp *dp)
 	}
 	fdb_free(&dp->fdb);
 	fault_table_free(dp->fault);   /* frames still held go with it */
+	punt_free(&dp->punt);
 	for (unsigned k = 0; k < UVX_WORKERS; k++)
 		free(dp->w[k].bufs);
 	pthread_rwlock_destroy(&dp->cfg_lock);
@@ -244,6 +246,7 @@ static int vni_add(struct uvx_dp *dp, uint32_t vni)
 		v->admit = UVX_ADMIT_MEMBERS;   /* deny what is not known */
 		v->learning = 1;
 		v->flood_unknown = 1;      /* as Linux's vxlan and bridge */
+		punt_vni_added(dp, v);     /* a hook's rule may name it already */
 		dp->vnis[i] = v;
 		vni_reindex(dp);
 		return 0;

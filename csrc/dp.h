@@ -12,6 +12,7 @@
  *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c, gbp.c
  *   forward.c  switch, write to a port     -> fdb.c
  *   vxlan.c, offload.c, pmtud.c (codecs)   -> csum.c
+ *   punt.c     Python hooks: match, slots     (called by xmit.c, rcv.c, dp.c)
  *   stats.c    counters as Python reads them; the packet path counts
  *              inline (stats.h), into per-worker sets
  */
@@ -30,6 +31,7 @@
 #include "offload.h"
 #include "peers.h"
 #include "pmtud.h"
+#include "punt.h"
 #include "uvx.h"
 
 struct uvx_port {
@@ -60,6 +62,7 @@ struct uvx_vni {
 	int learning;              /* learn sources (else static entries only) */
 	int flood_unknown;         /* flood unicast for MACs not in the FDB (else unknown_dst) */
 	struct gbp_policy gbp;     /* group policy (gbp.h) */
+	int hooked;                /* a hook's rule names it (punt.c) */
 	struct peer_set peers;
 	uint32_t learned;          /* learned FDB entries, for the cap */
 	uint32_t nports;
@@ -191,6 +194,7 @@ struct uvx_dp {
 	struct fault_table *fault;
 	int timer_fd;
 	uint64_t timer_at;         /* the due time it is set to */
+	struct punt punt;          /* Python hooks: rules, slots, rings */
 };
 
 /* Every change from Python runs under the write lock, so a worker never

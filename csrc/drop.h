@@ -35,7 +35,9 @@
 	X(UVX_DROP_FAULT_LOSS,    "fault_loss",      "lost on purpose: an injected fault (uvxlan fault --loss)") \
 	X(UVX_DROP_FAULT_RATE,    "fault_rate",      "over an injected rate limit for longer than its backlog (uvxlan fault --rate)") \
 	X(UVX_DROP_FAULT_QUEUE_FULL, "fault_queue_full", "no room left to hold a frame an injected fault delays") \
-	X(UVX_DROP_GBP_DENIED,    "gbp_denied",      "group policy denies the source group the destination port's group")
+	X(UVX_DROP_GBP_DENIED,    "gbp_denied",      "group policy denies the source group the destination port's group") \
+	X(UVX_DROP_HOOK_DROP,     "hook_drop",       "a Python hook said drop, or gave no verdict in time") \
+	X(UVX_DROP_HOOK_QUEUE_FULL, "hook_queue_full", "matched a hook's rule with every slot waiting for a verdict")
 
 #define UVX_DROP_ENUM(id, name, doc) id,
 enum uvx_drop_reason {

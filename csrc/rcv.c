@@ -168,6 +168,40 @@ static uint16_t vtep_port(struct uvx_dp *dp, struct uvx_vni *v, uint32_t ip)
 	return dp->cfg.dst_port;
 }
 
+/* A decapsulated frame from the admitted VTEP ip, switched: to a local
+ * port, to all of them, or dropped (split horizon). */
+/* The datagram a frame came in, for a capture at wire-in; none for a
+ * frame a hook passed back. */
+struct rcv_outer {
+	const uint8_t *pkt;
+	size_t off, len;
+	const struct sockaddr_in *from;
+};
+
+static void rcv_switch(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v,
+		       uint8_t *frame, size_t flen, uint32_t ip, const struct rcv_outer *outer)
+{
+	/* The port matters only to an entry learned from this datagram (a
+	 * static entry is matched by address): no walk of a flood list of
+	 * thousands of VTEPs per datagram where the VNI does not learn. */
+	const struct fdb_dest there = {
+		-1, ip, v->learning ? vtep_port(dp, v, ip) : dp->cfg.dst_port
+	};
+	struct fdb_dest to;
+	int verdict = fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to);
+	if (verdict == FWD_DROPPED)
+		return;                                      /* counted */
+	if (dp->cap && outer)
+		capture_wire_rx(dp, v->vni, verdict == FWD_UNICAST ? to.port : -1,
+				outer->pkt, outer->off, outer->len, outer->from);
+	if (verdict == FWD_FLOOD)
+		flood_local(dp, w, v, frame, flen);          /* BUM or unknown */
+	else if (to.port < 0)
+		drop(dp, v, -1, UVX_DROP_SPLIT_HORIZON);
+	else
+		deliver(dp, w, to.port, frame, flen);
+}
+
 static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 		      uint8_t *pkt, size_t len,
 		      const struct sockaddr_in *from)
@@ -214,26 +248,13 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	 * here: the VNI's own learning setting decides. */
 	w->gbp_src = gbp_source(&v->gbp, gbp);
 
-	/* The port matters only to an entry learned from this datagram (a
-	 * static entry is matched by address): no walk of a flood list of
-	 * thousands of VTEPs per datagram where the VNI does not learn. */
-	const struct fdb_dest there = {
-		-1, from->sin_addr.s_addr,
-		v->learning ? vtep_port(dp, v, from->sin_addr.s_addr) : dp->cfg.dst_port
-	};
-	struct fdb_dest to;
-	int verdict = fdb_switch(dp, v, frame + ETH_ALEN, &there, frame, w->now_ms, &to);
-	if (verdict == FWD_DROPPED)
-		return;                                      /* counted */
-	if (dp->cap)
-		capture_wire_rx(dp, v->vni, verdict == FWD_UNICAST ? to.port : -1,
-				pkt, off, len, from);
-	if (verdict == FWD_FLOOD)
-		flood_local(dp, w, v, frame, flen);          /* BUM or unknown */
-	else if (to.port < 0)
-		drop(dp, v, -1, UVX_DROP_SPLIT_HORIZON);
-	else
-		deliver(dp, w, to.port, frame, flen);
+	/* A Python hook's frames (punt.c): from an admitted VTEP, checked,
+	 * before anything learns or switches them. */
+	if (v->hooked && punt_frame(dp, w, v, -1, from->sin_addr.s_addr, UVX_HOOK_FROM_WIRE,
+				    frame, flen, NULL))
+		return;
+	const struct rcv_outer outer = { pkt, off, len, from };
+	rcv_switch(dp, w, v, frame, flen, from->sin_addr.s_addr, &outer);
 }
 
 /* The datagram size of a read that UDP GRO joined, or 0. */
@@ -339,6 +360,7 @@ static int udp_rx_locked(struct uvx_dp *dp)
 		} while (at < len);
 	}
 	gro_flush_port(dp, w, -1);
+	punt_notify(dp, w);
 	return n;
 }
 
@@ -357,5 +379,56 @@ void uvx_rcv_datagrams(struct uvx_dp *dp, uint8_t *const *pkt, const size_t *len
 	for (unsigned i = 0; i < n; i++)
 		vxlan_rcv(dp, w, pkt[i], len[i], &from[i]);
 	gro_flush_port(dp, w, -1);
+	punt_notify(dp, w);
+	pthread_rwlock_unlock(&dp->cfg_lock);
+}
+
+/* Frames back from a Python hook for this side (punt.h): passed ones go
+ * on from the punt point, their VNI, sender and frame checked again (the
+ * VNI or the VTEP may have gone, a hook may have rewritten the frame);
+ * injected ones are written to their port.  Joined super-frames point
+ * into the slots, so they are written before the slots go back. */
+void rcv_hook_run(struct uvx_dp *dp)
+{
+	struct uvx_worker *w = &dp->w[W_RX];
+	struct punt_job jobs[UVX_BATCH_MAX];
+	uvx_wid = W_RX;
+	pthread_rwlock_rdlock(&dp->cfg_lock);
+	w->now_ms = mono_ms();
+	unsigned n;
+	while ((n = punt_pop(dp, W_RX, jobs, UVX_BATCH_MAX)) > 0) {
+		for (unsigned k = 0; k < n; k++) {
+			struct punt_meta *m = jobs[k].m;
+			uint8_t *frame = jobs[k].frame;
+			if (m->injected) {
+				if (m->port < 0 || m->port >= UVX_MAX_PORTS ||
+				    !dp->ports[m->port].used || dp->ports[m->port].vni != m->vni)
+					drop(dp, NULL, -1, UVX_DROP_NO_PORT);
+				else
+					deliver(dp, w, m->port, frame, m->len);
+				continue;
+			}
+			struct uvx_vni *v = vni_find(dp, m->vni);
+			int reason = UVX_PASS;
+			if (!v)
+				reason = UVX_DROP_UNKNOWN_VNI;
+			else if (m->verdict == UVX_HOOK_DROP)
+				reason = UVX_DROP_HOOK_DROP;
+			else if (!peer_admitted(v, m->remote_ip))
+				reason = UVX_DROP_UNKNOWN_VTEP;
+			else
+				reason = vxlan_check_inner(frame, m->len);
+			if (reason != UVX_PASS)
+				drop(dp, v, -1, reason);
+			else {
+				/* Judged by group policy as it came (an injected
+				 * frame as one without a group). */
+				w->gbp_src = m->injected ? gbp_source(&v->gbp, 0) : m->gbp_src;
+				rcv_switch(dp, w, v, frame, m->len, m->remote_ip, NULL);
+			}
+		}
+		gro_flush_port(dp, w, -1);
+		punt_recycle(dp, W_RX, jobs, n);
+	}
 	pthread_rwlock_unlock(&dp->cfg_lock);
 }

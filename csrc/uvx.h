@@ -392,5 +392,49 @@ int uvx_fault_set(struct uvx_dp *dp, const struct uvx_fault *f);
 int uvx_fault_clear(struct uvx_dp *dp, uint32_t peer_ip, uint32_t vni);
 int uvx_fault_list(struct uvx_dp *dp, struct uvx_fault *out,
 		   struct uvx_fault_counters *ctr, int max);
+/* Python hooks (punt.c): frames of a VNI that match a rule go to the
+ * agent, which gives each back with a verdict; the rest never leave C.
+ * A rule: a VNI, an EtherType (0: any; the field at offset 12, so 0x8100
+ * for a tagged frame), a MAC (source or destination; NULL: any) and the
+ * directions it applies to.  The first rule that matches names the hook.
+ * Frames wait in UVX_HOOK_SLOTS slots per worker; with none free, a frame
+ * that matches is dropped (hook_queue_full), never passed: a hook may be
+ * a policy.  uvx_hook_fd is readable when frames wait: uvx_hook_take
+ * until it returns fewer than max.  Each taken frame's data is the
+ * caller's until it gives uvx_hook_verdict its token, once: PASS goes on
+ * from where the frame was taken (with new bytes if data is not NULL),
+ * never taken again; DROP counts hook_drop.  uvx_hook_inject sends a new
+ * frame, from a port (as if its container sent it) or to a port (to its
+ * container); -EAGAIN when UVX_HOOK_INJECT are in flight.  Verdicts and
+ * injections run at uvx_hook_kick. */
+#define UVX_HOOK_RULES     64
+#define UVX_HOOK_SLOTS     256
+#define UVX_HOOK_INJECT    64
+#define UVX_HOOK_FROM_PORT 1     /* sent by a container, before switching */
+#define UVX_HOOK_FROM_WIRE 2     /* from a VTEP, decapsulated, before switching */
+#define UVX_HOOK_TO_PORT   4     /* injected: written to the port's container */
+#define UVX_HOOK_PASS      0
+#define UVX_HOOK_DROP      1
+struct uvx_punt {
+	uint32_t token;           /* for uvx_hook_verdict */
+	uint32_t hook;
+	uint32_t vni;
+	int32_t port;             /* from this port, or -1 (from the wire) */
+	uint32_t remote_ip;       /* from the wire: the sending VTEP, network order */
+	uint32_t dir;
+	uint32_t len;
+	uint8_t *data;
+};
+int uvx_hook_add(struct uvx_dp *dp, uint32_t hook, uint32_t vni, uint16_t ethertype,
+		 const uint8_t *mac, uint32_t dirs);
+int uvx_hook_del(struct uvx_dp *dp, uint32_t hook);
+int uvx_hook_fd(struct uvx_dp *dp);
+int uvx_hook_take(struct uvx_dp *dp, struct uvx_punt *out, int max);
+int uvx_hook_verdict(struct uvx_dp *dp, uint32_t token, int verdict,
+		     const uint8_t *data, size_t len);
+int uvx_hook_inject(struct uvx_dp *dp, int32_t port, int dir,
+		    const uint8_t *data, size_t len);
+int uvx_hook_kick(struct uvx_dp *dp);
+uint64_t uvx_hook_punted(struct uvx_dp *dp);
 
 #endif

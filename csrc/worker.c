@@ -29,6 +29,14 @@ static void *worker_main(void *arg)
 				uvx_fault_tick(dp);
 				continue;
 			}
+			if (ev[i].data.u64 == PUNT_EPOLL_TOKEN) {
+				/* Verdicts from a Python hook (punt.h). */
+				if (w->id == W_RX)
+					rcv_hook_run(dp);
+				else
+					xmit_hook_run(dp);
+				continue;
+			}
 			if (w->id == W_RX) {
 				uvx_udp_rx(dp);
 				continue;
@@ -70,6 +78,10 @@ static int start_threads(struct uvx_dp *dp)
 	struct epoll_event tev = { .events = EPOLLIN, .data.u64 = TIMER_TOKEN };
 	if (dp->timer_fd < 0 || epoll_ctl(dp->epfd[W_TX], EPOLL_CTL_ADD, dp->timer_fd, &tev) < 0)
 		goto fail;
+	struct epoll_event hook = { .events = EPOLLIN, .data.u64 = PUNT_EPOLL_TOKEN };
+	for (unsigned k = 0; dp->punt.on && k < UVX_WORKERS; k++)
+		if (epoll_ctl(dp->epfd[k], EPOLL_CTL_ADD, dp->punt.side[k].kick_fd, &hook) < 0)
+			goto fail;
 	struct epoll_event uev = { .events = EPOLLIN, .data.u64 = 0 };
 	if (epoll_ctl(dp->epfd[W_RX], EPOLL_CTL_ADD, dp->udp_fd, &uev) < 0)
 		goto fail;
@@ -136,5 +148,25 @@ int uvx_dp_stop_threads(struct uvx_dp *dp)
 	close(dp->timer_fd);
 	dp->timer_fd = -1;
 	dp->running = 0;
+	return 0;
+}
+
+/* Verdicts and injections posted (uvx_hook_verdict, uvx_hook_inject) go
+ * on: with threads, each worker is woken to run its own (they use its
+ * batch state and counters); without, the caller is the loop that runs the
+ * packet path, and runs them here. */
+int uvx_hook_kick(struct uvx_dp *dp)
+{
+	if (!dp->punt.on)
+		return 0;
+	if (dp->running) {
+		uint64_t one = 1;
+		for (unsigned k = 0; k < UVX_WORKERS; k++)
+			if (punt_pending(&dp->punt.side[k]))
+				(void)!write(dp->punt.side[k].kick_fd, &one, sizeof(one));
+		return 0;
+	}
+	xmit_hook_run(dp);
+	rcv_hook_run(dp);
 	return 0;
 }

@@ -439,9 +439,11 @@ static int arp_reduce(struct uvx_dp *dp, struct uvx_vni *v, int32_t port,
 	return 1;
 }
 
+/* may_punt: 0 for a frame back from a hook, which goes on from the punt
+ * point and is never taken again. */
 static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		       struct uvx_vni *v, uint8_t *frame, size_t len,
-		       struct vnet_hdr *vh)
+		       struct vnet_hdr *vh, int may_punt)
 {
 	int reason = vxlan_check_inner(frame, len);
 	if (reason != UVX_PASS) {
@@ -473,6 +475,11 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		const struct iovec iov = { frame, len };
 		capture_frame(dp, UVX_CAP_TAP_RX, v->vni, port, &iov, 1);
 	}
+	/* A Python hook's frames (punt.c): checked and checksummed as above,
+	 * before anything answers, learns or switches them. */
+	if (v->hooked && may_punt &&
+	    punt_frame(dp, w, v, port, 0, UVX_HOOK_FROM_PORT, frame, len, vh))
+		return;
 	if (v->arp_mode != UVX_ARP_OFF && arp_reduce(dp, v, port, frame, len))
 		return;
 	const struct fdb_dest here = { port, 0, 0 };
@@ -542,11 +549,12 @@ static int tap_rx_locked(struct uvx_dp *dp, int port)
 	}
 	for (unsigned i = 0; i < n; i++) {
 		count(p->ctr, 0, w->len[i]);
-		vxlan_xmit(dp, w, port, v, slot_frame(w, i), w->len[i], &w->vh[i]);
+		vxlan_xmit(dp, w, port, v, slot_frame(w, i), w->len[i], &w->vh[i], 1);
 	}
 	txq_flush(dp, w);
 	if (dp->fault)
 		fault_release(dp, w);
+	punt_notify(dp, w);
 	return n ? (int)n : err;
 }
 
@@ -568,11 +576,48 @@ int uvx_xmit_frames(struct uvx_dp *dp, int port, uint8_t *const *frame,
 		w->port = port;
 		for (unsigned i = 0; i < n; i++) {
 			count(p->ctr, 0, len[i]);
-			vxlan_xmit(dp, w, port, p->v, frame[i], len[i], &vh[i]);
+			vxlan_xmit(dp, w, port, p->v, frame[i], len[i], &vh[i], 1);
 		}
 		txq_flush(dp, w);
+		punt_notify(dp, w);
 		r = 0;
 	}
 	pthread_rwlock_unlock(&dp->cfg_lock);
 	return r;
+}
+
+/* Frames back from a Python hook for this side (punt.h): passed ones go
+ * on from the punt point, checked again (a hook may have rewritten them);
+ * injected ones take the whole path, as if their port had sent them.
+ * The port may have gone, or been reused for another VNI, meanwhile. */
+void xmit_hook_run(struct uvx_dp *dp)
+{
+	struct uvx_worker *w = &dp->w[W_TX];
+	struct punt_job jobs[UVX_BATCH_MAX];
+	uvx_wid = W_TX;
+	pthread_rwlock_rdlock(&dp->cfg_lock);
+	w->now_ms = mono_ms();
+	unsigned n;
+	while ((n = punt_pop(dp, W_TX, jobs, UVX_BATCH_MAX)) > 0) {
+		for (unsigned k = 0; k < n; k++) {
+			struct punt_meta *m = jobs[k].m;
+			int32_t port = m->port;
+			if (port < 0 || port >= UVX_MAX_PORTS || !dp->ports[port].used ||
+			    dp->ports[port].vni != m->vni) {
+				drop(dp, NULL, -1, UVX_DROP_NO_PORT);
+				continue;
+			}
+			struct uvx_port *p = &dp->ports[port];
+			if (!m->injected && m->verdict == UVX_HOOK_DROP) {
+				drop(dp, p->v, port, UVX_DROP_HOOK_DROP);
+				continue;
+			}
+			w->port = port;
+			vxlan_xmit(dp, w, port, p->v, jobs[k].frame, m->len, &m->vh, 0);
+		}
+		/* The queue points into the slots: send it before they go back. */
+		txq_flush(dp, w);
+		punt_recycle(dp, W_TX, jobs, n);
+	}
+	pthread_rwlock_unlock(&dp->cfg_lock);
 }

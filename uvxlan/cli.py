@@ -22,6 +22,7 @@ from uvxlan.config import ADMIT, DOCKER_PLUGIN
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
 from uvxlan.gbp import Policy
 from uvxlan.gbp import group as gbp_group
+from uvxlan.hookcli import add_hook_command
 from uvxlan.offload import MODES as OFFLOAD_MODES
 from uvxlan.proto import PORT_IANA
 
@@ -55,6 +56,7 @@ examples:
   uvxlan attach net1 --host h1 --netns c1   put netns c1 of host h1 on it
   uvxlan endpoint ls                  endpoints and their status
   uvxlan check                        store records the agents refuse, and why
+  uvxlan hook --agent h1 --network net1 mod:func   a Python function on net1's frames
 """
 
 
@@ -1006,6 +1008,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also copy the results to docs/perf/ (shown by the README)")
     b.set_defaults(func=_cmd_bench)
     _add_cluster_commands(sub)
+    add_hook_command(sub)
     return p
 
 

@@ -3,11 +3,13 @@
 A running agent (``uvxlan.daemon``) listens on a Unix socket,
 ``CONTROL_DIR/HOST.sock`` by default.  A request is one line of JSON,
 ``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``, ``"control"``,
-``"faults"``, which only read; ``"leave"``, which stops the agent and removes
-its endpoints, and ``"fault"``, which sets or clears an injected fault:
-root's alone; ``"policy"`` shows a network's group policy, and changes it
-live with ``"op"``: root's alone too, see uvxlan.gbp.answer); the answer is
-one line of JSON, ``{"error": "..."}`` when the agent refuses.
+``"faults"``, ``"hooks"``, which only read; ``"leave"``, which stops the agent
+and removes its endpoints, and ``"fault"``, which sets or clears an injected
+fault: root's alone; ``"policy"`` shows a network's group policy, and changes
+it live with ``"op"``: root's alone too, see uvxlan.gbp.answer); the answer is
+one line of JSON, ``{"error": "..."}`` when the agent refuses.  A ``"hook"``
+request (root's) turns the connection into a hook session (``uvxlan.hooks``),
+a ``"capture"`` request (root's) into a stream of frames (``uvxlan.capture``).
 
 This module imports nothing that loads the C fast path: ``uvxlan stats``
 and ``uvxlan fdb`` only read a socket.

@@ -6,9 +6,10 @@ until SIGTERM or SIGINT.  The packet path runs on the datapath's two C
 threads, or (``threads = false``) on this loop, one call into C per
 readiness event.  Besides, the loop runs a timer that ages the FDB, the
 controller's tasks, and a unix socket that answers ``stats``, ``fdb`` and
-``status`` queries as JSON (and ``leave`` and ``fault``, for root alone, and
-``capture``, a stream of frames (``uvxlan.capture_agent``), for root alone: SO_PEERCRED;
-``uvxlan.control`` is its client), and a
+``status`` queries as JSON (and ``leave``, ``fault`` and ``policy`` changes,
+for root alone: SO_PEERCRED; ``uvxlan.control`` is its client; ``capture``, a
+stream of frames (``uvxlan.capture_agent``), and ``hook`` sessions
+(``uvxlan.hookserver``), root's too), and a
 timer that finds endpoints whose netns went away (and makes them again),
 and, if asked (``[host] metrics``), Prometheus metrics (``uvxlan.metrics``).
 Under systemd (``Type=notify``) it says READY=1 once the control socket
@@ -58,6 +59,7 @@ from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.docker import AgentTaps, Plugin, PluginServer, bind_plugin
 from uvxlan.errors import ConfigError, UvxlanError
+from uvxlan.hookserver import HookServer
 from uvxlan.metrics import AgentFacts, MetricsServer, bind_metrics, exposition, families
 from uvxlan.node import Node
 from uvxlan.notify import Notifier
@@ -82,7 +84,7 @@ CONNECTIONS_MAX = 16    # at once; more are refused at once with an error line
 LOOP_NICE = 10
 # Requests that change the agent rather than read it: only for root (or
 # the agent's own user), whoever else the socket's mode lets connect.
-MUTATING = frozenset({"leave", "fault"})
+MUTATING = frozenset({"leave", "fault", "hook"})
 
 
 def _changes_policy(req: dict[str, Any]) -> bool:
@@ -121,6 +123,7 @@ class Daemon:
         # Connections ended by a limit, by limit: shown by "status".
         self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
         self.leaving = False            # a leave was asked for: remove everything
+        self.hooks = HookServer(node)   # Python hooks: sessions on the control socket
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -302,7 +305,7 @@ class Daemon:
         try:
             reply = await self._answer(reader, _peer_uid(writer), writer)
             if reply is None:
-                return                   # streamed (capture) and done
+                return                   # streamed (capture) or a hook session: done
             writer.write(_reply(reply))
             await asyncio.wait_for(writer.drain(), SEND_S)
         except TimeoutError:
@@ -332,11 +335,15 @@ class Daemon:
         try:
             request = json.loads(line or b"{}")
             cmd = request.get("cmd", "")
+            if (cmd in MUTATING or _changes_policy(request)) and uid not in (0, os.geteuid()):
+                # control_group is for watching (stats, fdb, status); a
+                # change (leave, fault, policy, a hook) is root's, or the agent's own user's.
+                return {"error": f"{cmd}: permission denied; run as root"}
+            if cmd == "hook":
+                # The connection becomes a hook session (uvxlan.hookserver).
+                await self.hooks.session(request, reader, writer)
+                return None
             if cmd != "capture":
-                if (cmd in MUTATING or _changes_policy(request)) and uid not in (0, os.geteuid()):
-                    # control_group is for watching (stats, fdb, status); a
-                    # change (leave, fault, policy) is root's, or the agent's own user's.
-                    return {"error": f"{cmd}: permission denied; run as root"}
                 return self.query(cmd, request)
         except UvxlanError as exc:   # a query the datapath (or a check: ConfigError) refused
             return {"error": str(exc)}
@@ -383,6 +390,8 @@ class Daemon:
             return {"synced": self.controller.synced.is_set(), **self.controller.counts()}
         if cmd == "stats":
             return self.node.stats()
+        if cmd == "hooks":
+            return self.hooks.status()
         if cmd == "fdb":
             from_store = self.controller.fdb_keys() if self.controller else set()
             return {"fdb": self.node.fdb(from_store)}

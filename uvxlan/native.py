@@ -155,6 +155,9 @@ _GBP_ACTION_NAMES = {v: k for k, v in GBP_ACTIONS.items()}
 #: Entries per uvx_fdb_dump call: the most the FDB is locked for at once.
 FDB_DUMP_CHUNK = 256
 
+#: Frames that can wait for a hook's verdict, per worker.
+HOOK_SLOTS: int = lib.UVX_HOOK_SLOTS
+
 
 class LearnResult(enum.IntEnum):
     NEW = lib.FDB_LEARN_NEW
@@ -236,6 +239,20 @@ class FdbEntry:
     remote_port: int | None
     age_s: float              # since learned or configured
     idle_s: float             # since last used to forward
+
+
+@dataclass(frozen=True)
+class Punted:
+    """A frame a hook's rule took out of the fast path (uvx_hook_take),
+    waiting for its verdict."""
+
+    token: int                 # for hook_verdict(), once
+    hook: int
+    vni: int
+    port: int                  # the port it came from; -1 from the wire
+    remote: str | None         # from the wire: the VTEP that sent it
+    from_wire: bool
+    data: bytes
 
 
 def _check(rc: int, what: str) -> int:
@@ -323,6 +340,7 @@ class Datapath:
         self.local_ip = config.local_ip
         self.dst_port = config.dst_port
         self._capture_buf: Any = None     # while a capture runs (capture_start)
+        self._punts: Any = None         # hook_take's array, made at its first call
 
     def close(self) -> None:
         if self._dp is not None:
@@ -645,6 +663,71 @@ class Datapath:
         out = ffi.new("struct uvx_counters *")
         _check(lib.uvx_vni_counters(self._dp, vni, out), f"VNI {vni}")
         return Counters(out.rx_packets, out.rx_bytes, out.tx_packets, out.tx_bytes)
+
+    # Python hooks (csrc/punt.c) ----------------------------------------
+    #
+    # Called from one thread, the agent's loop: each ring has it at one end.
+
+    def hook_add(self, hook: int, vni: int, *, ethertype: int = 0, mac: str | None = None,
+                 from_port: bool = True, from_wire: bool = True) -> None:
+        """A rule: frames of vni (of this EtherType, 0 any; to or from this
+        MAC, None any; from ports, from the wire) go to hook."""
+        cmac = ffi.NULL if mac is None else ffi.new("uint8_t[6]", mac_to_bytes(mac))
+        dirs = ((lib.UVX_HOOK_FROM_PORT if from_port else 0)
+                | (lib.UVX_HOOK_FROM_WIRE if from_wire else 0))
+        _check(lib.uvx_hook_add(self._dp, hook, vni, ethertype, cmac, dirs),
+               f"adding a rule of hook {hook} for VNI {vni}")
+
+    def hook_del(self, hook: int) -> int:
+        """Remove hook's rules; how many there were."""
+        return _check(lib.uvx_hook_del(self._dp, hook), f"removing hook {hook}")
+
+    def hook_fd(self) -> int:
+        """The eventfd that is readable when frames wait (after hook_add)."""
+        return _check(lib.uvx_hook_fd(self._dp), "the hook eventfd")
+
+    def hook_take(self) -> list[Punted]:
+        """Every frame waiting, oldest first per worker; each one's data
+        copied, its slot the caller's until hook_verdict."""
+        if self._punts is None:
+            self._punts = ffi.new("struct uvx_punt[]", HOOK_SLOTS)
+        got: list[Punted] = []
+        while True:
+            n = lib.uvx_hook_take(self._dp, self._punts, HOOK_SLOTS)
+            for i in range(n):
+                p = self._punts[i]
+                wire = p.dir == lib.UVX_HOOK_FROM_WIRE
+                got.append(Punted(token=p.token, hook=p.hook, vni=p.vni, port=p.port,
+                                  remote=_ip_str(p.remote_ip) if wire else None,
+                                  from_wire=wire, data=ffi.buffer(p.data, p.len)[:]))
+            if n < HOOK_SLOTS:
+                return got
+
+    def hook_verdict(self, token: int, *, drop: bool, data: bytes | None = None) -> None:
+        """Pass (with data: rewritten) or drop; the worker runs it at hook_kick()."""
+        verdict = lib.UVX_HOOK_DROP if drop else lib.UVX_HOOK_PASS
+        rc = lib.uvx_hook_verdict(self._dp, token, verdict,
+                                  ffi.NULL if data is None else data,
+                                  0 if data is None else len(data))
+        _check(rc, "a hook's verdict")
+
+    def hook_inject(self, port: int, data: bytes, *, to_container: bool) -> bool:
+        """A new frame from port (into its network) or to its container;
+        False if every injection slot is in flight (hook_kick() frees them)."""
+        direction = lib.UVX_HOOK_TO_PORT if to_container else lib.UVX_HOOK_FROM_PORT
+        rc = lib.uvx_hook_inject(self._dp, port, direction, data, len(data))
+        if rc == -errno.EAGAIN:
+            return False
+        _check(rc, f"injecting a frame {'to' if to_container else 'from'} port {port}")
+        return True
+
+    def hook_kick(self) -> None:
+        """Run the verdicts and injections given so far."""
+        lib.uvx_hook_kick(self._dp)
+
+    def hook_punted(self) -> int:
+        """Frames taken out of the fast path for hooks, ever."""
+        return int(lib.uvx_hook_punted(self._dp))
 
 
     # Live capture (csrc/capture.c; uvxlan.capture_agent drives it) -------

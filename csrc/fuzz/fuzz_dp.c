@@ -186,6 +186,57 @@ void fuzz_dp_setup(struct fuzz_dp *f)
 		  "uvx_gbp_rule_set");
 	ok_or_die(uvx_gbp_rule_set(dp, FZ_VNI_A, 7, FZ_GROUP_PORT0, UVX_GBP_DENY),
 		  "uvx_gbp_rule_set");
+	/* Python hooks (punt.c): IPv6 in VNI 100 (super-frames too) and
+	 * broadcast in VNI 200 (ARP, answered after the verdict) are punted;
+	 * fuzz_dp_drain gives their verdicts. */
+	ok_or_die(uvx_hook_add(dp, 1, FZ_VNI_A, ETH_P_IPV6, NULL,
+			       UVX_HOOK_FROM_PORT | UVX_HOOK_FROM_WIRE), "uvx_hook_add");
+	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	ok_or_die(uvx_hook_add(dp, 2, FZ_VNI_B, 0, bcast,
+			       UVX_HOOK_FROM_PORT | UVX_HOOK_FROM_WIRE), "uvx_hook_add");
+}
+
+/* The verdicts for what was punted, by turns: pass, a rewrite (the frame
+ * cut to half, its bytes reversed after the Ethernet header), drop, and
+ * an injection of the frame to and from its port; then run them. */
+static void fuzz_hooks(struct fuzz_dp *f)
+{
+	static struct uvx_punt p[2 * UVX_HOOK_SLOTS];
+	static uint8_t buf[UVX_FRAME_MAX];
+	int n = uvx_hook_take(f->dp, p, 2 * UVX_HOOK_SLOTS);
+	for (int i = 0; i < n; i++) {
+		check(p[i].len >= ETH_HLEN && p[i].len <= UVX_FRAME_MAX, "a punted frame's size");
+		switch (i % 4) {
+		case 0:
+			ok_or_die(uvx_hook_verdict(f->dp, p[i].token, UVX_HOOK_PASS, NULL, 0),
+				  "uvx_hook_verdict");
+			break;
+		case 1: {
+			size_t len = p[i].len / 2 < ETH_HLEN ? ETH_HLEN : p[i].len / 2;
+			memcpy(buf, p[i].data, ETH_HLEN);
+			for (size_t k = ETH_HLEN; k < len; k++)
+				buf[k] = p[i].data[len - 1 - k + ETH_HLEN];
+			ok_or_die(uvx_hook_verdict(f->dp, p[i].token, UVX_HOOK_PASS, buf, len),
+				  "uvx_hook_verdict");
+			break;
+		}
+		case 2:
+			ok_or_die(uvx_hook_verdict(f->dp, p[i].token, UVX_HOOK_DROP, NULL, 0),
+				  "uvx_hook_verdict");
+			break;
+		default:
+			if (p[i].port >= 0) {
+				(void)uvx_hook_inject(f->dp, p[i].port, UVX_HOOK_TO_PORT,
+						      p[i].data, p[i].len);
+				(void)uvx_hook_inject(f->dp, p[i].port, UVX_HOOK_FROM_PORT,
+						      p[i].data, p[i].len);
+			}
+			ok_or_die(uvx_hook_verdict(f->dp, p[i].token, UVX_HOOK_PASS, NULL, 0),
+				  "uvx_hook_verdict");
+		}
+	}
+	uvx_hook_kick(f->dp);
+	check(uvx_hook_take(f->dp, p, 1) == 0, "a frame back from a hook is never punted again");
 }
 
 void fuzz_dp_reset(struct fuzz_dp *f, unsigned send_mode)
@@ -305,6 +356,7 @@ static void check_captured(struct uvx_dp *dp)
 void fuzz_dp_drain(struct fuzz_dp *f)
 {
 	check_captured(f->dp);
+	fuzz_hooks(f);
 	for (unsigned i = 0; i < FZ_PORTS; i++) {
 		ssize_t n;
 		while ((n = recv(f->peer[i], got, sizeof(got), MSG_DONTWAIT | MSG_TRUNC)) >= 0) {
