@@ -448,8 +448,8 @@ def _choose_subnet(taken: list[ipaddress.IPv4Network], hosts: list[HostRecord],
 async def create_network(store: Store, name: str, *, subnet: str | None = None,
                          vni: int | None = None, mtu: int | None = None,
                          admit: str = "members", learning: bool = False,
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+                         avoid: Sequence[ipaddress.IPv4Network] = (),
+                         gbp: bool = False) -> NetworkRecord:
     """A new network.  Unique name; vni given (1-16777215, unused) or the
     first free from 256; subnet given (IPv4 CIDR, prefix <= 30, the network
     address, overlapping no other) or the first free /24 of 10.0.0.0/8 that

@@ -64,7 +64,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from uvxlan import cluster, netlink
+from uvxlan import cluster, netlink, underlay
 from uvxlan import validate as rules
 from uvxlan.cluster import EndpointRecord, NetworkRecord
 from uvxlan.endpoint import handoff_tap
@@ -284,8 +284,11 @@ class Plugin:
         elif named is not None:
             subnet = named.network
         else:
+            # As `uvxlan network create` does: no subnet over a route of
+            # this host's (docs/operations.md, "What overlay users hit").
             subnet = cluster._choose_subnet([n.network for n in networks],
-                                           await cluster.list_hosts(self.store))
+                                           await cluster.list_hosts(self.store),
+                                           avoid=list(underlay.host_routes()))
         return {"PoolID": str(subnet), "Pool": str(subnet), "Data": {}}
 
     async def request_address(self, req: dict[str, Any]) -> dict[str, Any]:

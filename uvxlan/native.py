@@ -29,7 +29,6 @@ from uvxlan._stamp import source_digest
 from uvxlan._version import __version__
 from uvxlan.config import ADMIT, ARP_SUPPRESSION, DatapathConfig, HostConfig
 from uvxlan.errors import ConfigError, NativeError, StaleBuildError
-from uvxlan.errors import NativeError, StaleBuildError
 from uvxlan.fault import COUNTERS as FAULT_COUNTERS
 from uvxlan.fault import FaultSpec
 from uvxlan.proto import mac_to_bytes, mac_to_str

@@ -292,6 +292,8 @@ void uvx_test_capture_outer(uint8_t *out, uint32_t saddr, uint32_t daddr,
 			    size_t inner_len)
 {
 	capture_outer(out, saddr, daddr, sport, dport, vxh, inner_len);
+}
+
 /* --- Fault injection's pieces (fault.h) ----------------------------------- */
 
 void *uvx_test_heap_new(uint32_t cap)
