@@ -254,13 +254,13 @@ class LabDockerd:
         """Start dockerd in the host's netns; return when its API answers."""
         if shutil.which(DOCKERD) is None:
             raise LabError("dockerd not found: install docker.io (scripts/setup.sh --docker)")
+        argv = dockerd_argv(self.root, f"/run/netns/{self.netns}")
         if self.root.exists():
             remove(self.root)      # a crashed run's leftovers
         for sub in ("data", "exec", "etc/plugins", "plugins", "cli"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         (self.root / "etc" / "daemon.json").write_text("{}\n")
-        argv = dockerd_argv(self.root, f"/run/netns/{self.netns}")
         try:
             share_netns_dir(self.root)
             with open(self.log, "ab") as log:
