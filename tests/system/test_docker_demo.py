@@ -82,3 +82,34 @@ def test_docker_demo_passes_and_leaves_nothing_behind(short_tmp: Path,
         assert not any((h / cgroup_parent(hroot)).exists()
                        for h in Path("/sys/fs/cgroup").iterdir())
     assert not list(DOCKER_ROOT.glob(f"{name}-*"))
+
+
+def test_docker_demo_that_fails_says_so_and_still_leaves_nothing(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The agents serve the plugin where dockerd does not look for it:
+    # `docker network create -d uvxlan` fails as it would for a user
+    # whose agent runs without --docker-plugin.
+    name = "df" + secrets.token_hex(3)
+    monkeypatch.setattr(tempfile, "tempdir", str(short_tmp))
+    monkeypatch.setattr(dockerdemo, "PLUGIN_SOCKET", "elsewhere.sock")
+    try:
+        code = dockerdemo.run(lab_name=name)
+    finally:
+        out = capsys.readouterr().out
+        leftovers = Lab(name).namespaces()
+        Lab(name).down()
+    print(out)
+    assert code == 1
+    assert "demo FAILED" in out and "demo passed" not in out
+    failed = [line for line in out.splitlines() if "[FAILED]" in line]
+    assert len(failed) == 1 and "docker network create" in failed[0]
+    assert "uvxlan" in failed[0] and "not found" in failed[0]
+    for check in ("h1's dockerd, containerd and files removed",
+                  "h2's dockerd, containerd and files removed",
+                  "agents stopped cleanly on SIGTERM", "every namespace removed"):
+        assert f"[ok] {check}" in out
+    assert leftovers == []
+    assert not list(DOCKER_ROOT.glob(f"{name}-*"))
+    kept = list(short_tmp.iterdir())      # the logs and store, kept to look at
+    assert len(kept) == 1 and "kept in" in out and str(kept[0]) in out

@@ -59,7 +59,11 @@ __all__ = [
     "DOCKER_ROOT",
     "LabDockerd",
     "busybox_rootfs",
+    "cgroup_parent",
     "dockerd_argv",
+    "host_root",
+    "is_running",
+    "owned_pids",
     "remove",
     "remove_lab",
 ]
@@ -71,9 +75,6 @@ BUSYBOX_IMAGE = "busybox:uvx"
 SOCKADDR_MAX = 107                # sun_path is 108 bytes with its NUL
 # containerd's longest socket under the exec root
 _CONTAINERD_SOCK = "exec/containerd/containerd.sock.ttrpc"
-# the fixed places dockerd looks for plugins (moby pkg/plugins/discovery.go)
-PLUGIN_SOCKETS = "/run/docker/plugins"
-DOCKER_ETC = "/etc/docker"
 _STOP_GRACE = 15.0                # dockerd stops its containers and containerd
 
 
@@ -93,7 +94,9 @@ def cgroup_parent(root: Path) -> str:
 # mount made by share_netns_dir(): the netns files of Docker's sandboxes
 # appear there for the whole machine, as /run/docker/netns does for a
 # system dockerd, so a network plugin opens a sandbox by the path Docker
-# gives it.  mountinfo writes a space in a mount point as \040; printf %b
+# gives it.  /run/docker/plugins and /etc/docker(/plugins) are where
+# dockerd looks for plugins, fixed (moby pkg/plugins/discovery.go).
+# mountinfo writes a space in a mount point as \040; printf %b
 # reads it back.  A mount gone since mountinfo was read (another lab's
 # netns, another runtime's) is skipped.  mkdir: docker.io makes the two
 # places; a machine where dockerd never ran may lack them.
@@ -251,13 +254,13 @@ class LabDockerd:
         """Start dockerd in the host's netns; return when its API answers."""
         if shutil.which(DOCKERD) is None:
             raise LabError("dockerd not found: install docker.io (scripts/setup.sh --docker)")
+        argv = dockerd_argv(self.root, f"/run/netns/{self.netns}")
         if self.root.exists():
             remove(self.root)      # a crashed run's leftovers
         for sub in ("data", "exec", "etc/plugins", "plugins", "cli"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         (self.root / "etc" / "daemon.json").write_text("{}\n")
-        argv = dockerd_argv(self.root, f"/run/netns/{self.netns}")
         try:
             share_netns_dir(self.root)
             with open(self.log, "ab") as log:
@@ -284,9 +287,6 @@ class LabDockerd:
         self.proc = None
 
     # --- the docker CLI -------------------------------------------------------
-
-    def docker_argv(self, *args: str) -> list[str]:
-        return ["docker", "--host", self.host_url, *args]
 
     def docker(self, *args: str, check: bool = True, timeout: float = 60.0,
                input: bytes | str | None = None) -> subprocess.CompletedProcess[str]:

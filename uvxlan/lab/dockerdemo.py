@@ -138,8 +138,8 @@ class DockerDemo:
             print("== Creating the networks on each host, as a user would")
             for net in NETWORKS:
                 for host in HOSTS:
-                    self.networks.setdefault(host, []).append(net)
                     self.docker(host, *network_create_args(net))
+                    self.networks.setdefault(host, []).append(net)
             listings = {}
             for host in HOSTS:
                 self.docker(host, "network", "ls", "--filter", "driver=uvxlan")
