@@ -487,3 +487,36 @@ def test_bind_replaces_a_dead_socket_and_refuses_a_live_one(tmp_path: Path) -> N
         docker.bind_plugin(path)
     with pytest.raises(ConfigError, match="must be an absolute path"):
         docker.bind_plugin("uvxlan.sock")
+
+
+# The agent's option ----------------------------------------------------------------
+
+
+def test_the_option_in_the_config_file_and_on_the_command_line(tmp_path: Path) -> None:
+    from uvxlan import cli, config
+
+    h = config.parse({"host": {"underlay": "192.0.2.1", "docker_plugin": "/run/x.sock"}}).host
+    assert h.docker_plugin == "/run/x.sock"
+    assert config.parse({"host": {"underlay": "192.0.2.1"}}).host.docker_plugin == ""
+    for bad in ("x.sock", "/" + "a" * 200):
+        with pytest.raises(ConfigError, match="docker_plugin"):
+            config.parse({"host": {"underlay": "192.0.2.1", "docker_plugin": bad}})
+    args = cli.build_parser().parse_args(["agent", "--docker-plugin"])
+    assert args.docker_plugin == "/run/docker/plugins/uvxlan.sock" == config.DOCKER_PLUGIN
+    args = cli.build_parser().parse_args(["agent", "--docker-plugin", "/run/p/u.sock"])
+    assert args.docker_plugin == "/run/p/u.sock"
+
+
+def test_the_plugin_needs_a_store(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """With a config file alone there are no store networks to map Docker's
+    to: one line, before anything is made (no socket)."""
+    from uvxlan import cli
+
+    toml = tmp_path / "h1.toml"
+    toml.write_text(f'[host]\nunderlay = "192.0.2.1"\ncontrol_dir = "{tmp_path}/ctl"\n')
+    sock = tmp_path / "plugins" / "uvxlan.sock"
+    assert cli.main(["agent", "--config", str(toml), "--docker-plugin", str(sock)]) == 1
+    err = capfd.readouterr().err
+    assert err == ("uvxlan: error: docker_plugin needs a cluster store (--store): Docker's "
+                   "networks are the store's\n")
+    assert not sock.exists()
