@@ -35,7 +35,10 @@ The calls, in the order Docker makes them (docs/docker.md):
   ``docker-ID12`` is written (host: this agent, netns: the sandbox), and the
   controller adopts the TAP there as it adopts one after a restart: from
   then on it is an endpoint like any other (checks, ``NAME.state``, a
-  restart keeps the container connected).
+  restart keeps the container connected).  Until then, the address's
+  reservation keeps what is known of the endpoint (id, MAC, sandbox), so
+  an agent restarted between Docker's calls takes up where the last one
+  was (``Plugin.resume``).
 - ``Leave``: nothing (Docker moves the TAP back to the agent's netns after
   it); ``DeleteEndpoint``: the record goes (the controller removes the
   TAP), the address stays reserved until ``ReleaseAddress`` frees it.
