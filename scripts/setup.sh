@@ -24,8 +24,12 @@ cd "$(dirname "$0")/.."
 DEBS="iproute2 iputils-ping iperf3 tshark tcpdump ethtool procps etcd-server openvswitch-switch openssl gcc libc6-dev clang libclang-rt-14-dev faketime systemd"
 # docker.io (dockerd, the docker CLI, containerd, runc), busybox-static:
 # each lab host runs a private dockerd; the image is busybox, imported
-# without a registry (uvxlan/lab/dockerd.py).
-DOCKER_DEBS="docker.io containerd busybox-static"
+# without a registry (uvxlan/lab/dockerd.py).  A Docker installed another
+# way (docker-ce, which conflicts with docker.io) is used as it is.
+DOCKER_DEBS="busybox-static"
+if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
+	DOCKER_DEBS="docker.io containerd $DOCKER_DEBS"
+fi
 case "${1:-}" in
 --unit) DEBS="gcc libc6-dev" ;;
 --docker) DEBS="$DEBS $DOCKER_DEBS" ;;

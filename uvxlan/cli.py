@@ -39,6 +39,7 @@ own vxlan device."""
 EPILOG = """\
 examples:
   uvxlan demo                         two simulated hosts, two isolated networks
+  uvxlan demo --docker                the same with a dockerd per host
   uvxlan lab up --hosts 2             make hosts uvx-lab-h1, uvx-lab-h2
   uvxlan agent --config h1.toml       run the agent of one host
   uvxlan stats --agent h1             counters and drops of a running agent
@@ -229,6 +230,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.docker:
+        from uvxlan.lab.dockerdemo import run as run_docker_demo
+
+        return run_docker_demo(keep=args.keep)
     from uvxlan.lab.demo import run as run_demo
 
     return run_demo(keep=args.keep)
@@ -757,6 +762,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true",
                    help="leave the lab and agents running"
                    " (remove with `uvxlan lab down --name demo`)")
+    d.add_argument("--docker", action="store_true",
+                   help="the same with real Docker: a dockerd per host, `docker network "
+                   "create -d uvxlan` and `docker run --network` (needs docker.io and "
+                   "busybox-static: scripts/setup.sh --docker)")
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="measure uvxlan beside Linux's kernel vxlan",

@@ -21,7 +21,7 @@ from uvxlan.lab.dockerd import (
 )
 from uvxlan.lab.netns import Lab
 
-pytestmark = [root, needs("dockerd", "docker", "nsenter", "unshare", "busybox")]
+pytestmark = [root, needs("dockerd", "docker", "nsenter", "unshare", "busybox", "iptables-save")]
 
 
 def _leftovers(d: LabDockerd) -> list[str]:

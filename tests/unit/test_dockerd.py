@@ -43,34 +43,65 @@ def test_argv_enters_the_netns_unshares_mounts_and_execs_dockerd() -> None:
         assert flag in tail
 
 
-def test_the_script_slaves_every_mount_but_the_netns_dir_binds_then_execs(
-        tmp_path: Path) -> None:
-    # The script as dockerd_argv gives it, run with every command that would
-    # change the machine (mkdir, mount) echoed instead, on a mountinfo of
-    # our own: mount points with a space and the shared netns directory.
-    root = Path("/run/uvxlan/docker/lab x-h1")
+def _run_script(tmp_path: Path, root: Path, fakes: str) -> list[str]:
+    """The script as dockerd_argv gives it, run with shell functions in
+    place of every command that would change the machine (mkdir, mount,
+    mountpoint: they print what they were asked) on a mountinfo of our own:
+    a mount point with a space, one that is gone by the time it is made a
+    slave, and the shared netns directory."""
     script = dockerd_argv(root, "/run/netns/x")[10]
-    assert script.count("mount ") == 3 and script.count("mkdir ") == 1
+    # nothing else in it may touch the machine
+    assert script.count("mount ") == 4 and script.count("mkdir ") == 1
+    assert script.count("mountpoint ") == 1
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(
         "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
         "42 27 254:0 /run/netns /run/netns rw shared:2 - ext4 /dev/vda rw\n"
-        "43 27 254:0 /n /run/uvxlan/docker/lab\\040x-h1/exec/netns rw shared:3"
+        "43 42 0:4 net:[1] /run/netns/gone rw shared:4 - nsfs nsfs rw\n"
+        "44 27 254:0 /n /run/uvxlan/docker/lab\\040x-h1/exec/netns rw shared:3"
         " - ext4 /dev/vda rw\n"
-        "44 27 0:9 / /mnt/a\\040b rw - tmpfs tmpfs rw\n")
-    safe = (script.replace("mkdir -p", "echo mkdir").replace("mount ", "echo mount ")
-            .replace("/proc/self/mountinfo", str(mountinfo)))
-    done = subprocess.run(["sh", "-c", safe, "sh", str(root), "echo", "exec", "a b"],
-                          capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines() == [
-        f"mkdir {root}/etc/plugins {root}/plugins /etc/docker /run/docker/plugins",
+        "45 27 0:9 / /mnt/a\\040b rw - tmpfs tmpfs rw\n")
+    stub = fakes + script.replace("/proc/self/mountinfo", str(mountinfo))
+    done = subprocess.run(["sh", "-c", stub, "sh", str(root), "echo", "exec", "a b"],
+                          capture_output=True, text=True, check=False)
+    return [*done.stdout.splitlines(), f"exit {done.returncode}"]
+
+
+FAKES = """
+mkdir() { echo mkdir "$@"; }
+mountpoint() { echo mountpoint "$@"; [ "$2" != /run/netns/gone ]; }
+mount() {
+    [ "$2" = /run/netns/gone ] && { echo "mount $*: failed"; return 32; }
+    echo mount "$@"
+}
+"""
+
+
+def test_the_script_slaves_every_mount_but_the_netns_dir_binds_then_execs(
+        tmp_path: Path) -> None:
+    root = Path("/run/uvxlan/docker/lab x-h1")
+    assert _run_script(tmp_path, root, FAKES) == [
+        f"mkdir -p {root}/etc/plugins {root}/plugins /etc/docker /run/docker/plugins",
         "mount --make-slave /",
         "mount --make-slave /run/netns",
+        "mount --make-slave /run/netns/gone: failed",
+        "mountpoint -q /run/netns/gone",          # gone: skipped
         "mount --make-slave /mnt/a b",
         f"mount --bind {root}/etc /etc/docker",
         f"mount --bind {root}/plugins /run/docker/plugins",
         "exec a b",
+        "exit 0",
     ]
+
+
+def test_the_script_stops_when_a_mount_that_is_there_cannot_be_made_a_slave(
+        tmp_path: Path) -> None:
+    # mountpoint says it is still mounted: the second try's failure ends it
+    fakes = FAKES.replace('[ "$2" != /run/netns/gone ]', "true")
+    lines = _run_script(tmp_path, Path("/run/uvxlan/docker/lab-h1"), fakes)
+    assert lines[-3:] == ["mountpoint -q /run/netns/gone",
+                          "mount --make-slave /run/netns/gone: failed", "exit 32"]
+    assert "exec a b" not in lines
 
 
 def test_a_root_too_long_for_containerds_socket_is_refused() -> None:

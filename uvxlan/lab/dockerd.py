@@ -50,19 +50,20 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from uvxlan.errors import LabError
-
-if TYPE_CHECKING:
-    from uvxlan.lab.netns import Lab
 
 __all__ = [
     "BUSYBOX_IMAGE",
     "DOCKER_ROOT",
     "LabDockerd",
     "busybox_rootfs",
+    "cgroup_parent",
     "dockerd_argv",
+    "host_root",
+    "is_running",
+    "owned_pids",
     "remove",
     "remove_lab",
 ]
@@ -74,9 +75,6 @@ BUSYBOX_IMAGE = "busybox:uvx"
 SOCKADDR_MAX = 107                # sun_path is 108 bytes with its NUL
 # containerd's longest socket under the exec root
 _CONTAINERD_SOCK = "exec/containerd/containerd.sock.ttrpc"
-# the fixed places dockerd looks for plugins (moby pkg/plugins/discovery.go)
-PLUGIN_SOCKETS = "/run/docker/plugins"
-DOCKER_ETC = "/etc/docker"
 _STOP_GRACE = 15.0                # dockerd stops its containers and containerd
 
 
@@ -96,15 +94,19 @@ def cgroup_parent(root: Path) -> str:
 # mount made by share_netns_dir(): the netns files of Docker's sandboxes
 # appear there for the whole machine, as /run/docker/netns does for a
 # system dockerd, so a network plugin opens a sandbox by the path Docker
-# gives it.  mountinfo writes a space in a mount point as \040; printf %b
-# reads it back.  mkdir: docker.io makes the two places; a machine where
-# dockerd never ran may lack them.
+# gives it.  /run/docker/plugins and /etc/docker(/plugins) are where
+# dockerd looks for plugins, fixed (moby pkg/plugins/discovery.go).
+# mountinfo writes a space in a mount point as \040; printf %b
+# reads it back.  A mount gone since mountinfo was read (another lab's
+# netns, another runtime's) is skipped.  mkdir: docker.io makes the two
+# places; a machine where dockerd never ran may lack them.
 _MOUNTS_SCRIPT = r"""set -e
 root=$1; shift
 mkdir -p "$root/etc/plugins" "$root/plugins" /etc/docker /run/docker/plugins
 cut -d ' ' -f 5 /proc/self/mountinfo | while read -r m; do
     m=$(printf '%b' "$m")
-    [ "$m" = "$root/exec/netns" ] || mount --make-slave "$m"
+    [ "$m" = "$root/exec/netns" ] || mount --make-slave "$m" 2>/dev/null ||
+        ! mountpoint -q "$m" || mount --make-slave "$m"
 done
 mount --bind "$root/etc" /etc/docker
 mount --bind "$root/plugins" /run/docker/plugins
@@ -192,11 +194,28 @@ def busybox_rootfs(busybox: str = BUSYBOX) -> bytes:
     return buf.getvalue()
 
 
+class _Host(Protocol):
+    @property
+    def netns(self) -> str: ...
+
+
+class LabLike(Protocol):
+    """What a dockerd needs of its lab (:class:`uvxlan.lab.netns.Lab`,
+    which calls this module at down: no import back)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def host(self, name: str) -> _Host: ...
+
+    def record_pid(self, netns: str, pid: int) -> None: ...
+
+
 class LabDockerd:
     """The dockerd of one lab host: start, run the docker CLI against it,
     stop."""
 
-    def __init__(self, lab: Lab, host: str, base: Path = DOCKER_ROOT) -> None:
+    def __init__(self, lab: LabLike, host: str, base: Path = DOCKER_ROOT) -> None:
         self.lab = lab
         self.host = host
         self.netns: str = lab.host(host).netns
@@ -235,13 +254,13 @@ class LabDockerd:
         """Start dockerd in the host's netns; return when its API answers."""
         if shutil.which(DOCKERD) is None:
             raise LabError("dockerd not found: install docker.io (scripts/setup.sh --docker)")
+        argv = dockerd_argv(self.root, f"/run/netns/{self.netns}")
         if self.root.exists():
             remove(self.root)      # a crashed run's leftovers
         for sub in ("data", "exec", "etc/plugins", "plugins", "cli"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         (self.root / "etc" / "daemon.json").write_text("{}\n")
-        argv = dockerd_argv(self.root, f"/run/netns/{self.netns}")
         try:
             share_netns_dir(self.root)
             with open(self.log, "ab") as log:
@@ -268,9 +287,6 @@ class LabDockerd:
         self.proc = None
 
     # --- the docker CLI -------------------------------------------------------
-
-    def docker_argv(self, *args: str) -> list[str]:
-        return ["docker", "--host", self.host_url, *args]
 
     def docker(self, *args: str, check: bool = True, timeout: float = 60.0,
                input: bytes | str | None = None) -> subprocess.CompletedProcess[str]:

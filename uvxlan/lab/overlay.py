@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,16 +261,18 @@ class ClusterOverlay(AgentProcs):
     def file(self, host: str, suffix: str) -> Path:
         return self.workdir / f"{host}{suffix}"
 
-    def start(self, host: str, timeout: float = 20.0, *, wait_synced: bool = True
-              ) -> subprocess.Popen[bytes]:
+    def start(self, host: str, timeout: float = 20.0, *, wait_synced: bool = True,
+              extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         """Start the agent of lab host ``host`` (its cluster name too) and
-        wait until it answers and has applied the store's state."""
+        wait until it answers and has applied the store's state.
+        ``extra_args`` go after the agent's own (``--docker-plugin PATH``)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.file(host, ".toml")
         opts = {"control_dir": str(self.workdir), "mtu": self.lab.mtu, **self.host_options}
         path.write_text("[host]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in opts.items()))
         argv = ["--config", str(path), "--store", self.store_url, "--name", host,
-                "--advertise", self.lab.host(host).underlay_ip, "--port", str(self.port)]
+                "--advertise", self.lab.host(host).underlay_ip, "--port", str(self.port),
+                *extra_args]
         return self._spawn(host, argv, timeout,
                            lambda st: bool(st.get("synced")) or not wait_synced)
 
