@@ -35,7 +35,10 @@ The calls, in the order Docker makes them (docs/docker.md):
   ``docker-ID12`` is written (host: this agent, netns: the sandbox), and the
   controller adopts the TAP there as it adopts one after a restart: from
   then on it is an endpoint like any other (checks, ``NAME.state``, a
-  restart keeps the container connected).
+  restart keeps the container connected).  Until then, the address's
+  reservation keeps what is known of the endpoint (id, MAC, sandbox), so
+  an agent restarted between Docker's calls takes up where the last one
+  was (``Plugin.resume``).
 - ``Leave``: nothing (Docker moves the TAP back to the agent's netns after
   it); ``DeleteEndpoint``: the record goes (the controller removes the
   TAP), the address stays reserved until ``ReleaseAddress`` frees it.
@@ -72,7 +75,7 @@ from uvxlan.errors import ClusterError, ConfigError, UvxlanError
 from uvxlan.metrics import CONNECTIONS_MAX, IDLE_S, LISTEN_BACKLOG, SEND_S
 from uvxlan.proto import derived_mac
 from uvxlan.state import marker
-from uvxlan.store import Store
+from uvxlan.store import KV, Store
 
 log = logging.getLogger("uvxlan.docker")
 
@@ -173,8 +176,30 @@ def endpoint_name(endpoint_id: str) -> str:
     return ENDPOINT_PREFIX + endpoint_id[:ID_SHORT]
 
 
-def _reservation(host: str) -> bytes:
-    return json.dumps({"endpoint": RESERVED, "host": host}, sort_keys=True).encode()
+def _reservation(host: str, ep: DockerEndpoint | None = None) -> bytes:
+    """An address reserved for Docker on host; with ep, what is known of
+    its endpoint so far (id, MAC, and the sandbox once joined), so that an
+    agent restarted between Docker's calls takes up where the last one was."""
+    data: dict[str, Any] = {"endpoint": RESERVED, "host": host}
+    if ep is not None:
+        data["docker"] = {"id": ep.id, "mac": ep.mac, "netns": ep.netns or ""}
+    return json.dumps(data, sort_keys=True).encode()
+
+
+def _reserved_for(value: bytes, host: str) -> dict[str, Any] | None:
+    """The reservation if value is one of host's for Docker, else None."""
+    try:
+        data = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("endpoint") != RESERVED or data.get("host") != host:
+        return None
+    return data
+
+
+def _docker_id(data: dict[str, Any]) -> str | None:
+    docker = data.get("docker")
+    return docker.get("id") if isinstance(docker, dict) else None
 
 
 class Plugin:
@@ -352,7 +377,7 @@ class Plugin:
                 kv = await self.store.get(key)
                 # Only our own reservation: an address an endpoint holds is
                 # freed with the endpoint (DeleteEndpoint, uvxlan detach).
-                if kv is not None and kv.value == _reservation(self.host):
+                if kv is not None and _reserved_for(kv.value, self.host) is not None:
                     await self.store.delete(key, mod_revision=kv.mod_revision)
         return {}
 
@@ -427,14 +452,17 @@ class Plugin:
         given = iface.get("MacAddress") or ""
         mac = cluster.check_mac(given) if given else derived_mac(ip.ip)
         kv = await self.store.get(cluster.ipam_key(net.name, str(ip.ip)))
-        if kv is None or kv.value != _reservation(self.host):
+        held = None if kv is None else _reserved_for(kv.value, self.host)
+        if kv is None or held is None or _docker_id(held) not in (None, eid):
             raise ClusterError(f"address {ip.ip} is not reserved for this host in network "
                                f"{net.name}")
         for e in await _endpoints_of(self.store, net.name):
             if e.mac == mac:
                 raise ClusterError(f"mac {mac} is already used by endpoint {e.name} in "
                                    f"network {net.name}")
-        self.endpoints[eid] = DockerEndpoint(eid, net.name, ip, mac)
+        ep = DockerEndpoint(eid, net.name, ip, mac)
+        await self._note(ep)
+        self.endpoints[eid] = ep
         # A MAC Docker gave must not be answered (libnetwork refuses a
         # change); otherwise ours, derived from the address as the store's.
         return {} if given else {"Interface": {"MacAddress": mac}}
@@ -446,17 +474,72 @@ class Plugin:
         return {"Value": {"uvxlan.network": ep.network, "uvxlan.endpoint": ep.name,
                           "uvxlan.tap": ep.srcname}}
 
+    async def _note(self, ep: DockerEndpoint) -> None:
+        """Keep what is known of ep in its address's reservation."""
+        key = cluster.ipam_key(ep.network, str(ep.ip.ip))
+        kv = await self.store.get(key)
+        held = None if kv is None else _reserved_for(kv.value, self.host)
+        if (kv is None or held is None or _docker_id(held) not in (None, ep.id)
+                or not await self.store.cas(key, _reservation(self.host, ep),
+                                            mod_revision=kv.mod_revision)):
+            raise ClusterError(f"address {ep.ip.ip} is no longer reserved for endpoint "
+                               f"{ep.name}")
+
+    async def _reservations(self, eid: str | None = None, network: str | None = None
+                            ) -> list[tuple[KV, str, dict[str, Any]]]:
+        """This host's reservations that name a Docker endpoint (that one
+        alone, if eid; in one network, if given): (key, network, what they
+        hold)."""
+        kvs, _ = await self.store.list(cluster.IPAM + (f"{network}/" if network else ""))
+        out = []
+        for kv in kvs:
+            held = _reserved_for(kv.value, self.host)
+            found = None if held is None else _docker_id(held)
+            if found is not None and eid in (None, found):
+                assert held is not None
+                out.append((kv, kv.key[len(cluster.IPAM):].split("/", 1)[0], held))
+        return out
+
+    async def resume(self, eid: str | None = None) -> None:
+        """Take up the endpoints Docker set up with the agent before this
+        one (every one, or eid's) that have no record yet: known again,
+        and placed once found in their sandbox."""
+        networks = {n.name: n for n in await cluster.list_networks(self.store)}
+        for kv, network, held in await self._reservations(eid):
+            net, docker = networks.get(network), held["docker"]
+            if net is None or not isinstance(docker.get("id"), str):
+                continue
+            try:
+                ip = ipaddress.IPv4Interface((kv.key.rsplit("/", 1)[1], net.network.prefixlen))
+                ep = DockerEndpoint(docker["id"], network, ip, cluster.check_mac(docker["mac"]),
+                                    rules.netns(docker["netns"]) if docker.get("netns") else None)
+            except (ValueError, KeyError, TypeError):
+                continue
+            if await self.store.get(cluster.endpoint_key(network, ep.name)) is not None:
+                continue                               # placed: the controller has it
+            self.endpoints[ep.id] = ep
+            if ep.netns is not None and ep.id not in self._placing:
+                log.info("docker plugin: endpoint %s: taken up where the last agent was",
+                         ep.name)
+                self._placing[ep.id] = asyncio.create_task(self._place(ep))
+
     async def join(self, req: dict[str, Any]) -> dict[str, Any]:
         eid = _endpoint_id(req)
+        netns = rules.check("SandboxKey", rules.netns, req.get("SandboxKey"))
         ep = self.endpoints.get(eid)
         if ep is None:
-            raise ClusterError(f"endpoint {eid[:ID_SHORT]} is unknown to this agent (did it "
-                               "restart since the container's network was set up?): run the "
+            # CreateEndpoint was answered by the agent before this one.
+            await self.resume(eid)
+            ep = self.endpoints.get(eid)
+        if ep is None:
+            raise ClusterError(f"endpoint {eid[:ID_SHORT]} is unknown to this agent: run the "
                                "container again")
-        netns = rules.check("SandboxKey", rules.netns, req.get("SandboxKey"))
         net = await cluster.get_network(self.store, ep.network)
-        await asyncio.to_thread(self.taps.make, ep.srcname, ep.mac, net.mtu)
+        # Noted before the TAP is made: an agent restarted from here on
+        # finds the TAP in the sandbox and places it (resume).
         ep.netns = netns
+        await self._note(ep)
+        await asyncio.to_thread(self.taps.make, ep.srcname, ep.mac, net.mtu)
         old = self._placing.pop(eid, None)
         if old is not None:
             old.cancel()
@@ -527,6 +610,10 @@ class Plugin:
                 put=[(cluster.ipam_key(network, str(record.address.ip)),
                       _reservation(self.host), 0)])
             log.info("docker plugin: endpoint %s/%s removed", network, name)
+        for kv, _, _ in await self._reservations(eid, None if ep is None else ep.network):
+            # Never placed: the reservation forgets it, for ReleaseAddress.
+            await self.store.cas(kv.key, _reservation(self.host),
+                                 mod_revision=kv.mod_revision)
         srcname = SRC_PREFIX + eid[:ID_SHORT]
         # The controller removes an adopted TAP on the record's deletion;
         # one it never adopted (Docker failed before it was placed) goes here.
@@ -552,7 +639,8 @@ async def place(store: Store, ep: DockerEndpoint, ifname: str, host: str) -> End
         ep_key = cluster.endpoint_key(ep.network, ep.name)
         ip_key = cluster.ipam_key(ep.network, str(ep.ip.ip))
         ip_kv = await store.get(ip_key)
-        if ip_kv is None or ip_kv.value != _reservation(host):
+        held = None if ip_kv is None else _reserved_for(ip_kv.value, host)
+        if ip_kv is None or held is None or _docker_id(held) != ep.id:
             raise ClusterError(f"address {ep.ip.ip} is no longer reserved for it")
         for e in await _endpoints_of(store, ep.network):
             if e.mac == ep.mac and e.name != ep.name:
@@ -684,6 +772,12 @@ class PluginServer:
         self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
 
     async def start(self) -> None:
+        try:
+            await self.plugin.resume()
+        except UvxlanError as exc:
+            # Docker's calls find them later (Join, DeleteEndpoint).
+            log.warning("docker plugin: endpoints set up before this agent not taken up: %s",
+                        exc)
         self._server = await asyncio.start_unix_server(self._handle, sock=self.sock,
                                                        limit=HEAD_MAX)
 

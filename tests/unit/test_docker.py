@@ -487,3 +487,106 @@ def test_bind_replaces_a_dead_socket_and_refuses_a_live_one(tmp_path: Path) -> N
         docker.bind_plugin(path)
     with pytest.raises(ConfigError, match="must be an absolute path"):
         docker.bind_plugin("uvxlan.sock")
+
+
+# The agent's option ----------------------------------------------------------------
+
+
+def test_the_option_in_the_config_file_and_on_the_command_line(tmp_path: Path) -> None:
+    from uvxlan import cli, config
+
+    h = config.parse({"host": {"underlay": "192.0.2.1", "docker_plugin": "/run/x.sock"}}).host
+    assert h.docker_plugin == "/run/x.sock"
+    assert config.parse({"host": {"underlay": "192.0.2.1"}}).host.docker_plugin == ""
+    for bad in ("x.sock", "/" + "a" * 200):
+        with pytest.raises(ConfigError, match="docker_plugin"):
+            config.parse({"host": {"underlay": "192.0.2.1", "docker_plugin": bad}})
+    args = cli.build_parser().parse_args(["agent", "--docker-plugin"])
+    assert args.docker_plugin == "/run/docker/plugins/uvxlan.sock" == config.DOCKER_PLUGIN
+    args = cli.build_parser().parse_args(["agent", "--docker-plugin", "/run/p/u.sock"])
+    assert args.docker_plugin == "/run/p/u.sock"
+
+
+def test_the_plugin_needs_a_store(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """With a config file alone there are no store networks to map Docker's
+    to: one line, before anything is made (no socket)."""
+    from uvxlan import cli
+
+    toml = tmp_path / "h1.toml"
+    toml.write_text(f'[host]\nunderlay = "192.0.2.1"\ncontrol_dir = "{tmp_path}/ctl"\n')
+    sock = tmp_path / "plugins" / "uvxlan.sock"
+    assert cli.main(["agent", "--config", str(toml), "--docker-plugin", str(sock)]) == 1
+    err = capfd.readouterr().err
+    assert err == ("uvxlan: error: docker_plugin needs a cluster store (--store): Docker's "
+                   "networks are the store's\n")
+    assert not sock.exists()
+
+
+# An agent restarted between Docker's calls --------------------------------------
+
+
+def test_a_restart_between_create_endpoint_and_join(tmp_path: Path) -> None:
+    async def scenario(store: Store) -> None:
+        taps = FakeTaps()
+        before = docker.Plugin(store, "h1", taps)
+        pool = await network(before)
+        await endpoint(before, pool, 6, mac="02:00:00:00:00:06")
+        after = docker.Plugin(store, "h1", taps)          # nothing in memory
+        joined = await ok(after, "NetworkDriver.Join",
+                          {"EndpointID": eid(6), "SandboxKey": SANDBOX})
+        src = joined["InterfaceName"]["SrcName"]
+        assert taps.here[src] == ("02:00:00:00:00:06", 1450)   # the MAC Docker gave
+        taps.moved(src, SANDBOX, "eth0", "10.10.0.2/24")
+        await until(lambda: _exists(store, "net1", 6))
+        # Another host's agent knows nothing of it.
+        other = docker.Plugin(store, "h2", FakeTaps())
+        await refused(other, "NetworkDriver.Join", {"EndpointID": eid(7), "SandboxKey": SANDBOX})
+
+    run(tmp_path, scenario)
+
+
+def test_a_restart_between_join_and_the_record(tmp_path: Path) -> None:
+    """The agent stops after Join answered, before Docker had set the TAP
+    up: the next one finds it in the sandbox and writes the record."""
+    async def scenario(store: Store) -> None:
+        taps = FakeTaps()
+        before = docker.Plugin(store, "h1", taps)
+        pool = await network(before)
+        await endpoint(before, pool, 8)
+        await ok(before, "NetworkDriver.Join", {"EndpointID": eid(8), "SandboxKey": SANDBOX})
+        await before.close()                              # its placing task ends with it
+        taps.moved("uvx" + eid(8)[:12], SANDBOX, "eth0", "10.10.0.2/24")
+        await asyncio.sleep(0.05)
+        assert await record(store, "net1", 8) is None
+        after = docker.Plugin(store, "h1", taps)
+        await after.resume()
+        await until(lambda: _exists(store, "net1", 8))
+        rec = await record(store, "net1", 8)
+        assert rec is not None and (rec.netns, rec.ifname) == (SANDBOX, "eth0")
+        # Placed: a further resume takes nothing up again.
+        again = docker.Plugin(store, "h1", taps)
+        await again.resume()
+        assert again.endpoints == {}
+
+    run(tmp_path, scenario)
+
+
+def test_a_never_placed_endpoint_deleted_after_a_restart(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setattr(docker, "REMOVE_WAIT_S", 0.1)
+
+    async def scenario(store: Store) -> None:
+        taps = FakeTaps()
+        before = docker.Plugin(store, "h1", taps)
+        pool = await network(before)
+        await endpoint(before, pool, 9)
+        after = docker.Plugin(store, "h1", taps)
+        await ok(after, "NetworkDriver.DeleteEndpoint", {"EndpointID": eid(9)})
+        kv = await store.get(cluster.ipam_key("net1", "10.10.0.2"))
+        assert kv is not None and json.loads(kv.value) == {"endpoint": docker.RESERVED,
+                                                           "host": "h1"}
+        await ok(after, "IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": "10.10.0.2"})
+        assert await store.get(cluster.ipam_key("net1", "10.10.0.2")) is None
+
+    run(tmp_path, scenario)
