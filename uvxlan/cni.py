@@ -175,6 +175,12 @@ def _want(conf: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what
     return value
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A value for a one-line message: its JSON, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def parse_config(data: bytes, command: str) -> NetConf:
     """The network configuration on stdin, checked for command."""
     try:
@@ -190,17 +196,18 @@ def parse_config(data: bytes, command: str) -> NetConf:
                        f"{', '.join(SUPPORTED_VERSIONS)})")
     if "ipam" in conf:
         raise CniError(UNSUPPORTED_FIELD,
-                       f"network config: ipam (value {json.dumps(conf['ipam'])}) is not "
+                       f"network config: ipam (value {_shown(conf['ipam'])}) is not "
                        "supported: uvxlan's store hands out the addresses, unique across "
                        "hosts; remove it")
     for key, value in conf.items():
         if key not in SPEC_KEYS and key not in UVXLAN_KEYS and not key.startswith("cni.dev/"):
             raise CniError(UNSUPPORTED_FIELD,
-                           f"network config: unknown key {key!r} (value {json.dumps(value)}); "
+                           f"network config: unknown key {key!r} (value {_shown(value)}); "
                            f"uvxlan-cni takes {', '.join(sorted(UVXLAN_KEYS))}")
     for key in ("name", "type"):
         if key not in conf:
             raise CniError(INVALID_CONFIG, f"network config: {key} is missing")
+    _want(conf, "type", str, "the plugin's file name")
     name = _want(conf, "name", str, "a network name")
     try:
         rules.name(name)
@@ -253,11 +260,10 @@ def _runtime_config(conf: Mapping[str, Any]) -> tuple[str | None, str | None]:
         if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
             raise CniError(INVALID_CONFIG, f"runtimeConfig ips {ips!r}: expected a list of "
                                            "addresses")
-        v4 = [i for i in ips if ":" not in i]
-        if len(v4) > 1:
+        if len(ips) > 1 or any(":" in i for i in ips):
             raise CniError(INVALID_CONFIG, f"runtimeConfig ips {ips!r}: one IPv4 address at "
                                            "most (uvxlan networks are IPv4)")
-        ip = v4[0] if v4 else None
+        ip = ips[0] if ips else None
     if rc.get("mac") is not None:
         if not isinstance(rc["mac"], str):
             raise CniError(INVALID_CONFIG, f"runtimeConfig mac {rc['mac']!r}: expected a MAC")
