@@ -23,8 +23,6 @@ configuration, each operation and a podman example.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import ctypes
 import hashlib
 import json
@@ -36,10 +34,10 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from uvxlan import validate as rules
 from uvxlan.control import CONTROL_DIR, query_agent
@@ -54,6 +52,7 @@ from uvxlan.errors import (
     UvxlanError,
 )
 
+T = TypeVar("T")
 SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
@@ -176,6 +175,12 @@ def _want(conf: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what
     return value
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A value for a one-line message: its JSON, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def parse_config(data: bytes, command: str) -> NetConf:
     """The network configuration on stdin, checked for command."""
     try:
@@ -191,17 +196,18 @@ def parse_config(data: bytes, command: str) -> NetConf:
                        f"{', '.join(SUPPORTED_VERSIONS)})")
     if "ipam" in conf:
         raise CniError(UNSUPPORTED_FIELD,
-                       f"network config: ipam (value {json.dumps(conf['ipam'])}) is not "
+                       f"network config: ipam (value {_shown(conf['ipam'])}) is not "
                        "supported: uvxlan's store hands out the addresses, unique across "
                        "hosts; remove it")
     for key, value in conf.items():
         if key not in SPEC_KEYS and key not in UVXLAN_KEYS and not key.startswith("cni.dev/"):
             raise CniError(UNSUPPORTED_FIELD,
-                           f"network config: unknown key {key!r} (value {json.dumps(value)}); "
+                           f"network config: unknown key {key!r} (value {_shown(value)}); "
                            f"uvxlan-cni takes {', '.join(sorted(UVXLAN_KEYS))}")
     for key in ("name", "type"):
         if key not in conf:
             raise CniError(INVALID_CONFIG, f"network config: {key} is missing")
+    _want(conf, "type", str, "the plugin's file name")
     name = _want(conf, "name", str, "a network name")
     try:
         rules.name(name)
@@ -254,11 +260,10 @@ def _runtime_config(conf: Mapping[str, Any]) -> tuple[str | None, str | None]:
         if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
             raise CniError(INVALID_CONFIG, f"runtimeConfig ips {ips!r}: expected a list of "
                                            "addresses")
-        v4 = [i for i in ips if ":" not in i]
-        if len(v4) > 1:
+        if len(ips) > 1 or any(":" in i for i in ips):
             raise CniError(INVALID_CONFIG, f"runtimeConfig ips {ips!r}: one IPv4 address at "
                                            "most (uvxlan networks are IPv4)")
-        ip = v4[0] if v4 else None
+        ip = ips[0] if ips else None
     if rc.get("mac") is not None:
         if not isinstance(rc["mac"], str):
             raise CniError(INVALID_CONFIG, f"runtimeConfig mac {rc['mac']!r}: expected a MAC")
@@ -374,6 +379,15 @@ def as_cni_error(exc: UvxlanError) -> CniError:
 # --- The operations ---------------------------------------------------------------
 
 
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    # asyncio (and argparse) are imported where used: a runtime asks
+    # VERSION before every ADD and DEL, and under load their imports were
+    # most of its second.
+    import asyncio
+
+    return asyncio.run(coro)
+
+
 def _agent_name(conf: NetConf) -> str:
     if conf.agent is not None:
         return conf.agent
@@ -428,6 +442,8 @@ def has_link(netns_path: str, ifname: str) -> bool:
 
 
 async def _add(conf: NetConf, inv: Invocation, agent: str) -> dict[str, Any]:
+    import asyncio
+
     from uvxlan import cluster
     from uvxlan.store import open_store
 
@@ -458,7 +474,7 @@ def cmd_add(conf: NetConf, inv: Invocation) -> dict[str, Any]:
     if has_link(inv.netns, inv.ifname):
         raise CniError(NOT_AS_EXPECTED, f"interface {inv.ifname} already exists in "
                                         f"{inv.netns}")
-    return asyncio.run(_add(conf, inv, agent))
+    return _run(_add(conf, inv, agent))
 
 
 async def _del(conf: NetConf, inv: Invocation) -> bool:
@@ -485,7 +501,7 @@ def cmd_del(conf: NetConf, inv: Invocation) -> None:
     "try again later", since the endpoint would otherwise stay forever."""
     if conf.store.startswith("sqlite://") and not os.path.exists(conf.store[9:].split("?")[0]):
         return
-    removed = asyncio.run(_del(conf, inv))
+    removed = _run(_del(conf, inv))
     if not removed or not inv.netns or not _netns_exists(inv.netns):
         return
     # The agent removes the TAP; wait a little so the runtime that deletes
@@ -549,7 +565,7 @@ def cmd_check(conf: NetConf, inv: Invocation) -> None:
         _agent_status(conf, agent)    # "external dependencies such as a daemon"
     except CniError as exc:           # 50 and 51 are STATUS's codes
         raise CniError(NOT_AS_EXPECTED, exc.msg) from None
-    record, mtu = asyncio.run(_check_store(conf, inv, agent))
+    record, mtu = _run(_check_store(conf, inv, agent))
     if not _netns_exists(inv.netns):
         raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {inv.netns}: no such network namespace")
     ns = netns_ref(inv.netns)
@@ -609,7 +625,7 @@ def cmd_status(conf: NetConf) -> None:
     if "synced" not in st:
         raise CniError(NOT_AVAILABLE, f"agent {agent} runs without a store")
     try:
-        asyncio.run(_status_store(conf, agent))
+        _run(_status_store(conf, agent))
     except CniError:
         raise
     except UvxlanError as exc:
@@ -648,7 +664,7 @@ async def _gc(conf: NetConf, agent: str) -> list[str]:
 def cmd_gc(conf: NetConf) -> None:
     if conf.store.startswith("sqlite://") and not os.path.exists(conf.store[9:].split("?")[0]):
         return
-    removed = asyncio.run(_gc(conf, _agent_name(conf)))
+    removed = _run(_gc(conf, _agent_name(conf)))
     for name in removed:
         print(f"{PROGRAM}: GC removed endpoint {name} from network {conf.network}",
               file=sys.stderr)
@@ -747,6 +763,8 @@ def main(argv: Sequence[str] | None = None, stdin: IO[bytes] | None = None,
 
 
 def _admin(argv: list[str]) -> int:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog=PROGRAM,
         description="The uvxlan CNI plugin.  Container runtimes execute it with "

@@ -118,6 +118,8 @@ def test_every_uvxlan_key_and_the_spec_keys_are_read() -> None:
 def test_an_unknown_key_is_code_2_with_its_key_and_value() -> None:
     code, obj = code_of("ADD", conf(bridge="cni0"))
     assert code == 2 and "'bridge'" in obj["msg"] and '"cni0"' in obj["msg"]
+    code, obj = code_of("ADD", conf(big="x" * 10000))
+    assert code == 2 and len(obj["msg"]) < 200
 
 
 def test_ipam_is_refused_the_store_hands_out_addresses() -> None:
@@ -150,7 +152,7 @@ def test_stdin_that_is_no_json_object_is_code_6(data: bytes) -> None:
     {"timeout": 1e9}, {"disableCheck": "no"}, {"dns": []}, {"prevResult": []},
     {"runtimeConfig": {"ips": "10.0.0.2"}}, {"runtimeConfig": {"ips": ["10.0.0.2",
                                                                        "10.0.0.3"]}},
-    {"runtimeConfig": {"mac": 5}},
+    {"runtimeConfig": {"mac": 5}}, {"runtimeConfig": {"ips": ["fd00::2/64"]}}, {"type": 1},
 ])
 def test_a_bad_value_is_code_7(extra: dict[str, Any]) -> None:
     code, obj = code_of("ADD", conf(**extra))
