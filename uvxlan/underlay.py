@@ -54,7 +54,9 @@ def settle_mtu(cfg: AgentConfig) -> AgentConfig:
         raise ConfigError(f"the MTU of {ifname} ({mtu}), the interface of underlay "
                           f"{cfg.host.underlay}, leaves less than {validate.MTU.lo} for a "
                           f"network (VXLAN takes {ENCAP_OVERHEAD})")
-    log.info("underlay MTU %d (%s's): networks up to %d", mtu, ifname, mtu - ENCAP_OVERHEAD)
+    # Debug only: an agent that fails at start says one line, no more; the
+    # MTU is in the host's record (uvxlan host ls).
+    log.debug("underlay MTU %d (%s's): networks up to %d", mtu, ifname, mtu - ENCAP_OVERHEAD)
     return dataclasses.replace(cfg, host=dataclasses.replace(cfg.host, mtu=mtu))
 
 
