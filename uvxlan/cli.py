@@ -598,7 +598,8 @@ def _add_cluster_commands(sub: Any) -> None:
     a.add_argument("--host", required=True, help="the host (a registered agent) to "
                    "make the endpoint on; see `uvxlan host ls`")
     a.add_argument("--netns", required=True, metavar="NS",
-                   help="the container's network namespace, by name (/run/netns/NS)")
+                   help="the container's network namespace: a name (/run/netns/NS) or "
+                        "the absolute path of a namespace file (/proc/PID/ns/net; needs --name)")
     a.add_argument("--name", help="the endpoint's name in the network (default: NS)")
     a.add_argument("--ip", help="its IPv4 address in the subnet (default: the lowest free)")
     a.add_argument("--mac", help="its MAC (default: 02:42 + the IP's bytes)")

@@ -126,7 +126,7 @@ class EndpointRecord:
     name: str
     network: str
     host: str              # the agent that realises it
-    netns: str             # the container's network namespace (by name)
+    netns: str             # the container's netns: a name (/run/netns/NAME) or a path
     ifname: str            # inside the netns, eth0 by default
     mac: str               # lower-case aa:bb:cc:dd:ee:ff
     ip: str                # the address with the network's prefix, 10.0.0.2/24
@@ -551,6 +551,9 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
     the lowest free after the gateway; mac given (unicast) or 02:42 + the
     IP's bytes, unique in the network; host must be registered."""
     rules.check("netns", rules.netns, netns)
+    if name is None and netns.startswith("/"):
+        raise ConfigError(f"netns {netns}: a netns given as a path needs an endpoint name "
+                          "(--name)")
     ep_name = check_name("endpoint name" if name is not None else "endpoint name (from netns)",
                          netns if name is None else name)
     rules.check("ifname", rules.ifname, ifname)

@@ -1,7 +1,9 @@
 """Thin typed wrapper over pyroute2 for the netlink work uvxlan needs.
 
-Every function takes ``netns``: the name of a namespace under /run/netns, or
-None for the namespace of the calling process. Failures are raised as
+Every function takes ``netns``: the name of a namespace under /run/netns,
+the absolute path of a namespace file (/proc/PID/ns/net, a runtime's bind
+mount such as /var/run/docker/netns/ID), or None for the namespace of the
+calling process. Failures are raised as
 :class:`uvxlan.errors.NetlinkError` with a one-line message naming the object;
 malformed arguments (a bad name, MAC or CIDR) as
 :class:`uvxlan.errors.ConfigError`. Nothing here shells out to ``ip``.
@@ -16,6 +18,7 @@ import functools
 import ipaddress
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -110,9 +113,14 @@ def _where(netns: str | None) -> str:
     return "the current netns" if netns is None else f"netns '{netns}'"
 
 
+def _check_netns(netns: str) -> None:
+    validate.check("invalid netns", validate.netns, netns)
+
+
 def _check_netns_name(name: str) -> None:
-    # pyroute2 treats a name with a '/' as a path: keep everything in /run/netns
-    validate.check("invalid netns name", validate.netns, name)
+    # What uvxlan makes and removes is a name: pyroute2 treats a name with a
+    # '/' as a path, so keep everything it makes in /run/netns.
+    validate.check("invalid netns name", validate.netns_name, name)
 
 
 def _check_ifname(name: str) -> None:
@@ -174,7 +182,7 @@ def run_in_netns(netns: str, fn: Callable[[], _R]) -> _R:
     child to do this, and a fork of the running agent (datapath threads,
     the store's thread, the event loop) can deadlock in the child; setns
     on one thread cannot."""
-    _check_netns_name(netns)
+    _check_netns(netns)
     target = _open_netns_fd(netns)
     try:
         home = _open_netns_fd(None)
@@ -204,7 +212,7 @@ def _netlink_socket_in(netns: str) -> int:
 def _iproute(netns: str | None) -> Iterator[Any]:
     """An IPRoute socket bound to ``netns``, closed on exit."""
     if netns is not None:
-        _check_netns_name(netns)
+        _check_netns(netns)
     try:
         if netns is None:
             ipr = IPRoute()
@@ -244,25 +252,52 @@ def _ifnames(ipr: Any) -> dict[int, str]:
     return {int(link["index"]): str(link.get("ifname")) for link in ipr.link("dump")}
 
 
-def _netns_path(name: str) -> str:
-    return os.path.join(NETNS_DIR, name)
+def _netns_path(netns: str) -> str:
+    return netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
+
+
+_NSFS_MAGIC = 0x6E736673          # namespace files since Linux 3.19
+_PROC_SUPER_MAGIC = 0x9FA0        # ... and in /proc before it
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+
+
+def _is_netns_file(path: str) -> bool:
+    """Is path (following links: /proc/PID/ns/net is one) a namespace file?
+    A path comes from a runtime or the store: never open a device or a FIFO
+    it names (an open can block or have effects), only a regular file on
+    nsfs (setns then tells whether it is a *network* namespace)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except (OSError, ValueError):
+        return False
+    buf = ctypes.create_string_buffer(256)          # struct statfs, f_type first
+    if _libc.statfs(path.encode(), buf) != 0:
+        return False
+    f_type = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    return f_type in (_NSFS_MAGIC, _PROC_SUPER_MAGIC)
 
 
 # --- namespaces ---------------------------------------------------------------
 
 
-def netns_exists(name: str) -> bool:
-    _check_netns_name(name)
-    return name in pyroute2_netns.listnetns(NETNS_DIR)
+def netns_exists(netns: str) -> bool:
+    _check_netns(netns)
+    if netns.startswith("/"):
+        return _is_netns_file(netns)
+    return netns in pyroute2_netns.listnetns(NETNS_DIR)
 
 
-def netns_inode(name: str) -> tuple[int, int] | None:
-    """(device, inode) of the namespace mounted at /run/netns/NAME: which
-    namespace it is, so one deleted and made again under the same name is
-    told apart; None if there is none."""
-    _check_netns_name(name)
+def netns_inode(netns: str) -> tuple[int, int] | None:
+    """(device, inode) of the namespace at /run/netns/NAME or at a path:
+    which namespace it is, so one deleted and made again under the same name
+    (or a reused pid's /proc/PID/ns/net) is told apart; None if there is
+    none."""
+    _check_netns(netns)
+    if netns.startswith("/") and not _is_netns_file(netns):
+        return None
     try:
-        st = os.stat(_netns_path(name))
+        st = os.stat(_netns_path(netns))
     except OSError:
         return None
     return st.st_dev, st.st_ino
@@ -493,6 +528,8 @@ def _open_netns_fd(netns: str | None) -> int:
     # /proc/thread-self: it came with Linux 3.17, and uvxlan runs on 3.10.
     own = f"/proc/self/task/{threading.get_native_id()}/ns/net"
     path = own if netns is None else _netns_path(netns)
+    if netns is not None and netns.startswith("/") and not _is_netns_file(netns):
+        raise NetlinkError(f"netns '{netns}' does not exist (not a namespace file)")
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -513,7 +550,7 @@ def link_move(ifname: str, to_netns: str, new_name: str, netns: str | None = Non
     """
     _check_ifname(ifname)
     _check_ifname(new_name)
-    _check_netns_name(to_netns)
+    _check_netns(to_netns)
     with _iproute(to_netns) as target:
         _require_absent(target, new_name, to_netns)
     target_fd = _open_netns_fd(to_netns)

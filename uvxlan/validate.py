@@ -17,6 +17,7 @@ readers.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ def mtu(value: object) -> int:
 NAME_MAX = 64
 IFNAME_MAX = 15                      # IFNAMSIZ - 1
 NETNS_MAX = 255                      # a file name in /run/netns
+NETNS_PATH_MAX = 1024                # a namespace file's path (runtimes' are < 100)
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{NAME_MAX - 1}}}")
 _KEY_COMPONENT = re.compile(rf"[A-Za-z0-9_.-]{{1,{NAME_MAX}}}")
 _IFNAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{IFNAME_MAX}}}")
@@ -115,7 +117,7 @@ def ifname(value: object) -> str:
     return value
 
 
-def netns(value: object) -> str:
+def netns_name(value: object) -> str:
     """A named network namespace: a file in /run/netns (pyroute2 would take
     a name with a '/' for a path)."""
     if (not isinstance(value, str) or not value or len(value) > NETNS_MAX or "/" in value
@@ -123,6 +125,22 @@ def netns(value: object) -> str:
         raise ConfigError(f"{value!r}: expected a network namespace name "
                           "(as in /run/netns/NAME)")
     return value
+
+
+def netns(value: object) -> str:
+    """An endpoint's network namespace: a name under /run/netns, or the
+    absolute path of a namespace file, as container runtimes hand them out
+    (/proc/PID/ns/net, /var/run/docker/netns/ID, /run/netns/cni-…).  A path
+    is normalised (no '.' or '..' parts, no '//'), so one namespace has one
+    spelling; what the file is (a namespace, not a device) is checked when it
+    is opened."""
+    if isinstance(value, str) and value.startswith("/"):
+        if ("\0" in value or len(value) > NETNS_PATH_MAX or value == "/"
+                or os.path.normpath(value) != value or value.startswith("//")):
+            raise ConfigError(f"{value!r}: expected a network namespace name (as in "
+                              "/run/netns/NAME) or a normalised absolute path")
+        return value
+    return netns_name(value)
 
 
 # Addresses -----------------------------------------------------------------------

@@ -240,3 +240,37 @@ def test_an_endpoint_not_made_again_is_logged_once_per_episode(
     assert len(told) == 1, told
     assert "held by another process" in told[0].getMessage()
     assert node.check_endpoints() == [(e1, None)]
+
+
+# --- A netns given as a path (container runtimes hand out paths) -------------
+
+def test_an_endpoint_in_a_netns_given_as_a_path(
+        lab: Lab, make_node: Callable[[], Node]) -> None:
+    node = make_node()
+    by_mount = endpoint(lab, "c1", "10.0.0.11/24")
+    by_mount = EndpointConfig("net1", f"/run/netns/{by_mount.netns}", by_mount.address,
+                              by_mount.mac)
+    # A process' own netns, as a runtime without a bind mount hands it out.
+    inside = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        path = f"/proc/{inside.pid}/ns/net"
+        eventually(lambda: netlink.netns_inode(path) != netlink.netns_inode("/proc/self/ns/net"),
+                   5, "the process in its own netns")
+        by_pid = EndpointConfig("net1", path, ipaddress.IPv4Interface("10.0.0.12/24"),
+                                "02:00:00:00:00:12")
+        for e in (by_mount, by_pid):
+            node.add_endpoint(e, 100, 1450)
+            state = netlink.link_state("eth0", e.netns)
+            assert state is not None and state["mtu"] == 1450, e.netns
+        assert not node.check_endpoints()
+        inside.kill()
+        inside.wait()
+        # The process' netns went with it: the endpoint is lost, not kept.
+        eventually(lambda: bool(node.check_endpoints() or node.lost), 5,
+                   "the endpoint of the ended process lost")
+        assert not netlink.netns_exists(path)
+        assert netlink.link_state("eth0", by_mount.netns) is not None
+    finally:
+        if inside.poll() is None:
+            inside.kill()
+            inside.wait()

@@ -97,12 +97,23 @@ def test_mac_answers() -> None:
 
 
 @pytest.mark.parametrize("netns", ["c1", "lab-h1", "", "a/b", ".", "..", "x" * 255,
-                                   "x" * 256, "a\0b", "my ns"])
+                                   "x" * 256, "a\0b", "my ns",
+                                   "/proc/42/ns/net", "/var/run/docker/netns/1a2b", "/",
+                                   "//run/netns/x", "/run/netns/../x", "/run//netns/x",
+                                   "/run/netns/x/", "/run/./netns", "/a\0b", "/" + "x" * 1024])
 def test_netns_one_rule(netns: str) -> None:
     expected = rule_ok(validate.netns, netns)
     assert config_ok(endpoint={"netns": netns}) == expected
     assert record_ok(endpoint_record(netns=netns)) == expected
-    assert rule_ok(netlink._check_netns_name, netns) == expected
+    assert rule_ok(netlink._check_netns, netns) == expected
+
+
+@pytest.mark.parametrize("netns", ["/proc/42/ns/net", "/var/run/docker/netns/1a2b",
+                                   "/run/netns/c1"])
+def test_a_netns_path_is_an_endpoints_netns_but_never_a_name_uvxlan_makes(netns: str) -> None:
+    assert validate.netns(netns) == netns
+    assert not rule_ok(validate.netns_name, netns)
+    assert not rule_ok(netlink._check_netns_name, netns)
 
 
 @pytest.mark.parametrize("address", ["10.0.0.2/24", "10.0.0.2", "banana", "fd00::1/64",
