@@ -81,7 +81,7 @@ fuzz: fuzz-vxlan fuzz-rcv fuzz-xmit fuzz-fault
 
 fuzz-build: setup
 	mkdir -p build/fuzz
-	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c csrc/arp.c csrc/offload.c -o build/fuzz/fuzz_vxlan
+	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c csrc/arp.c csrc/offload.c csrc/capring.c -o build/fuzz/fuzz_vxlan
 	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_fault.c csrc/fault.c -o build/fuzz/fuzz_fault
 	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_rcv.c $(FUZZ_DP) -lpthread -o build/fuzz/fuzz_rcv
 	clang $(FUZZ_CFLAGS) csrc/fuzz/fuzz_xmit.c $(FUZZ_DP) -lpthread -o build/fuzz/fuzz_xmit

@@ -60,9 +60,11 @@ def resolve(node: Node, req: CaptureRequest) -> tuple[int | None, int | None]:
                 raise ConfigError(f"--port {req.port}: no such port on this agent"
                                   " (`uvxlan stats` lists them)")
         else:
-            netns, _, ifname = req.port.partition("/")
-            found = [p for p, ep in ports.items()
-                     if ep.cfg.netns == netns and ifname in ("", ep.cfg.ifname)]
+            # NETNS, or NETNS/IFNAME; a netns may be a path itself
+            # (/proc/PID/ns/net), so the whole first, then split at the last /.
+            netns, _, ifname = req.port.rpartition("/")
+            found = [p for p, ep in ports.items() if ep.cfg.netns == req.port] or [
+                p for p, ep in ports.items() if ep.cfg.netns == netns and ep.cfg.ifname == ifname]
             if len(found) != 1:
                 raise ConfigError(f"--port {req.port}: " + (
                     "no endpoint in that netns on this agent" if not found else

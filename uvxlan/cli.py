@@ -886,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--network", metavar="N", help="only this network (name or VNI)")
     cap.add_argument("--port", metavar="P",
                      help="only frames from or to this port: its number (`uvxlan stats`)"
-                     " or its endpoint's NETNS[/IFNAME]")
+                     " or its endpoint's NETNS[/IFNAME] (a netns name or path)")
     cap.add_argument("--mac", metavar="M", help="only frames with this source or"
                      " destination MAC")
     cap.add_argument("--ethertype", metavar="T", help="only this EtherType (also behind"

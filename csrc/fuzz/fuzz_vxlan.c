@@ -1,9 +1,9 @@
-/* Fuzz target for the parsers (VXLAN, ARP, the offloads' TCP views) and
- * the FDB.
+/* Fuzz target for the parsers (VXLAN, ARP, the offloads' TCP views), the
+ * FDB, and the capture's filter and ring.
  *
  * With clang:  clang -g -fsanitize=fuzzer,address,undefined -Icsrc \
  *                  csrc/fuzz/fuzz_vxlan.c csrc/vxlan.c csrc/fdb.c csrc/csum.c \
- *                  csrc/arp.c csrc/offload.c          (make fuzz)
+ *                  csrc/arp.c csrc/offload.c csrc/capring.c   (make fuzz)
  * Without it (gcc), -DUVX_FUZZ_STANDALONE adds a main() that feeds random
  * and mutated inputs for a number of iterations: what the test suite runs
  * under AddressSanitizer and UBSan (tests/system/test_sanitize.py).
@@ -13,8 +13,10 @@
 #include <string.h>
 
 #include "../arp.h"
+#include "../capring.h"
 #include "../fdb.h"
 #include "../offload.h"
+#include "../uvx.h"
 #include "../vxlan.h"
 
 static void check(int ok, const char *what)
@@ -190,8 +192,58 @@ static void fuzz_offload(const uint8_t *data, size_t size)
 	(void)csum_complete(copy, len, vh.csum_start, vh.csum_offset);
 }
 
+/* The capture's filter, ring and outer headers (capring.h): the first 16
+ * bytes choose the filter (points, fields, VNI, port, MAC, EtherType) and
+ * where the frame is cut into two pieces; the rest is the frame.  The
+ * filter reads a gathered head of exactly what the frame has; a record
+ * taken from the ring is the outer headers then the frame, cut at the snap
+ * length, with their whole length. */
+#define FZ_CAP_SNAP 256u
+static void fuzz_capture(const uint8_t *data, size_t size)
+{
+	static struct capring ring;
+	static uint8_t rec[CAPRING_REC_HLEN + FZ_CAP_SNAP];
+	if (!ring.mem && capring_init(&ring, 4, FZ_CAP_SNAP) < 0)
+		abort();
+	if (size < 16)
+		return;
+	struct uvx_capture_filter f = {
+		.points = data[0] & 15u, .match = data[1] & 31u,
+		.vni = (uint32_t)data[2] << 16 | (uint32_t)data[3] << 8 | data[4],
+		.port = (int32_t)(data[5] & 3u) - 1, .ethertype = (uint16_t)(data[12] << 8 | data[13]),
+	};
+	memcpy(f.mac, data + 6, 6);
+	const uint8_t *frame = data + 16;
+	size_t len = size - 16, cut = data[14] % (len + 1);
+	const struct iovec iov[2] = { { (void *)frame, cut }, { (void *)(frame + cut), len - cut } };
+	uint8_t head[CAPTURE_HEAD];
+	size_t headlen = capture_head(head, iov, 2);
+	check(headlen == (len < CAPTURE_HEAD ? len : CAPTURE_HEAD) &&
+	      !memcmp(head, frame, headlen), "the head is the frame's first bytes");
+	unsigned point = 1u << (data[15] & 3u);
+	int match = capture_match(&f, point, f.vni ^ (data[15] >> 7), f.port, head, headlen);
+	check(!match || (f.points & point), "a frame matches only at a point asked for");
+
+	uint8_t outer[CAPTURE_OUTER_LEN];
+	size_t outer_len = (f.match & UVX_CAP_F_OUTER) ? sizeof(outer) : 0;
+	if (outer_len)
+		capture_outer(outer, 0x0100007f, 0x0200007f, 4096, 46354, data + 2, len);
+	check(capring_put(&ring, size, outer, outer_len, iov, 2) == 1, "room after a take");
+	size_t n = capring_take(&ring, rec, sizeof(rec));
+	uint32_t h[4];
+	memcpy(h, rec, sizeof(h));
+	size_t keep = outer_len + len < FZ_CAP_SNAP ? outer_len + len : FZ_CAP_SNAP;
+	check(n == CAPRING_REC_HLEN + keep && h[2] == keep && h[3] == outer_len + len,
+	      "a record keeps the snap length and says the whole length");
+	check(!memcmp(rec + CAPRING_REC_HLEN, outer, keep < outer_len ? keep : outer_len) &&
+	      (keep <= outer_len || !memcmp(rec + CAPRING_REC_HLEN + outer_len, frame,
+					     keep - outer_len)),
+	      "a record holds the outer headers, then the frame");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	fuzz_capture(data, size);
 	fuzz_parse(data, size);
 	fuzz_build(data, size);
 	fuzz_fdb(data, size);

@@ -236,7 +236,11 @@ class FakeNode:
     def __init__(self, frames: list[bytes], busy: bool = False) -> None:
         self.cfg = SimpleNamespace(host=SimpleNamespace(name="h1"))
         self.networks = {300: "net1"}
-        self.endpoints = [SimpleNamespace(port=0, cfg=SimpleNamespace(netns="c1", ifname="eth0"))]
+        self.endpoints = [
+            SimpleNamespace(port=0, cfg=SimpleNamespace(netns="c1", ifname="eth0")),
+            SimpleNamespace(port=1, cfg=SimpleNamespace(netns="/proc/77/ns/net", ifname="eth0")),
+            SimpleNamespace(port=2, cfg=SimpleNamespace(netns="/proc/77/ns/net", ifname="eth1")),
+        ]
         self.records = [struct.pack("=IIII", 1, i, len(f), len(f)) + f
                         for i, f in enumerate(frames)]
         self.busy = busy
@@ -316,11 +320,20 @@ def test_stream_to_a_valid_pcap_and_final_counts(tmp_path: Path) -> None:
     assert [bytes(p) for p in rdpcap(str(pcap))] == frames
 
 
+@pytest.mark.parametrize("spec, port", [("c1", 0), ("c1/eth0", 0), ("2", 2),
+                                        ("/proc/77/ns/net/eth1", 2)])
+def test_port_by_number_netns_or_path(spec: str, port: int) -> None:
+    node = FakeNode([])
+    assert capture_agent.resolve(node, capture.CaptureRequest(port=spec)) == (None, port)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("req, busy, error", [
     (capture.CaptureRequest(network="net9"), False, "--network net9: not served by this "
      "agent (its networks: net1)"),
     (capture.CaptureRequest(port="7"), False, "--port 7: no such port on this agent"),
     (capture.CaptureRequest(port="c2"), False, "--port c2: no endpoint in that netns"),
+    (capture.CaptureRequest(port="/proc/77/ns/net"), False, "--port /proc/77/ns/net: several "
+     "endpoints in that netns: name one as NETNS/IFNAME"),
     (capture.CaptureRequest(), True, "capture: another capture runs on this agent "
      "(one at a time)"),
 ])
