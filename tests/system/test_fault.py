@@ -138,7 +138,9 @@ def test_duplicates_as_ping_counts_them(lab: Lab, ov: Overlay) -> None:
     print(f"\nduplicate 30 %: {dups} duplicates in {n} pings, counters {c}")
     assert got == n
     assert within_binomial(dups, n, 0.3), dups
-    assert c["duplicated"] == dups
+    # Whatever else a1 sent h2's way (an ARP refresh) may be doubled too.
+    others = c["matched"] - n
+    assert 0 <= others <= 10 and dups <= c["duplicated"] <= dups + others
 
 
 def test_tcp_byte_identical_under_loss_and_reordering(lab: Lab, ov: Overlay) -> None:
