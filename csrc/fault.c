@@ -329,8 +329,8 @@ int fault_table_set(struct fault_table *t, const struct uvx_fault *f)
 		if (idx >= t->hi)
 			t->hi = idx + 1;
 	}
-	/* A changed rate starts with a full bucket. */
-	if (e->f.rate_bps != f->rate_bps || !e->bucket.rate_bps)
+	/* A new or changed rate starts with a full bucket. */
+	if (e->f.rate_bps != f->rate_bps)
 		fault_bucket_init(&e->bucket, f->rate_bps,
 				  t->slot_size + IPV4_HLEN + VXLAN_ENCAP_LEN);
 	e->f = *f;

@@ -5,10 +5,8 @@
  * Faults are a lab tool: off until set, in this memory only (an agent
  * that stops forgets them; nothing is written to the store or a file). */
 #include <errno.h>
-#include <string.h>
 #include <sys/random.h>
 #include <sys/timerfd.h>
-#include <unistd.h>
 
 #include "dp.h"
 #include "fault.h"

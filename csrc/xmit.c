@@ -13,10 +13,13 @@
  *                      (too_big, pmtud.c); else cut a super-frame into MSS
  *                      segments (tso_segment), encapsulate each, then
  *         xmit_gso       one sendmsg with UDP_SEGMENT per super-frame, or
- *         txq_add        queue UDP+VXLAN header + frame for sendmmsg
+ *         txq_add        queue UDP+VXLAN header + frame for sendmmsg; to a
+ *                        VTEP under an injected fault (fault.h), txq_fault
+ *                        first: lost, held, duplicated, corrupted
  *       flood          broadcast, multicast, unknown unicast: every other
  *                      local port and every VTEP in the VNI's flood list
  *   txq_flush        sendmmsg for everything queued, per socket
+ *   fault_release    held frames that are due (also on the timer: uvx_fault_tick)
  *
  * A drop here counts for the VNI and for the port the frame came from
  * (w->port), except a TAP write, which counts for the port written to.

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
 from uvxlan.errors import ConfigError
+from uvxlan.proto import VNI_MAX
 
 # C's bounds (uvx.h): native.py checks they agree.
 PPM = 1_000_000
@@ -55,6 +56,8 @@ class FaultSpec:
                 raise ConfigError(f"fault: peer {self.peer!r} is not an IPv4 address") from None
             if addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
                 raise ConfigError(f"fault: peer {self.peer} is not a VTEP's address")
+        if self.vni is not None and not 0 <= self.vni <= VNI_MAX:
+            raise ConfigError(f"fault: VNI {self.vni} is outside 0..{VNI_MAX}")
         for name in ("loss", "duplicate", "reorder", "corrupt"):
             value = getattr(self, name)
             if not 0.0 <= value <= 100.0:

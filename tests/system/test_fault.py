@@ -138,7 +138,9 @@ def test_duplicates_as_ping_counts_them(lab: Lab, ov: Overlay) -> None:
     print(f"\nduplicate 30 %: {dups} duplicates in {n} pings, counters {c}")
     assert got == n
     assert within_binomial(dups, n, 0.3), dups
-    assert c["duplicated"] == dups
+    # Whatever else a1 sent h2's way (an ARP refresh) may be doubled too.
+    others = c["matched"] - n
+    assert 0 <= others <= 10 and dups <= c["duplicated"] <= dups + others
 
 
 def test_tcp_byte_identical_under_loss_and_reordering(lab: Lab, ov: Overlay) -> None:
@@ -225,3 +227,15 @@ def test_refusals_are_one_line(lab: Lab, ov: Overlay) -> None:
     assert done.returncode == 1
     assert done.stderr == "uvxlan: error: agent: fault: this agent serves no network 'web'\n"
     assert fault(ov, "h1") == "no faults set\n"
+
+
+def test_a_restarted_agent_has_no_faults(lab: Lab, ov: Overlay) -> None:
+    """Faults live in the agent's memory only: after a stop and a start of
+    the same agent (which adopts its TAPs), none is set and pings pass."""
+    h2 = lab.host("h2").underlay_ip
+    fault(ov, "h1", "--peer", h2, "--loss", "100")
+    assert ping(lab, lab.container_netns("a1"), "10.0.0.3", 2) == 0
+    assert ov.stop("h1") == 0
+    ov.start("h1")
+    assert fault(ov, "h1") == "no faults set\n"
+    assert ping(lab, lab.container_netns("a1"), "10.0.0.3", 3) == 3

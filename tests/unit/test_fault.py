@@ -304,6 +304,7 @@ def test_bad_durations_are_one_line_errors(bad: str) -> None:
     ({"vni": 1, "loss": 101.0}, "not a percentage"),
     ({"vni": 1, "delay_us": 11_000_000}, "more than 10 s"),
     ({"vni": 1, "rate_bps": 100}, "outside"),
+    ({"vni": 1 << 24}, "outside 0..16777215"),
 ])
 def test_spec_refuses(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
