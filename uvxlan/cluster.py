@@ -651,6 +651,9 @@ async def attach(store: Store, network: str, *, host: str, netns: str,
             await get_network(store, network)            # the not-found error
             return None
         net = checked(NetworkRecord, net_kv)
+        if group and not net.gbp:
+            raise ConfigError(f"--group {group}: network {network} does not use GBP "
+                              "(network create --gbp)")
         want_ip = None if ip is None else _parse_ip(net, ip)
         host_kv = await store.get(host_key(host)) if _is_name(host) else None
         if host_kv is None:

@@ -472,6 +472,8 @@ def parse(data: dict[str, Any], source: str = "config",
             if prev.mac == ep.mac:
                 raise e.fail("mac", f"{ep.mac} is used twice in network {network!r}")
         owner = next(n for n in networks if n.name == network)
+        if ep.group and not owner.gbp:
+            raise e.fail("group", f"applies only in a network with gbp = true ({network!r})")
         if any(s.mac == ep.mac for s in owner.static):
             raise e.fail("mac", f"{ep.mac} is also a static remote entry in {network!r}")
         endpoints.append(ep)

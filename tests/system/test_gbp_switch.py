@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import root
 from tests.system.test_switch import BCAST, Remote, Switch, frame, mac, recv_all
 from uvxlan.gbp import Policy, Rule
+from uvxlan.reference import wire
 
 pytestmark = root
 
@@ -65,6 +66,10 @@ def test_a_port_group_goes_on_the_wire_with_the_g_flag(sw: Switch) -> None:
     a, b = sw.add_port(1), sw.add_port(1)
     r = sw.add_remote(1, "127.0.0.2")
     sw.dp.set_port_group(a, 0x1234)
+    sw.send_from_port(a, frame(BCAST, mac(1)))
+    (got,) = recv_all(r.sock)
+    # The reference codec builds the same header.
+    assert got[:8] == wire.build_header(1, 0x1234) == header(1, G | 0x1234)
     sw.send_from_port(a, frame(BCAST, mac(1)))
     assert sent_words(r) == [0x08000000 | G | 0x1234]
     # Group 0 sends a plain header, as Linux does for skb->mark 0.

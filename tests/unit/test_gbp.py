@@ -69,8 +69,9 @@ def test_the_file_gives_gbp_its_policy_and_groups() -> None:
      "#2: from 1 to 2 is given twice"),
     ({"gbp": True, "policy": ["1->2"]}, None, "'1->2' is not {from, to, action}"),
     ({"gbp": "yes"}, None, "gbp: must be true or false"),
-    ({}, {"group": -1}, "group: -1 is not a group"),
-    ({}, {"group": "web"}, "group: 'web' is not a group"),
+    ({"gbp": True}, {"group": -1}, "group: -1 is not a group"),
+    ({"gbp": True}, {"group": "web"}, "group: 'web' is not a group"),
+    ({}, {"group": 5}, "group: applies only in a network with gbp = true"),
 ])
 def test_bad_policy_and_groups_are_one_line_naming_the_key(
         net: dict[str, Any], ep: dict[str, Any] | None, says: str) -> None:

@@ -49,6 +49,8 @@ def test_policy_changes_are_refused_where_they_cannot_hold(tmp_path: Path) -> No
     async def scenario(rig: Rig) -> None:
         with pytest.raises(ClusterError, match="does not use GBP"):
             await cluster.set_policy(rig.store, "net1", lambda p: p)
+        with pytest.raises(ConfigError, match="does not use GBP"):
+            await cluster.attach(rig.store, "net1", host="h1", netns="c1", group=3)
         with pytest.raises(ClusterError, match="no network named 'nope'"):
             await cluster.set_policy(rig.store, "nope", lambda p: p)
         await cluster.create_network(rig.store, "gbp", subnet="10.1.0.0/24", vni=400,
