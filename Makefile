@@ -104,7 +104,8 @@ sanitize: setup
 	UVX_SANITIZE=1 $(PY) csrc/testing/build_testing.py >/dev/null
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so) \
 	  ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider \
-	  tests/system/test_switch.py tests/system/test_arp.py tests/unit/test_fdb.py \
-	  tests/unit/test_wire.py tests/unit/test_offload.py tests/unit/test_capture.py; \
+	  tests/system/test_switch.py tests/system/test_arp.py tests/system/test_punt.py \
+	  tests/unit/test_fdb.py tests/unit/test_wire.py tests/unit/test_offload.py \
+	  tests/unit/test_capture.py; \
 	status=$$?; $(PY) setup.py -q build_ext --inplace --force; \
 	$(PY) csrc/testing/build_testing.py >/dev/null; exit $$status

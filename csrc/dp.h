@@ -4,15 +4,16 @@
  * lookup, the clock).  Not part of the public API.
  *
  * Who calls whom (down the page only, never back up):
- *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c, peers.c, fault.c
+ *   dp.c       configuration, lifecycle    -> worker.c, fdb.c, arp.c, peers.c, fault.c, punt.c
  *   fault_api.c  faults from Python, timer -> fault.c
- *   worker.c   the two threads             -> xmit.c, rcv.c
+ *   worker.c   the two threads; hook kicks -> xmit.c, rcv.c
  *   xmit.c     TAP -> wire                 -> forward.c, vxlan.c, offload.c, arp.c, pmtud.c,
- *                                             fault.c, fault_api.c, gbp.c
- *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c, gbp.c
+ *                                             fault.c, fault_api.c, gbp.c, capture.c, punt.c
+ *   rcv.c      wire -> TAP                 -> forward.c, vxlan.c, offload.c, gbp.c, capture.c,
+ *                                             punt.c
+ *   punt.c     Python hooks: rules, slots, rings (no calls into the path)
  *   forward.c  switch, write to a port     -> fdb.c
  *   vxlan.c, offload.c, pmtud.c (codecs)   -> csum.c
- *   punt.c     Python hooks: match, slots     (called by xmit.c, rcv.c, dp.c)
  *   stats.c    counters as Python reads them; the packet path counts
  *              inline (stats.h), into per-worker sets
  */

@@ -234,3 +234,29 @@ def test_flow_counter_example_counts_a_ping(hooked: tuple[Lab, Overlay, Hooks]) 
     reply = next(r for r in rows if r[:3] == ["10.0.0.2:0", "10.0.0.1:0", "icmp"])
     assert int(request[3]) == 4 and int(reply[3]) == 4
     assert int(request[4]) == 4 * 98
+
+
+def test_a_hook_answers_arp_itself_by_injecting(hooked: tuple[Lab, Overlay, Hooks],
+                                                tmp_path: Path) -> None:
+    lab, ov, h = hooked
+    # A responder in Python: who-has 10.0.0.99 is answered with a made-up
+    # MAC, written to the asking container, and goes nowhere else.
+    proc = h.start(hook_file(tmp_path, """
+        FAKE = bytes.fromhex("020000000099")
+        def hook(frame: Frame) -> Verdict:
+            d = frame.data
+            if d[20:22] != b"\\0\\1" or d[38:42] != bytes([10, 0, 0, 99]):
+                return PASS
+            asker_mac, asker_ip = d[22:28], d[28:32]
+            reply = (asker_mac + FAKE + b"\\x08\\x06" + bytes.fromhex("0001080006040002")
+                     + FAKE + bytes([10, 0, 0, 99]) + asker_mac + asker_ip)
+            frame.inject(reply, to="container")
+            return DROP
+        """), "net1", "--ethertype", "0x0806", "--direction", "from-port")
+    lab.run(ns(lab, "c1"), ["ping", "-c", "1", "-W", "1", "10.0.0.99"])
+    neigh = lab.run(ns(lab, "c1"), ["ip", "neigh", "show", "10.0.0.99"]).stdout
+    assert "02:00:00:00:00:99" in neigh
+    [status] = ov.query("h1", "hooks")["hooks"]
+    assert status["injected"] >= 1 and status["dropped"] >= 1
+    summary, _ = h.stop(proc)
+    assert "injected" in summary

@@ -5,6 +5,7 @@ never taken twice; the rest never leave C; a full queue drops and counts."""
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 
 import pytest
@@ -133,3 +134,28 @@ def test_inject_to_and_from_a_port(sw: Switch) -> None:
     dp.hook_kick()
     assert sw.port_received(b) == [f] and r.received() == [(1, f)]
     assert sw.port_received(a) == []
+
+
+@pytest.mark.parametrize("first", ["hook", "threads"])
+def test_verdicts_run_on_the_worker_threads(sw: Switch, first: str) -> None:
+    """With the datapath's threads: the eventfd says frames wait, and a
+    kick wakes the worker that took them (a hook added before or after
+    the threads start)."""
+    a, b = sw.add_port(1), sw.add_port(1)
+    dp = sw.dp
+    if first == "hook":
+        dp.hook_add(1, 1, ethertype=ARP)
+    dp.start_threads()
+    try:
+        if first == "threads":
+            dp.hook_add(1, 1, ethertype=ARP)
+        arp = arp_like("ff:ff:ff:ff:ff:ff", mac(1))
+        sw.ports[a].send(arp)
+        assert select.select([dp.hook_fd()], [], [], 2.0)[0], "no wake-up for the loop"
+        [p] = dp.hook_take()
+        assert sw.port_received(b) == []
+        dp.hook_verdict(p.token, drop=False)
+        dp.hook_kick()
+        assert sw.port_received(b, wait=2.0) == [arp]
+    finally:
+        dp.stop_threads()
