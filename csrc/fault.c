@@ -427,6 +427,7 @@ static int slot_fill(struct fault_table *t, uint32_t slot, const struct fault_fr
 	m->udp_port = fr->udp_port;
 	m->copies = (uint8_t)copies;
 	m->hash = fr->hash;
+	m->port = fr->port;
 	m->stash_of = -1;
 	m->state = SLOT_OUT;
 	size_t off, end;

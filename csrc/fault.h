@@ -100,6 +100,7 @@ struct fault_slot_meta {
 	uint8_t state;            /* enum fault_slot_state */
 	uint32_t hash;            /* the inner flow's: its send socket */
 	int32_t stash_of;         /* the entry whose reordered frame it is, or -1 */
+	int32_t port;             /* the port it came from (fault_frame) */
 };
 
 struct fault_entry {
@@ -151,6 +152,7 @@ struct fault_frame {
 	uint32_t ip;
 	uint16_t udp_port;
 	uint32_t hash;
+	int32_t port;             /* the port it came from: its GBP group, a capture's port */
 };
 
 /* What fault_judge decided.  reason: UVX_PASS, or the drop to count.

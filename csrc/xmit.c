@@ -132,10 +132,13 @@ static void txq_put_slot(struct uvx_dp *dp, struct uvx_worker *w, uint32_t slot)
 	}
 	const struct fdb_dest to = { -1, m->ip, m->udp_port };
 	uint32_t hash = w->hash;
+	int32_t port = w->port;
 	w->hash = m->hash;                 /* its flow's socket */
+	w->port = m->port;                 /* its GBP group, as it was sent */
 	for (unsigned c = 0; c < m->copies; c++)
 		txq_put(dp, w, v, &to, fault_slot_data(t, slot), m->len, NULL, 0);
 	w->hash = hash;
+	w->port = port;
 	/* Only now: a flush inside txq_put frees the slots in flight. */
 	fault_inflight(t, slot);
 }
@@ -147,7 +150,8 @@ static void txq_fault(struct uvx_dp *dp, struct uvx_worker *w, struct uvx_vni *v
 		      const struct fdb_dest *to, struct fault_entry *fe,
 		      const uint8_t *h1, size_t l1, const uint8_t *h2, size_t l2)
 {
-	const struct fault_frame fr = { h1, l1, h2, l2, v->vni, to->ip, to->udp_port, w->hash };
+	const struct fault_frame fr = { h1, l1, h2, l2, v->vni, to->ip, to->udp_port, w->hash,
+					w->port };
 	struct fault_verdict fv;
 	fault_judge(dp->fault, fe, &fr, mono_ns(), &fv);
 	if (fv.reason != UVX_PASS) {

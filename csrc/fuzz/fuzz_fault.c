@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint64_t now = 1000000000ull;
 	now += 10000;
 	size_t l1 = size / 3;
-	const struct fault_frame fr = { f, l1, f + l1, size - l1, 1, 1, 4789, 0 };
+	const struct fault_frame fr = { f, l1, f + l1, size - l1, 1, 1, 4789, 0, -1 };
 	struct fault_verdict v;
 	fault_judge(table, fault_find(table, 1, 1), &fr, now, &v);
 	check(v.reason == UVX_PASS || v.reason == UVX_DROP_FAULT_LOSS ||

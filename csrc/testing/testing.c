@@ -384,7 +384,7 @@ void uvx_test_fault_judge(void *tp, const uint8_t *frame, size_t len, uint64_t n
 	struct fault_table *t = tp;
 	/* Split in two pieces, as a segment's headers and payload come. */
 	size_t l1 = len / 2;
-	const struct fault_frame fr = { frame, l1, frame + l1, len - l1, 1, 1, 4789, 0 };
+	const struct fault_frame fr = { frame, l1, frame + l1, len - l1, 1, 1, 4789, 0, -1 };
 	struct fault_verdict v;
 	fault_judge(t, fault_find(t, 1, 1), &fr, now, &v);
 	*out = (struct uvx_test_verdict){ v.reason, v.copies, v.slot, v.release };
