@@ -168,12 +168,17 @@ class DockerEndpoint:
 
     @property
     def srcname(self) -> str:
-        return SRC_PREFIX + self.id[:ID_SHORT]
+        return tap_name(self.id)
 
 
 def endpoint_name(endpoint_id: str) -> str:
     """The store's name of Docker's endpoint endpoint_id."""
     return ENDPOINT_PREFIX + endpoint_id[:ID_SHORT]
+
+
+def tap_name(endpoint_id: str) -> str:
+    """The TAP Join makes for endpoint_id, in the agent's netns (SrcName)."""
+    return SRC_PREFIX + endpoint_id[:ID_SHORT]
 
 
 def _reservation(host: str, ep: DockerEndpoint | None = None) -> bytes:
@@ -614,7 +619,7 @@ class Plugin:
             # Never placed: the reservation forgets it, for ReleaseAddress.
             await self.store.cas(kv.key, _reservation(self.host),
                                  mod_revision=kv.mod_revision)
-        srcname = SRC_PREFIX + eid[:ID_SHORT]
+        srcname = tap_name(eid)
         # The controller removes an adopted TAP on the record's deletion;
         # one it never adopted (Docker failed before it was placed) goes here.
         deadline = time.monotonic() + REMOVE_WAIT_S
