@@ -194,6 +194,7 @@ def test_an_endpoint_whose_netns_is_gone_is_collected_after_the_grace_period(
     eventually(lambda: endpoint(ov, "net1", "c1") is None, 20, "c1 collected")
     took = time.monotonic() - gone_at
     assert took >= 4, f"collected {took:.1f} s after its netns went: before the grace period"
+    print(f"\nc1 collected {took:.1f} s after its netns went (collect_after = 4)")
     eventually(lambda: not any(e["mac"] == mac1 for e in ov.query("h2", "fdb")["fdb"]), 10,
                "c1's MAC gone from h2")
     c3 = endpoint(ov, "net1", "c3")
@@ -230,7 +231,8 @@ def test_an_endpoint_in_a_process_netns_goes_with_the_process(
         assert p1 is not None and ping(lab, c2, str(p1["ip"]).split("/")[0]) == 3
         inside.kill()
         inside.wait()
-        eventually(lambda: endpoint(ov, "net1", "p1") is None, 15, "p1 collected")
+        took = eventually(lambda: endpoint(ov, "net1", "p1") is None, 15, "p1 collected")
+        print(f"\np1 collected {took:.1f} s after its process ended (collect_after = 600)")
     finally:
         if inside.poll() is None:
             inside.kill()
