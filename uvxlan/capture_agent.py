@@ -100,7 +100,11 @@ async def serve(node: Node, obj: dict[str, Any], uid: int | None,
     info = dict(agent=name, points=list(req.points()),
                 network=None if vni is None else node.networks.get(vni),
                 vni=vni, port=port, mac=req.mac, ethertype=req.ethertype,
-                outer=req.outer, snaplen=stats.snaplen, slots=stats.slots)
+                outer=req.outer, snaplen=stats.snaplen, slots=stats.slots,
+                # For the client's pcapng comments: networks and ports by number.
+                networks={str(v): n for v, n in node.networks.items()},
+                ports={str(ep.port): f"{ep.cfg.netns}/{ep.cfg.ifname}"
+                       for ep in node.endpoints if ep.port is not None})
     log.info("capture started for uid %s: %s", uid, info)
     final = None
     try:

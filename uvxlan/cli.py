@@ -210,7 +210,8 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UvxlanError(f"-w {args.write}: {exc.strerror or exc}") from None
 
-    result = run_capture(socket_for(args.agent), req, open_out, status=sys.stderr.buffer)
+    result = run_capture(socket_for(args.agent), req, open_out, status=sys.stderr.buffer,
+                         pcapng=args.pcapng)
     print(report(result), file=sys.stderr)
     return 0
 
@@ -783,6 +784,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--slots", type=int, default=0, metavar="N",
                      help="frames each datapath thread's ring holds (default: as many"
                      " as 8 MiB hold)")
+    cap.add_argument("--pcapng", action="store_true",
+                     help="write pcapng: each frame also says where it was taken (its"
+                     " interface, AGENT:POINT), its network and its port (a comment)")
     cap.add_argument("-w", "--write", default="-", metavar="FILE",
                      help="write pcap here; - for stdout (default; never a terminal)")
     cap.set_defaults(func=_cmd_capture)

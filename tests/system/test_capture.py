@@ -152,6 +152,29 @@ def test_inner_only_to_a_pipe_and_filters(lab: Lab, overlay: OverlayFactory,
     assert {r[1] for r in rows} == {"1", "2"}      # a1's request, and the answer it got
 
 
+def test_pcapng_says_where_and_whose(lab: Lab, overlay: OverlayFactory,
+                                     tmp_path: Path) -> None:
+    """--pcapng --at all: each frame of a ping seen at the four points of
+    h1, each on its interface (AGENT:POINT), with its network and a1's
+    port in its comment."""
+    ov = overlay(NETS, PLACE)
+    a1 = lab.container_netns("a1")
+    port = next(p["port"] for p in ov.query("h1", "stats")["ports"] if p["netns"] == a1)
+    pcap = tmp_path / "all.pcapng"
+    cap = start_capture(ov, "h1", "--pcapng", "--at", "all", "--network", "net1",
+                        "-w", str(pcap))
+    assert ping(lab, a1, "10.0.0.3", 2) == 2
+    frames, missed = stop_capture(cap)
+    rows = tshark(pcap, "frame.interface_name", "frame.comment", "icmp.type")
+    assert len(rows) == frames and missed == 0
+    icmp = [r for r in rows if r[2]]
+    agent = f"{lab.name}-h1"
+    assert sorted((r[0], r[2]) for r in icmp) == sorted(
+        [(f"{agent}:port-in", "8"), (f"{agent}:wire-out", "8"),
+         (f"{agent}:wire-in", "0"), (f"{agent}:port-out", "0")] * 2)
+    assert {r[1] for r in icmp} == {f"net1 (VNI 300), port {port} ({a1}/eth0)"}
+
+
 def stalled_client(sock_path: str, request: CaptureRequest) -> socket.socket:
     """A capture client that sends its request and then never reads."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
