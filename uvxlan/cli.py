@@ -745,6 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait for the agent to exit (default 30)")
     lv.set_defaults(func=_cmd_leave)
 
+    from uvxlan.capture import ETHERTYPES, SNAPLEN_DEFAULT  # loads no C
+
     cap = sub.add_parser(
         "capture", help="live capture of the frames an agent switches, as pcap",
         description="Write pcap (Ethernet) of the frames a running agent's switch\n"
@@ -774,12 +776,13 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--mac", metavar="M", help="only frames with this source or"
                      " destination MAC")
     cap.add_argument("--ethertype", metavar="T", help="only this EtherType (also behind"
-                     " a VLAN tag): a number (0x0806) or ipv4, ipv6, arp, vlan, lldp")
+                     f" a VLAN tag): a number (0x0806) or {', '.join(ETHERTYPES)}")
     cap.add_argument("--outer", action="store_true",
-                     help="keep the outer IPv4/UDP/VXLAN headers (wire points only)")
+                     help="keep the outer Ethernet/IPv4/UDP/VXLAN headers (wire points"
+                     " only)")
     cap.add_argument("--at", metavar="POINTS",
                      help="where to capture, comma-separated (see above)")
-    cap.add_argument("--snaplen", type=int, default=2048, metavar="N",
+    cap.add_argument("--snaplen", type=int, default=SNAPLEN_DEFAULT, metavar="N",
                      help="bytes kept of each frame, outer headers included (%(default)s)")
     cap.add_argument("--slots", type=int, default=0, metavar="N",
                      help="frames each datapath thread's ring holds (default: as many"
