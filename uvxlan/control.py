@@ -5,7 +5,8 @@ A running agent (``uvxlan.daemon``) listens on a Unix socket,
 ``{"cmd": "stats"}`` (or ``"fdb"``, ``"status"``, ``"refused"``, ``"control"``, which
 only read, and ``"leave"``, which stops the agent and removes its endpoints:
 root's alone); the answer is one line of JSON, ``{"error": "..."}`` when the
-agent refuses.
+agent refuses.  (``"capture"``, root's too, streams frames after its answer:
+``uvxlan.capture`` is its client.)
 
 This module imports nothing that loads the C fast path: ``uvxlan stats``
 and ``uvxlan fdb`` only read a socket.

@@ -79,9 +79,12 @@ def tshark(pcap: Path | None, *fields: str, stdin: object = None) -> list[list[s
     return [line.split("\t") for line in done.stdout.splitlines()]
 
 
+@pytest.mark.parametrize("threads", [True, False], ids=["threads", "on-the-loop"])
 def test_outer_shows_vni_and_inner_ping_and_tcp(lab: Lab, overlay: OverlayFactory,
-                                                tmp_path: Path) -> None:
-    ov = overlay(NETS, PLACE)
+                                                tmp_path: Path, threads: bool) -> None:
+    """With the datapath on its threads, or on the agent's loop (threads =
+    false), where the rings' producer and consumer are one thread."""
+    ov = overlay(NETS, PLACE, host_options={"threads": threads})
     a1, a2 = lab.container_netns("a1"), lab.container_netns("a2")
     pcap = tmp_path / "outer.pcap"
     cap = start_capture(ov, "h1", "--outer", "--network", "net1", "-w", str(pcap))
