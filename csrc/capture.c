@@ -124,6 +124,10 @@ int uvx_capture_start(struct uvx_dp *dp, const struct uvx_capture_filter *f)
 			: (uint32_t)fit;
 	}
 	c->f.slots = slots;
+	if ((uint64_t)slots * (sizeof(struct capring_slot) + f->snaplen) > UVX_CAPTURE_RING_MAX) {
+		release(c);
+		return -EFBIG;
+	}
 	/* Allocated here, before the lock: the workers wait for nothing. */
 	for (unsigned k = 0; k < UVX_WORKERS; k++) {
 		if (capring_init(&c->ring[k], slots, f->snaplen) < 0) {

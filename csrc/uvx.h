@@ -272,6 +272,7 @@ int uvx_fdb_sizes(struct uvx_dp *dp, struct uvx_fdb_sizes *out);
 #define UVX_CAP_F_ETHERTYPE 8u
 #define UVX_CAP_F_OUTER     16u
 #define UVX_CAPTURE_RING_BYTES  (8u << 20)
+#define UVX_CAPTURE_RING_MAX    (256u << 20)   /* slots asked for: at most this per worker */
 #define UVX_CAPTURE_SLOTS_MAX   65536
 #define UVX_CAPTURE_SNAP_MIN    64
 /* The largest frame plus the outer headers --outer adds (Ethernet, IPv4,
@@ -296,7 +297,8 @@ struct uvx_capture_stats {
 	uint32_t slots;           /* per worker */
 	uint32_t snaplen;
 };
-/* 0, -EBUSY if a capture runs, -EINVAL for a bad filter, -ENOMEM. */
+/* 0, -EBUSY if a capture runs, -EINVAL for a bad filter, -EFBIG for
+ * rings over UVX_CAPTURE_RING_MAX, -ENOMEM. */
 int uvx_capture_start(struct uvx_dp *dp, const struct uvx_capture_filter *f);
 /* Ends the capture; its last counts into out (may be NULL).  -ENOENT if none. */
 int uvx_capture_stop(struct uvx_dp *dp, struct uvx_capture_stats *out);

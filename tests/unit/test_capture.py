@@ -195,6 +195,28 @@ def test_outer_headers_decode_as_vxlan() -> None:
 # uvxlan.capture: the request and the stream ---------------------------------
 
 
+def test_ring_sizes_are_checked_before_anything_is_allocated() -> None:
+    """On a datapath without sockets or ports: no root needed."""
+    from uvxlan.config import DatapathConfig
+    from uvxlan.native import Datapath
+    dp = Datapath(DatapathConfig(local_ip="127.0.0.1"))
+    try:
+        for kw, why in [(dict(snaplen=10), "--snaplen 10: 64 to 65585"),
+                        (dict(snaplen=2048, slots=70000), "--slots 70000: at most 65536"),
+                        (dict(snaplen=65535, slots=65536),
+                         "--slots 65536 of --snaplen 65535: more than 256 MiB per")]:
+            with pytest.raises(ConfigError, match=why):
+                dp.capture_start(["port-in"], **kw)  # type: ignore[arg-type]
+        assert dp.capture_stop() is None            # none was started
+        st = dp.capture_start(["port-in"], snaplen=2048)
+        assert (st.slots, st.snaplen, st.captured, st.missed) == (4032, 2048, 0, 0)
+        with pytest.raises(NativeError):
+            dp.capture_start(["port-in"], snaplen=2048)   # one at a time
+        assert dp.capture_stop() is not None
+    finally:
+        dp.close()
+
+
 def test_points_by_default_and_by_name() -> None:
     assert capture.CaptureRequest().points() == ("port-in", "wire-in")
     assert capture.CaptureRequest(outer=True).points() == ("wire-in", "wire-out")
