@@ -37,8 +37,9 @@ static void bump_relaxed(uint64_t *c)
 	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 }
 
-int capring_put(struct capring *r, uint64_t ts_ns, const uint8_t *outer,
-		size_t outer_len, const struct iovec *iov, int niov)
+int capring_put(struct capring *r, uint64_t ts_ns, unsigned point, uint32_t vni,
+		int32_t port, const uint8_t *outer, size_t outer_len,
+		const struct iovec *iov, int niov)
 {
 	uint64_t head = r->head;     /* ours alone */
 	/* Acquire: the consumer's reads of the slot it freed are done. */
@@ -62,6 +63,9 @@ int capring_put(struct capring *r, uint64_t ts_ns, const uint8_t *outer,
 		kept += n;
 	}
 	s->ts_ns = ts_ns;
+	s->point = point;
+	s->vni = vni;
+	s->port = port;
 	s->caplen = (uint32_t)kept;
 	s->origlen = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
 	/* Release: the slot's bytes before the consumer sees the new head. */
@@ -88,9 +92,9 @@ size_t capring_take(struct capring *r, uint8_t *out, size_t cap)
 	size_t size = CAPRING_REC_HLEN + s->caplen;
 	if (size > cap)
 		return 0;
-	uint32_t rec[4] = {
+	uint32_t rec[7] = {
 		(uint32_t)(s->ts_ns / 1000000000u), (uint32_t)(s->ts_ns % 1000000000u),
-		s->caplen, s->origlen,
+		s->caplen, s->origlen, s->point, s->vni, (uint32_t)s->port,
 	};
 	memcpy(out, rec, sizeof(rec));
 	memcpy(out + CAPRING_REC_HLEN, s + 1, s->caplen);

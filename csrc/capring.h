@@ -23,6 +23,10 @@ struct capring_slot {
 	uint64_t ts_ns;            /* CLOCK_REALTIME when captured */
 	uint32_t caplen;           /* bytes kept, at most snaplen */
 	uint32_t origlen;          /* the frame's whole length */
+	uint32_t point;            /* where: 0 for UVX_CAP_TAP_RX, 1, 2, 3 (the bit's position) */
+	uint32_t vni;
+	int32_t port;              /* the port it came from or goes to, or -1 */
+	uint32_t pad;
 };
 
 /* head and tail on cache lines of their own: each has one writer. */
@@ -37,25 +41,27 @@ struct capring {
 	uint8_t *mem;
 };
 
-/* A pcap record header (libpcap's pcap_sf_pkthdr, nanosecond flavour:
- * the file's magic says so), in the host's byte order like the global
- * header the agent writes before it. */
-#define CAPRING_REC_HLEN 16u
+/* A record's header (UVX_CAPTURE_REC_HLEN): a pcap record header
+ * (libpcap's pcap_sf_pkthdr, nanosecond flavour), then the slot's point,
+ * VNI and port, each 32 bits in the host's byte order. */
+#define CAPRING_REC_HLEN 28u
 
 int capring_init(struct capring *r, uint32_t nslots, uint32_t snaplen);
 void capring_free(struct capring *r);
 
-/* Producer: put one frame, outer headers (outer_len bytes, may be 0)
+/* Producer: put one frame seen at point (its index, see capring_slot)
+ * in vni, from or to port: outer headers (outer_len bytes, may be 0)
  * first, then the pieces iov[0..niov); origlen is the sum, the bytes
  * kept stop at snaplen.  1 if put, 0 if the ring was full (missed). */
-int capring_put(struct capring *r, uint64_t ts_ns, const uint8_t *outer,
-		size_t outer_len, const struct iovec *iov, int niov);
+int capring_put(struct capring *r, uint64_t ts_ns, unsigned point, uint32_t vni,
+		int32_t port, const uint8_t *outer, size_t outer_len,
+		const struct iovec *iov, int niov);
 
 /* Consumer: the oldest record's timestamp (1), or 0 if empty. */
 int capring_peek(struct capring *r, uint64_t *ts_ns);
-/* Consumer: write the oldest record into out as a pcap record (header
- * and bytes) and free its slot; its size, or 0 if empty or it does not
- * fit in cap (then it stays). */
+/* Consumer: write the oldest record into out (header, then the bytes)
+ * and free its slot; its size, or 0 if empty or it does not fit in cap
+ * (then it stays). */
 size_t capring_take(struct capring *r, uint8_t *out, size_t cap);
 
 /* Producer and consumer both read these counters: relaxed loads. */

@@ -23,10 +23,11 @@ static uint64_t realtime_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void put(struct uvx_capture *c, const uint8_t *outer, size_t outer_len,
-		const struct iovec *iov, int niov)
+static void put(struct uvx_capture *c, unsigned point, uint32_t vni, int32_t port,
+		const uint8_t *outer, size_t outer_len, const struct iovec *iov, int niov)
 {
-	capring_put(&c->ring[uvx_wid], realtime_ns(), outer, outer_len, iov, niov);
+	capring_put(&c->ring[uvx_wid], realtime_ns(), (unsigned)__builtin_ctz(point), vni,
+		    port, outer, outer_len, iov, niov);
 }
 
 void capture_frame(struct uvx_dp *dp, unsigned point, uint32_t vni, int32_t port,
@@ -36,7 +37,7 @@ void capture_frame(struct uvx_dp *dp, unsigned point, uint32_t vni, int32_t port
 	uint8_t head[CAPTURE_HEAD];
 	if (!c || !capture_match(&c->f, point, vni, port, head, capture_head(head, iov, niov)))
 		return;
-	put(c, NULL, 0, iov, niov);
+	put(c, point, vni, port, NULL, 0, iov, niov);
 }
 
 void capture_wire_rx(struct uvx_dp *dp, uint32_t vni, int32_t port, const uint8_t *pkt,
@@ -50,7 +51,7 @@ void capture_wire_rx(struct uvx_dp *dp, uint32_t vni, int32_t port, const uint8_
 	if (!capture_match(&c->f, UVX_CAP_WIRE_RX, vni, port, head, capture_head(head, &iov, 1)))
 		return;
 	if (!(c->f.match & UVX_CAP_F_OUTER)) {
-		put(c, NULL, 0, &iov, 1);
+		put(c, UVX_CAP_WIRE_RX, vni, port, NULL, 0, &iov, 1);
 		return;
 	}
 	/* As received: the sender's address and port, our own, and the
@@ -58,7 +59,7 @@ void capture_wire_rx(struct uvx_dp *dp, uint32_t vni, int32_t port, const uint8_
 	uint8_t outer[CAPTURE_OUTER_LEN];
 	capture_outer(outer, from->sin_addr.s_addr, dp->cfg.local_ip, from->sin_port,
 		      htons(dp->cfg.dst_port), pkt, len - off);
-	put(c, outer, sizeof(outer), &iov, 1);
+	put(c, UVX_CAP_WIRE_RX, vni, port, outer, sizeof(outer), &iov, 1);
 }
 
 void capture_wire_tx(struct uvx_dp *dp, uint32_t vni, int32_t port, uint32_t daddr,
@@ -71,7 +72,7 @@ void capture_wire_tx(struct uvx_dp *dp, uint32_t vni, int32_t port, uint32_t dad
 				 capture_head(head, iov, niov)))
 		return;
 	if (!(c->f.match & UVX_CAP_F_OUTER)) {
-		put(c, NULL, 0, iov, niov);
+		put(c, UVX_CAP_WIRE_TX, vni, port, NULL, 0, iov, niov);
 		return;
 	}
 	size_t inner = 0;
@@ -79,7 +80,7 @@ void capture_wire_tx(struct uvx_dp *dp, uint32_t vni, int32_t port, uint32_t dad
 		inner += iov[i].iov_len;
 	uint8_t outer[CAPTURE_OUTER_LEN];
 	capture_outer(outer, dp->cfg.local_ip, daddr, htons(sport), htons(dport), vxh, inner);
-	put(c, outer, sizeof(outer), iov, niov);
+	put(c, UVX_CAP_WIRE_TX, vni, port, outer, sizeof(outer), iov, niov);
 }
 
 static void release(struct uvx_capture *c)
@@ -123,6 +124,10 @@ int uvx_capture_start(struct uvx_dp *dp, const struct uvx_capture_filter *f)
 			: (uint32_t)fit;
 	}
 	c->f.slots = slots;
+	if ((uint64_t)slots * (sizeof(struct capring_slot) + f->snaplen) > UVX_CAPTURE_RING_MAX) {
+		release(c);
+		return -EFBIG;
+	}
 	/* Allocated here, before the lock: the workers wait for nothing. */
 	for (unsigned k = 0; k < UVX_WORKERS; k++) {
 		if (capring_init(&c->ring[k], slots, f->snaplen) < 0) {

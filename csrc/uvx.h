@@ -310,13 +310,14 @@ int uvx_fdb_sizes(struct uvx_dp *dp, struct uvx_fdb_sizes *out);
 #define UVX_CAP_F_ETHERTYPE 8u
 #define UVX_CAP_F_OUTER     16u
 #define UVX_CAPTURE_RING_BYTES  (8u << 20)
+#define UVX_CAPTURE_RING_MAX    (256u << 20)   /* slots asked for: at most this per worker */
 #define UVX_CAPTURE_SLOTS_MAX   65536
 #define UVX_CAPTURE_SNAP_MIN    64
 /* The largest frame plus the outer headers --outer adds (Ethernet, IPv4,
  * UDP, VXLAN). */
 #define UVX_CAPTURE_SNAP_MAX    (UVX_FRAME_MAX + ETH_HLEN + IPV4_HLEN + VXLAN_ENCAP_LEN)
-/* The pcap record header each drained frame starts with. */
-#define UVX_CAPTURE_REC_HLEN    16
+/* The header each drained frame starts with (uvx_capture_drain). */
+#define UVX_CAPTURE_REC_HLEN    28
 struct uvx_capture_filter {
 	uint32_t points;          /* UVX_CAP_TAP_RX | ... */
 	uint32_t match;           /* UVX_CAP_F_* */
@@ -334,15 +335,18 @@ struct uvx_capture_stats {
 	uint32_t slots;           /* per worker */
 	uint32_t snaplen;
 };
-/* 0, -EBUSY if a capture runs, -EINVAL for a bad filter, -ENOMEM. */
+/* 0, -EBUSY if a capture runs, -EINVAL for a bad filter, -EFBIG for
+ * rings over UVX_CAPTURE_RING_MAX, -ENOMEM. */
 int uvx_capture_start(struct uvx_dp *dp, const struct uvx_capture_filter *f);
 /* Ends the capture; its last counts into out (may be NULL).  -ENOENT if none. */
 int uvx_capture_stop(struct uvx_dp *dp, struct uvx_capture_stats *out);
 int uvx_capture_stats(struct uvx_dp *dp, struct uvx_capture_stats *out);
-/* Moves captured frames into buf as pcap records (UVX_CAPTURE_REC_HLEN
- * bytes: seconds, nanoseconds, bytes kept, length, each a uint32_t in the
- * host's order; then the bytes), oldest first across the workers, as
- * many as fit in cap.  Bytes written (0: nothing waiting), or -ENOENT.
+/* Moves captured frames into buf as records, oldest first across the
+ * workers, as many as fit in cap.  A record is UVX_CAPTURE_REC_HLEN bytes
+ * of header, seven 32-bit fields in the host's order: seconds,
+ * nanoseconds, bytes kept, length (a pcap record header so far), the
+ * point (the position of its UVX_CAP_* bit: 0 for TAP_RX ... 3 for
+ * WIRE_TX), the VNI, the port (-1: none); then the bytes kept.  Bytes written (0: nothing waiting), or -ENOENT.
  * Takes the read lock: the workers never wait for it. */
 int uvx_capture_drain(struct uvx_dp *dp, uint8_t *buf, size_t cap);
 /* Fault injection, a lab tool (fault.h; issue 14): on the way to the wire,

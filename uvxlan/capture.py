@@ -4,9 +4,11 @@ The agent's C fast path copies the frames a filter matches into a bounded
 ring per datapath thread (csrc/capture.c); the agent drains the rings while
 a client reads (``uvxlan.capture_agent``) and streams them over its control
 socket; the client writes pcap (LINKTYPE_ETHERNET, nanosecond timestamps)
-to a file or to stdout.  A client that reads slowly, or not at all, never
-slows forwarding: the agent stops draining, the rings fill, and the frames
-that find them full are counted as missed.
+to a file or to stdout, or pcapng, where each frame also says where it was
+taken (an interface per point), its network and its port (a comment).  A
+client that reads slowly, or not at all, never slows forwarding: the agent
+stops draining, the rings fill, and the frames that find them full are
+counted as missed.
 
 On the control socket, after the request line ``{"cmd": "capture", ...}``
 (``CaptureRequest.to_json``) the agent answers one JSON line,
@@ -14,7 +16,7 @@ On the control socket, after the request line ``{"cmd": "capture", ...}``
 slots) or ``{"error": "..."}``; then chunks, each a type byte and a length
 (``CHUNK``) before its payload:
 
-    P  pcap records (whole ones), oldest first
+    P  records (whole ones, ``RECORD`` then the bytes kept), oldest first
     S  {"captured": n, "missed": n} so far, about every STATS_S seconds
     E  the same, final: the capture is over (the agent closes after it)
 
@@ -70,7 +72,11 @@ SNAPLEN_DEFAULT = 2048        # a whole 1514-byte frame, with --outer's 50 bytes
 PCAP_MAGIC_NS = 0xA1B23C4D    # pcap with nanosecond timestamps, in our byte order
 LINKTYPE_ETHERNET = 1
 PCAP_HEADER = struct.Struct("=IHHiIII")
-RECORD = struct.Struct("=IIII")     # seconds, nanoseconds, bytes kept, length
+# A record as the agent sends it (UVX_CAPTURE_REC_HLEN in csrc/uvx.h):
+# seconds, nanoseconds, bytes kept, length (a pcap record header), then
+# the point (its index in POINTS), the VNI, the port (-1: none).
+RECORD = struct.Struct("=IIIIIIi")
+PCAP_RECORD = 16                    # the pcap record header's part of it
 CHUNK = struct.Struct("!cI")
 DATA, STATS, END = b"P", b"S", b"E"
 STATS_S = 0.5
@@ -182,17 +188,91 @@ def pcap_header(snaplen: int) -> bytes:
     return PCAP_HEADER.pack(PCAP_MAGIC_NS, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET)
 
 
+def records(data: bytes) -> Iterator[tuple[tuple[int, ...], memoryview]]:
+    """Each record in data (whole ones, as the agent sends them): its
+    header's fields and its bytes."""
+    view, at = memoryview(data), 0
+    while at + RECORD.size <= len(data):
+        head = RECORD.unpack_from(data, at)
+        start = at + RECORD.size
+        at = start + head[2]
+        yield head, view[start:at]
+
+
+class PcapWriter:
+    """pcap (nanosecond timestamps, LINKTYPE_ETHERNET): the point, VNI
+    and port of each frame have no place in it."""
+
+    def __init__(self, out: BinaryIO, info: dict[str, Any]) -> None:
+        self.out = out
+        out.write(pcap_header(int(info["snaplen"])))
+
+    def write(self, data: bytes) -> int:
+        parts: list[bytes | memoryview] = []
+        n = 0
+        for head, frame in records(data):
+            parts += [RECORD.pack(*head)[:PCAP_RECORD], frame]
+            n += 1
+        self.out.write(b"".join(parts))
+        return n
+
+
+def _pcapng_block(kind: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    return struct.pack("=II", kind, len(body) + 12) + body + struct.pack("=I", len(body) + 12)
+
+
+def _pcapng_option(code: int, value: bytes) -> bytes:
+    return struct.pack("=HH", code, len(value)) + value + bytes(-len(value) % 4)
+
+
+class PcapngWriter:
+    """pcapng: an interface per point, named AGENT:POINT (tshark's
+    frame.interface_name), and a comment per frame naming its network and
+    port (frame.comment)."""
+
+    def __init__(self, out: BinaryIO, info: dict[str, Any]) -> None:
+        self.out = out
+        agent = str(info.get("agent", "?"))
+        self.networks = {int(k): v for k, v in dict(info.get("networks", {})).items()}
+        self.ports = {int(k): v for k, v in dict(info.get("ports", {})).items()}
+        end = _pcapng_option(0, b"")
+        head = [_pcapng_block(0x0A0D0D0A, struct.pack("=IHHq", 0x1A2B3C4D, 1, 0, -1)
+                              + _pcapng_option(4, b"uvxlan capture") + end)]
+        for point in POINTS:            # interface i is POINTS' i-th point
+            head.append(_pcapng_block(1, struct.pack("=HHI", LINKTYPE_ETHERNET, 0,
+                                                     int(info["snaplen"]))
+                                      + _pcapng_option(2, f"{agent}:{point}".encode())
+                                      + _pcapng_option(9, b"\x09") + end))
+        out.write(b"".join(head))
+
+    def comment(self, vni: int, port: int) -> bytes:
+        net = self.networks.get(vni)
+        text = f"{net} (VNI {vni})" if net else f"VNI {vni}"
+        if port >= 0:
+            text += f", port {port}" + (f" ({self.ports[port]})" if port in self.ports else "")
+        return text.encode()
+
+    def write(self, data: bytes) -> int:
+        parts: list[bytes] = []
+        for (sec, ns, caplen, origlen, point, vni, port), frame in records(data):
+            ts = sec * 1_000_000_000 + ns
+            parts.append(_pcapng_block(6, struct.pack("=IIIII", point, ts >> 32,
+                                                      ts & 0xFFFFFFFF, caplen, origlen)
+                                       + bytes(frame) + bytes(-caplen % 4)
+                                       + _pcapng_option(1, self.comment(vni, port))
+                                       + _pcapng_option(0, b"")))
+        self.out.write(b"".join(parts))
+        return len(parts)
+
+
 def chunk(kind: bytes, payload: bytes) -> bytes:
     return CHUNK.pack(kind, len(payload)) + payload
 
 
 def count_records(data: bytes) -> int:
-    """pcap records in data (whole ones, as the agent sends them)."""
-    n = at = 0
-    while at + RECORD.size <= len(data):
-        at += RECORD.size + RECORD.unpack_from(data, at)[2]
-        n += 1
-    return n
+    """Records in data (whole ones, as the agent sends them)."""
+    return sum(1 for _ in records(data))
 
 
 # The client ----------------------------------------------------------------
@@ -229,11 +309,11 @@ def _stop_on_signals() -> Iterator[_Stop]:
 
 def run_capture(control_socket: str, request: CaptureRequest,
                 open_out: Callable[[], BinaryIO], *, connect_timeout: float = 5.0,
-                status: BinaryIO | None = None) -> CaptureResult:
+                status: BinaryIO | None = None, pcapng: bool = False) -> CaptureResult:
     """Capture until SIGINT or SIGTERM (or the agent or the output ends
-    it), writing pcap to open_out() (opened once the agent has accepted
-    the request) and flushing after each chunk, so a reader of a pipe
-    (``tshark -r -``) sees frames as they come and the file is valid
+    it), writing pcap (or pcapng) to open_out() (opened once the agent has
+    accepted the request) and flushing after each chunk, so a reader of a
+    pipe (``tshark -r -``) sees frames as they come and the file is valid
     whenever it stops."""
     from uvxlan.control import who_may_connect
 
@@ -270,11 +350,11 @@ def run_capture(control_socket: str, request: CaptureRequest,
             status.flush()
         out = open_out()
         try:
-            out.write(pcap_header(int(info["snaplen"])))
+            writer = (PcapngWriter if pcapng else PcapWriter)(out, info)
             out.flush()
         except (BrokenPipeError, OSError) as exc:
             raise UvxlanError(f"writing the capture: {exc.strerror or exc}") from None
-        _stream(s, out, stop, result)
+        _stream(s, writer, stop, result)
     return result
 
 
@@ -309,8 +389,9 @@ def _describe(info: dict[str, Any]) -> str:
             " (Ctrl-C stops)\n")
 
 
-def _stream(s: socket.socket, out: BinaryIO, stop: _Stop, result: CaptureResult) -> None:
-    """Chunks from the agent into out, until its E chunk or its end."""
+def _stream(s: socket.socket, writer: PcapWriter | PcapngWriter, stop: _Stop,
+            result: CaptureResult) -> None:
+    """Chunks from the agent into writer, until its E chunk or its end."""
     s.settimeout(0.2)
     buf = bytearray()
     stopping_since: float | None = None
@@ -352,12 +433,12 @@ def _stream(s: socket.socket, out: BinaryIO, stop: _Stop, result: CaptureResult)
                 if stopping_since is not None and result.ended_by == "the output":
                     continue
                 try:
-                    out.write(payload)
-                    out.flush()
+                    frames = writer.write(payload)
+                    writer.out.flush()
                 except (BrokenPipeError, OSError):
                     ask_stop("the output")   # the reader of the pipe went
                     continue
-                result.frames += count_records(payload)
+                result.frames += frames
             elif kind in (STATS, END):
                 with suppress(ValueError, KeyError, TypeError):
                     result.missed = int(json.loads(payload)["missed"])

@@ -31,6 +31,7 @@ DRAIN_S = 0.05              # how often the rings are drained
 HIGH_WATER = 1 << 20        # bytes waiting for the client before draining pauses
 BUSY = 256 << 10            # a drain this big: drain again at once, not after DRAIN_S
 END_SEND_S = 5.0            # for the client to take the last chunks
+FINAL_DRAINS = 8            # at the end: twice two default rings (the rest is missed)
 
 
 def _reply(obj: dict[str, Any]) -> bytes:
@@ -100,8 +101,13 @@ async def serve(node: Node, obj: dict[str, Any], uid: int | None,
     info = dict(agent=name, points=list(req.points()),
                 network=None if vni is None else node.networks.get(vni),
                 vni=vni, port=port, mac=req.mac, ethertype=req.ethertype,
-                outer=req.outer, snaplen=stats.snaplen, slots=stats.slots)
-    log.info("capture started for uid %s: %s", uid, info)
+                outer=req.outer, snaplen=stats.snaplen, slots=stats.slots,
+                # For the client's pcapng comments: networks and ports by number.
+                networks={str(v): n for v, n in node.networks.items()},
+                ports={str(ep.port): f"{ep.cfg.netns}/{ep.cfg.ifname}"
+                       for ep in node.endpoints if ep.port is not None})
+    log.info("capture started for uid %s: %s", uid,
+             {k: v for k, v in info.items() if k not in ("networks", "ports")})
     final = None
     try:
         writer.write(_reply({"capture": info}))
@@ -154,9 +160,10 @@ async def _stream(node: Node, reader: asyncio.StreamReader,
                 await asyncio.sleep(0)      # more is waiting: after the loop's other work
             else:
                 await asyncio.wait({gone}, timeout=DRAIN_S)
-        # The client asked to stop: what the rings hold goes too.
-        while not transport.is_closing():
-            data = node.capture_drain()
+        # The client asked to stop: what the rings hold goes too, not what
+        # keeps coming meanwhile (a bounded number of drains).
+        for _ in range(FINAL_DRAINS):
+            data = b"" if transport.is_closing() else node.capture_drain()
             if not data:
                 break
             writer.write(chunk(DATA, data))

@@ -220,7 +220,8 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UvxlanError(f"-w {args.write}: {exc.strerror or exc}") from None
 
-    result = run_capture(socket_for(args.agent), req, open_out, status=sys.stderr.buffer)
+    result = run_capture(socket_for(args.agent), req, open_out, status=sys.stderr.buffer,
+                         pcapng=args.pcapng)
     print(report(result), file=sys.stderr)
     return 0
 
@@ -863,6 +864,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait for the agent to exit (default 30)")
     lv.set_defaults(func=_cmd_leave)
 
+    from uvxlan.capture import ETHERTYPES, SNAPLEN_DEFAULT  # loads no C
+
     cap = sub.add_parser(
         "capture", help="live capture of the frames an agent switches, as pcap",
         description="Write pcap (Ethernet) of the frames a running agent's switch\n"
@@ -892,16 +895,20 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--mac", metavar="M", help="only frames with this source or"
                      " destination MAC")
     cap.add_argument("--ethertype", metavar="T", help="only this EtherType (also behind"
-                     " a VLAN tag): a number (0x0806) or ipv4, ipv6, arp, vlan, lldp")
+                     f" a VLAN tag): a number (0x0806) or {', '.join(ETHERTYPES)}")
     cap.add_argument("--outer", action="store_true",
-                     help="keep the outer IPv4/UDP/VXLAN headers (wire points only)")
+                     help="keep the outer Ethernet/IPv4/UDP/VXLAN headers (wire points"
+                     " only)")
     cap.add_argument("--at", metavar="POINTS",
                      help="where to capture, comma-separated (see above)")
-    cap.add_argument("--snaplen", type=int, default=2048, metavar="N",
+    cap.add_argument("--snaplen", type=int, default=SNAPLEN_DEFAULT, metavar="N",
                      help="bytes kept of each frame, outer headers included (%(default)s)")
     cap.add_argument("--slots", type=int, default=0, metavar="N",
                      help="frames each datapath thread's ring holds (default: as many"
                      " as 8 MiB hold)")
+    cap.add_argument("--pcapng", action="store_true",
+                     help="write pcapng: each frame also says where it was taken (its"
+                     " interface, AGENT:POINT), its network and its port (a comment)")
     cap.add_argument("-w", "--write", default="-", metavar="FILE",
                      help="write pcap here; - for stdout (default; never a terminal)")
     cap.set_defaults(func=_cmd_capture)

@@ -755,7 +755,11 @@ class Datapath:
         if ethertype is not None:
             f.ethertype, match = ethertype, match | lib.UVX_CAP_F_ETHERTYPE
         f.match = match
-        _check(lib.uvx_capture_start(self._dp, f), "starting a capture")
+        rc = lib.uvx_capture_start(self._dp, f)
+        if rc == -errno.EFBIG:
+            raise ConfigError(f"--slots {slots} of --snaplen {snaplen}: more than "
+                              f"{lib.UVX_CAPTURE_RING_MAX >> 20} MiB per datapath thread")
+        _check(rc, "starting a capture")
         self._capture_buf = ffi.new("uint8_t[]", CAPTURE_DRAIN_BYTES)
         return self.capture_stats()
 

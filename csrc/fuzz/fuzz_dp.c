@@ -341,11 +341,15 @@ static void check_captured(struct uvx_dp *dp)
 	while ((n = uvx_capture_drain(dp, buf, sizeof(buf))) > 0) {
 		size_t at = 0;
 		while (at < (size_t)n) {
-			uint32_t rec[4];
+			uint32_t rec[UVX_CAPTURE_REC_HLEN / 4];
 			check(at + sizeof(rec) <= (size_t)n, "a whole record header");
 			memcpy(rec, buf + at, sizeof(rec));
 			check(rec[2] <= FZ_CAPTURE_SNAP && rec[2] <= rec[3] && rec[1] < 1000000000u,
 			      "a record within the snap length and its frame");
+			check(rec[4] < 4 && (rec[5] == FZ_VNI_A || rec[5] == FZ_VNI_B ||
+					     rec[5] == FZ_VNI_C) &&
+			      ((int32_t)rec[6] == -1 || (int32_t)rec[6] < FZ_PORTS),
+			      "a record names its point, one of our VNIs and a port or none");
 			at += sizeof(rec) + rec[2];
 		}
 		check(at == (size_t)n, "records fill the drain exactly");

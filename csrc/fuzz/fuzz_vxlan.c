@@ -228,13 +228,16 @@ static void fuzz_capture(const uint8_t *data, size_t size)
 	size_t outer_len = (f.match & UVX_CAP_F_OUTER) ? sizeof(outer) : 0;
 	if (outer_len)
 		capture_outer(outer, 0x0100007f, 0x0200007f, 4096, 46354, data + 2, len);
-	check(capring_put(&ring, size, outer, outer_len, iov, 2) == 1, "room after a take");
+	check(capring_put(&ring, size, data[15] & 3u, f.vni, f.port, outer, outer_len, iov, 2)
+	      == 1, "room after a take");
 	size_t n = capring_take(&ring, rec, sizeof(rec));
-	uint32_t h[4];
+	uint32_t h[CAPRING_REC_HLEN / 4];
 	memcpy(h, rec, sizeof(h));
 	size_t keep = outer_len + len < FZ_CAP_SNAP ? outer_len + len : FZ_CAP_SNAP;
 	check(n == CAPRING_REC_HLEN + keep && h[2] == keep && h[3] == outer_len + len,
 	      "a record keeps the snap length and says the whole length");
+	check(h[4] == (data[15] & 3u) && h[5] == f.vni && (int32_t)h[6] == f.port,
+	      "a record names its point, VNI and port");
 	check(!memcmp(rec + CAPRING_REC_HLEN, outer, keep < outer_len ? keep : outer_len) &&
 	      (keep <= outer_len || !memcmp(rec + CAPRING_REC_HLEN + outer_len, frame,
 					     keep - outer_len)),

@@ -186,11 +186,12 @@ void uvx_test_capring_free(struct capring *r)
 	}
 }
 
-int uvx_test_capring_put(struct capring *r, uint64_t ts_ns, const uint8_t *outer,
-			 size_t outer_len, const uint8_t *frame, size_t len)
+int uvx_test_capring_put(struct capring *r, uint64_t ts_ns, unsigned point, uint32_t vni,
+			 int32_t port, const uint8_t *outer, size_t outer_len,
+			 const uint8_t *frame, size_t len)
 {
 	const struct iovec iov = { (void *)frame, len };
-	return capring_put(r, ts_ns, outer, outer_len, &iov, 1);
+	return capring_put(r, ts_ns, point, vni, port, outer, outer_len, &iov, 1);
 }
 
 size_t uvx_test_capring_take(struct capring *r, uint8_t *out, size_t cap)
@@ -220,7 +221,7 @@ static void *race_producer(void *arg)
 		memcpy(frame, &i, sizeof(i));
 		memcpy(frame + sizeof(frame) - sizeof(i), &i, sizeof(i));
 		const struct iovec iov = { frame, sizeof(frame) };
-		capring_put(a->r, i, NULL, 0, &iov, 1);
+		capring_put(a->r, i, 0, 1, -1, NULL, 0, &iov, 1);
 	}
 	__atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
 	return NULL;

@@ -65,17 +65,17 @@ int uvx_test_pmtud_reply(const uint8_t *frame, size_t len, size_t room,
 
 /* The capture ring and filter (capring.h), without a datapath.  A ring
  * of nslots slots keeping snaplen bytes per frame; put one frame (after
- * outer_len bytes of outer headers) as the producer; take the oldest as a
- * pcap record into out (its size, 0 if none or it does not fit); its
- * counters.  uvx_test_capring_race puts n frames, each holding its
+ * outer_len bytes of outer headers) as the producer; take the oldest
+ * record into out (its size, 0 if none or it does not fit); its counters.  uvx_test_capring_race puts n frames, each holding its
  * sequence number, from a thread of its own while this one takes them:
  * returns how many were taken, with *missed the producer's count and
  * *in_order 1 if every frame taken came whole and in sequence. */
 struct capring;
 struct capring *uvx_test_capring_new(uint32_t nslots, uint32_t snaplen);
 void uvx_test_capring_free(struct capring *r);
-int uvx_test_capring_put(struct capring *r, uint64_t ts_ns, const uint8_t *outer,
-			 size_t outer_len, const uint8_t *frame, size_t len);
+int uvx_test_capring_put(struct capring *r, uint64_t ts_ns, unsigned point, uint32_t vni,
+			 int32_t port, const uint8_t *outer, size_t outer_len,
+			 const uint8_t *frame, size_t len);
 size_t uvx_test_capring_take(struct capring *r, uint8_t *out, size_t cap);
 void uvx_test_capring_counts(struct capring *r, uint64_t *captured, uint64_t *missed);
 int64_t uvx_test_capring_race(uint32_t nslots, uint64_t n, uint64_t *missed,

@@ -174,13 +174,14 @@ class CapRing:
             raise NativeError(errno.ENOMEM, "capture ring")
         self._r = ffi.gc(r, lib.uvx_test_capring_free)
 
-    def put(self, frame: bytes, ts_ns: int = 0, outer: bytes = b"") -> bool:
+    def put(self, frame: bytes, ts_ns: int = 0, outer: bytes = b"", *, point: int = 0,
+            vni: int = 1, port: int = -1) -> bool:
         """As the producer; False if the ring was full (missed)."""
-        return bool(lib.uvx_test_capring_put(self._r, ts_ns, outer, len(outer),
-                                             frame, len(frame)))
+        return bool(lib.uvx_test_capring_put(self._r, ts_ns, point, vni, port, outer,
+                                             len(outer), frame, len(frame)))
 
     def take(self, cap: int = 1 << 17) -> bytes:
-        """The oldest record, pcap-framed (b"" if none, or if it does not fit cap)."""
+        """The oldest record, header and bytes (b"" if none, or if it does not fit cap)."""
         out = ffi.new("uint8_t[]", cap)
         return bytes(ffi.buffer(out, lib.uvx_test_capring_take(self._r, out, cap)))
 

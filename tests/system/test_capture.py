@@ -79,9 +79,12 @@ def tshark(pcap: Path | None, *fields: str, stdin: object = None) -> list[list[s
     return [line.split("\t") for line in done.stdout.splitlines()]
 
 
+@pytest.mark.parametrize("threads", [True, False], ids=["threads", "on-the-loop"])
 def test_outer_shows_vni_and_inner_ping_and_tcp(lab: Lab, overlay: OverlayFactory,
-                                                tmp_path: Path) -> None:
-    ov = overlay(NETS, PLACE)
+                                                tmp_path: Path, threads: bool) -> None:
+    """With the datapath on its threads, or on the agent's loop (threads =
+    false), where the rings' producer and consumer are one thread."""
+    ov = overlay(NETS, PLACE, host_options={"threads": threads})
     a1, a2 = lab.container_netns("a1"), lab.container_netns("a2")
     pcap = tmp_path / "outer.pcap"
     cap = start_capture(ov, "h1", "--outer", "--network", "net1", "-w", str(pcap))
@@ -150,6 +153,29 @@ def test_inner_only_to_a_pipe_and_filters(lab: Lab, overlay: OverlayFactory,
     assert {r[0] for r in rows} == {"0x0806"}
     assert {r[2] for r in rows} <= {"10.0.0.2", "10.0.0.3"}
     assert {r[1] for r in rows} == {"1", "2"}      # a1's request, and the answer it got
+
+
+def test_pcapng_says_where_and_whose(lab: Lab, overlay: OverlayFactory,
+                                     tmp_path: Path) -> None:
+    """--pcapng --at all: each frame of a ping seen at the four points of
+    h1, each on its interface (AGENT:POINT), with its network and a1's
+    port in its comment."""
+    ov = overlay(NETS, PLACE)
+    a1 = lab.container_netns("a1")
+    port = next(p["port"] for p in ov.query("h1", "stats")["ports"] if p["netns"] == a1)
+    pcap = tmp_path / "all.pcapng"
+    cap = start_capture(ov, "h1", "--pcapng", "--at", "all", "--network", "net1",
+                        "-w", str(pcap))
+    assert ping(lab, a1, "10.0.0.3", 2) == 2
+    frames, missed = stop_capture(cap)
+    rows = tshark(pcap, "frame.interface_name", "frame.comment", "icmp.type")
+    assert len(rows) == frames and missed == 0
+    icmp = [r for r in rows if r[2]]
+    agent = f"{lab.name}-h1"
+    assert sorted((r[0], r[2]) for r in icmp) == sorted(
+        [(f"{agent}:port-in", "8"), (f"{agent}:wire-out", "8"),
+         (f"{agent}:wire-in", "0"), (f"{agent}:port-out", "0")] * 2)
+    assert {r[1] for r in icmp} == {f"net1 (VNI 300), port {port} ({a1}/eth0)"}
 
 
 def stalled_client(sock_path: str, request: CaptureRequest) -> socket.socket:

@@ -21,7 +21,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
-from scapy.utils import rdpcap
+from scapy.utils import PcapNgReader, rdpcap
 
 from tests.support import native_testing as t
 from uvxlan import capture, capture_agent
@@ -35,10 +35,25 @@ A, B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
 
 def record(rec: bytes) -> tuple[int, int, int, int, bytes]:
-    """A pcap record: seconds, nanoseconds, bytes kept, length, the bytes."""
-    sec, ns, caplen, origlen = capture.RECORD.unpack_from(rec)
+    """A record: seconds, nanoseconds, bytes kept, length, the bytes."""
+    sec, ns, caplen, origlen, _, _, _ = capture.RECORD.unpack_from(rec)
     assert len(rec) == capture.RECORD.size + caplen
     return sec, ns, caplen, origlen, rec[capture.RECORD.size:]
+
+
+def test_record_header_is_the_c_one() -> None:
+    from uvxlan.native import lib
+    assert capture.RECORD.size == lib.UVX_CAPTURE_REC_HLEN
+    # A record's point is its bit's position: POINTS' order is the bits'.
+    assert [CAPTURE_POINTS[p] for p in capture.POINTS] == [1, 2, 4, 8]
+
+
+def test_record_names_point_vni_and_port() -> None:
+    r = t.CapRing(2, 64)
+    r.put(b"a" * 20, point=3, vni=0xABCDEF, port=-1)
+    r.put(b"b" * 20, point=0, vni=7, port=12)
+    assert capture.RECORD.unpack_from(r.take())[4:] == (3, 0xABCDEF, -1)
+    assert capture.RECORD.unpack_from(r.take())[4:] == (0, 7, 12)
 
 
 def test_filter_bits_are_the_c_ones() -> None:
@@ -180,6 +195,28 @@ def test_outer_headers_decode_as_vxlan() -> None:
 # uvxlan.capture: the request and the stream ---------------------------------
 
 
+def test_ring_sizes_are_checked_before_anything_is_allocated() -> None:
+    """On a datapath without sockets or ports: no root needed."""
+    from uvxlan.config import DatapathConfig
+    from uvxlan.native import Datapath
+    dp = Datapath(DatapathConfig(local_ip="127.0.0.1"))
+    try:
+        for kw, why in [(dict(snaplen=10), "--snaplen 10: 64 to 65585"),
+                        (dict(snaplen=2048, slots=70000), "--slots 70000: at most 65536"),
+                        (dict(snaplen=65535, slots=65536),
+                         "--slots 65536 of --snaplen 65535: more than 256 MiB per")]:
+            with pytest.raises(ConfigError, match=why):
+                dp.capture_start(["port-in"], **kw)  # type: ignore[arg-type]
+        assert dp.capture_stop() is None            # none was started
+        st = dp.capture_start(["port-in"], snaplen=2048)
+        assert (st.slots, st.snaplen, st.captured, st.missed) == (4032, 2048, 0, 0)
+        with pytest.raises(NativeError):
+            dp.capture_start(["port-in"], snaplen=2048)   # one at a time
+        assert dp.capture_stop() is not None
+    finally:
+        dp.close()
+
+
 def test_points_by_default_and_by_name() -> None:
     assert capture.CaptureRequest().points() == ("port-in", "wire-in")
     assert capture.CaptureRequest(outer=True).points() == ("wire-in", "wire-out")
@@ -241,7 +278,7 @@ class FakeNode:
             SimpleNamespace(port=1, cfg=SimpleNamespace(netns="/proc/77/ns/net", ifname="eth0")),
             SimpleNamespace(port=2, cfg=SimpleNamespace(netns="/proc/77/ns/net", ifname="eth1")),
         ]
-        self.records = [struct.pack("=IIII", 1, i, len(f), len(f)) + f
+        self.records = [capture.RECORD.pack(1, i, len(f), len(f), i % 4, 300, i - 1) + f
                         for i, f in enumerate(frames)]
         self.busy = busy
         self.started: dict[str, Any] | None = None
@@ -266,7 +303,7 @@ class FakeNode:
 
 
 def run_against(node: FakeNode, req: capture.CaptureRequest, tmp_path: Path,
-                stop_after: float) -> tuple[capture.CaptureResult, bytes]:
+                stop_after: float, pcapng: bool = False) -> tuple[capture.CaptureResult, bytes]:
     """run_capture against capture_agent.serve on a thread's event loop;
     SIGINT after stop_after seconds, as Ctrl-C."""
     path = str(tmp_path / "a.sock")
@@ -293,7 +330,7 @@ def run_against(node: FakeNode, req: capture.CaptureRequest, tmp_path: Path,
     timer.start()
     out = io.BytesIO()
     try:
-        result = capture.run_capture(path, req, lambda: out)
+        result = capture.run_capture(path, req, lambda: out, pcapng=pcapng)
     finally:
         timer.cancel()
         stopping.set()
@@ -318,6 +355,26 @@ def test_stream_to_a_valid_pcap_and_final_counts(tmp_path: Path) -> None:
     pcap = tmp_path / "x.pcap"
     pcap.write_bytes(data)
     assert [bytes(p) for p in rdpcap(str(pcap))] == frames
+
+
+def test_pcapng_says_where_each_frame_was_taken(tmp_path: Path) -> None:
+    frames = [bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP() / UDP()
+                    / (bytes([i]) * (10 + i))) for i in range(5)]
+    result, data = run_against(FakeNode(frames), capture.CaptureRequest(), tmp_path, 0.5,
+                               pcapng=True)
+    assert result.frames == 5
+    pcap = tmp_path / "x.pcapng"
+    pcap.write_bytes(data)
+    got = list(PcapNgReader(str(pcap)))
+    assert [bytes(p) for p in got] == frames
+    # Record i: point i % 4 (an interface each), VNI 300 (net1), port i - 1.
+    assert [p.sniffed_on for p in got] == [
+        f"h1:{tuple(capture.POINTS)[i % 4]}" for i in range(5)]
+    assert [p.comment for p in got] == [
+        b"net1 (VNI 300)", b"net1 (VNI 300), port 0 (c1/eth0)",
+        b"net1 (VNI 300), port 1 (/proc/77/ns/net/eth0)",
+        b"net1 (VNI 300), port 2 (/proc/77/ns/net/eth1)", b"net1 (VNI 300), port 3"]
+    assert [p.time for p in got] == [1 + i / 1e9 for i in range(5)]
 
 
 @pytest.mark.parametrize("spec, port", [("c1", 0), ("c1/eth0", 0), ("2", 2),
