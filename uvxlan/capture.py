@@ -315,7 +315,7 @@ def run_capture(control_socket: str, request: CaptureRequest,
     accepted the request) and flushing after each chunk, so a reader of a
     pipe (``tshark -r -``) sees frames as they come and the file is valid
     whenever it stops."""
-    from uvxlan.control import who_may_connect
+    from uvxlan.control import agent_error
 
     result = CaptureResult()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, _stop_on_signals() as stop:
@@ -324,16 +324,8 @@ def run_capture(control_socket: str, request: CaptureRequest,
             s.connect(control_socket)
             s.sendall(json.dumps(request.to_json()).encode() + b"\n")
             line = _read_line(s)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise UvxlanError(f"no agent answers at {control_socket}") from None
-        except PermissionError:
-            raise UvxlanError(f"permission denied: {control_socket}; "
-                              f"{who_may_connect(control_socket)}") from None
-        except TimeoutError:
-            raise UvxlanError(f"agent at {control_socket}: no answer within "
-                              f"{connect_timeout:g} s") from None
         except OSError as exc:
-            raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
+            raise agent_error(control_socket, exc, connect_timeout) from None
         try:
             reply = json.loads(line)
         except ValueError:

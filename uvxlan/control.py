@@ -70,6 +70,20 @@ QUERY_TIMEOUT = 5.0
 QUERY_TIMEOUTS = {"fdb": 30.0}
 
 
+def agent_error(control_socket: str, exc: OSError, timeout: float | None = None
+                ) -> UvxlanError:
+    """The one line for a failure to reach or hear the agent at
+    control_socket (for every client of the control socket)."""
+    if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+        return UvxlanError(f"no agent answers at {control_socket}")
+    if isinstance(exc, PermissionError):
+        return UvxlanError(f"permission denied: {control_socket}; "
+                           f"{who_may_connect(control_socket)}")
+    if isinstance(exc, TimeoutError) and timeout is not None:
+        return UvxlanError(f"agent at {control_socket}: no answer within {timeout:g} s")
+    return UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}")
+
+
 def query_agent(control_socket: str, cmd: str, timeout: float | None = None,
                 args: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ask a running agent over its control socket (args: the request's
@@ -81,16 +95,8 @@ def query_agent(control_socket: str, cmd: str, timeout: float | None = None,
         s.settimeout(timeout)
         try:
             s.connect(control_socket)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise UvxlanError(f"no agent answers at {control_socket}") from None
-        except PermissionError:
-            raise UvxlanError(f"permission denied: {control_socket}; "
-                              f"{who_may_connect(control_socket)}") from None
-        except TimeoutError:
-            raise UvxlanError(f"agent at {control_socket}: no answer within "
-                              f"{timeout:g} s") from None
         except OSError as exc:
-            raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
+            raise agent_error(control_socket, exc, timeout) from None
         try:
             s.sendall(json.dumps({**(args or {}), "cmd": cmd}).encode() + b"\n")
             chunks: list[bytes] = []
@@ -100,11 +106,8 @@ def query_agent(control_socket: str, cmd: str, timeout: float | None = None,
                     break
                 chunks.append(chunk)
             data = b"".join(chunks)
-        except TimeoutError:
-            raise UvxlanError(f"agent at {control_socket}: no answer within "
-                              f"{timeout:g} s") from None
-        except OSError as exc:   # reset or broken pipe: the agent went away
-            raise UvxlanError(f"agent at {control_socket}: {exc.strerror or exc}") from None
+        except OSError as exc:   # a timeout, or reset or broken pipe: the agent went away
+            raise agent_error(control_socket, exc, timeout) from None
     if data and not data.endswith(b"\n"):
         # The agent ends a connection mid-reply when the reader is slower
         # than its limit (daemon.SEND_S).

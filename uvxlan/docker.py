@@ -49,7 +49,7 @@ Errors are one line, ``uvxlan: ...``, which ``docker`` prints after
 "Error response from daemon: ".  The server is bounded as the control
 socket and the metrics are: one request per connection, a head of
 ``HEAD_MAX`` and a body of ``BODY_MAX`` bytes within ``IDLE_S``, the reply
-taken within ``SEND_S``, ``CONNECTIONS_MAX`` at once.
+taken within ``send_s``, ``connections_max`` at once (``uvxlan.bounded``).
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ from typing import Any, Protocol
 
 from uvxlan import cluster, netlink, underlay
 from uvxlan import validate as rules
+from uvxlan.bounded import IDLE_S, LISTEN_BACKLOG, BoundedServer
 from uvxlan.cluster import EndpointRecord, NetworkRecord
 from uvxlan.endpoint import handoff_tap
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
-from uvxlan.metrics import CONNECTIONS_MAX, IDLE_S, LISTEN_BACKLOG, SEND_S
 from uvxlan.proto import derived_mac
 from uvxlan.state import marker
 from uvxlan.store import KV, Store
@@ -764,17 +764,14 @@ def parse_head(head: bytes) -> tuple[str, int] | bytes:
     return parts[1].lstrip("/"), length
 
 
-class PluginServer:
+class PluginServer(BoundedServer):
     """The plugin's socket on the event loop, bounded as the metrics are."""
 
     def __init__(self, sock: socket.socket, plugin: Plugin) -> None:
-        self.sock = sock
+        super().__init__(sock)
         self.path = sock.getsockname()
         self.inode = os.stat(self.path).st_ino
         self.plugin = plugin
-        self._server: asyncio.AbstractServer | None = None
-        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
 
     async def start(self) -> None:
         try:
@@ -783,47 +780,20 @@ class PluginServer:
             # Docker's calls find them later (Join, DeleteEndpoint).
             log.warning("docker plugin: endpoints set up before this agent not taken up: %s",
                         exc)
-        self._server = await asyncio.start_unix_server(self._handle, sock=self.sock,
-                                                       limit=HEAD_MAX)
+        await self.serve(HEAD_MAX)
 
     async def close(self) -> None:
         """Stop serving; the socket file goes (if it is still ours)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            for w in self._clients.values():
-                w.transport.abort()
-            if self._clients:
-                await asyncio.wait(list(self._clients), timeout=1.0)
+        await self.stop()
         await self.plugin.close()
         with suppress(OSError):
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
 
-    async def _handle(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= CONNECTIONS_MAX:
-            self.refused["busy"] += 1
-            writer.write(_error(503, f"busy: {CONNECTIONS_MAX} connections at once"))
-            writer.close()
-            return
-        me = asyncio.current_task()
-        assert me is not None
-        self._clients[me] = writer
-        try:
-            writer.write(await self._respond(reader))
-            await asyncio.wait_for(writer.drain(), SEND_S)
-        except TimeoutError:
-            self.refused["slow_reader"] += 1
-            writer.transport.abort()
-        except ConnectionError:
-            pass
-        finally:
-            del self._clients[me]
-            with suppress(ConnectionError):
-                writer.close()
+    def busy(self) -> bytes:
+        return _error(503, f"busy: {self.connections_max} connections at once")
 
-    async def _respond(self, reader: asyncio.StreamReader) -> bytes:
+    async def respond(self, reader: asyncio.StreamReader) -> bytes:
         try:
             async with asyncio.timeout(IDLE_S):
                 head = await reader.readuntil(b"\r\n\r\n")

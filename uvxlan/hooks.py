@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from uvxlan.control import socket_for, who_may_connect
+from uvxlan.control import agent_error, socket_for
 from uvxlan.errors import ConfigError, UvxlanError
 
 # The stream after the JSON lines that start a hook session: messages of
@@ -234,15 +234,9 @@ class Session:
             self.sock.sendall(json.dumps(request).encode() + b"\n")
             while b"\n" not in self._buf and self._fill():
                 pass
-        except (FileNotFoundError, ConnectionRefusedError):
-            self.sock.close()
-            raise UvxlanError(f"no agent answers at {path}") from None
-        except PermissionError:
-            self.sock.close()
-            raise UvxlanError(f"permission denied: {path}; {who_may_connect(path)}") from None
         except OSError as exc:
             self.sock.close()
-            raise UvxlanError(f"agent at {path}: {exc.strerror or exc}") from None
+            raise agent_error(path, exc, 5.0) from None
         line, _, rest = bytes(self._buf).partition(b"\n")
         self._buf = bytearray(rest)
         try:

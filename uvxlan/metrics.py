@@ -18,7 +18,7 @@ one family per quantity with what varies in labels:
 
 The server is small on purpose: one request per connection (``Connection:
 close``), a request head of ``HEAD_MAX`` bytes within ``IDLE_S``, the
-reply taken within ``SEND_S``, ``CONNECTIONS_MAX`` at once (the control
+reply taken within ``send_s``, ``connections_max`` at once (``uvxlan.bounded``; the control
 socket's bounds), and nothing but ``GET``/``HEAD /metrics``.
 """
 
@@ -30,10 +30,10 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from uvxlan.bounded import IDLE_S, LISTEN_BACKLOG, BoundedServer
 from uvxlan.errors import ConfigError
 
 log = logging.getLogger("uvxlan.metrics")
@@ -42,10 +42,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PATH = "/metrics"
 
 HEAD_MAX = 8192         # request line and headers (Prometheus sends ~300 bytes)
-IDLE_S = 5.0            # for a client to send its request head
-SEND_S = 10.0           # for a client to take the whole reply
-CONNECTIONS_MAX = 16    # at once; more get 503 at once
-LISTEN_BACKLOG = 16
 # How long one rendering serves: the whole exposition is rendered on the
 # event loop (10,000 ports x 21 drop reasons: 23 MB, seconds of CPU), so
 # scrapers asking together, or often, cost one rendering a second at
@@ -294,57 +290,25 @@ class Cached:
         return self._text
 
 
-class MetricsServer:
+class MetricsServer(BoundedServer):
     """GET /metrics on the event loop, bounded as the control socket is;
     one rendering serves every scrape for ``CACHE_S``."""
 
     def __init__(self, sock: socket.socket, render: Callable[[], str]) -> None:
-        self.sock = sock
+        super().__init__(sock)
         self.render = Cached(render)
-        self._server: asyncio.AbstractServer | None = None
-        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        # Connections ended by a limit, by limit.
-        self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, sock=self.sock,
-                                                  limit=HEAD_MAX)
+        await self.serve(HEAD_MAX)
 
     async def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        await self._server.wait_closed()
-        for w in self._clients.values():
-            w.transport.abort()
-        if self._clients:
-            await asyncio.wait(list(self._clients), timeout=1.0)
+        await self.stop()
 
-    async def _handle(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= CONNECTIONS_MAX:
-            self.refused["busy"] += 1
-            writer.write(_error(503, f"busy: {CONNECTIONS_MAX} connections at once",
-                                extra={"Retry-After": "1"}))
-            writer.close()
-            return
-        me = asyncio.current_task()
-        assert me is not None
-        self._clients[me] = writer
-        try:
-            writer.write(await self._respond(reader))
-            await asyncio.wait_for(writer.drain(), SEND_S)
-        except TimeoutError:
-            self.refused["slow_reader"] += 1
-            writer.transport.abort()
-        except ConnectionError:
-            pass
-        finally:
-            del self._clients[me]
-            with suppress(ConnectionError):
-                writer.close()
+    def busy(self) -> bytes:
+        return _error(503, f"busy: {self.connections_max} connections at once",
+                      extra={"Retry-After": "1"})
 
-    async def _respond(self, reader: asyncio.StreamReader) -> bytes:
+    async def respond(self, reader: asyncio.StreamReader) -> bytes:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_S)
         except TimeoutError:

@@ -449,7 +449,7 @@ def test_server_answers_as_dockers_plugin_client_expects(tmp_path: Path) -> None
 
 def test_server_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(docker, "IDLE_S", 0.2)
-    monkeypatch.setattr(docker, "CONNECTIONS_MAX", 2)
+    monkeypatch.setattr(docker.PluginServer, "connections_max", 2)
 
     async def scenario(path: str, server: docker.PluginServer) -> None:
         # Two idle clients take the slots; a third is refused at once.
