@@ -6,15 +6,17 @@
 
 #include "stats.h"
 
-static uint32_t rule_key(uint32_t src, uint32_t dst)
+/* 64 bits: (65535 << 16 | 65535) + 1 would wrap to 0, the free slot. */
+static uint64_t rule_key(uint32_t src, uint32_t dst)
 {
-	return (src << 16 | dst) + 1u;
+	return (uint64_t)(src << 16 | dst) + 1u;
 }
 
 /* MurmurHash3's finalizer, as peers.c: every bit of both groups moves the
  * slot, so the rules of one source group do not fill one run. */
-static uint32_t rule_slot(uint32_t key)
+static uint32_t rule_slot(uint64_t wide)
 {
+	uint32_t key = (uint32_t)wide ^ (uint32_t)(wide >> 32);
 	key ^= key >> 16;
 	key *= 0x85ebca6bu;
 	key ^= key >> 13;
@@ -23,7 +25,7 @@ static uint32_t rule_slot(uint32_t key)
 	return key;
 }
 
-static struct gbp_rule *rule_find(const struct gbp_policy *p, uint32_t key)
+static struct gbp_rule *rule_find(const struct gbp_policy *p, uint64_t key)
 {
 	if (!p->n)
 		return NULL;
@@ -90,7 +92,7 @@ static void rule_insert(struct gbp_policy *p, const struct gbp_rule *r)
 
 /* The table rebuilt in size slots, without the rule keyed drop_key (0:
  * none), hit counts kept: growing, and removing without tombstones. */
-static int rule_rebuild(struct gbp_policy *p, uint32_t size, uint32_t drop_key)
+static int rule_rebuild(struct gbp_policy *p, uint32_t size, uint64_t drop_key)
 {
 	struct gbp_rule *slot = calloc(size, sizeof(*slot));
 	if (!slot)
@@ -156,7 +158,7 @@ static int rule_set(struct uvx_dp *dp, uint32_t vni, uint32_t src, uint32_t dst,
 		return -ENOENT;
 	if (src > UVX_GBP_GROUP_MAX || dst > UVX_GBP_GROUP_MAX || !valid_action(action))
 		return -EINVAL;
-	uint32_t key = rule_key(src, dst);
+	uint64_t key = rule_key(src, dst);
 	struct gbp_rule *r = rule_find(p, key);
 	if (r) {
 		r->action = (uint32_t)action;
@@ -188,7 +190,7 @@ static int rule_del(struct uvx_dp *dp, uint32_t vni, uint32_t src, uint32_t dst)
 		return -ENOENT;
 	if (src > UVX_GBP_GROUP_MAX || dst > UVX_GBP_GROUP_MAX)
 		return -EINVAL;
-	uint32_t key = rule_key(src, dst);
+	uint64_t key = rule_key(src, dst);
 	if (!rule_find(p, key))
 		return -ENOENT;
 	return rule_rebuild(p, p->mask + 1, key);

@@ -26,7 +26,7 @@
 #include "uvx.h"
 
 struct gbp_rule {
-	uint32_t key;              /* (src << 16 | dst) + 1; 0: a free slot */
+	uint64_t key;              /* (src << 16 | dst) + 1; 0: a free slot */
 	uint32_t action;           /* enum uvx_gbp_action */
 	uint64_t hits[UVX_WORKERS];
 };

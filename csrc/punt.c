@@ -314,6 +314,13 @@ int uvx_hook_verdict(struct uvx_dp *dp, uint32_t token, int verdict,
 	if (data) {
 		memcpy(slot_data(s, i), data, len);
 		m->len = (uint32_t)len;
+		/* Rewritten: its checksums are no longer what the port's kernel
+		 * vouched for.  A plain frame goes on as one without offloads
+		 * (a receiving kernel checks it); a super-frame keeps its GSO
+		 * fields (segmenting it writes each segment's checksums). */
+		m->vh.flags &= (uint8_t)~VNET_F_DATA_VALID;
+		if (m->vh.gso_type == VNET_GSO_NONE)
+			m->vh = (struct vnet_hdr){ 0 };
 	}
 	m->verdict = (uint8_t)verdict;
 	m->injected = 0;

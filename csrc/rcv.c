@@ -251,8 +251,13 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	/* A Python hook's frames (punt.c): from an admitted VTEP, checked,
 	 * before anything learns or switches them. */
 	if (v->hooked && punt_frame(dp, w, v, -1, from->sin_addr.s_addr, UVX_HOOK_FROM_WIRE,
-				    frame, flen, NULL))
+				    frame, flen, NULL)) {
+		/* Taken at wire-in now, while its datagram is at hand (the
+		 * port it goes to is known only after the hook: -1). */
+		if (dp->cap)
+			capture_wire_rx(dp, v->vni, -1, pkt, off, len, from);
 		return;
+	}
 	const struct rcv_outer outer = { pkt, off, len, from };
 	rcv_switch(dp, w, v, frame, flen, from->sin_addr.s_addr, &outer);
 }
@@ -404,8 +409,11 @@ void rcv_hook_run(struct uvx_dp *dp)
 				if (m->port < 0 || m->port >= UVX_MAX_PORTS ||
 				    !dp->ports[m->port].used || dp->ports[m->port].vni != m->vni)
 					drop(dp, NULL, -1, UVX_DROP_NO_PORT);
-				else
+				else {
+					/* A frame the hook made has no group: 0. */
+					w->gbp_src = gbp_source(&dp->ports[m->port].v->gbp, 0);
 					deliver(dp, w, m->port, frame, m->len);
+				}
 				continue;
 			}
 			struct uvx_vni *v = vni_find(dp, m->vni);
@@ -421,9 +429,8 @@ void rcv_hook_run(struct uvx_dp *dp)
 			if (reason != UVX_PASS)
 				drop(dp, v, -1, reason);
 			else {
-				/* Judged by group policy as it came (an injected
-				 * frame as one without a group). */
-				w->gbp_src = m->injected ? gbp_source(&v->gbp, 0) : m->gbp_src;
+				/* Judged by group policy as it came. */
+				w->gbp_src = m->gbp_src;
 				rcv_switch(dp, w, v, frame, m->len, m->remote_ip, NULL);
 			}
 		}

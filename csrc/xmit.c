@@ -478,7 +478,9 @@ static void vxlan_xmit(struct uvx_dp *dp, struct uvx_worker *w, int32_t port,
 		drop(dp, v, port, reason);
 		return;
 	}
-	if (dp->cap) {
+	/* Once per frame: one back from a hook (may_punt 0) was taken here
+	 * before it went out. */
+	if (dp->cap && may_punt) {
 		const struct iovec iov = { frame, len };
 		capture_frame(dp, UVX_CAP_TAP_RX, v->vni, port, &iov, 1);
 	}
@@ -626,5 +628,9 @@ void xmit_hook_run(struct uvx_dp *dp)
 		txq_flush(dp, w);
 		punt_recycle(dp, W_TX, jobs, n);
 	}
+	/* Frames an injected fault held meanwhile: due ones out, the timer
+	 * set for the rest (else they wait for the next read from a TAP). */
+	if (dp->fault)
+		fault_release(dp, w);
 	pthread_rwlock_unlock(&dp->cfg_lock);
 }

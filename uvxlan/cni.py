@@ -723,14 +723,47 @@ def _sh(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def unsafe_for_root(paths: Sequence[Path]) -> str | None:
+    """The first of paths (or a directory above one) that a user other than
+    root and the one installing could change, named with why; None if
+    there is none.  Runtimes run the plugin as root on every container
+    start: code another user can write would run as root."""
+    trusted = {0, os.geteuid()}
+    seen: set[Path] = set()
+    for path in paths:
+        for p in [path, *path.parents]:
+            if p in seen:
+                continue
+            seen.add(p)
+            try:
+                st = p.stat()
+            except OSError:
+                continue                 # not there: nothing to change
+            if st.st_uid not in trusted:
+                return f"{p} belongs to uid {st.st_uid}"
+            # A sticky directory (/tmp) lets nobody replace another's entry.
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (
+                    stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+                return f"{p} is writable by its group or others (mode {st.st_mode & 0o7777:o})"
+    return None
+
+
 def install(directory: str) -> str:
     """Write the launcher into directory (where runtimes look for
-    plugins); its path."""
+    plugins); its path.  Refused when the Python, uvxlan or a directory
+    on their paths could be changed by another user (unsafe_for_root)."""
     here = Path(__file__).resolve().parent.parent
     site = {Path(p).resolve() for p in (sysconfig.get_paths()["purelib"],
                                          sysconfig.get_paths()["platlib"])}
     parent = None if here in site else str(here)
     target = Path(directory) / PROGRAM
+    code = [Path(sys.executable).resolve(), here / "uvxlan",
+            *(Path(p).resolve() for p in sys.path if p and os.path.isdir(p)),
+            target.parent]
+    why = unsafe_for_root(code)
+    if why is not None:
+        raise ConfigError(f"not installed: runtimes run {PROGRAM} as root, and {why}: "
+                          "make it root's alone (chmod go-w, chown root) first")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{PROGRAM}.{os.getpid()}")

@@ -9,7 +9,10 @@ found their address pools full of such leftovers.  So the agent of the
 endpoint's host deletes the record once its netns has been gone for
 ``collect_after`` seconds ([host] setting, ``--collect-after``; 0: never),
 and at once when the netns was a process' (``/proc/PID/ns/net``) and that
-process is gone: such a path can never name that netns again.  A netns
+process is gone: such a path can never name that netns again (only
+another process', once the pid is reused: the agent, which knows the
+inode the netns had, takes that for gone too, and never makes an eth0
+there; Node.gone_for_good).  A netns
 back within the grace period keeps its endpoint (made again, as before).
 
 The record is deleted with its address reservation only if it is still
@@ -21,7 +24,6 @@ then takes the endpoint out of the agent as a detach would.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -31,8 +33,6 @@ from uvxlan.errors import StoreError
 from uvxlan.store import Store
 
 log = logging.getLogger("uvxlan.collect")
-
-_PROC_NETNS = re.compile(r"^/proc/(\d+)/ns/net$")
 
 GONE_AT_ONCE = "process gone"   # gone() for a process' netns whose process is gone
 
@@ -44,7 +44,7 @@ def gone(netns: str) -> str | None:
         return None
     # /proc/PID/ns/net that no longer opens: the process ended (or is a
     # zombie, whose namespaces are gone already).
-    return GONE_AT_ONCE if _PROC_NETNS.match(netns) else "deleted"
+    return GONE_AT_ONCE if netlink.is_process_netns(netns) else "deleted"
 
 
 def not_ready(wanted: Mapping[str, EndpointRecord],

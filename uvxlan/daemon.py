@@ -54,7 +54,7 @@ import uvloop
 
 from uvxlan import capture_agent, fault, gbp, underlay
 from uvxlan._version import __version__
-from uvxlan.collect import Collector, not_ready
+from uvxlan.collect import GONE_AT_ONCE, Collector, gone, not_ready
 from uvxlan.config import AgentConfig, HostConfig
 from uvxlan.controller import Controller
 from uvxlan.docker import AgentTaps, Plugin, PluginServer, bind_plugin
@@ -109,7 +109,7 @@ class Daemon:
         self.claim = claim
         self.controller = controller
         # With a store: endpoints whose netns is gone for good are deleted.
-        self.collector = (Collector(self.cfg.host.collect_after)
+        self.collector = (Collector(self.cfg.host.collect_after, why_gone=self._why_gone)
                           if controller is not None else None)
         self.notifier = notifier if notifier is not None else Notifier("")
         self.metrics = None if metrics is None else MetricsServer(metrics, self.metrics_text)
@@ -212,6 +212,11 @@ class Daemon:
             if self.metrics is not None:
                 await self.metrics.close()
             await self._close_control()
+
+    def _why_gone(self, netns: str) -> str | None:
+        # A process' netns whose pid names another process now: gone,
+        # though the path opens (uvxlan.collect.gone sees only the path).
+        return GONE_AT_ONCE if self.node.reused_process_netns(netns) else gone(netns)
 
     def _summary(self) -> str:
         """One line for `systemctl status`."""

@@ -184,7 +184,11 @@ class HookServer:
             if dp.hook_inject(port, data, to_container=to_container):
                 s.counts["injected"] += 1
                 return
-            # Every injection slot in flight: run them, then once more.
+            # Every injection slot in flight.  Without datapath threads
+            # the kick runs them here and frees their slots; with threads it
+            # only wakes the workers, so this one try usually fails too and
+            # is counted (`failed`): a hook injecting faster than the
+            # workers take them loses frames, never waits.
             dp.hook_kick()
             if dp.hook_inject(port, data, to_container=to_container):
                 s.counts["injected"] += 1

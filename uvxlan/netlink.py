@@ -17,6 +17,7 @@ import errno
 import functools
 import ipaddress
 import os
+import re
 import socket
 import stat
 import threading
@@ -279,6 +280,15 @@ def _is_netns_file(path: str) -> bool:
 
 
 # --- namespaces ---------------------------------------------------------------
+
+
+_PROC_NETNS = re.compile(r"/proc/\d+/ns/net")
+
+
+def is_process_netns(netns: str) -> bool:
+    """/proc/PID/ns/net: once its process ends the path can only ever name
+    another process' netns (the pid reused), never this one again."""
+    return bool(_PROC_NETNS.fullmatch(netns))
 
 
 def netns_exists(netns: str) -> bool:

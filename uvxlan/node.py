@@ -70,6 +70,8 @@ class Node:
         self.endpoints: list[Endpoint] = []
         # Endpoints whose interface went away (their netns deleted): the
         # config and VNI to make them again with, and why.
+        # The (device, inode) of a lost endpoint's netns when it was lost.
+        self.lost_netns: dict[int, tuple[int, int] | None] = {}
         self.lost: dict[int, tuple[EndpointConfig, int, int, str]] = {}   # id(epc) ->
         # The last error logged for each lost endpoint not made again: the
         # same one is not logged again every check (once per episode).
@@ -288,8 +290,24 @@ class Node:
         ep.close(remove=netlink.netns_inode(ep.cfg.netns) != ep.netns_id)
         self.endpoints.remove(ep)
         self.lost[id(ep.cfg)] = (ep.cfg, vni, ep.mtu, why)
+        self.lost_netns[id(ep.cfg)] = ep.netns_id
         self._told_lost[id(ep.cfg)] = why
         self._changes.append((ep.cfg, why))
+
+    def gone_for_good(self, epc: EndpointConfig) -> bool:
+        """A lost endpoint of a process' netns (/proc/PID/ns/net) whose
+        process ended: the path names another process' netns now, or
+        will (the pid reused), where its eth0 must never be made."""
+        if not netlink.is_process_netns(epc.netns):
+            return False
+        was = self.lost_netns.get(id(epc))
+        return was is None or netlink.netns_inode(epc.netns) != was
+
+    def reused_process_netns(self, netns: str) -> bool:
+        """Is netns the path of a lost endpoint's process netns that names
+        another process' netns now (gone_for_good)?"""
+        return any(epc.netns == netns and self.gone_for_good(epc)
+                   for epc, _, _, _ in self.lost.values())
 
     def check_endpoints(self) -> list[tuple[EndpointConfig, str | None]]:
         """Find the endpoints whose interface is gone and make again those
@@ -299,7 +317,7 @@ class Node:
             self._lose(ep, f"netns {ep.cfg.netns} is gone" if gone
                        else f"interface {ep.cfg.ifname} in netns {ep.cfg.netns} is gone")
         for key, (epc, vni, mtu, _why) in list(self.lost.items()):
-            if not netlink.netns_exists(epc.netns):
+            if not netlink.netns_exists(epc.netns) or self.gone_for_good(epc):
                 continue
             try:
                 self.add_endpoint(epc, vni, mtu)
@@ -312,6 +330,7 @@ class Node:
                                 epc.address, epc.netns, exc)
                 continue
             del self.lost[key]
+            self.lost_netns.pop(key, None)
             self._told_lost.pop(key, None)
             log.info("endpoint %s in netns %s: made again", epc.address, epc.netns)
             self._changes.append((epc, None))

@@ -179,3 +179,21 @@ def test_rule_table_grows_and_shrinks_keeping_counts(sw: Switch) -> None:
     assert set(state.rules) == set(kept) and state.default == "deny"
     with pytest.raises(OSError):
         sw.dp.set_port_group(999, 1)
+
+
+def test_the_highest_group_is_a_rule_like_any_other(sw: Switch) -> None:
+    # (65535 << 16 | 65535) + 1 must not be taken for a free slot: the
+    # rule kept, listed, and denying under a default deny and beside others.
+    top = 0xFFFF
+    port = sw.add_port(1)
+    sw.dp.set_port_group(port, top)
+    r = sw.add_remote(1, "127.0.0.2")
+    rules = (Rule(top, top, "deny"), Rule(1, top, "allow"), Rule(top, 1, "allow"))
+    sw.dp.set_gbp_policy(1, Policy("deny", rules))
+    assert set(sw.dp.gbp_state(1).rules) == set(rules)
+    f = frame(BCAST, mac(9))
+    send(sw, r, header(1, G | top) + f)
+    assert sw.port_received(port) == []
+    assert sw.dp.gbp_state(1).rules[Rule(top, top, "deny")] == 1
+    send(sw, r, header(1, G | 1) + f)
+    assert sw.port_received(port) == [f]

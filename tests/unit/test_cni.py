@@ -425,3 +425,23 @@ def test_install_into_a_directory_it_cannot_write_is_one_line(tmp_path: Path) ->
                           timeout=30)
     assert done.returncode == 1 and done.stderr.startswith("uvxlan-cni: error: cannot write")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_install_is_refused_where_another_user_could_change_what_root_runs(
+        tmp_path: Path) -> None:
+    # Runtimes run the plugin as root on every container start.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    with pytest.raises(ConfigError, match=r"not installed: .*shared is writable by its group"):
+        cni.install(str(shared / "bin"))
+    assert not (shared / "bin").exists()
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)                       # as /tmp: nobody replaces root's entries
+    assert cni.unsafe_for_root([sticky]) is None
+    if os.geteuid() == 0:                      # only root gives a file away
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        assert cni.unsafe_for_root([theirs / "uvxlan"]) == f"{theirs} belongs to uid 65534"
