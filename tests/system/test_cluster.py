@@ -688,7 +688,7 @@ def test_cli_networks(db: str) -> None:
     shown = dict(line.split(None, 1) for line in done.stdout.splitlines())
     assert shown == {"name": "net1", "vni": "256", "subnet": "10.0.0.0/24",
                      "gateway": "10.0.0.1", "mtu": "1450", "admit": "members",
-                     "learning": "off"}
+                     "learning": "off", "gbp": "off"}
     done = cli("network", "create", "net2", "--subnet", "10.7.0.0/16", "--vni", "77",
                "--mtu", "1400", "--admit", "any", "--learning", store=db)
     assert done.returncode == 0, done.stderr
