@@ -262,21 +262,23 @@ _PROC_SUPER_MAGIC = 0x9FA0        # ... and in /proc before it
 _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
 
 
-def _is_netns_file(path: str) -> bool:
-    """Is path (following links: /proc/PID/ns/net is one) a namespace file?
-    A path comes from a runtime or the store: never open a device or a FIFO
-    it names (an open can block or have effects), only a regular file on
-    nsfs (setns then tells whether it is a *network* namespace)."""
+def _netns_file_stat(path: str) -> os.stat_result | None:
+    """path's stat (following links: /proc/PID/ns/net is one) if it is a
+    namespace file, else None.  A path comes from a runtime or the store:
+    never open a device or a FIFO it names (an open can block or have
+    effects), only a regular file on nsfs (setns then tells whether it is a
+    *network* namespace)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
+        st = os.stat(path)
     except (OSError, ValueError):
-        return False
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
     buf = ctypes.create_string_buffer(256)          # struct statfs, f_type first
     if _libc.statfs(path.encode(), buf) != 0:
-        return False
+        return None
     f_type = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
-    return f_type in (_NSFS_MAGIC, _PROC_SUPER_MAGIC)
+    return st if f_type in (_NSFS_MAGIC, _PROC_SUPER_MAGIC) else None
 
 
 # --- namespaces ---------------------------------------------------------------
@@ -294,7 +296,7 @@ def is_process_netns(netns: str) -> bool:
 def netns_exists(netns: str) -> bool:
     _check_netns(netns)
     if netns.startswith("/"):
-        return _is_netns_file(netns)
+        return _netns_file_stat(netns) is not None
     return netns in pyroute2_netns.listnetns(NETNS_DIR)
 
 
@@ -304,13 +306,14 @@ def netns_inode(netns: str) -> tuple[int, int] | None:
     (or a reused pid's /proc/PID/ns/net) is told apart; None if there is
     none."""
     _check_netns(netns)
-    if netns.startswith("/") and not _is_netns_file(netns):
-        return None
-    try:
-        st = os.stat(_netns_path(netns))
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+    if netns.startswith("/"):
+        st = _netns_file_stat(netns)
+    else:
+        try:
+            st = os.stat(_netns_path(netns))
+        except OSError:
+            st = None
+    return None if st is None else (st.st_dev, st.st_ino)
 
 
 def netns_list() -> list[str]:
@@ -562,7 +565,7 @@ def _open_netns_fd(netns: str | None) -> int:
     # /proc/thread-self: it came with Linux 3.17, and uvxlan runs on 3.10.
     own = f"/proc/self/task/{threading.get_native_id()}/ns/net"
     path = own if netns is None else _netns_path(netns)
-    if netns is not None and netns.startswith("/") and not _is_netns_file(netns):
+    if netns is not None and netns.startswith("/") and _netns_file_stat(netns) is None:
         raise NetlinkError(f"netns '{netns}' does not exist (not a namespace file)")
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from uvxlan import native, netlink, offload
 from uvxlan.config import AgentConfig, EndpointConfig
@@ -58,6 +58,16 @@ def bind_vxlan_socket(address: str, port: int) -> socket.socket:
     return sock
 
 
+
+class Lost(NamedTuple):
+    """An endpoint whose interface went away, kept to be made again."""
+
+    epc: EndpointConfig
+    vni: int
+    mtu: int
+    why: str
+    netns_id: tuple[int, int] | None = None   # its netns (device, inode) when lost
+
 class Node:
     """The datapath, the VXLAN sockets and the endpoints of one host."""
 
@@ -70,9 +80,7 @@ class Node:
         self.endpoints: list[Endpoint] = []
         # Endpoints whose interface went away (their netns deleted): the
         # config and VNI to make them again with, and why.
-        # The (device, inode) of a lost endpoint's netns when it was lost.
-        self.lost_netns: dict[int, tuple[int, int] | None] = {}
-        self.lost: dict[int, tuple[EndpointConfig, int, int, str]] = {}   # id(epc) ->
+        self.lost: dict[int, Lost] = {}       # id(epc) ->
         # The last error logged for each lost endpoint not made again: the
         # same one is not logged again every check (once per episode).
         self._told_lost: dict[int, str] = {}
@@ -138,7 +146,7 @@ class Node:
                 if id(epc) in absent:
                     why = f"netns {epc.netns} does not exist"
                     log.error("endpoint %s: %s; made when it is there", epc.address, why)
-                    self.lost[id(epc)] = (epc, vni, h.endpoint_mtu, why)
+                    self.lost[id(epc)] = Lost(epc, vni, h.endpoint_mtu, why)
                     self._told_lost[id(epc)] = why
                     self._changes.append((epc, why))
                 else:
@@ -167,7 +175,7 @@ class Node:
         keep = set(wanted or ())
         keep |= {(epc.netns, epc.ifname) for epc in self.cfg.endpoints}
         keep |= {(ep.cfg.netns, ep.cfg.ifname) for ep in self.endpoints}
-        keep |= {(epc.netns, epc.ifname) for epc, _, _, _ in self.lost.values()}
+        keep |= {(lost.epc.netns, lost.epc.ifname) for lost in self.lost.values()}
         self._remove_leftovers(keep)
 
     def _remove_leftovers(self, keep: set[tuple[str, str]]) -> None:
@@ -289,8 +297,7 @@ class Node:
         # with our fd (its netns too, once nothing else holds it).
         ep.close(remove=netlink.netns_inode(ep.cfg.netns) != ep.netns_id)
         self.endpoints.remove(ep)
-        self.lost[id(ep.cfg)] = (ep.cfg, vni, ep.mtu, why)
-        self.lost_netns[id(ep.cfg)] = ep.netns_id
+        self.lost[id(ep.cfg)] = Lost(ep.cfg, vni, ep.mtu, why, ep.netns_id)
         self._told_lost[id(ep.cfg)] = why
         self._changes.append((ep.cfg, why))
 
@@ -300,14 +307,15 @@ class Node:
         will (the pid reused), where its eth0 must never be made."""
         if not netlink.is_process_netns(epc.netns):
             return False
-        was = self.lost_netns.get(id(epc))
-        return was is None or netlink.netns_inode(epc.netns) != was
+        lost = self.lost.get(id(epc))
+        return lost is None or lost.netns_id is None or \
+            netlink.netns_inode(epc.netns) != lost.netns_id
 
     def reused_process_netns(self, netns: str) -> bool:
         """Is netns the path of a lost endpoint's process netns that names
         another process' netns now (gone_for_good)?"""
-        return any(epc.netns == netns and self.gone_for_good(epc)
-                   for epc, _, _, _ in self.lost.values())
+        return any(lost.epc.netns == netns and self.gone_for_good(lost.epc)
+                   for lost in self.lost.values())
 
     def check_endpoints(self) -> list[tuple[EndpointConfig, str | None]]:
         """Find the endpoints whose interface is gone and make again those
@@ -316,7 +324,7 @@ class Node:
             gone = not netlink.netns_exists(ep.cfg.netns)
             self._lose(ep, f"netns {ep.cfg.netns} is gone" if gone
                        else f"interface {ep.cfg.ifname} in netns {ep.cfg.netns} is gone")
-        for key, (epc, vni, mtu, _why) in list(self.lost.items()):
+        for key, (epc, vni, mtu, _why, _) in list(self.lost.items()):
             if not netlink.netns_exists(epc.netns) or self.gone_for_good(epc):
                 continue
             try:
@@ -330,7 +338,6 @@ class Node:
                                 epc.address, epc.netns, exc)
                 continue
             del self.lost[key]
-            self.lost_netns.pop(key, None)
             self._told_lost.pop(key, None)
             log.info("endpoint %s in netns %s: made again", epc.address, epc.netns)
             self._changes.append((epc, None))
@@ -543,7 +550,7 @@ class Node:
             ],
             "lost": [dict(network=epc.network, netns=epc.netns, ifname=epc.ifname,
                           mac=epc.mac, error=why)
-                     for epc, _, _, why in self.lost.values()],
+                     for epc, _, _, why, _ in self.lost.values()],
         }
 
     # Live capture: uvxlan.capture_agent streams it to a client ----------------

@@ -167,21 +167,20 @@ def test_a_reused_pid_is_another_process_netns_never_made_again(
     # The node keeps the namespace a lost endpoint was in; a /proc path
     # that opens another one now (the pid reused) is gone for good.
     from uvxlan import netlink
-    from uvxlan.node import Node
+    from uvxlan.node import Lost, Node
 
     node = Node.__new__(Node)
     epc = parse({"host": {"name": "h1", "underlay": "127.0.0.1"},
                  "network": [{"name": "n", "vni": 5}],
                  "endpoint": [{"network": "n", "netns": "/proc/4242/ns/net",
                                "address": "10.0.0.2/24"}]}).endpoints[0]
-    node.lost = {id(epc): (epc, 5, 1450, "netns gone")}
-    node.lost_netns = {id(epc): (1, 100)}
+    node.lost = {id(epc): Lost(epc, 5, 1450, "netns gone", (1, 100))}
     inode: dict[str, tuple[int, int] | None] = {epc.netns: (1, 100)}
     monkeypatch.setattr(netlink, "netns_inode", lambda ns: inode[ns])
     assert not node.gone_for_good(epc)           # the same namespace: made again
     inode[epc.netns] = (1, 200)                  # the pid reused
     assert node.gone_for_good(epc) and node.reused_process_netns(epc.netns)
-    node.lost_netns[id(epc)] = None              # lost before it was ever made
+    node.lost[id(epc)] = Lost(epc, 5, 1450, "netns gone")   # lost before it was ever made
     assert node.gone_for_good(epc)
     named = parse({"host": {"name": "h1", "underlay": "127.0.0.1"},
                    "network": [{"name": "n", "vni": 5}],
