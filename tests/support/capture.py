@@ -85,3 +85,37 @@ def assert_wire_carries(rows: list[list[str]], err: str, port: int, vni: int,
              if len(r) == 3 and "," in r[1] and "," in r[2]]
     assert (mac1, mac2) in inner, f"no frame {mac1} -> {mac2} on the wire: {rows}"
     assert (mac2, mac1) in inner, f"no frame {mac2} -> {mac1} on the wire: {rows}"
+
+
+def vxlan_segments(pcap: Path) -> list[tuple[int, int, bytes]]:
+    """Every VXLAN segment in a pcap of outer IPv4/UDP frames: (flags byte,
+    group field, inner frame).  A datagram captured before the kernel cut it
+    (UDP_SEGMENT on a veth that passes GSO on) holds several segments back to
+    back; each is walked by its inner IPv4 total length, so a header missing
+    from any segment but the first is seen, which tshark (first only) misses."""
+    from scapy.utils import RawPcapReader
+
+    segments: list[tuple[int, int, bytes]] = []
+    for frame, _meta in RawPcapReader(str(pcap)):
+        ihl = (frame[14] & 0x0F) * 4
+        payload = bytes(frame[14 + ihl + 8:])
+        while len(payload) >= 8 + 14:
+            flags, group = payload[0], int.from_bytes(payload[2:4], "big")
+            inner = payload[8:]
+            length = len(inner)
+            if inner[12:14] == b"\x08\x00" and len(inner) >= 14 + 4:
+                length = min(length, 14 + int.from_bytes(inner[16:18], "big"))
+            segments.append((flags, group, inner[:length]))
+            payload = inner[length:]
+    return segments
+
+
+def tcp_payload_len(frame: bytes) -> int:
+    """TCP payload bytes of an Ethernet/IPv4/TCP frame; 0 for anything else."""
+    if frame[12:14] != b"\x08\x00" or len(frame) < 34 or frame[23] != 6:
+        return 0
+    ihl = (frame[14] & 0x0F) * 4
+    if len(frame) < 14 + ihl + 13:
+        return 0
+    doff = (frame[14 + ihl + 12] >> 4) * 4
+    return int.from_bytes(frame[16:18], "big") - ihl - doff
