@@ -64,6 +64,7 @@ NETWORKS = ROOT + "networks/"
 ENDPOINTS = ROOT + "endpoints/"
 IPAM = ROOT + "ipam/"
 STATUS = ROOT + "status/"
+DOCKER = ROOT + "docker/"        # each host's Docker networks (uvxlan.docker)
 
 VNI_FIRST = 256                      # allocated VNIs start here, as Docker's
 
@@ -86,6 +87,10 @@ def ipam_key(network: str, ip: str) -> str:
 
 def status_key(host: str, network: str, name: str) -> str:
     return f"{STATUS}{host}/{network}/{name}"
+
+
+def docker_network_key(host: str, network_id: str) -> str:
+    return f"{DOCKER}{host}/{network_id}"
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,11 @@ The calls, in the order Docker makes them (docs/docker.md):
 - ``NetworkDriver.Join``: a persistent TAP ``uvx`` + 12 characters of the
   endpoint id, made in the agent's netns as any uvxlan endpoint (MTU,
   queue, offloads, alias ``uvxlan:NAME``; ``endpoint.handoff_tap``), that
-  Docker moves into the container and names ``eth0``.  No gateway and
-  DisableGatewayService: no docker_gwbridge.  Once Docker has configured
+  Docker moves into the container and names ``eth0``.  No gateway; and
+  DisableGatewayService (no docker_gwbridge) unless this host's Docker
+  network asked for ``-o uvxlan.gateway=gwbridge``, which CreateNetwork
+  keeps in the store (``/uvxlan/docker/HOST/NETWORK-ID``, gone with
+  DeleteNetwork).  Once Docker has configured
   it in the sandbox (SandboxKey, a netns file's path), the endpoint record
   ``docker-ID12`` is written (host: this agent, netns: the sandbox), and the
   controller adopts the TAP there as it adopts one after a restart: from
@@ -42,8 +45,9 @@ The calls, in the order Docker makes them (docs/docker.md):
 - ``Leave``: nothing (Docker moves the TAP back to the agent's netns after
   it); ``DeleteEndpoint``: the record goes (the controller removes the
   TAP), the address stays reserved until ``ReleaseAddress`` frees it.
-- ``DeleteNetwork``: the store network stays: other hosts' Docker networks
-  map to it; ``uvxlan network rm NAME`` removes it once no endpoint is left.
+- ``DeleteNetwork``: this host's record of the Docker network goes; the
+  store network stays: other hosts' Docker networks map to it;
+  ``uvxlan network rm NAME`` removes it once no endpoint is left.
 
 Errors are one line, ``uvxlan: ...``, which ``docker`` prints after
 "Error response from daemon: ".  The server is bounded as the control
@@ -97,8 +101,13 @@ PLACE_POLL_S = 0.01
 REMOVE_WAIT_S = 3.0        # for the controller to remove a deleted endpoint's TAP
 
 # -o: the store network (required); its VNI and MTU when it is made
-# (checked when it exists).  --ipam-opt: the network whose subnet is the pool.
-NETWORK_OPTIONS = ("uvxlan.network", "uvxlan.vni", "uvxlan.mtu")
+# (checked when it exists); this host's gateway for its containers.
+# --ipam-opt: the network whose subnet is the pool.
+NETWORK_OPTIONS = ("uvxlan.network", "uvxlan.vni", "uvxlan.mtu", "uvxlan.gateway")
+# -o uvxlan.gateway: none (the default: a container reaches its network
+# only), or Docker's docker_gwbridge (a second interface, eth1, with the
+# default route and Docker's NAT), as Docker's overlay driver gives.
+GATEWAYS = ("none", "gwbridge")
 IPAM_OPTIONS = ("uvxlan.network",)
 
 
@@ -216,7 +225,6 @@ class Plugin:
         self.host = host
         self.taps = taps
         self.endpoints: dict[str, DockerEndpoint] = {}       # Docker's endpoint id ->
-        self.networks: dict[str, str] = {}                   # Docker's network id -> store's
         self._placing: dict[str, asyncio.Task[None]] = {}
         self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "Plugin.Activate": self.activate,
@@ -399,6 +407,10 @@ class Plugin:
         cluster.check_name("-o uvxlan.network", name)
         vni = _int_option(opts, "uvxlan.vni", rules.vni)
         mtu = _int_option(opts, "uvxlan.mtu", rules.mtu)
+        gateway = opts.get("uvxlan.gateway", GATEWAYS[0])
+        if gateway not in GATEWAYS:
+            raise ConfigError(f"-o uvxlan.gateway={gateway!s:.64}: expected "
+                              f"{' or '.join(GATEWAYS)}")
         if req.get("IPv6Data"):
             raise ConfigError("IPv6 is not supported: create the network without --ipv6")
         v4 = req.get("IPv4Data") or []
@@ -408,6 +420,7 @@ class Plugin:
             raise ConfigError("use --ipam-driver uvxlan: Docker's own IPAM hands out "
                               "addresses per host, uvxlan's are unique across hosts")
         subnet = rules.check("subnet", rules.subnet, v4[0].get("Pool"))
+        key = cluster.docker_network_key(self.host, _network_id(req))
         net = await self._get_network(name)
         if net is None:
             try:
@@ -427,7 +440,10 @@ class Plugin:
             if wanted is not None and wanted != has:
                 raise ClusterError(f"network {name} has {what.split('.')[1].upper()} {has}, "
                                    f"not {wanted} (-o {what})")
-        self.networks[str(req.get("NetworkID"))] = name
+        # Kept in the store, not in memory: Join, after an agent restart
+        # too, reads the gateway this host's Docker network asked for.
+        await self.store.put(key, json.dumps({"network": name, "gateway": gateway},
+                                             sort_keys=True).encode())
         return {}
 
     async def _get_network(self, name: str) -> NetworkRecord | None:
@@ -436,8 +452,22 @@ class Plugin:
 
     async def delete_network(self, req: dict[str, Any]) -> dict[str, Any]:
         # The store network stays: other hosts' Docker networks use it.
-        self.networks.pop(str(req.get("NetworkID")), None)
+        with suppress(ConfigError):
+            await self.store.delete(cluster.docker_network_key(self.host, _network_id(req)))
         return {}
+
+    async def _gateway(self, req: dict[str, Any]) -> str:
+        """The gateway the Docker network of req's NetworkID asked for on
+        this host (none for one the store does not know)."""
+        try:
+            kv = await self.store.get(cluster.docker_network_key(self.host, _network_id(req)))
+        except ConfigError:
+            return GATEWAYS[0]
+        try:
+            gateway = json.loads(kv.value)["gateway"] if kv is not None else GATEWAYS[0]
+        except (ValueError, KeyError, TypeError):
+            gateway = GATEWAYS[0]
+        return gateway if gateway in GATEWAYS else GATEWAYS[0]
 
     # Endpoints ----------------------------------------------------------------
 
@@ -540,6 +570,7 @@ class Plugin:
             raise ClusterError(f"endpoint {eid[:ID_SHORT]} is unknown to this agent: run the "
                                "container again")
         net = await cluster.get_network(self.store, ep.network)
+        gateway = await self._gateway(req)
         # Noted before the TAP is made: an agent restarted from here on
         # finds the TAP in the sandbox and places it (resume).
         ep.netns = netns
@@ -549,10 +580,13 @@ class Plugin:
         if old is not None:
             old.cancel()
         self._placing[eid] = asyncio.create_task(self._place(ep))
-        # No Gateway, and no docker_gwbridge for want of one: containers
-        # reach their network only.
+        # No Gateway of ours: by default Docker's gateway service is off
+        # too (no docker_gwbridge), and containers reach their network
+        # only; with -o uvxlan.gateway=gwbridge libnetwork gives the
+        # container docker_gwbridge for the default route (its
+        # sandbox.needDefaultGW: no endpoint with a gateway).
         return {"InterfaceName": {"SrcName": ep.srcname, "DstPrefix": DST_PREFIX},
-                "DisableGatewayService": True}
+                "DisableGatewayService": gateway == "none"}
 
     async def _place(self, ep: DockerEndpoint) -> None:
         """Once Docker has moved the TAP into the sandbox, renamed it,
@@ -709,6 +743,14 @@ def _address(text: object) -> ipaddress.IPv4Address | None:
         return ipaddress.IPv4Interface(str(text)).ip
     except ValueError:
         raise ConfigError(f"address {text!s:.64} is not IPv4") from None
+
+
+def _network_id(req: dict[str, Any]) -> str:
+    nid = req.get("NetworkID")
+    if not isinstance(nid, str) or not 0 < len(nid) <= 128 or not all(
+            c in "0123456789abcdef" for c in nid):
+        raise ConfigError(f"network id {nid!r:.80} is not Docker's")
+    return nid
 
 
 def _endpoint_id(req: dict[str, Any]) -> str:

@@ -119,7 +119,7 @@ def test_networks_across_two_dockerds(sites: DockerSites) -> None:
     why = sites.fails("h1", *CREATE, "-o", "uvxlan.network=net3", "-o", "uvxlan.colour=red",
                       "net3")
     assert why == ("Error response from daemon: remote: uvxlan: unknown option -o "
-                   "uvxlan.colour (known: uvxlan.network, uvxlan.vni, uvxlan.mtu)")
+                   "uvxlan.colour (known: uvxlan.network, uvxlan.vni, uvxlan.mtu, uvxlan.gateway)")
     why = sites.fails("h2", *CREATE, "--subnet", "10.30.0.0/24", "-o", "uvxlan.network=net1",
                       "net1b")
     assert why.count("\n") == 0 and "network net1 has subnet 10.10.0.0/24" in why
@@ -225,6 +225,38 @@ def test_run_to_first_ping_across_hosts(sites: DockerSites, capsys: pytest.Captu
               f"container's process started: median {statistics.median(inside):.3f} s; "
               f"docker run --network none to its start: median {statistics.median(bare):.3f} s")
     assert all(t > 0 for t in took)
+
+
+def test_a_gateway_where_the_user_asks_for_one(sites: DockerSites) -> None:
+    """-o uvxlan.gateway=gwbridge on h1's Docker network: its containers
+    get Docker's docker_gwbridge as eth1 with the default route (Docker's
+    overlay gives the same), and still reach the uvxlan network on eth0;
+    h2's Docker network on the same store network, without the option, has
+    neither.  A bad value is one line."""
+    why = sites.fails("h1", *CREATE, "--subnet", "10.40.0.0/24", "-o", "uvxlan.network=net5",
+                      "-o", "uvxlan.gateway=yes", "net5")
+    assert why == ("Error response from daemon: remote: uvxlan: -o uvxlan.gateway=yes: "
+                   "expected none or gwbridge"), why
+    sites.docker("h1", *CREATE, "--subnet", "10.40.0.0/24", "-o", "uvxlan.network=net5",
+                 "-o", "uvxlan.gateway=gwbridge", "net5")
+    sites.docker("h2", *CREATE, "--subnet", "10.40.0.0/24", "-o", "uvxlan.network=net5",
+                 "-o", "uvxlan.gateway=none", "net5")
+    a = sites.run("h1", "gwa", "net5")
+    b = sites.run("h2", "gwb", "net5")
+    assert "docker_gwbridge" in sites.docker("h1", "network", "ls")
+    gw = sites.docker("h1", "network", "inspect", "-f",
+                      "{{(index .IPAM.Config 0).Gateway}}", "docker_gwbridge").strip()
+    routes = sites.docker("h1", "exec", "gwa", "ip", "route").splitlines()
+    assert f"default via {gw} dev eth1 " in [r[:len(f"default via {gw} dev eth1 ")]
+                                            for r in routes], routes
+    assert any(r.startswith("10.40.0.0/24 dev eth0 ") for r in routes), routes
+    assert sites.ping("h1", "gwa", gw)                    # the gateway, in h1's namespace
+    assert sites.ping("h1", "gwa", b) and sites.ping("h2", "gwb", a)
+    assert sites.docker("h2", "exec", "gwb", "ip", "route").strip() == \
+        f"10.40.0.0/24 dev eth0 scope link  src {b}"
+    assert "docker_gwbridge" not in sites.docker("h2", "network", "ls")
+    sites.docker("h1", "rm", "-f", "gwa")
+    sites.docker("h1", "network", "rm", "net5")
 
 
 def test_agent_restarts_keep_containers_connected(sites: DockerSites) -> None:

@@ -20,7 +20,7 @@ from uvxlan.errors import ConfigError
 from uvxlan.netlink import FoundLink
 from uvxlan.store import Store, open_store
 
-NET_ID = "n" * 64
+NET_ID = "9e" * 32
 SANDBOX = "/var/run/docker/netns/0123456789ab"
 
 
@@ -209,7 +209,7 @@ def test_two_hosts_share_the_network_and_never_an_address(tmp_path: Path) -> Non
     async def scenario(store: Store) -> None:
         h1, h2 = docker.Plugin(store, "h1", FakeTaps()), docker.Plugin(store, "h2", FakeTaps())
         pool1 = await network(h1)
-        pool2 = await network(h2, net_id="m" * 64)
+        pool2 = await network(h2, net_id="7f" * 32)
         assert pool1 == pool2 == "10.10.0.0/24"
         assert [n.name for n in await cluster.list_networks(store)] == ["net1"]
         # Both hosts at once: the store's compare-and-swap keeps them apart.
@@ -272,7 +272,8 @@ def test_pool_without_subnet(tmp_path: Path) -> None:
     ("NetworkDriver.CreateNetwork",
      {"Options": {docker.GENERIC: {"uvxlan.network": "net1", "uvxlan.colour": "red"}},
       "IPv4Data": [{"AddressSpace": "uvxlan", "Pool": "10.10.0.0/24"}]},
-     "uvxlan: unknown option -o uvxlan.colour (known: uvxlan.network, uvxlan.vni, uvxlan.mtu)"),
+     "uvxlan: unknown option -o uvxlan.colour (known: uvxlan.network, uvxlan.vni, "
+     "uvxlan.mtu, uvxlan.gateway)"),
     ("NetworkDriver.CreateNetwork",
      {"Options": {docker.GENERIC: {}},
       "IPv4Data": [{"AddressSpace": "uvxlan", "Pool": "10.10.0.0/24"}]},
@@ -291,6 +292,14 @@ def test_pool_without_subnet(tmp_path: Path) -> None:
      {"Options": {docker.GENERIC: {"uvxlan.network": "net1", "uvxlan.mtu": "big"}},
       "IPv4Data": [{"AddressSpace": "uvxlan", "Pool": "10.10.0.0/24"}]},
      "uvxlan: -o uvxlan.mtu=big: expected a whole number"),
+    ("NetworkDriver.CreateNetwork",
+     {"Options": {docker.GENERIC: {"uvxlan.network": "net1", "uvxlan.gateway": "yes"}},
+      "IPv4Data": [{"AddressSpace": "uvxlan", "Pool": "10.10.0.0/24"}]},
+     "uvxlan: -o uvxlan.gateway=yes: expected none or gwbridge"),
+    ("NetworkDriver.CreateNetwork",
+     {"NetworkID": "../x", "Options": {docker.GENERIC: {"uvxlan.network": "net1"}},
+      "IPv4Data": [{"AddressSpace": "uvxlan", "Pool": "10.10.0.0/24"}]},
+     "uvxlan: network id '../x' is not Docker's"),
     ("NetworkDriver.CreateNetwork",
      {"Options": {docker.GENERIC: {"uvxlan.network": "a/b"}},
       "IPv4Data": [{"AddressSpace": "uvxlan", "Pool": "10.10.0.0/24"}]},
@@ -320,6 +329,45 @@ def test_refusals_are_one_line(tmp_path: Path, method: str, req: dict[str, Any],
         if why is not None:
             assert got == why
         assert await cluster.list_networks(store) == []       # nothing made
+
+    run(tmp_path, scenario)
+
+
+def test_a_gateway_is_docker_gwbridge_where_asked_for_after_a_restart_too(
+        tmp_path: Path) -> None:
+    """-o uvxlan.gateway=gwbridge: Join leaves Docker's gateway service on
+    (libnetwork gives the container docker_gwbridge); another host's Docker
+    network on the same store network, without it, keeps it off.  The
+    choice is in the store: an agent restarted after network create keeps
+    it; DeleteNetwork takes it away."""
+    async def scenario(store: Store) -> None:
+        h1, h2 = docker.Plugin(store, "h1", FakeTaps()), docker.Plugin(store, "h2", FakeTaps())
+        pool = await network(h1, gateway="gwbridge")
+        await network(h2, net_id="7f" * 32)
+        ep = await endpoint(h1, pool, 1)
+        assert ep["Address"] == "10.10.0.2/24"
+        again = docker.Plugin(store, "h1", FakeTaps())              # h1's agent restarted
+        joined = await ok(again, "NetworkDriver.Join", {
+            "NetworkID": NET_ID, "EndpointID": eid(1), "SandboxKey": SANDBOX, "Options": {}})
+        assert joined["DisableGatewayService"] is False and "Gateway" not in joined
+        address = await ok(h2, "IpamDriver.RequestAddress",
+                           {"PoolID": pool, "Address": "", "Options": {}})
+        await ok(h2, "NetworkDriver.CreateEndpoint", {
+            "NetworkID": "7f" * 32, "EndpointID": eid(2), "Options": {},
+            "Interface": {"Address": address["Address"], "AddressIPv6": "", "MacAddress": ""}})
+        joined = await ok(h2, "NetworkDriver.Join", {
+            "NetworkID": "7f" * 32, "EndpointID": eid(2), "SandboxKey": SANDBOX,
+            "Options": {}})
+        assert joined["DisableGatewayService"] is True
+        await again.close()
+        await h2.close()
+        key = cluster.docker_network_key("h1", NET_ID)
+        kept = await store.get(key)
+        assert kept is not None
+        assert json.loads(kept.value) == {"network": "net1", "gateway": "gwbridge"}
+        await ok(again, "NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID})
+        assert await store.get(key) is None
+        assert await store.get(cluster.docker_network_key("h2", "7f" * 32)) is not None
 
     run(tmp_path, scenario)
 
