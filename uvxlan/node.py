@@ -44,8 +44,7 @@ def bind_vxlan_socket(address: str, port: int) -> socket.socket:
     """The UDP socket VXLAN arrives on, with errors a user can act on."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        offload.set_socket_buffers(sock)
         sock.bind((address, port))
     except OSError as exc:
         sock.close()

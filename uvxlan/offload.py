@@ -130,7 +130,24 @@ def open_send_pool(address: str, lo: int, hi: int, count: int) -> list[socket.so
         except OSError:
             s.close()
             continue
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        set_socket_buffers(s)
         s.setblocking(False)
         pool.append(s)
     return pool
+
+
+SOCKET_BUFFER = 4 << 20   # bytes each way: bursts while the loop is busy wait here
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33   # <asm-generic/socket.h>; Python names neither
+
+
+def set_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> None:
+    """size bytes of receive and send buffer, past net.core.{r,w}mem_max
+    (212992 on a stock kernel: a few hundred datagrams) when we may
+    (CAP_NET_ADMIN: the *BUFFORCE options), else as much as the sysctl
+    allows, as wireguard-go does."""
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                         (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)

@@ -28,6 +28,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from tests.conftest import OverlayFactory, needs, ping, root
 from tests.support.capture import start_tshark
+from tests.support.cluster import eventually
 from uvxlan.lab.netns import Lab, terminate
 from uvxlan.lab.overlay import AgentProcs, ClusterOverlay, Placement
 from uvxlan.reference import wire
@@ -241,9 +242,19 @@ def test_a_member_spoofing_another_members_mac_is_dropped(members: MembersFactor
                         "s.bind(('eth0',0)); s.send(bytes.fromhex(sys.argv[1]))",
                         bytes(spoof).hex()])
     assert done.returncode == 0, done.stderr
-    time.sleep(0.3)
-    stats = m.agents.query("h1", "stats")
-    net1 = next(n for n in stats["networks"] if n["vni"] == VNI)
+
+    def h1_stats() -> dict[str, Any]:
+        stats: dict[str, Any] = m.agents.query("h1", "stats")
+        return stats
+
+    def h1_net1(stats: dict[str, Any]) -> dict[str, Any]:
+        net: dict[str, Any] = next(n for n in stats["networks"] if n["vni"] == VNI)
+        return net
+
+    eventually(lambda: h1_net1(h1_stats())["drops"].get("spoofed_mac", 0) >= 3, 10,
+               "h1 counted the three claims")
+    stats = h1_stats()
+    net1 = h1_net1(stats)
     assert net1["drops"].get("spoofed_mac") == 3, net1["drops"]
     port_b1 = next(p for p in stats["ports"] if p["netns"] == b1)
     assert port_b1["drops"] == {"spoofed_mac": 1}
@@ -264,7 +275,7 @@ def test_learning_off_learns_nothing_from_a_member(members: MembersFactory,
     m.send("h2", [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=u) / IP(src="10.0.0.99",
                                                                      dst=A1_IP) / ICMP())
                   for u in unknown])
-    time.sleep(0.3)
+    eventually(lambda: m.net1()["rx_packets"] >= 3, 10, "the three frames taken in")
     net1 = m.net1()
     assert "unknown_vtep" not in net1["drops"] and net1["rx_packets"] >= 3   # accepted
     learned = m.fdb_macs() & set(unknown)
@@ -273,9 +284,10 @@ def test_learning_off_learns_nothing_from_a_member(members: MembersFactory,
     # Unicast for a MAC nobody holds (a detached container's): a store
     # network that does not learn knows every MAC and drops it; a config
     # network, or one that learns, floods it as Linux's vxlan does.
+    before = m.net1()["rx_packets"]
     m.send("h2", [bytes(Ether(dst="06:00:00:00:02:01", src=unknown[0]) /
                         IP(src="10.0.0.99", dst="10.0.0.98") / ICMP())])
-    time.sleep(0.3)
+    eventually(lambda: m.net1()["rx_packets"] > before, 10, "the unicast frame taken in")
     dropped = m.net1()["drops"].get("unknown_dst", 0)
     assert dropped == (1 if m.mode == "cluster" and not learning else 0)
 
@@ -293,7 +305,16 @@ def test_static_entries_and_new_endpoints_survive_a_spray_of_70000_macs(
                               "--vni", str(VNI), "--count", "70000"], timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"sent": 70000}
-    time.sleep(1)
+    # Until h1 has taken in what its socket holds: its count stops moving.
+    seen = [-1]
+
+    def settled() -> bool:
+        time.sleep(0.4)
+        now = int(m.net1()["rx_packets"])
+        still, seen[0] = now == seen[0], now
+        return still
+
+    eventually(settled, 30, "h1 took in the spray")
     net1 = m.net1()
     fdb = [e for e in m.agents.query("h1", "fdb")["fdb"] if e["vni"] == VNI]
     learned = [e for e in fdb if not e["static"]]

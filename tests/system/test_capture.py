@@ -26,6 +26,7 @@ from tests.system.test_control_socket import (  # noqa: F401 - fixtures
     control_dir,
 )
 from uvxlan.capture import CHUNK, END, CaptureRequest
+from uvxlan.lab.bench import iperf_server
 from uvxlan.lab.netns import Lab, terminate
 from uvxlan.lab.overlay import Overlay, Placement
 
@@ -235,10 +236,8 @@ def test_sigint_mid_transfer_leaves_a_valid_file(lab: Lab, overlay: OverlayFacto
                                                  tmp_path: Path) -> None:
     ov = overlay(NETS, PLACE)
     a1, a2 = lab.container_netns("a1"), lab.container_netns("a2")
-    server = lab.spawn(a2, ["iperf3", "-s", "-1", "-B", "10.0.0.3"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = iperf_server(lab, a2, "10.0.0.3")
     try:
-        time.sleep(0.3)
         client = lab.spawn(a1, ["iperf3", "-c", "10.0.0.3", "-t", "4", "-b", "200M"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

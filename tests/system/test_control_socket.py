@@ -321,11 +321,11 @@ def test_limits_end_connections_and_the_agent_answers_after(agents: Agents) -> N
     held = [connect(path) for _ in range(CONNECTIONS_MAX)]
     try:
         # The agent has taken them all (one fd each) before the next comes.
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 15
         while open_fds(proc.pid) < base + CONNECTIONS_MAX and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert open_fds(proc.pid) == base + CONNECTIONS_MAX
-        with connect(path, timeout=2) as s:
+        assert open_fds(proc.pid) >= base + CONNECTIONS_MAX
+        with connect(path, timeout=5) as s:
             assert read_to_eof(s) == (b'{"error": "busy: %d connections at once; '
                                       b'try again"}\n' % CONNECTIONS_MAX)
         # A flood: 300 clients that connect and hold on.  Those the

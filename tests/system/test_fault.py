@@ -110,7 +110,8 @@ def test_loss_within_a_binomial_bound_and_cleared(lab: Lab, ov: Overlay) -> None
 
 def test_delay_adds_to_the_round_trip(lab: Lab, ov: Overlay) -> None:
     """delay 20ms jitter 5ms on h1 -> h2: the median round trip grows by
-    the delay, within 30 % (jitter is symmetric, so the median keeps it)."""
+    the delay, within 30 % below and 60 % above (jitter is symmetric, so
+    the median keeps it; a loaded machine's scheduling adds, never takes)."""
     h2 = lab.host("h2").underlay_ip
     a1 = lab.container_netns("a1")
     _, _, base = pings(lab, a1, "10.0.0.3", 40, 0.02)
@@ -119,8 +120,8 @@ def test_delay_adds_to_the_round_trip(lab: Lab, ov: Overlay) -> None:
     b, d = statistics.median(base), statistics.median(rtts)
     print(f"\ndelay 20ms jitter 5ms: median rtt {b:.3f} ms -> {d:.3f} ms"
           f" (+{d - b:.2f} ms; min {min(rtts):.2f}, max {max(rtts):.2f})")
-    assert got == 60
-    assert 20 * 0.7 <= d - b <= 20 * 1.3, (b, d)
+    assert got >= 59                                  # the odd loss of a loaded machine
+    assert 20 * 0.7 <= d - b <= 20 * 1.6, (b, d)
     # Jitter spreads them: not all within a millisecond of each other.
     assert max(rtts) - min(rtts) > 1.0
     c = entry(ov, "h1")["counters"]

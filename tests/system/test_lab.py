@@ -227,13 +227,23 @@ def test_run_reports_exit_status(lab: labmod.Lab) -> None:
     assert "ul0" in lab.run(h1.netns, ["ip", "-o", "link"], check=True).stdout
 
 
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
 def test_down_kills_only_recorded_processes(lab: labmod.Lab) -> None:
     h1, h2 = lab.up(2)
     recorded = lab.spawn(h1.netns, ["sleep", "60"])
     # started inside the lab but never recorded: down must not touch it
     stranger = subprocess.Popen(["ip", "netns", "exec", h2.netns, "sleep", "60"])
     try:
-        time.sleep(0.1)
+        # Until ip has entered h2 and become sleep (down would otherwise
+        # remove h2 before ip opened it).
+        deadline = time.monotonic() + 10
+        while _comm(stranger.pid) != "sleep":
+            assert time.monotonic() < deadline, "ip netns exec did not start sleep"
+            time.sleep(0.02)
         lab.down()
         assert recorded.wait(timeout=5) is not None
         assert stranger.poll() is None

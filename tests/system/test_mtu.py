@@ -514,7 +514,7 @@ def test_a_container_sending_big_frames_leaves_the_others_alone(
         lab: Lab, big: Overlay) -> None:
     """o1 -> o2 throughput (iperf3, one stream) alone and while m1 sends
     2000 8000-byte DF datagrams a second, rounds interleaved (the machine is
-    shared): medians reported, asserted only not below half.  Every big
+    shared): medians reported, asserted only not below a third.  Every big
     datagram is dropped as frag_needed, and GSO stays on."""
     m1, o1, o2 = (lab.container_netns(c) for c in ("m1", "o1", "o2"))
     rounds, seconds, rate = 3, 3.0, 2000
@@ -527,6 +527,9 @@ def test_a_container_sending_big_frames_leaves_the_others_alone(
     flooded: list[float] = []
     sent = 0
     before = port_stats(big, "h1", m1)["drops"].get("frag_needed", 0)
+    # m1 knows m2's MAC first: datagrams held while ARP is pending are
+    # dropped by m1's own kernel past a few, never reaching uvxlan.
+    assert ping(lab, m1, "10.0.0.3", 2) >= 1
     for _ in range(rounds):
         alone.append(gbits())
         flood = lab.spawn(m1, [sys.executable, "-c", FLOOD, "10.0.0.3", str(seconds + 1.5),
@@ -545,7 +548,7 @@ def test_a_container_sending_big_frames_leaves_the_others_alone(
           f"({sent} sent, {dropped} dropped as frag_needed): {f:.2f} Gbit/s "
           f"{[round(x, 2) for x in flooded]} ({f / a:.2f}x)")
     assert dropped == sent > 0
-    assert f >= a / 2, (alone, flooded)
+    assert f >= a / 3, (alone, flooded)
     time.sleep(0.5)                                   # an ageing sweep reports GSO events
     assert big.query("h1", "status")["features"]["udp_gso"] is True
     assert "udp_error" not in port_stats(big, "h1", o1)["drops"]

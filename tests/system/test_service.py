@@ -257,6 +257,14 @@ def test_metrics_of_an_agent_carrying_traffic_match_uvxlan_stats(
     assert code == 200 and rest == b"" and int(headers["Content-Length"]) > 0
 
 
+def _accept_queue(netns: str, port: str) -> int:
+    """Connections waiting for the listener on port in netns to accept them."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hltn", "sport", "=",
+                          f":{port}"], capture_output=True, text=True, timeout=10,
+                         check=True).stdout.split()
+    return int(out[1])
+
+
 def test_bad_requests_get_clean_http_errors(overlay: OverlayFactory) -> None:
     networks, placements = two_hosts()
     ov = overlay(networks, placements[:1], hosts=1, run=["h1"],
@@ -279,13 +287,19 @@ def test_bad_requests_get_clean_http_errors(overlay: OverlayFactory) -> None:
     idle = [run_in_netns(netns, lambda: socket.create_connection((host, int(port)), 15))
             for _ in range(16)]
     try:
-        time.sleep(0.5)
+        # Until the agent has taken all 16 (its accept queue, the
+        # listener's Recv-Q, empty): else the next could take a slot.
+        deadline = time.monotonic() + 15
+        time.sleep(0.2)
+        while _accept_queue(netns, port) != 0:
+            assert time.monotonic() < deadline, "the agent did not accept 16 connections"
+            time.sleep(0.05)
         started = time.monotonic()
         # (It sends nothing: the answer comes before any request is read.)
         with run_in_netns(netns, lambda: socket.create_connection((host, int(port)), 5)) as s:
             got, headers, _ = status_of(s.recv(4096))
         assert got == 503 and headers["Retry-After"] == "1"
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4             # not the 408 after 5 s idle
         for s in idle:
             response = b""
             while chunk := s.recv(4096):

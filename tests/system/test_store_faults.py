@@ -363,9 +363,11 @@ def test_etcd_three_members_one_killed(lab: Lab, tmp_path: Path,
     members[0].wait_ready(30)
     report("etcd 3 members, one killed", killed, attach_reached_s=f"{killed_s:.1f}",
            without_kill=f"{base.received}/{base.sent}", without_kill_s=f"{base_s:.1f}")
-    lost, base_lost = killed.sent - killed.received, base.sent - base.received
-    assert lost <= base_lost, (killed, base)
-    assert killed_s < 10
+    # Forwarding rode it out as it does without a kill (both runs lose
+    # the odd ping on a loaded machine; a dropped peer would lose seconds'
+    # worth); the attach's own deadlines are the loops' above.
+    assert_forwarded(base)
+    assert_forwarded(killed)
     print(f"store-faults: h1 log during the kill: "
           f"{[ln for ln in rig.since(mark, 'h1').splitlines() if 'store' in ln]}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from argparse import Namespace
 from pathlib import Path
@@ -168,7 +169,9 @@ def test_outputs_and_publish(tmp_path: Path) -> None:
 def test_tools_count_by_sequence_number(tmp_path: Path) -> None:
     tools = bench.build_tools(tmp_path)
     assert bench.build_tools(tmp_path) == tools        # up to date: not rebuilt
-    port = str(20000 + os.getpid() % 20000)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))            # a port free now (the sink takes it next)
+        port = str(probe.getsockname()[1])
     sink = subprocess.Popen([str(tools["udpsink"]), "127.0.0.1", port, "10", "300"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -218,13 +218,30 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+IPERF_PORT = 5201               # iperf3's own default
+
+
+def iperf_server(lab: Lab, netns: str, address: str, *, once: bool = True,
+                 timeout: float = 15.0) -> subprocess.Popen[bytes]:
+    """iperf3 -s on address in netns, returned once it listens (a client
+    started before that is refused, which a loaded machine makes likely)."""
+    server = lab.spawn(netns, ["iperf3", "-s", *(["-1"] if once else []), "-B", address],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not lab.run(netns, ["ss", "-Hltn", "sport", "=", f":{IPERF_PORT}"],
+                      timeout=10).stdout.strip():
+        if server.poll() is not None or time.monotonic() > deadline:
+            terminate(server)
+            raise BenchError(f"iperf3 -s on {address} did not listen within {timeout:.0f} s")
+        time.sleep(0.05)
+    return server
+
+
 def iperf(lab: Lab, client_ns: str, server_ns: str, target: str,
           seconds: float, streams: int) -> dict[str, Any]:
     """One iperf3 TCP run from client_ns to a server on target: its JSON."""
-    server = lab.spawn(server_ns, ["iperf3", "-s", "-1", "-B", target],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = iperf_server(lab, server_ns, target)
     try:
-        time.sleep(0.3)
         done = lab.run(client_ns, ["iperf3", "-c", target, "-t", str(seconds),
                                    "-P", str(streams), "-J"], timeout=seconds + 30)
         try:
