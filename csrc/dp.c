@@ -96,7 +96,7 @@ struct uvx_dp *uvx_dp_new(const struct uvx_config *cfg, int *err)
 		h->msg_iovlen = 1;
 		h->msg_name = &w->rsrc[i];
 		h->msg_namelen = sizeof(w->rsrc[i]);
-		h->msg_control = w->rctl[i];   /* used when UDP GRO is on */
+		h->msg_control = w->rctl[i];   /* UDP_GRO's size, SO_RXQ_OVFL's count */
 	}
 	return dp;
 }
@@ -177,6 +177,14 @@ static int set_sockets(struct uvx_dp *dp, int udp_fd, int tx_fd)
 		return -EBUSY;
 	dp->udp_fd = udp_fd;
 	dp->tx_fd = tx_fd;
+	/* The kernel drops what the socket's buffer has no room for, before
+	 * any read: SO_RXQ_OVFL hands its running count to each read, so
+	 * those are counted too (socket_overflow).  A kernel that refuses
+	 * it leaves the count at 0. */
+	dp->rx_ovfl = 0;
+	int on = 1;
+	if (udp_fd >= 0)
+		(void)setsockopt(udp_fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on));
 	return 0;
 }
 

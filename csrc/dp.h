@@ -115,7 +115,7 @@ struct uvx_worker {
 	struct mmsghdr rmsg[UVX_BATCH_MAX];
 	struct iovec riov[UVX_BATCH_MAX];
 	struct sockaddr_in rsrc[UVX_BATCH_MAX];
-	uint8_t rctl[UVX_BATCH_MAX][64];   /* UDP_GRO segment size */
+	uint8_t rctl[UVX_BATCH_MAX][64];   /* UDP_GRO segment size, SO_RXQ_OVFL count */
 	uint64_t now_ms;
 	int32_t port;              /* TX: the port the batch came from; RX: -1 */
 	uint32_t hash;             /* flow hash of the frame being sent */
@@ -180,6 +180,8 @@ struct uvx_dp {
 	unsigned npool;
 	int gso;                   /* send super-frames with UDP_SEGMENT */
 	int gro;                   /* the VXLAN socket has UDP_GRO on */
+	uint32_t rx_ovfl;          /* the kernel's count of datagrams the VXLAN
+				    * socket had no room for, as last read */
 	uint32_t events;
 	pthread_rwlock_t cfg_lock;
 	pthread_mutex_t fdb_lock;

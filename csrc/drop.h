@@ -37,7 +37,8 @@
 	X(UVX_DROP_FAULT_QUEUE_FULL, "fault_queue_full", "no room left to hold a frame an injected fault delays") \
 	X(UVX_DROP_GBP_DENIED,    "gbp_denied",      "group policy denies the source group the destination port's group") \
 	X(UVX_DROP_HOOK_DROP,     "hook_drop",       "a Python hook said drop, or gave no verdict in time") \
-	X(UVX_DROP_HOOK_QUEUE_FULL, "hook_queue_full", "matched a hook's rule with every slot waiting for a verdict")
+	X(UVX_DROP_HOOK_QUEUE_FULL, "hook_queue_full", "matched a hook's rule with every slot waiting for a verdict") \
+	X(UVX_DROP_SOCKET_OVERFLOW, "socket_overflow", "the VXLAN socket's receive buffer was full: the kernel dropped the datagram before the agent read it")
 
 #define UVX_DROP_ENUM(id, name, doc) id,
 enum uvx_drop_reason {

@@ -262,18 +262,29 @@ static void vxlan_rcv(struct uvx_dp *dp, struct uvx_worker *w,
 	rcv_switch(dp, w, v, frame, flen, from->sin_addr.s_addr, &outer);
 }
 
-/* The datagram size of a read that UDP GRO joined, or 0. */
-static size_t gro_size(struct msghdr *h)
+/* What a read's control messages say: the datagram size of a read that
+ * UDP GRO joined (0: none), and the datagrams the kernel dropped for want
+ * of room since the last read that said (socket_overflow). */
+static size_t rx_cmsgs(struct uvx_dp *dp, struct msghdr *h)
 {
+	size_t size = 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
 		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
 		    c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-			int size;
-			memcpy(&size, CMSG_DATA(c), sizeof(size));
-			return size > 0 ? (size_t)size : 0;
+			int v;
+			memcpy(&v, CMSG_DATA(c), sizeof(v));
+			size = v > 0 ? (size_t)v : 0;
+		} else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+			uint32_t total;
+			memcpy(&total, CMSG_DATA(c), sizeof(total));
+			uint32_t lost = total - dp->rx_ovfl;   /* wraps as the kernel's */
+			dp->rx_ovfl = total;
+			if (lost)
+				drop_n(dp, UVX_DROP_SOCKET_OVERFLOW, lost);
 		}
 	}
-	return 0;
+	return size;
 }
 
 static int udp_rx_locked(struct uvx_dp *dp);
@@ -312,7 +323,7 @@ static int udp_rx_locked(struct uvx_dp *dp)
 	for (unsigned i = 0; i < dp->cfg.batch; i++) {
 		struct msghdr *h = &w->rmsg[i].msg_hdr;
 		h->msg_namelen = sizeof(w->rsrc[i]);
-		h->msg_controllen = dp->gro ? sizeof(w->rctl[i]) : 0;
+		h->msg_controllen = sizeof(w->rctl[i]);
 	}
 	int n = recvmmsg(dp->udp_fd, w->rmsg, dp->cfg.batch, MSG_DONTWAIT, NULL);
 	if (n < 0)
@@ -346,12 +357,13 @@ static int udp_rx_locked(struct uvx_dp *dp)
 		size_t len = w->rmsg[i].msg_len;
 		/* The slot holds one byte more than the largest datagram, so
 		 * a read that fills it was cut short. */
+		size_t gro = rx_cmsgs(dp, h);
 		if ((h->msg_flags & MSG_TRUNC) || len > UVX_FRAME_MAX) {
 			drop(dp, NULL, -1, UVX_DROP_TOO_BIG);   /* unread: no VNI */
 			continue;
 		}
 		uint8_t *buf = slot_frame(w, (unsigned)i);
-		size_t step = dp->gro ? gro_size(h) : 0;
+		size_t step = dp->gro ? gro : 0;
 		if (!step || step > len)
 			step = len;
 		/* UDP GRO: equal-sized datagrams back to back, the last

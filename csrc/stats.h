@@ -28,6 +28,13 @@ static inline void drop(struct uvx_dp *dp, struct uvx_vni *v, int32_t port, int 
 		bump(&dp->ports[port].drops[uvx_wid][reason], 1);
 }
 
+/* Count n frames dropped where no VNI or port can be named (the kernel's
+ * own drops, learnt after the fact). */
+static inline void drop_n(struct uvx_dp *dp, int reason, uint64_t n)
+{
+	bump(&dp->drops[uvx_wid][reason], n);
+}
+
 static inline void count_n(struct uvx_counters *ctr, int tx, uint64_t packets,
 			   uint64_t bytes)
 {
