@@ -88,3 +88,29 @@ fi
 .venv/bin/python setup.py -q build_ext --inplace >/dev/null
 .venv/bin/python csrc/testing/build_testing.py >/dev/null   # test hooks: tests/support/_uvx_testing
 .venv/bin/python -c 'import uvxlan.native'
+
+# The commands the documentation uses, uvxlan and uvxlan-cni: launchers in
+# .venv/bin that run this checkout with the venv's Python, and for root
+# links in /usr/local/bin (where the systemd unit looks), unless another
+# command of that name is there (a link of ours, from any checkout, is
+# replaced).
+here=$(pwd -P)
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$here" > "$site/uvxlan-checkout.pth"
+for spec in uvxlan:uvxlan uvxlan-cni:uvxlan.cni; do
+	name=${spec%%:*}
+	printf '#!/bin/sh\n# %s: written by scripts/setup.sh\nexec %s -m %s "$@"\n' \
+		"$name" "'$here/.venv/bin/python'" "${spec#*:}" > ".venv/bin/.$name.tmp"
+	chmod 0755 ".venv/bin/.$name.tmp"
+	mv -f ".venv/bin/.$name.tmp" ".venv/bin/$name"
+	link=/usr/local/bin/$name
+	if [ "$(id -u)" -eq 0 ] && [ -d /usr/local/bin ]; then
+		if [ ! -e "$link" ] && [ ! -L "$link" ]; then
+			ln -s "$here/.venv/bin/$name" "$link"
+		elif [ -L "$link" ]; then
+			case "$(readlink "$link")" in
+			*/.venv/bin/"$name") ln -sfn "$here/.venv/bin/$name" "$link" ;;
+			esac
+		fi
+	fi
+done
