@@ -38,7 +38,7 @@
 	X(UVX_DROP_GBP_DENIED,    "gbp_denied",      "group policy denies the source group the destination port's group") \
 	X(UVX_DROP_HOOK_DROP,     "hook_drop",       "a Python hook said drop, or gave no verdict in time") \
 	X(UVX_DROP_HOOK_QUEUE_FULL, "hook_queue_full", "matched a hook's rule with every slot waiting for a verdict") \
-	X(UVX_DROP_SOCKET_OVERFLOW, "socket_overflow", "the VXLAN socket's receive buffer was full: the kernel dropped the datagram before the agent read it")
+	X(UVX_DROP_SOCKET_OVERFLOW, "socket_overflow", "dropped by the kernel at the VXLAN socket before the agent read it: its buffer full (mostly) or a bad UDP checksum")
 
 #define UVX_DROP_ENUM(id, name, doc) id,
 enum uvx_drop_reason {

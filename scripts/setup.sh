@@ -90,27 +90,37 @@ fi
 .venv/bin/python -c 'import uvxlan.native'
 
 # The commands the documentation uses, uvxlan and uvxlan-cni: launchers in
-# .venv/bin that run this checkout with the venv's Python, and for root
-# links in /usr/local/bin (where the systemd unit looks), unless another
-# command of that name is there (a link of ours, from any checkout, is
-# replaced).
+# .venv/bin that run this checkout with the venv's Python (-P: never a
+# module from the caller's working directory), and for root links in
+# /usr/local/bin (where the systemd unit looks).  Only a checkout no other
+# user can change is linked for root (cni.unsafe_for_root, as
+# `uvxlan-cni install` checks), and only a missing command or a link to
+# another launcher of ours is replaced.
 here=$(pwd -P)
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$here" > "$site/uvxlan-checkout.pth"
+quoted=$(.venv/bin/python -P -c 'import shlex, sys; print(shlex.quote(sys.argv[1]))' "$here/.venv/bin/python")
+marker="written by scripts/setup.sh"
+unsafe=""
+if [ "$(id -u)" -eq 0 ]; then
+	unsafe=$(.venv/bin/python -P -c 'import sys; from pathlib import Path
+from uvxlan.cni import unsafe_for_root
+print(unsafe_for_root([Path(p) for p in sys.argv[1:]]) or "")' "$here/uvxlan" "$here/.venv/bin" "$here/.venv/bin/python")
+	[ -z "$unsafe" ] || echo "setup: not linking uvxlan into /usr/local/bin: root would run code that $unsafe" >&2
+fi
 for spec in uvxlan:uvxlan uvxlan-cni:uvxlan.cni; do
 	name=${spec%%:*}
-	printf '#!/bin/sh\n# %s: written by scripts/setup.sh\nexec %s -m %s "$@"\n' \
-		"$name" "'$here/.venv/bin/python'" "${spec#*:}" > ".venv/bin/.$name.tmp"
+	printf '#!/bin/sh\n# %s: %s\nexec %s -P -m %s "$@"\n' \
+		"$name" "$marker" "$quoted" "${spec#*:}" > ".venv/bin/.$name.tmp"
 	chmod 0755 ".venv/bin/.$name.tmp"
 	mv -f ".venv/bin/.$name.tmp" ".venv/bin/$name"
 	link=/usr/local/bin/$name
-	if [ "$(id -u)" -eq 0 ] && [ -d /usr/local/bin ]; then
+	if [ "$(id -u)" -eq 0 ] && [ -z "$unsafe" ] && [ -d /usr/local/bin ]; then
 		if [ ! -e "$link" ] && [ ! -L "$link" ]; then
 			ln -s "$here/.venv/bin/$name" "$link"
-		elif [ -L "$link" ]; then
-			case "$(readlink "$link")" in
-			*/.venv/bin/"$name") ln -sfn "$here/.venv/bin/$name" "$link" ;;
-			esac
+		elif [ -L "$link" ] && { grep -qs "$marker" "$link" || { [ ! -e "$link" ] &&
+			case "$(readlink "$link")" in */.venv/bin/"$name") true ;; *) false ;; esac; }; }; then
+			ln -sfn "$here/.venv/bin/$name" "$link"     # ours, or ours from a removed checkout
 		fi
 	fi
 done

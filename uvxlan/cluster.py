@@ -11,6 +11,8 @@ What Docker's overlay driver kept in consul, kept here in a ``Store``
     /uvxlan/status/HOST/NETWORK/NAME    EndpointStatus  under the agent's lease
     /uvxlan/meta/networks               {"created": NAME}  moved by every network
                                                         creation (a txn guard)
+    /uvxlan/docker/HOST/NETWORK-ID      {"network": NAME, "gateway": G}  a host's
+                                                        Docker network (uvxlan.docker)
 
 Writers keep the invariants with transactions (``Store.txn``): a network's
 name, VNI and subnet are unique, an endpoint's IP and MAC unique in its

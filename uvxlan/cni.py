@@ -712,11 +712,13 @@ def _version(stdin: bytes) -> dict[str, Any]:
 
 def launcher_text(python: str, package_parent: str | None) -> str:
     """A shell script that runs this module with this Python; the
-    package's directory on PYTHONPATH when it is not installed."""
+    package's directory on PYTHONPATH when it is not installed.  -P: the
+    runtime's working directory (a user's, for rootless podman) is not
+    put on sys.path, so no module planted there runs as root."""
     path = "" if package_parent is None else f"PYTHONPATH={_sh(package_parent)} "
     return ("#!/bin/sh\n"
             f"# {PROGRAM}: the uvxlan CNI plugin (written by `{PROGRAM} install`)\n"
-            f"{path}exec {_sh(python)} -m uvxlan.cni \"$@\"\n")
+            f"{path}exec {_sh(python)} -P -m uvxlan.cni \"$@\"\n")
 
 
 def _sh(text: str) -> str:

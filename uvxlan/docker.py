@@ -23,7 +23,9 @@ The calls, in the order Docker makes them (docs/docker.md):
   (``/uvxlan/ipam/NETWORK/IP``, by compare-and-swap, so unique across
   hosts), as ``uvxlan attach`` picks one.
 - ``NetworkDriver.CreateNetwork``: the store network is made if absent,
-  else checked against the options and the pool.
+  else checked against the options and the pool; this host's record of
+  the Docker network (``/uvxlan/docker/HOST/NETWORK-ID``: the store
+  network, the gateway asked for) is written.
 - ``NetworkDriver.CreateEndpoint``: answers the MAC derived from the
   address (02:42 + its bytes), unless the user gave one.
 - ``NetworkDriver.Join``: a persistent TAP ``uvx`` + 12 characters of the
@@ -440,6 +442,11 @@ class Plugin:
             if wanted is not None and wanted != has:
                 raise ClusterError(f"network {name} has {what.split('.')[1].upper()} {has}, "
                                    f"not {wanted} (-o {what})")
+        if gateway != "none":
+            log.warning("docker plugin: network %s on this host: containers get a way out "
+                        "through Docker's NAT, as this host's address: drop forwarded UDP "
+                        "to the VXLAN port (iptables -I DOCKER-USER -p udp --dport 4789 "
+                        "-j DROP; docs/docker.md)", name)
         # Kept in the store, not in memory: Join, after an agent restart
         # too, reads the gateway this host's Docker network asked for.
         await self.store.put(key, json.dumps({"network": name, "gateway": gateway},

@@ -130,24 +130,31 @@ def open_send_pool(address: str, lo: int, hi: int, count: int) -> list[socket.so
         except OSError:
             s.close()
             continue
-        set_socket_buffers(s)
+        # Send only: never read, so its receive buffer stays the default
+        # (a 4 MiB one would be kernel memory anyone could fill).
+        set_socket_buffers(s, receive=False)
         s.setblocking(False)
         pool.append(s)
     return pool
 
 
 SOCKET_BUFFER = 4 << 20   # bytes each way: bursts while the loop is busy wait here
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33   # <asm-generic/socket.h>; Python names neither
+# <asm-generic/socket.h>, as on x86-64 and arm64 (Python names neither).
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 
 
-def set_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> None:
-    """size bytes of receive and send buffer, past net.core.{r,w}mem_max
-    (212992 on a stock kernel: a few hundred datagrams) when we may
-    (CAP_NET_ADMIN: the *BUFFORCE options), else as much as the sysctl
-    allows, as wireguard-go does."""
-    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
-                         (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+def set_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER, *,
+                       receive: bool = True) -> None:
+    """size bytes of send (and, if receive, receive) buffer, past
+    net.core.{w,r}mem_max (212992 on a stock kernel: a few hundred
+    datagrams) when we may (CAP_NET_ADMIN: the *BUFFORCE options), else as
+    much as the sysctl allows (logged), as wireguard-go does."""
+    pairs = [(SO_SNDBUFFORCE, socket.SO_SNDBUF, "wmem_max")]
+    if receive:
+        pairs.insert(0, (SO_RCVBUFFORCE, socket.SO_RCVBUF, "rmem_max"))
+    for force, plain, sysctl in pairs:
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, size)
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            log.info("socket buffer: at most net.core.%s without CAP_NET_ADMIN", sysctl)

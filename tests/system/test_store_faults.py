@@ -322,9 +322,10 @@ def test_etcd_three_members_one_killed(lab: Lab, tmp_path: Path,
                                        rig_factory: Callable[..., Rig]) -> None:
     """A 3-member etcd; the member every agent is connected to (the first
     endpoint) is killed (SIGKILL) mid-run while a ping runs and an attach
-    and a detach are made; then started again.  No ping lost beyond the
-    same run's loss without the kill, and the attach made while the member
-    is down is ready and reached within seconds."""
+    and a detach are made; then started again.  Forwarding goes on (at
+    most the odd ping lost, as in the same run without the kill), and the
+    attach made while the member is down is ready and reached (each within
+    10 s; the times are reported)."""
     lab.up(3)
     h3 = lab.host("h3")
     members = etcdserver.etcd_cluster(tmp_path / "etcd", 3, lab=lab, netns=h3.netns,

@@ -29,6 +29,24 @@ def test_uvxlan_runs_from_any_directory_without_pythonpath(tmp_path: Path) -> No
     assert __version__ in done.stdout
 
 
+@pytest.mark.parametrize("name", ["uvxlan", "uvxlan-cni"])
+def test_a_module_planted_in_the_working_directory_never_runs(tmp_path: Path,
+                                                              name: str) -> None:
+    """root runs these from wherever it stands (a runtime, from a user's
+    directory): nothing there is imported in place of ours."""
+    for module in ("uvxlan", "json", "argparse"):
+        planted = tmp_path / module
+        planted.mkdir()
+        (planted / "__init__.py").write_text("raise SystemExit('planted code ran')\n")
+    (tmp_path / "uvxlan" / "__main__.py").write_text("raise SystemExit('planted code ran')\n")
+    done = subprocess.run([str(BIN / name), "--help"] if name == "uvxlan" else [str(BIN / name)],
+                          cwd=tmp_path, env={**CLEAN, "CNI_COMMAND": "VERSION"},
+                          input='{"cniVersion": "1.0.0"}', capture_output=True, text=True,
+                          timeout=60)
+    assert "planted" not in done.stdout + done.stderr
+    assert done.returncode == 0, done.stderr
+
+
 def test_uvxlan_cni_answers_version_as_a_runtime_calls_it(tmp_path: Path) -> None:
     done = subprocess.run([str(BIN / "uvxlan-cni")], cwd=tmp_path,
                           env={**CLEAN, "CNI_COMMAND": "VERSION"},

@@ -228,8 +228,8 @@ def iperf_server(lab: Lab, netns: str, address: str, *, once: bool = True,
     server = lab.spawn(netns, ["iperf3", "-s", *(["-1"] if once else []), "-B", address],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while not lab.run(netns, ["ss", "-Hltn", "sport", "=", f":{IPERF_PORT}"],
-                      timeout=10).stdout.strip():
+    while not lab.run(netns, ["ss", "-Hltn", "src", f"{address}:{IPERF_PORT}"],
+                      timeout=10).stdout.strip() or server.poll() is not None:
         if server.poll() is not None or time.monotonic() > deadline:
             terminate(server)
             raise BenchError(f"iperf3 -s on {address} did not listen within {timeout:.0f} s")
