@@ -105,7 +105,8 @@ unsafe=""
 if [ "$(id -u)" -eq 0 ]; then
 	unsafe=$(.venv/bin/python -P -c 'import sys; from pathlib import Path
 from uvxlan.cni import unsafe_for_root
-print(unsafe_for_root([Path(p) for p in sys.argv[1:]]) or "")' "$here/uvxlan" "$here/.venv/bin" "$here/.venv/bin/python")
+print(unsafe_for_root([Path(p) for p in sys.argv[1:]]) or "")' "$here/uvxlan" "$here/.venv/bin" "$here/.venv/bin/python") ||
+		unsafe="could not be checked"
 	[ -z "$unsafe" ] || echo "setup: not linking uvxlan into /usr/local/bin: root would run code that $unsafe" >&2
 fi
 for spec in uvxlan:uvxlan uvxlan-cni:uvxlan.cni; do
