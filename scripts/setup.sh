@@ -107,7 +107,7 @@ if [ "$(id -u)" -eq 0 ]; then
 from uvxlan.cni import unsafe_for_root
 print(unsafe_for_root([Path(p) for p in sys.argv[1:]]) or "")' "$here/uvxlan" "$here/.venv/bin" "$here/.venv/bin/python") ||
 		unsafe="could not be checked"
-	[ -z "$unsafe" ] || echo "setup: not linking uvxlan into /usr/local/bin: root would run code that $unsafe" >&2
+	[ -z "$unsafe" ] || echo "setup: not linking uvxlan into /usr/local/bin: root would run this checkout, and $unsafe" >&2
 fi
 for spec in uvxlan:uvxlan uvxlan-cni:uvxlan.cni; do
 	name=${spec%%:*}
