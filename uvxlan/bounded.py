@@ -6,8 +6,10 @@ agent: at most ``connections_max`` connections at once (the next gets the
 subclass's "busy" reply and is closed), a reply not taken within
 ``send_s`` seconds ends the connection, and every connection is ended
 when the server closes.  Each counts the connections a limit ended, by
-limit, in ``refused``.  The subclass reads the request (with its own
-timeout and size limits) in ``respond``.
+limit, in ``refused``.  The request is read within ``IDLE_S`` and a head
+of at most the ``head_max`` given to ``serve``; a read a limit ended gets
+the subclass's ``refusal`` (408, 431, 400), in its own format.  The
+subclass reads the request in ``read`` and answers it in ``reply``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from contextlib import suppress
+from typing import Any
 
 IDLE_S = 5.0            # for a client to send its request (head and body)
 LISTEN_BACKLOG = 16     # a scraper or dockerd connects rarely; the kernel holds a burst
@@ -25,26 +28,52 @@ class BoundedServer:
 
     connections_max = 16    # at once; more are refused at once
     send_s = 10.0           # for a client to take the whole reply
+    incomplete = "the request ended early"   # what the 400 for a cut-off request says
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.head_max = 0
         self._server: asyncio.AbstractServer | None = None
         self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         # Connections ended by a limit, by limit.
         self.refused = {"busy": 0, "too_long": 0, "idle": 0, "slow_reader": 0}
 
-    async def respond(self, reader: asyncio.StreamReader) -> bytes:
-        """The reply to the connection's one request (counting in
-        ``refused`` what a read limit ended)."""
+    async def read(self, reader: asyncio.StreamReader) -> Any:
+        """The connection's one request, as ``reply`` takes it (the
+        StreamReader's own errors are the limits: see ``respond``)."""
+        raise NotImplementedError
+
+    async def reply(self, request: Any) -> bytes:
+        """The reply to a request ``read`` returned."""
+        raise NotImplementedError
+
+    def refusal(self, status: int, why: str) -> bytes:
+        """A reply refusing the request with an HTTP status, saying why."""
         raise NotImplementedError
 
     def busy(self) -> bytes:
         """The reply to a connection over ``connections_max``."""
-        raise NotImplementedError
+        return self.refusal(503, f"busy: {self.connections_max} connections at once")
+
+    async def respond(self, reader: asyncio.StreamReader) -> bytes:
+        """The reply to the connection's one request, or the refusal of a
+        read a limit ended (counted in ``refused``)."""
+        try:
+            request = await asyncio.wait_for(self.read(reader), IDLE_S)
+        except TimeoutError:
+            self.refused["idle"] += 1
+            return self.refusal(408, f"no complete request within {IDLE_S:g} s")
+        except asyncio.LimitOverrunError:
+            self.refused["too_long"] += 1
+            return self.refusal(431, f"request head longer than {self.head_max} bytes")
+        except asyncio.IncompleteReadError:
+            return self.refusal(400, self.incomplete)
+        return await self.reply(request)
 
     async def serve(self, head_max: int) -> None:
         """Start accepting; a request head longer than head_max ends its
-        connection (the subclass's LimitOverrunError)."""
+        connection (431)."""
+        self.head_max = head_max
         if self.sock.family == socket.AF_UNIX:
             self._server = await asyncio.start_unix_server(self._handle, sock=self.sock,
                                                            limit=head_max)

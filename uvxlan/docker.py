@@ -75,7 +75,7 @@ from typing import Any, Protocol
 
 from uvxlan import cluster, netlink, underlay
 from uvxlan import validate as rules
-from uvxlan.bounded import IDLE_S, LISTEN_BACKLOG, BoundedServer
+from uvxlan.bounded import LISTEN_BACKLOG, BoundedServer
 from uvxlan.cluster import EndpointRecord, NetworkRecord
 from uvxlan.endpoint import handoff_tap
 from uvxlan.errors import ClusterError, ConfigError, UvxlanError
@@ -839,31 +839,27 @@ class PluginServer(BoundedServer):
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
 
-    def busy(self) -> bytes:
-        return _error(503, f"busy: {self.connections_max} connections at once")
+    def refusal(self, status: int, why: str) -> bytes:
+        return _error(status, why)
 
-    async def respond(self, reader: asyncio.StreamReader) -> bytes:
+    async def read(self, reader: asyncio.StreamReader) -> tuple[str, bytes] | bytes:
+        """(method, body), or the refusal of a head parse_head refused."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        parsed = parse_head(head[:-4])
+        if isinstance(parsed, bytes):
+            return parsed
+        method, length = parsed
+        return method, await reader.readexactly(length)
+
+    async def reply(self, request: tuple[str, bytes] | bytes) -> bytes:
+        if isinstance(request, bytes):
+            return request
+        method, body = request
         try:
-            async with asyncio.timeout(IDLE_S):
-                head = await reader.readuntil(b"\r\n\r\n")
-                parsed = parse_head(head[:-4])
-                if isinstance(parsed, bytes):
-                    return parsed
-                method, length = parsed
-                body = await reader.readexactly(length)
-        except TimeoutError:
-            self.refused["idle"] += 1
-            return _error(408, f"no complete request within {IDLE_S:g} s")
-        except asyncio.LimitOverrunError:
-            self.refused["too_long"] += 1
-            return _error(431, f"request head longer than {HEAD_MAX} bytes")
-        except asyncio.IncompleteReadError:
-            return _error(400, "the request ended early")
-        try:
-            request = json.loads(body) if body.strip() else {}
+            call = json.loads(body) if body.strip() else {}
         except (ValueError, RecursionError):
             return _error(400, "the body is not JSON")
-        answer = await self.plugin.call(method, request)
+        answer = await self.plugin.call(method, call)
         if answer is None:
             return _error(404, f"{method[:64]!r} is not served here")
         return _response(200, answer)

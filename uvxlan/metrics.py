@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from uvxlan.bounded import IDLE_S, LISTEN_BACKLOG, BoundedServer
+from uvxlan.bounded import LISTEN_BACKLOG, BoundedServer
 from uvxlan.errors import ConfigError
 
 log = logging.getLogger("uvxlan.metrics")
@@ -304,19 +304,14 @@ class MetricsServer(BoundedServer):
     async def close(self) -> None:
         await self.stop()
 
-    def busy(self) -> bytes:
-        return _error(503, f"busy: {self.connections_max} connections at once",
-                      extra={"Retry-After": "1"})
+    incomplete = "the request ended before its blank line"
 
-    async def respond(self, reader: asyncio.StreamReader) -> bytes:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_S)
-        except TimeoutError:
-            self.refused["idle"] += 1
-            return _error(408, f"no complete request within {IDLE_S:g} s")
-        except asyncio.LimitOverrunError:
-            self.refused["too_long"] += 1
-            return _error(431, f"request head longer than {HEAD_MAX} bytes")
-        except asyncio.IncompleteReadError:
-            return _error(400, "the request ended before its blank line")
-        return answer(head[:-4], self.render)
+    def refusal(self, status: int, why: str) -> bytes:
+        # A busy scraper is told when to come back.
+        return _error(status, why, extra={"Retry-After": "1"} if status == 503 else None)
+
+    async def read(self, reader: asyncio.StreamReader) -> bytes:
+        return await reader.readuntil(b"\r\n\r\n")      # the head; a GET has no body
+
+    async def reply(self, request: bytes) -> bytes:
+        return answer(request[:-4], self.render)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from uvxlan import cluster, docker
+from uvxlan import bounded, cluster, docker
 from uvxlan.cluster import EndpointRecord
 from uvxlan.errors import ConfigError
 from uvxlan.netlink import FoundLink
@@ -496,7 +496,7 @@ def test_server_answers_as_dockers_plugin_client_expects(tmp_path: Path) -> None
 
 
 def test_server_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(docker, "IDLE_S", 0.2)
+    monkeypatch.setattr(bounded, "IDLE_S", 0.2)
     monkeypatch.setattr(docker.PluginServer, "connections_max", 2)
 
     async def scenario(path: str, server: docker.PluginServer) -> None:
