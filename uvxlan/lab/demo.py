@@ -36,7 +36,10 @@ PLACEMENTS = [
 ]
 
 
-class Demo:
+class Checks:
+    """A demo's checks: each printed [ok] or [FAILED], the failures kept;
+    its work directory kept for them; its verdict."""
+
     def __init__(self, lab_name: str = LAB) -> None:
         self.lab_name = lab_name
         self.failures: list[str] = []
@@ -46,6 +49,24 @@ class Demo:
         print(f"  [{'ok' if ok else 'FAILED'}] {what}")
         if not ok:
             self.failures.append(what)
+
+    def keep_for_failures(self, workdir: Path) -> None:
+        """The agents' logs and store stay when a check failed."""
+        if self.failures:
+            print(f"  agent logs and store kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def verdict(self) -> int:
+        """The exit code, said in a line."""
+        if self.failures:
+            print(f"demo FAILED: {len(self.failures)} check(s) failed")
+            return 1
+        print("demo passed")
+        return 0
+
+
+class Demo(Checks):
 
     def uvxlan(self, *args: str, show: bool = True, store: bool = True) -> str:
         """Run the CLI as a user would (on h1), echoing the command."""
@@ -158,15 +179,8 @@ class Demo:
                            f"agents stopped cleanly on SIGTERM (exit codes {codes})")
                 lab.down()
                 self.check(not lab.namespaces(), "every namespace removed")
-                if self.failures:
-                    print(f"  agent logs and store kept in {workdir}")
-                else:
-                    shutil.rmtree(workdir, ignore_errors=True)
-        if self.failures:
-            print(f"demo FAILED: {len(self.failures)} check(s) failed")
-            return 1
-        print("demo passed")
-        return 0
+                self.keep_for_failures(workdir)
+        return self.verdict()
 
 
 def run(keep: bool = False, lab_name: str = LAB) -> int:

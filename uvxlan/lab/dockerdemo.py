@@ -23,14 +23,13 @@ import ipaddress
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from uvxlan.errors import UvxlanError
-from uvxlan.lab.demo import PLACEMENTS
+from uvxlan.lab.demo import PLACEMENTS, Checks
 from uvxlan.lab.dockerd import BUSYBOX_IMAGE, LabDockerd, owned_pids
 from uvxlan.lab.netns import Lab
 from uvxlan.lab.overlay import ClusterOverlay
@@ -49,20 +48,13 @@ def network_create_args(name: str) -> list[str]:
             "--opt", f"uvxlan.network={name}", "--ipam-opt", f"uvxlan.network={name}", name]
 
 
-class DockerDemo:
+class DockerDemo(Checks):
     def __init__(self, lab_name: str = LAB) -> None:
-        self.lab_name = lab_name
-        self.failures: list[str] = []
+        super().__init__(lab_name)
         self.dockerds: dict[str, LabDockerd] = {}
-        self.ov: ClusterOverlay | None = None
         # what was made, so that clean-up removes just that
         self.containers: list[tuple[str, str]] = []      # (host, name)
         self.networks: dict[str, list[str]] = {}         # host -> Docker networks
-
-    def check(self, ok: bool, what: str) -> None:
-        print(f"  [{'ok' if ok else 'FAILED'}] {what}")
-        if not ok:
-            self.failures.append(what)
 
     def docker(self, host: str, *args: str, show: bool = True, check: bool = True,
                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -216,15 +208,8 @@ class DockerDemo:
                       f" uvxlan lab down --name {self.lab_name}")
             else:
                 self.clean_up(lab, started)
-                if self.failures:
-                    print(f"  agent logs and store kept in {workdir}")
-                else:
-                    shutil.rmtree(workdir, ignore_errors=True)
-        if self.failures:
-            print(f"demo FAILED: {len(self.failures)} check(s) failed")
-            return 1
-        print("demo passed")
-        return 0
+                self.keep_for_failures(workdir)
+        return self.verdict()
 
     def clean_up(self, lab: Lab, started: list[str]) -> None:
         assert self.ov is not None
