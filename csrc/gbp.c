@@ -12,17 +12,11 @@ static uint64_t rule_key(uint32_t src, uint32_t dst)
 	return (uint64_t)(src << 16 | dst) + 1u;
 }
 
-/* MurmurHash3's finalizer, as peers.c: every bit of both groups moves the
- * slot, so the rules of one source group do not fill one run. */
+/* Every bit of both groups moves the slot (mix32, peers.h), so the rules
+ * of one source group do not fill one run. */
 static uint32_t rule_slot(uint64_t wide)
 {
-	uint32_t key = (uint32_t)wide ^ (uint32_t)(wide >> 32);
-	key ^= key >> 16;
-	key *= 0x85ebca6bu;
-	key ^= key >> 13;
-	key *= 0xc2b2ae35u;
-	key ^= key >> 16;
-	return key;
+	return mix32((uint32_t)wide ^ (uint32_t)(wide >> 32));
 }
 
 static struct gbp_rule *rule_find(const struct gbp_policy *p, uint64_t key)

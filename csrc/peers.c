@@ -7,7 +7,7 @@
 /* Put ip in a set with room for it (no check for duplicates). */
 static void peer_insert(struct peer_set *ps, uint32_t ip)
 {
-	uint32_t s = peer_slot(ip) & ps->mask;
+	uint32_t s = mix32(ip) & ps->mask;
 	while (ps->slot[s])
 		s = (s + 1) & ps->mask;
 	ps->slot[s] = ip;

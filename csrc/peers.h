@@ -20,23 +20,24 @@ struct peer_set {
 	uint32_t n;
 };
 
-/* MurmurHash3's 32-bit finalizer: each bit of ip moves every bit of the
- * result, so the low bits the mask keeps spread one subnet's addresses. */
-static inline uint32_t peer_slot(uint32_t ip)
+/* MurmurHash3's 32-bit finalizer: each bit of x moves every bit of the
+ * result, so the low bits a mask keeps spread keys that differ only in a
+ * few bits (one subnet's addresses here, one group's rules in gbp.c). */
+static inline uint32_t mix32(uint32_t x)
 {
-	ip ^= ip >> 16;
-	ip *= 0x85ebca6bu;
-	ip ^= ip >> 13;
-	ip *= 0xc2b2ae35u;
-	ip ^= ip >> 16;
-	return ip;
+	x ^= x >> 16;
+	x *= 0x85ebca6bu;
+	x ^= x >> 13;
+	x *= 0xc2b2ae35u;
+	x ^= x >> 16;
+	return x;
 }
 
 static inline int peer_set_has(const struct peer_set *ps, uint32_t ip)
 {
 	if (!ps->n || ip == 0)
 		return 0;
-	for (uint32_t s = peer_slot(ip) & ps->mask;; s = (s + 1) & ps->mask) {
+	for (uint32_t s = mix32(ip) & ps->mask;; s = (s + 1) & ps->mask) {
 		if (ps->slot[s] == ip)
 			return 1;
 		if (ps->slot[s] == 0)
