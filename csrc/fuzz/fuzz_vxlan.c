@@ -256,20 +256,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef UVX_FUZZ_STANDALONE
-/* xorshift: deterministic for a seed, so a failure can be replayed. */
-static uint64_t rng_state;
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
+#include "standalone.h"
 
 int main(int argc, char **argv)
 {
-	long iters = argc > 1 ? atol(argv[1]) : 200000;
-	rng_state = argc > 2 ? strtoull(argv[2], NULL, 0) : 0x9e3779b97f4a7c15ull;
+	long iters = standalone_iterations(argc, argv);
 	static uint8_t buf[2048];
 	for (long i = 0; i < iters; i++) {
 		size_t len = rnd() % (i & 1 ? 64 : sizeof(buf));
