@@ -21,11 +21,9 @@ for forwarding.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from uvxlan.capture import CHUNK, END, CaptureRequest  # noqa: E402
+from tests.support.capture import read_end, stalled_client  # noqa: E402
+from uvxlan.capture import CaptureRequest  # noqa: E402
 from uvxlan.lab.bench import iperf  # noqa: E402
 from uvxlan.lab.netns import Lab, terminate  # noqa: E402
 from uvxlan.lab.overlay import Overlay, Placement  # noqa: E402
@@ -45,22 +44,6 @@ def gbits(data: dict[str, object]) -> float:
     end = data["end"]
     assert isinstance(end, dict)
     return float(end["sum_received"]["bits_per_second"]) / 1e9
-
-
-def final_counts(s: socket.socket) -> dict[str, int]:
-    """End a raw capture client's capture; the agent's final counts."""
-    s.shutdown(socket.SHUT_WR)
-    s.settimeout(60)
-    data = bytearray()
-    while chunk := s.recv(1 << 20):
-        data += chunk
-    at = data.index(b"\n") + 1
-    while at < len(data):
-        kind, size = CHUNK.unpack_from(data, at)
-        if kind == END:
-            return dict(json.loads(data[at + CHUNK.size:at + CHUNK.size + size]))
-        at += CHUNK.size + size
-    return {}
 
 
 def main() -> int:
@@ -86,14 +69,11 @@ def main() -> int:
             for run in range(args.runs):
                 samples["none"].append(gbits(iperf(lab, c1, c2, "10.0.0.2", args.seconds, 1)))
 
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                s.connect(ov.control_socket("h1"))
-                s.sendall(json.dumps(request.to_json()).encode() + b"\n")
+                s = stalled_client(ov.control_socket("h1"), request)
                 try:
                     samples["stalled"].append(
                         gbits(iperf(lab, c1, c2, "10.0.0.2", args.seconds, 1)))
-                    end = final_counts(s)
+                    end = read_end(s, timeout=60)
                 finally:
                     s.close()
                 counts["stalled"].append(f"{end.get('captured')} sent, {end.get('missed')} missed")

@@ -3,12 +3,15 @@ host's interface during a ping between containers (the interop tests)."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from uvxlan.capture import CHUNK, END, CaptureRequest
 from uvxlan.lab.netns import Lab, terminate
 
 
@@ -119,3 +122,31 @@ def tcp_payload_len(frame: bytes) -> int:
         return 0
     doff = (frame[14 + ihl + 12] >> 4) * 4
     return int.from_bytes(frame[16:18], "big") - ihl - doff
+
+
+def stalled_client(sock_path: str, request: CaptureRequest) -> socket.socket:
+    """A capture client that sends its request and then never reads."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(sock_path)
+    s.sendall(json.dumps(request.to_json()).encode() + b"\n")
+    return s
+
+
+def read_end(s: socket.socket, timeout: float = 30.0) -> dict[str, int]:
+    """Stop a capture client's capture and read its stream to the final counts."""
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(timeout)
+    data = bytearray()
+    while chunk := s.recv(1 << 20):
+        data += chunk
+    at = data.index(b"\n") + 1
+    assert "capture" in json.loads(data[:at])
+    end = None
+    while at < len(data):
+        kind, size = CHUNK.unpack_from(data, at)
+        if kind == END:
+            end = json.loads(data[at + CHUNK.size:at + CHUNK.size + size])
+        at += CHUNK.size + size
+    assert end is not None, "no end chunk"
+    return end

@@ -6,10 +6,8 @@ that never reads changes nothing for forwarding (its misses are counted)."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import OverlayFactory, checked_transfer, needs, ping, root
+from tests.support.capture import read_end, stalled_client
 from tests.system.test_control_socket import (  # noqa: F401 - fixtures
     NOBODY,
     Agents,
@@ -25,7 +24,7 @@ from tests.system.test_control_socket import (  # noqa: F401 - fixtures
     as_user,
     control_dir,
 )
-from uvxlan.capture import CHUNK, END, CaptureRequest
+from uvxlan.capture import CaptureRequest
 from uvxlan.lab.bench import iperf_server
 from uvxlan.lab.netns import Lab, terminate
 from uvxlan.lab.overlay import Overlay, Placement
@@ -177,34 +176,6 @@ def test_pcapng_says_where_and_whose(lab: Lab, overlay: OverlayFactory,
         [(f"{agent}:port-in", "8"), (f"{agent}:wire-out", "8"),
          (f"{agent}:wire-in", "0"), (f"{agent}:port-out", "0")] * 2)
     assert {r[1] for r in icmp} == {f"net1 (VNI 300), port {port} ({a1}/eth0)"}
-
-
-def stalled_client(sock_path: str, request: CaptureRequest) -> socket.socket:
-    """A capture client that sends its request and then never reads."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(sock_path)
-    s.sendall(json.dumps(request.to_json()).encode() + b"\n")
-    return s
-
-
-def read_end(s: socket.socket) -> dict[str, int]:
-    """Stop a capture client's capture and read its stream to the final counts."""
-    s.shutdown(socket.SHUT_WR)
-    s.settimeout(30)
-    data = bytearray()
-    while chunk := s.recv(1 << 20):
-        data += chunk
-    at = data.index(b"\n") + 1
-    assert "capture" in json.loads(data[:at])
-    end = None
-    while at < len(data):
-        kind, size = CHUNK.unpack_from(data, at)
-        if kind == END:
-            end = json.loads(data[at + CHUNK.size:at + CHUNK.size + size])
-        at += CHUNK.size + size
-    assert end is not None, "no end chunk"
-    return end
 
 
 def test_a_stalled_reader_changes_nothing_for_forwarding(lab: Lab, overlay: OverlayFactory,
